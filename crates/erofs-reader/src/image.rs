@@ -1,0 +1,374 @@
+//! Opening an image: the source of bytes, superblock checks, bounded reads.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use erofs_format::xattr::{LongPrefix, MAX_LONG_PREFIXES};
+use erofs_format::{
+    Compat, EROFS_MAGIC, Incompat, MAX_BLOCK_SIZE_BITS, MIN_BLOCK_SIZE_BITS, SUPERBLOCK_OFFSET,
+    SUPERBLOCK_SIZE, SuperBlock, superblock_checksum, superblock_checksum_range,
+};
+use zerocopy::FromBytes;
+
+use crate::error::{Corruption, Error, Result};
+use crate::inode::Inode;
+
+/// Incompat bits whose images this reader reads (compressed inodes are recognised and reported,
+/// never misread). `48BIT` and `METABOX` change how inodes are addressed, so they are refused.
+pub const READABLE_INCOMPAT: u32 = 0x7F;
+
+/// Longest superblock (with extension slots) accepted: it must fit in a 4 KiB page after
+/// byte 1024, like Linux requires.
+const MAX_SB_SIZE: usize = 4096 - SUPERBLOCK_OFFSET;
+
+/// Where the image bytes come from. Both kinds are read with positional reads, so an
+/// [`Image`] can be shared between threads.
+#[derive(Debug)]
+enum Source {
+    File(File),
+    Bytes(Vec<u8>),
+}
+
+/// Options for [`Image::open_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// Verify the superblock checksum when compat `SB_CHKSUM` is set (default: true).
+    pub verify_checksum: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            verify_checksum: true,
+        }
+    }
+}
+
+/// An open EROFS image. `Image` is `Send + Sync`: every read is a positional read (`pread`),
+/// so many threads can read files from one image at once.
+#[derive(Debug)]
+pub struct Image {
+    src: Source,
+    len: u64,
+    sb: SuperBlock,
+    sb_bytes: Vec<u8>,
+    prefixes: Vec<LongPrefix>,
+    prefixes_compressed: Option<String>,
+    checksum: Option<(u32, u32)>,
+}
+
+impl Image {
+    /// Opens the image at `path` and checks its superblock (magic, block size, checksum,
+    /// incompat bits, long prefixes, root inode).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// Like [`Image::open`], with options.
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        Self::from_source(Source::File(file), len, opts)
+    }
+
+    /// Opens an image held in memory (tests and fuzzing).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::from_bytes_with(bytes, OpenOptions::default())
+    }
+
+    /// Like [`Image::from_bytes`], with options.
+    pub fn from_bytes_with(bytes: Vec<u8>, opts: OpenOptions) -> Result<Self> {
+        let len = bytes.len() as u64;
+        Self::from_source(Source::Bytes(bytes), len, opts)
+    }
+
+    fn from_source(src: Source, len: u64, opts: OpenOptions) -> Result<Self> {
+        if len < (SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) as u64 {
+            return Err(Error::TooSmall { size: len });
+        }
+        let mut image = Image {
+            src,
+            len,
+            sb: SuperBlock::default(),
+            sb_bytes: Vec::new(),
+            prefixes: Vec::new(),
+            prefixes_compressed: None,
+            checksum: None,
+        };
+        let raw = image.read_vec(SUPERBLOCK_OFFSET as u64, SUPERBLOCK_SIZE as u64)?;
+        let sb = SuperBlock::read_from_bytes(&raw).map_err(|_| {
+            Error::corrupt(
+                None,
+                Some(1024),
+                Corruption::Superblock("short read".into()),
+            )
+        })?;
+        if sb.magic.get() != EROFS_MAGIC {
+            return Err(Error::BadMagic {
+                found: sb.magic.get(),
+            });
+        }
+        let bits = sb.blkszbits;
+        if !(MIN_BLOCK_SIZE_BITS..=MAX_BLOCK_SIZE_BITS).contains(&bits) {
+            return Err(Error::BlockSize { bits });
+        }
+        let sb_size = sb.on_disk_size();
+        if sb_size > MAX_SB_SIZE {
+            return Err(Error::corrupt(
+                None,
+                Some(1024 + 13),
+                Corruption::Superblock(format!("superblock size {sb_size} too large")),
+            ));
+        }
+        image.sb_bytes = image.read_vec(SUPERBLOCK_OFFSET as u64, sb_size as u64)?;
+        image.sb = sb;
+        let incompat = sb.feature_incompat.get();
+        if incompat & !READABLE_INCOMPAT != 0 {
+            let bad = incompat & !READABLE_INCOMPAT;
+            return Err(Error::UnsupportedFeatures {
+                bits: bad,
+                names: incompat_names(bad),
+            });
+        }
+        if sb.dirblkbits != 0 {
+            return Err(Error::corrupt(
+                None,
+                Some(1024 + 90),
+                Corruption::Superblock(format!("dirblkbits {} is not 0", sb.dirblkbits)),
+            ));
+        }
+        if sb.compat().contains(Compat::SB_CHKSUM) {
+            let computed = image.compute_checksum()?;
+            let stored = sb.checksum.get();
+            image.checksum = Some((stored, computed));
+            if opts.verify_checksum && stored != computed {
+                return Err(Error::Checksum { stored, computed });
+            }
+        }
+        image.load_long_prefixes()?;
+        let root = image.inode(image.root_nid())?;
+        if !root.is_dir() {
+            return Err(Error::corrupt(
+                Some(root.nid),
+                Some(1024 + 14),
+                Corruption::Superblock(format!("root nid {} is not a directory", root.nid)),
+            ));
+        }
+        Ok(image)
+    }
+
+    fn compute_checksum(&self) -> Result<u32> {
+        let range = superblock_checksum_range(self.sb.blkszbits);
+        let mut covered = self.read_vec(range.start as u64, (range.end - range.start) as u64)?;
+        covered[4..8].fill(0);
+        Ok(superblock_checksum(&covered))
+    }
+
+    /// The checksum as `(stored, computed)` when compat `SB_CHKSUM` is set.
+    pub fn checksum(&self) -> Option<(u32, u32)> {
+        self.checksum
+    }
+
+    fn load_long_prefixes(&mut self) -> Result<()> {
+        if !self.sb.incompat().contains(Incompat::XATTR_PREFIXES) {
+            return Ok(());
+        }
+        let count = usize::from(self.sb.xattr_prefix_count);
+        if count > MAX_LONG_PREFIXES {
+            return Err(Error::corrupt(
+                None,
+                Some(1024 + 91),
+                Corruption::LongPrefixes(format!("{count} prefixes, at most 128 allowed")),
+            ));
+        }
+        let start = u64::from(self.sb.xattr_prefix_start.get()) * 4;
+        let packed = self.sb.packed_nid.get();
+        let plain = self.sb.compat().contains(Compat::PLAIN_XATTR_PFX) || packed == 0;
+        // Each record is at most 2 + 256 bytes, padded to 4.
+        let mut pos = start;
+        let read = |img: &Image, at: u64, buf: &mut [u8]| -> Result<()> {
+            if plain {
+                img.read_exact(at, buf)
+            } else {
+                let inode = img.inode(packed)?;
+                let n = img.read_at(&inode, at, buf)?;
+                if n != buf.len() {
+                    return Err(Error::corrupt(
+                        Some(packed),
+                        Some(at),
+                        Corruption::LongPrefixes("record past the end of the packed inode".into()),
+                    ));
+                }
+                Ok(())
+            }
+        };
+        let mut prefixes = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut len = [0u8; 2];
+            match read(self, pos, &mut len) {
+                Err(Error::Compressed { algorithm, .. }) => {
+                    self.prefixes_compressed = Some(algorithm);
+                    return Ok(());
+                }
+                r => r?,
+            }
+            let len = u16::from_le_bytes(len) as usize;
+            if len == 0 || len > 256 {
+                return Err(Error::corrupt(
+                    None,
+                    Some(pos),
+                    Corruption::LongPrefixes(format!("record {i} has length {len}")),
+                ));
+            }
+            let mut body = vec![0u8; len];
+            read(self, pos + 2, &mut body)?;
+            prefixes.push(LongPrefix {
+                base_index: body[0],
+                infix: body[1..].to_vec(),
+            });
+            pos += (2 + len as u64 + 3) & !3;
+        }
+        self.prefixes = prefixes;
+        Ok(())
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &SuperBlock {
+        &self.sb
+    }
+
+    /// The superblock bytes as stored, including extension slots.
+    pub fn superblock_bytes(&self) -> &[u8] {
+        &self.sb_bytes
+    }
+
+    /// Image size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the image is empty (never true for an opened image).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        1u64 << self.sb.blkszbits
+    }
+
+    /// log2 of the block size.
+    pub fn block_bits(&self) -> u8 {
+        self.sb.blkszbits
+    }
+
+    /// The root directory's nid.
+    pub fn root_nid(&self) -> u64 {
+        self.sb.root_nid()
+    }
+
+    /// The long xattr name prefixes (§8.5), in registration order. Empty without
+    /// `XATTR_PREFIXES`, or when they live in a compressed packed inode (see
+    /// [`Image::long_prefixes_unavailable`]).
+    pub fn long_prefixes(&self) -> &[LongPrefix] {
+        &self.prefixes
+    }
+
+    /// The compression algorithm of the packed inode when the long prefixes are stored in
+    /// it compressed and could therefore not be loaded.
+    pub fn long_prefixes_unavailable(&self) -> Option<&str> {
+        self.prefixes_compressed.as_deref()
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, refusing reads past the image end.
+    pub fn read_exact(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        let r = match &self.src {
+            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::Bytes(b) => {
+                // check_range guarantees the range is inside `b`.
+                let s = offset as usize;
+                buf.copy_from_slice(&b[s..s + buf.len()]);
+                Ok(())
+            }
+        };
+        r.map_err(|source| Error::Io {
+            offset,
+            len: buf.len() as u64,
+            source,
+        })
+    }
+
+    /// Reads `len` bytes at `offset` into a new buffer. The length is checked against the
+    /// image size before allocating.
+    pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check_range(offset, len)?;
+        let mut v = vec![0u8; len as usize];
+        self.read_exact(offset, &mut v)?;
+        Ok(v)
+    }
+
+    /// Checks that `len` bytes at `offset` lie inside the image.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            Some(_) => Err(Error::corrupt(
+                None,
+                Some(offset),
+                Corruption::OutOfImage {
+                    len,
+                    image_size: self.len,
+                },
+            )),
+            None => Err(Error::corrupt(None, Some(offset), Corruption::Overflow)),
+        }
+    }
+
+    /// Byte offset of inode `nid` (§4.1), checked for overflow.
+    pub fn nid_offset(&self, nid: u64) -> Result<u64> {
+        erofs_format::nid_to_offset(self.sb.meta_blkaddr.get(), self.sb.blkszbits, nid)
+            .ok_or_else(|| Error::corrupt(Some(nid), None, Corruption::Overflow))
+    }
+
+    /// Reads inode `nid`.
+    pub fn inode(&self, nid: u64) -> Result<Inode> {
+        Inode::read(self, nid)
+    }
+}
+
+/// Names of incompat bits, with `unknown(0x...)` for bits without a name.
+pub fn incompat_names(bits: u32) -> Vec<String> {
+    let f = Incompat::from_bits(bits);
+    let mut names: Vec<String> = f.names().into_iter().map(str::to_owned).collect();
+    let unknown = f.unknown();
+    for bit in 0..32 {
+        if unknown & (1 << bit) != 0 {
+            names.push(format!("unknown({:#x})", 1u32 << bit));
+        }
+    }
+    names
+}
+
+/// Names of compat bits, with `unknown(0x...)` for bits without a name.
+pub fn compat_names(bits: u32) -> Vec<String> {
+    let f = Compat::from_bits(bits);
+    let mut names: Vec<String> = f.names().into_iter().map(str::to_owned).collect();
+    let unknown = f.unknown();
+    for bit in 0..32 {
+        if unknown & (1 << bit) != 0 {
+            names.push(format!("unknown({:#x})", 1u32 << bit));
+        }
+    }
+    names
+}

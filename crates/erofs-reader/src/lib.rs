@@ -1,0 +1,74 @@
+//! Reads EROFS images: superblock checks, inodes, directories, xattrs, file data, a tree
+//! walk with cycle detection, plus the logic behind `dump.erofs-rs` and `fsck.erofs-rs`
+//! (statistics, consistency checks, extraction).
+//!
+//! Everything read from the image is bounds-checked before use. A corrupt image gives an
+//! [`Error`] that names the nid and/or byte offset; the reader never panics, never
+//! allocates more than the image size (or a documented limit), and never loops forever.
+//!
+//! ```no_run
+//! let image = erofs_reader::Image::open("image.erofs")?;
+//! for entry in image.walk()? {
+//!     let entry = entry?;
+//!     println!("{} nid {}", entry.path.escape_ascii(), entry.nid);
+//! }
+//! # Ok::<(), erofs_reader::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod data;
+pub mod dir;
+pub mod error;
+pub mod image;
+pub mod inode;
+pub mod walk;
+pub mod xattr;
+
+pub use data::{Extent, ExtentKind, FileReader};
+pub use dir::DirEntry;
+pub use erofs_format::{DataLayout, FileType};
+pub use error::{Corruption, Error, Location, Result};
+pub use image::{Image, OpenOptions};
+pub use inode::Inode;
+pub use walk::{Walk, WalkEntry};
+pub use xattr::Xattr;
+
+/// Serializes raw bytes as a string: UTF-8 as is, other bytes escaped `\xNN`.
+pub fn serde_bytes_lossy<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape_bytes(b))
+}
+
+/// Renders raw bytes as a string: valid UTF-8 stays as is; invalid bytes become `\xNN`
+/// and a backslash becomes `\\`, so the mapping is reversible.
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn image_is_send_and_sync() {
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<super::Image>();
+    }
+
+    #[test]
+    fn escape_keeps_utf8_and_escapes_the_rest() {
+        assert_eq!(super::escape_bytes(b"a\xffb\\"), "a\\xffb\\\\");
+        assert_eq!(super::escape_bytes("é".as_bytes()), "é");
+    }
+}
