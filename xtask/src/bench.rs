@@ -1,0 +1,634 @@
+//! `cargo xtask bench`: mkfs and fsck against erofs-utils and the read-and-hash floor.
+//!
+//! Every figure is a ratio against a peer measured in the same run on the same machine.
+//! Each command runs as its own process under GNU time, so wall time, CPU time and peak RSS
+//! are measured the same way for every row. The page cache is warmed before timing, and
+//! images are written to tmpfs when one is available, as in reference-tools.md.
+
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::{dist, util};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Tree to build images of (default: /usr/share when it has 40k files and 500 MiB,
+    /// otherwise a generated tree of that size).
+    #[arg(long)]
+    tree: Option<PathBuf>,
+    /// Runs per command; the median wall time is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// File counts for the scaling table (small files).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    scale: Vec<usize>,
+    /// Where the table goes.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// Internal: run a floor program (`read` or `hash`) over the files listed in a file.
+    #[arg(long, hide = true, num_args = 2, value_names = ["KIND", "LIST"])]
+    floor: Option<Vec<String>>,
+    /// Internal: threads for the floor program.
+    #[arg(long, hide = true, default_value_t = 0)]
+    threads: usize,
+}
+
+/// One measured command.
+#[derive(Clone, Debug)]
+struct Sample {
+    wall: f64,
+    user: f64,
+    sys: f64,
+    rss_kib: u64,
+}
+
+struct Row {
+    name: String,
+    sample: Sample,
+    image_bytes: Option<u64>,
+    baseline: Option<String>,
+    note: String,
+}
+
+/// Entry point.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(f) = &args.floor {
+        return floor(&f[0], Path::new(&f[1]), args.threads);
+    }
+    ensure_tools()?;
+    let root = util::workspace_root();
+    let bin = dist::build_release()?;
+    let mkfs_rs = bin.join("mkfs-erofs-rs");
+    let fsck_rs = bin.join("fsck-erofs-rs");
+    let work = scratch_dir()?;
+    let tree = match &args.tree {
+        Some(t) => t.clone(),
+        None => default_tree(&work)?,
+    };
+    let files = list_files(&tree)?;
+    let total: u64 = files.iter().map(|(_, s)| s).sum();
+    eprintln!(
+        "bench: tree {} — {} files, {} MiB",
+        tree.display(),
+        files.len(),
+        total >> 20
+    );
+    let list = work.join("files.list");
+    std::fs::write(
+        &list,
+        files
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_encoded_bytes())
+            .collect::<Vec<_>>()
+            .join(&b'\0'),
+    )?;
+    let xtask = std::env::current_exe()?;
+    let t = tree.to_str().context("tree path is not UTF-8")?;
+    let l = list.to_str().context("scratch path is not UTF-8")?;
+    let img = |n: &str| work.join(n).to_string_lossy().into_owned();
+
+    // Warm the page cache so every row reads from memory, as the reference figures do.
+    measure(
+        &[
+            xtask.to_str().unwrap_or("xtask"),
+            "bench",
+            "--floor",
+            "read",
+            l,
+        ],
+        1,
+    )?;
+
+    let mut rows = Vec::new();
+    let mut add = |name: &str,
+                   argv: &[&str],
+                   image: Option<&str>,
+                   baseline: Option<&str>,
+                   note: &str|
+     -> Result<()> {
+        eprintln!("bench: {name}");
+        if let Some(i) = image {
+            let _ = std::fs::remove_file(i);
+        }
+        let sample = measure(argv, args.runs).with_context(|| format!("benchmark row {name}"))?;
+        let image_bytes = image
+            .and_then(|i| std::fs::metadata(i).ok())
+            .map(|m| m.len());
+        rows.push(Row {
+            name: name.into(),
+            sample,
+            image_bytes,
+            baseline: baseline.map(Into::into),
+            note: note.into(),
+        });
+        Ok(())
+    };
+    let x = xtask.to_str().context("xtask path")?;
+    let mk = mkfs_rs.to_str().context("mkfs path")?;
+    let fk = fsck_rs.to_str().context("fsck path")?;
+    let (plain, fp, upstream) = (
+        img("rs-plain.erofs"),
+        img("rs-fp.erofs"),
+        img("upstream.erofs"),
+    );
+
+    add(
+        "floor: read every file (2 threads)",
+        &[x, "bench", "--floor", "read", l],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "floor: read + sha256 (1 thread)",
+        &[x, "bench", "--floor", "hash", l, "--threads", "1"],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "floor: read + sha256 (all threads)",
+        &[x, "bench", "--floor", "hash", l],
+        None,
+        None,
+        "",
+    )?;
+    let cat = format!("xargs -0 -n 512 cat < {l} > /dev/null");
+    add(
+        "cat every file",
+        &["sh", "-c", &cat],
+        None,
+        Some("floor: read every file (2 threads)"),
+        "",
+    )?;
+    let sums = format!("xargs -0 -n 512 -P 2 sha256sum < {l} > /dev/null");
+    add(
+        "sha256sum every file (2 procs)",
+        &["sh", "-c", &sums],
+        None,
+        Some("floor: read + sha256 (all threads)"),
+        "",
+    )?;
+    let up = format!("mkfs.erofs {upstream} {t} > /dev/null");
+    add(
+        "mkfs.erofs 1.5 (Debian)",
+        &["sh", "-c", &up],
+        Some(&upstream),
+        None,
+        "",
+    )?;
+    add(
+        "mkfs.erofs-rs",
+        &[mk, "--quiet", t, &plain],
+        Some(&plain),
+        Some("mkfs.erofs 1.5 (Debian)"),
+        "",
+    )?;
+    add(
+        "mkfs.erofs-rs --fingerprint=sha256",
+        &[mk, "--quiet", "--fingerprint=sha256", t, &fp],
+        Some(&fp),
+        Some("mkfs.erofs 1.5 (Debian)"),
+        "",
+    )?;
+    add(
+        "fsck.erofs 1.5, metadata walk",
+        &["fsck.erofs", &upstream],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "fsck.erofs-rs, metadata walk",
+        &[fk, &plain],
+        None,
+        Some("fsck.erofs 1.5, metadata walk"),
+        "",
+    )?;
+    add(
+        "fsck.erofs 1.5 --extract (no write)",
+        &[
+            "sh",
+            "-c",
+            &format!("fsck.erofs --extract {upstream} > /dev/null"),
+        ],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "fsck.erofs-rs --verify-fingerprints (1 thread)",
+        &[
+            "env",
+            "RAYON_NUM_THREADS=1",
+            fk,
+            "--verify-fingerprints",
+            &fp,
+        ],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "fsck.erofs-rs --verify-fingerprints",
+        &[fk, "--verify-fingerprints", &fp],
+        None,
+        Some("fsck.erofs-rs --verify-fingerprints (1 thread)"),
+        "",
+    )?;
+    if is_root() {
+        let mnt = work.join("mnt");
+        std::fs::create_dir_all(&mnt)?;
+        let m = mnt.to_string_lossy().into_owned();
+        let script = format!(
+            "mount -t erofs -o loop,ro {fp} {m} && (cd {m} && find . -type f -print0 | xargs -0 -n 512 -P 2 sha256sum > /dev/null); s=$?; umount {m}; exit $s"
+        );
+        add(
+            "loop mount + sha256sum (2 procs)",
+            &["sh", "-c", &script],
+            None,
+            Some("fsck.erofs-rs --verify-fingerprints"),
+            "kernel reads the image",
+        )?;
+    }
+
+    let mut scale_rows = Vec::new();
+    for &n in &args.scale {
+        let dir = work.join(format!("scale-{n}"));
+        generate_small_files(&dir, n)?;
+        let d = dir.to_string_lossy().into_owned();
+        let (a, b) = (img("scale-up.erofs"), img("scale-rs.erofs"));
+        eprintln!("bench: scaling, {n} files");
+        let up = measure(&["sh", "-c", &format!("mkfs.erofs {a} {d} > /dev/null")], 1)?;
+        let rs = measure(&[mk, "--quiet", "--fingerprint=sha256", &d, &b], 1)?;
+        scale_rows.push((n, up, rs));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let report = render(&tree, files.len(), total, &rows, &scale_rows)?;
+    print!("{report}");
+    let out = root.join(&args.out);
+    std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("bench: wrote {}", out.display());
+    Ok(())
+}
+
+fn ensure_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    if !Path::new("/usr/bin/time").exists() {
+        missing.push("time");
+    }
+    if which("mkfs.erofs").is_none() {
+        missing.push("erofs-utils");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("bench needs: apt-get install {}", missing.join(" "));
+    }
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing),
+    )
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").is_ok_and(|u| u == "root")
+        || std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+}
+
+fn scratch_dir() -> Result<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.join("erofs-rs-bench")
+    } else {
+        util::cache_dir()?.join("bench")
+    };
+    std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
+/// /usr/share when it is big enough, else a generated tree of the same shape.
+fn default_tree(work: &Path) -> Result<PathBuf> {
+    let usr = PathBuf::from("/usr/share");
+    if let Ok(files) = list_files(&usr) {
+        let bytes: u64 = files.iter().map(|(_, s)| s).sum();
+        if files.len() >= 40_000 && bytes >= 500 << 20 {
+            return Ok(usr);
+        }
+    }
+    let dir = util::cache_dir()?.join("bench-tree");
+    if !dir.join(".complete").exists() {
+        eprintln!(
+            "bench: /usr/share is too small; generating {}",
+            dir.display()
+        );
+        let _ = work;
+        generate_tree(&dir)?;
+        std::fs::write(dir.join(".complete"), b"")?;
+    }
+    Ok(dir)
+}
+
+/// 45,000 files and about 600 MiB: mostly small files, a few large ones, some duplicates,
+/// with deterministic content.
+fn generate_tree(dir: &Path) -> Result<()> {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..45_000usize {
+        let sub = dir.join(format!("d{:03}/e{:02}", i % 300, i % 17));
+        std::fs::create_dir_all(&sub)?;
+        let r = next();
+        let size = match r % 100 {
+            0 => 4 << 20,
+            1..=20 => (r >> 8) as usize % (64 << 10),
+            _ => (r >> 8) as usize % 4096,
+        };
+        let dup = r % 7 == 0;
+        let mut data = vec![0u8; size];
+        let mut s = if dup { (size as u64) | 1 } else { r | 1 };
+        for chunk in data.chunks_mut(8) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            chunk.copy_from_slice(&s.to_le_bytes()[..chunk.len()]);
+        }
+        std::fs::write(sub.join(format!("f{i}")), &data)?;
+    }
+    Ok(())
+}
+
+fn generate_small_files(dir: &Path, n: usize) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    for i in 0..n {
+        let sub = dir.join(format!("{:04}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        std::fs::write(
+            sub.join(format!("{i}")),
+            format!("file {i}\n").repeat(1 + i % 50),
+        )?;
+    }
+    Ok(())
+}
+
+fn list_files(tree: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))?;
+        for e in rd {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push((e.path(), e.metadata()?.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Runs `argv` `runs` times under GNU time and keeps the run with the median wall time.
+fn measure(argv: &[&str], runs: usize) -> Result<Sample> {
+    let mut samples = Vec::new();
+    let out = std::env::temp_dir().join(format!("erofs-rs-bench-time-{}", std::process::id()));
+    for _ in 0..runs.max(1) {
+        let status = Command::new("/usr/bin/time")
+            .args(["-f", "%e %U %S %M", "-o"])
+            .arg(&out)
+            .args(argv)
+            .stdout(Stdio::null())
+            .status()
+            .with_context(|| format!("running {argv:?}"))?;
+        if !status.success() {
+            bail!("{argv:?} failed: {status}");
+        }
+        let text = std::fs::read_to_string(&out)?;
+        let last = text.lines().last().unwrap_or_default();
+        let f: Vec<&str> = last.split_whitespace().collect();
+        if f.len() != 4 {
+            bail!("unexpected GNU time output {text:?}");
+        }
+        samples.push(Sample {
+            wall: f[0].parse()?,
+            user: f[1].parse()?,
+            sys: f[2].parse()?,
+            rss_kib: f[3].parse()?,
+        });
+    }
+    samples.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    Ok(samples[samples.len() / 2].clone())
+}
+
+/// The floor programs: read (and hash) every listed file with a pool of threads and
+/// 128 KiB reads, the way a fingerprinting mkfs must at least.
+fn floor(kind: &str, list: &Path, threads: usize) -> Result<()> {
+    use sha2::Digest;
+    use std::io::Read;
+    let raw = std::fs::read(list)?;
+    let paths: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+    let hash = match kind {
+        "read" => false,
+        "hash" => true,
+        _ => bail!("unknown floor {kind}"),
+    };
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    };
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<u64> {
+                    let mut buf = vec![0u8; 128 << 10];
+                    let mut acc = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = paths.get(i) else {
+                            return Ok(acc);
+                        };
+                        let path = Path::new(
+                            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(p),
+                        );
+                        let mut f = std::fs::File::open(path)?;
+                        let mut h = sha2::Sha256::new();
+                        loop {
+                            let n = f.read(&mut buf)?;
+                            if n == 0 {
+                                break;
+                            }
+                            if hash {
+                                h.update(&buf[..n]);
+                            }
+                            acc = acc.wrapping_add(n as u64);
+                        }
+                        if hash {
+                            acc = acc.wrapping_add(u64::from(h.finalize()[0]));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("floor thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {}", kernel.trim())
+}
+
+fn render(
+    tree: &Path,
+    nfiles: usize,
+    bytes: u64,
+    rows: &[Row],
+    scale: &[(usize, Sample, Sample)],
+) -> Result<String> {
+    let mut o = String::new();
+    writeln!(o, "# Benchmarks\n")?;
+    writeln!(
+        o,
+        "Made by `cargo xtask bench`. Every ratio compares two rows of the same run on the same machine."
+    )?;
+    writeln!(
+        o,
+        "Each row is the median of several runs, with a warm page cache; images go to tmpfs.\n"
+    )?;
+    writeln!(o, "- machine: {}", machine())?;
+    writeln!(
+        o,
+        "- tree: `{}`, {nfiles} regular files, {:.0} MiB of data\n",
+        tree.display(),
+        bytes as f64 / 1048576.0
+    )?;
+    writeln!(
+        o,
+        "| command | wall (s) | CPU user+sys (s) | peak RSS (MiB) | image (bytes) | ratio (wall) |"
+    )?;
+    writeln!(o, "|---|---:|---:|---:|---:|---|")?;
+    for r in rows {
+        let ratio = match &r.baseline {
+            Some(b) => match rows.iter().find(|x| &x.name == b) {
+                Some(base) => format!("{:.2}x of {b}", r.sample.wall / base.sample.wall.max(0.001)),
+                None => String::new(),
+            },
+            None => String::new(),
+        };
+        writeln!(
+            o,
+            "| {}{} | {:.2} | {:.2} | {:.1} | {} | {ratio} |",
+            r.name,
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.note)
+            },
+            r.sample.wall,
+            r.sample.user + r.sample.sys,
+            r.sample.rss_kib as f64 / 1024.0,
+            r.image_bytes.map_or(String::new(), |b| b.to_string()),
+        )?;
+    }
+    let get = |n: &str| rows.iter().find(|r| r.name == n).map(|r| r.sample.wall);
+    writeln!(o, "\n## Targets\n")?;
+    if let (Some(fp), Some(up), Some(floor)) = (
+        get("mkfs.erofs-rs --fingerprint=sha256"),
+        get("mkfs.erofs 1.5 (Debian)"),
+        get("floor: read + sha256 (all threads)"),
+    ) {
+        writeln!(
+            o,
+            "- fingerprinted build / mkfs.erofs 1.5 plain build: {:.2}x (target: at most 1.0x)",
+            fp / up
+        )?;
+        writeln!(
+            o,
+            "- fingerprinted build / read-and-hash floor: {:.2}x (target: at most 1.3x)",
+            fp / floor
+        )?;
+    }
+    if let (Some(one), Some(all)) = (
+        get("fsck.erofs-rs --verify-fingerprints (1 thread)"),
+        get("fsck.erofs-rs --verify-fingerprints"),
+    ) {
+        writeln!(
+            o,
+            "- fingerprint verify speed-up, all threads vs 1 thread: {:.2}x (target: at least 1.6x on 2 cores)",
+            one / all
+        )?;
+    }
+    if let (Some(v), Some(m)) = (
+        get("fsck.erofs-rs --verify-fingerprints"),
+        get("loop mount + sha256sum (2 procs)"),
+    ) {
+        writeln!(
+            o,
+            "- verify / loop mount + sha256sum: {:.2}x (target: at most 1.0x)",
+            v / m
+        )?;
+    }
+    if !scale.is_empty() {
+        writeln!(
+            o,
+            "\n## Scaling with file count (small files, one run each)\n"
+        )?;
+        writeln!(
+            o,
+            "| files | mkfs.erofs 1.5 (s) | mkfs.erofs-rs --fingerprint=sha256 (s) | ratio | RSS 1.5 / rs (MiB) |"
+        )?;
+        writeln!(o, "|---:|---:|---:|---:|---|")?;
+        for (n, up, rs) in scale {
+            writeln!(
+                o,
+                "| {n} | {:.2} | {:.2} | {:.2}x | {:.0} / {:.0} |",
+                up.wall,
+                rs.wall,
+                rs.wall / up.wall.max(0.001),
+                up.rss_kib as f64 / 1024.0,
+                rs.rss_kib as f64 / 1024.0
+            )?;
+        }
+    }
+    Ok(o)
+}

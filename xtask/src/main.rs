@@ -1,0 +1,55 @@
+//! Developer tasks for erofs-rs: `cargo xtask <command>`.
+
+mod bench;
+mod corrupt;
+mod dist;
+mod initramfs;
+mod kernel;
+mod mkfs;
+mod qemu;
+mod qemu_test;
+mod scenarios;
+mod trees;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer tasks for erofs-rs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build Linux 6.12 (Debian's linux-source-6.12 + xtask/kernel) into the cache.
+    Kernel(kernel::KernelArgs),
+    /// Build images, initramfs and kernel, boot QEMU and run the conformance scenarios.
+    QemuTest(qemu_test::QemuTestArgs),
+    /// Build the release binaries and add the dotted names (mkfs.erofs-rs, ...) beside them.
+    Dist {
+        /// Also install the binaries and the dotted names into PREFIX/bin.
+        #[arg(long, value_name = "PREFIX")]
+        install: Option<std::path::PathBuf>,
+    },
+    /// Benchmark mkfs/fsck against erofs-utils and the read-and-hash floor.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    if let Err(e) = dispatch() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Kernel(a) => kernel::run(&a),
+        Cmd::QemuTest(a) => qemu_test::run(&a),
+        Cmd::Dist { install } => dist::run(install),
+        Cmd::Bench(a) => bench::run(&a),
+    }
+}

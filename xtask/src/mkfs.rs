@@ -1,0 +1,185 @@
+//! Which mkfs builds the test images: ours (`mkfs-erofs-rs`, the default) or Debian's
+//! `mkfs.erofs` (for developing the harness while ours cannot build something).
+
+use crate::util::{self, Need};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Fixed so images are reproducible.
+pub const EPOCH: &str = "1700000000";
+/// Fixed volume UUID.
+pub const UUID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+/// Our default fingerprint xattr name.
+pub const DEFAULT_FINGERPRINT_XATTR: &str = "trusted.erofs.fingerprint";
+
+/// Selectable from the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Our mkfs-erofs-rs, built with `cargo build --release -p mkfs-erofs-rs`.
+    Ours,
+    /// Debian's mkfs.erofs (erofs-utils): 4 KiB blocks only, no fingerprints or long prefixes.
+    Debian,
+}
+
+/// A ready mkfs.
+pub enum Mkfs {
+    /// Path of our binary.
+    Ours(PathBuf),
+    /// Debian's mkfs.erofs.
+    Debian,
+}
+
+/// Image options a scenario asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `-b`: 512, 1024 or 4096 (0 = default 4096).
+    pub block_size: u32,
+    /// `-x N`: share an xattr when at least N inodes use it.
+    pub shared_xattrs: Option<u32>,
+    /// `-E noinline_data`.
+    pub noinline: bool,
+    /// `--fingerprint=sha256 --fingerprint-xattr=NAME`.
+    pub fingerprint: Option<String>,
+    /// `--xattr-prefix=PREFIX` (long xattr name prefixes).
+    pub xattr_prefixes: Vec<String>,
+    /// `--all-root`.
+    pub all_root: bool,
+    /// `-L`.
+    pub label: Option<String>,
+}
+
+impl Options {
+    /// The block size actually used.
+    pub fn block_size(&self) -> u32 {
+        if self.block_size == 0 {
+            4096
+        } else {
+            self.block_size
+        }
+    }
+}
+
+impl Mkfs {
+    /// Prepares the chosen mkfs (builds ours, installs Debian's).
+    pub fn prepare(flavour: Flavour) -> Result<Mkfs> {
+        match flavour {
+            Flavour::Debian => {
+                util::ensure_packages(
+                    "Debian's mkfs.erofs",
+                    &[Need {
+                        package: "erofs-utils",
+                        probe: "mkfs.erofs",
+                    }],
+                )?;
+                Ok(Mkfs::Debian)
+            }
+            Flavour::Ours => {
+                eprintln!("qemu-test: cargo build --release -p mkfs-erofs-rs");
+                util::run(
+                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                        .args(["build", "--release", "--quiet", "-p", "mkfs-erofs-rs"])
+                        .current_dir(util::workspace_root()),
+                )
+                .context(
+                    "building our mkfs (use --mkfs debian to test the harness with Debian's)",
+                )?;
+                let bin = util::target_dir().join("release/mkfs-erofs-rs");
+                if !bin.exists() {
+                    bail!("{} missing after the build", bin.display());
+                }
+                Ok(Mkfs::Ours(bin))
+            }
+        }
+    }
+
+    /// Why this mkfs cannot build such an image, if it cannot.
+    pub fn unsupported(&self, o: &Options) -> Option<String> {
+        match self {
+            Mkfs::Ours(_) => None,
+            Mkfs::Debian => {
+                if o.block_size() != 4096 {
+                    Some(format!(
+                        "Debian's mkfs.erofs 1.5 has no -b {}",
+                        o.block_size()
+                    ))
+                } else if o.fingerprint.is_some() {
+                    Some("Debian's mkfs.erofs 1.5 writes no fingerprints".into())
+                } else if !o.xattr_prefixes.is_empty() {
+                    Some("Debian's mkfs.erofs 1.5 has no long xattr prefixes".into())
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Short name for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mkfs::Ours(_) => "mkfs-erofs-rs",
+            Mkfs::Debian => "mkfs.erofs (Debian)",
+        }
+    }
+
+    /// Builds `image` from `source`.
+    pub fn build(&self, source: &Path, image: &Path, o: &Options) -> Result<()> {
+        if let Some(why) = self.unsupported(o) {
+            bail!("{why}");
+        }
+        // Debian's mkfs.erofs 1.5 opens the image without O_CREAT.
+        std::fs::write(image, b"").with_context(|| image.display().to_string())?;
+        let mut c;
+        match self {
+            Mkfs::Ours(bin) => {
+                c = Command::new(bin);
+                c.arg("--quiet")
+                    .arg(format!("-T{EPOCH}"))
+                    .arg(format!("-U{UUID}"));
+                c.arg(format!("-b{}", o.block_size()));
+                if let Some(l) = &o.label {
+                    c.arg(format!("-L{l}"));
+                }
+                if let Some(fp) = &o.fingerprint {
+                    c.arg("--fingerprint=sha256")
+                        .arg(format!("--fingerprint-xattr={fp}"));
+                }
+            }
+            Mkfs::Debian => {
+                c = Command::new("mkfs.erofs");
+                c.arg("--quiet")
+                    .arg(format!("-T{EPOCH}"))
+                    .arg(format!("-U{UUID}"));
+            }
+        }
+        if let Some(x) = o.shared_xattrs {
+            c.arg(format!("-x{x}"));
+        }
+        if o.noinline {
+            c.arg("-Enoinline_data");
+        }
+        for p in &o.xattr_prefixes {
+            c.arg(format!("--xattr-prefix={p}"));
+        }
+        if o.all_root {
+            c.arg("--all-root");
+        }
+        match self {
+            Mkfs::Ours(_) => c.arg(source).arg(image),
+            Mkfs::Debian => c.arg(image).arg(source),
+        };
+        let out = c
+            .output()
+            .with_context(|| format!("starting {}", util::show(&c)))?;
+        if !out.status.success() || std::fs::metadata(image).map_or(true, |m| m.len() == 0) {
+            bail!(
+                "{} failed ({}):\n{}{}",
+                util::show(&c),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Booting the test VM: QEMU command line, KVM probe, serial log capture.
+
+use crate::util::{self, Need, fmt_duration};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What booting needs on the host.
+pub const QEMU_NEEDS: &[Need] = &[
+    Need {
+        package: "qemu-system-x86",
+        probe: "qemu-system-x86_64",
+    },
+    Need {
+        package: "busybox-static",
+        probe: "/bin/busybox",
+    },
+    Need {
+        package: "coreutils",
+        probe: "timeout",
+    },
+];
+
+/// Accelerator choice on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// KVM if a probe boot shows it works, TCG otherwise.
+    Auto,
+    /// KVM (`-accel kvm -cpu host`).
+    Kvm,
+    /// TCG (`-accel tcg,thread=multi -cpu max`).
+    Tcg,
+}
+
+/// The accelerator in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Emulation.
+    Tcg,
+}
+
+/// One VM boot.
+pub struct Machine<'a> {
+    /// bzImage.
+    pub kernel: &'a Path,
+    /// initramfs (cpio).
+    pub initrd: &'a Path,
+    /// Disk images, attached read-only as /dev/vda, /dev/vdb, ...
+    pub disks: &'a [PathBuf],
+    /// Guest RAM.
+    pub memory_mib: u32,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Where the serial console output goes.
+    pub log: &'a Path,
+}
+
+/// How a boot ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// QEMU's exit status (`2v+1` after the guest wrote v to isa-debug-exit); 124 on timeout.
+    pub status: Option<i32>,
+    /// Killed by the timeout.
+    pub timed_out: bool,
+    /// Serial console output, `\r` removed.
+    pub serial: String,
+    /// QEMU's own stderr.
+    pub stderr: String,
+    /// Wall-clock time.
+    pub took: Duration,
+}
+
+impl Machine<'_> {
+    /// The full command line.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg("--kill-after=10")
+            .arg(format!("{}", self.timeout.as_secs().max(1)));
+        c.arg("qemu-system-x86_64");
+        c.args([
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ]);
+        match self.accel {
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        };
+        c.args(["-smp", "2", "-m", &format!("{}M", self.memory_mib)]);
+        c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        c.arg("-kernel")
+            .arg(self.kernel)
+            .arg("-initrd")
+            .arg(self.initrd);
+        c.args([
+            "-append",
+            "console=ttyS0 panic=-1 pci=noacpi loglevel=5 rdinit=/init",
+        ]);
+        for d in self.disks {
+            let mut spec = std::ffi::OsString::from("file=");
+            spec.push(d.as_os_str());
+            spec.push(",format=raw,if=virtio,readonly=on");
+            c.arg("-drive").arg(spec);
+        }
+        c
+    }
+
+    /// Boots and waits for the VM to end (or the timeout).
+    pub fn boot(&self) -> Result<Outcome> {
+        let t = Instant::now();
+        let mut c = self.command();
+        let log =
+            std::fs::File::create(self.log).with_context(|| self.log.display().to_string())?;
+        let out = c
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("starting {}", util::show(&c)))?;
+        let serial = String::from_utf8_lossy(&std::fs::read(self.log)?).replace('\r', "");
+        let status = out.status.code();
+        Ok(Outcome {
+            status,
+            timed_out: status == Some(124) || status == Some(137),
+            serial,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took: t.elapsed(),
+        })
+    }
+}
+
+/// Picks the accelerator: KVM only when a probe boot with it shows the guest alive.
+pub fn choose_accel(choice: AccelChoice, kernel: &Path, probe_initrd: &Path, work: &Path) -> Accel {
+    match choice {
+        AccelChoice::Kvm => return Accel::Kvm,
+        AccelChoice::Tcg => return Accel::Tcg,
+        AccelChoice::Auto => {}
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        eprintln!("qemu-test: /dev/kvm unusable, using TCG");
+        return Accel::Tcg;
+    }
+    let log = work.join("kvm-probe.log");
+    let m = Machine {
+        kernel,
+        initrd: probe_initrd,
+        disks: &[],
+        memory_mib: 256,
+        timeout: Duration::from_secs(20),
+        accel: Accel::Kvm,
+        log: &log,
+    };
+    match m.boot() {
+        Ok(o) if o.serial.contains("@@EROFS ALIVE") => {
+            eprintln!(
+                "qemu-test: KVM works (probe boot {}), using it",
+                fmt_duration(o.took)
+            );
+            Accel::Kvm
+        }
+        Ok(o) => {
+            let why = o
+                .stderr
+                .lines()
+                .last()
+                .unwrap_or("no sign of life from the guest")
+                .to_string();
+            eprintln!(
+                "qemu-test: KVM probe failed after {} ({why}), using TCG",
+                fmt_duration(o.took)
+            );
+            Accel::Tcg
+        }
+        Err(e) => {
+            eprintln!("qemu-test: KVM probe failed ({e:#}), using TCG");
+            Accel::Tcg
+        }
+    }
+}
+
+/// Whether an ELF file asks for a dynamic loader (has a PT_INTERP program header).
+pub fn elf_is_dynamic(bytes: &[u8]) -> bool {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes([bytes[0x36], bytes[0x37]]) as usize;
+    let phnum = u16::from_le_bytes([bytes[0x38], bytes[0x39]]) as usize;
+    (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        bytes
+            .get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) == 3)
+    })
+}

@@ -1,0 +1,332 @@
+//! Scenarios that run on any kernel (stock or patched): every block size and layout our mkfs
+//! writes, mounted as a block device and file-backed and compared in full; mount options;
+//! corrupted images.
+
+use super::{Boot, Env, Prepared, Scenario, Tree, erofs_mount};
+use crate::kernel::Variant;
+use crate::mkfs::{DEFAULT_FINGERPRINT_XATTR, Options};
+use crate::trees::LONG_PREFIX;
+use anyhow::Result;
+use erofs_guest::plan::{
+    ConformanceParams, CorruptCase, CorruptParams, ImageCheck, MountCase, MountOptionsParams,
+};
+
+/// The stock scenarios.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "blocks-4096",
+            about: "full tree, 4096-byte blocks, bdev + file-backed",
+            prepare: |e| full(e, &[("b4096", opts(4096))]),
+        },
+        Scenario {
+            name: "blocks-1024",
+            about: "full tree, 1024-byte blocks, bdev + file-backed",
+            prepare: |e| full(e, &[("b1024", opts(1024))]),
+        },
+        Scenario {
+            name: "blocks-512",
+            about: "full tree, 512-byte blocks, bdev + file-backed",
+            prepare: |e| full(e, &[("b512", opts(512))]),
+        },
+        Scenario {
+            name: "noinline",
+            about: "-E noinline_data (plain data only) at 4096 and 512",
+            prepare: |e| {
+                full(
+                    e,
+                    &[
+                        (
+                            "noinline4096",
+                            Options {
+                                noinline: true,
+                                ..opts(4096)
+                            },
+                        ),
+                        (
+                            "noinline512",
+                            Options {
+                                noinline: true,
+                                ..opts(512)
+                            },
+                        ),
+                    ],
+                )
+            },
+        },
+        Scenario {
+            name: "shared-xattrs",
+            about: "-x 1 (every repeated xattr shared) at 4096 and 1024",
+            prepare: |e| {
+                full(
+                    e,
+                    &[
+                        (
+                            "shared4096",
+                            Options {
+                                shared_xattrs: Some(1),
+                                ..opts(4096)
+                            },
+                        ),
+                        (
+                            "shared1024",
+                            Options {
+                                shared_xattrs: Some(1),
+                                ..opts(1024)
+                            },
+                        ),
+                    ],
+                )
+            },
+        },
+        Scenario {
+            name: "long-prefix",
+            about: "--xattr-prefix (long xattr name prefixes) at 4096 and 512",
+            prepare: |e| {
+                let p = Options {
+                    xattr_prefixes: vec![LONG_PREFIX.into()],
+                    ..opts(4096)
+                };
+                let q = Options {
+                    xattr_prefixes: vec![LONG_PREFIX.into(), "trusted.overlay.".into()],
+                    shared_xattrs: Some(1),
+                    ..opts(512)
+                };
+                full(e, &[("prefix4096", p), ("prefix512", q)])
+            },
+        },
+        Scenario {
+            name: "fingerprint",
+            about: "--fingerprint=sha256 with the default and a user.* xattr name",
+            prepare: |e| {
+                let a = Options {
+                    fingerprint: Some(DEFAULT_FINGERPRINT_XATTR.into()),
+                    ..opts(4096)
+                };
+                let b = Options {
+                    fingerprint: Some("user.fp".into()),
+                    ..opts(1024)
+                };
+                full(e, &[("fp4096", a), ("fp1024-user", b)])
+            },
+        },
+        Scenario {
+            name: "all-root",
+            about: "--all-root",
+            prepare: |e| {
+                full(
+                    e,
+                    &[(
+                        "allroot",
+                        Options {
+                            all_root: true,
+                            ..opts(4096)
+                        },
+                    )],
+                )
+            },
+        },
+        Scenario {
+            name: "example-tree",
+            about: "testdata/example-tree at 4096 and 512",
+            prepare: example,
+        },
+        Scenario {
+            name: "mount-options",
+            about: "unknown mount options are rejected, known ones accepted",
+            prepare: mount_options,
+        },
+        Scenario {
+            name: "corrupt",
+            about: "damaged images give mount or read errors, never an oops",
+            prepare: corrupt,
+        },
+    ]
+}
+
+fn opts(block_size: u32) -> Options {
+    Options {
+        block_size,
+        ..Default::default()
+    }
+}
+
+/// The conformance boot for the full tree.
+fn full(env: &mut Env, images: &[(&str, Options)]) -> Result<Prepared> {
+    conformance(env, Tree::Full, images)
+}
+
+fn example(env: &mut Env) -> Result<Prepared> {
+    let t = env.tree(Tree::Example)?;
+    if !t.is_dir() {
+        return Ok(Prepared::Skip(
+            "testdata/example-tree does not exist".into(),
+        ));
+    }
+    conformance(
+        env,
+        Tree::Example,
+        &[("example4096", opts(4096)), ("example512", opts(512))],
+    )
+}
+
+/// Builds each image, attaches it as a disk and inside a carrier disk, and plans a full
+/// comparison of both mounts against the manifest of the source tree.
+pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Result<Prepared> {
+    let mut usable = Vec::new();
+    let mut skipped = Vec::new();
+    for (label, o) in images {
+        match env.mkfs.unsupported(o) {
+            None => usable.push((*label, o)),
+            Some(why) => skipped.push(format!("{label}: {why}")),
+        }
+    }
+    if usable.is_empty() {
+        return Ok(Prepared::Skip(skipped.join("; ")));
+    }
+    let src = env.tree(tree)?;
+    let mut boot = Boot::default();
+    let mut checks = Vec::new();
+    let mut built = Vec::new();
+    for (label, o) in &usable {
+        let img = env.image(&src, label, o)?;
+        let manifest = boot.file(&format!("/data/{label}.json"), env.manifest(&src, o)?);
+        let dev = boot.disk(&img);
+        checks.push(ImageCheck {
+            label: label.to_string(),
+            manifest,
+            block_size: o.block_size() as u64,
+            mounts: vec![erofs_mount(&dev, &format!("/mnt/{label}"), "")],
+        });
+        built.push((format!("{label}.erofs"), img));
+    }
+    let files: Vec<(&str, &std::path::Path)> = built
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    let carrier = env.carrier(
+        &usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+"),
+        &files,
+    )?;
+    let cdev = boot.disk(&carrier);
+    for c in &mut checks {
+        let file = format!("/carrier/{}.erofs", c.label);
+        c.mounts
+            .push(erofs_mount(&file, &format!("/mnt/{}-file", c.label), ""));
+    }
+    let params = ConformanceParams {
+        carriers: vec![erofs_mount(&cdev, "/carrier", "")],
+        images: checks,
+    };
+    boot.run("conformance", "conformance", params)?;
+    for s in skipped {
+        eprintln!("qemu-test: note: {s}");
+    }
+    Ok(Prepared::Boot(boot))
+}
+
+fn mount_options(env: &mut Env) -> Result<Prepared> {
+    let src = env.tree(Tree::Small)?;
+    let img = env.image(&src, "mount-options", &opts(4096))?;
+    let mut boot = Boot::default();
+    let dev = boot.disk(&img);
+    let case = |label: &str, data: &str, ok: bool| MountCase {
+        label: label.into(),
+        mount: erofs_mount(&dev, "/mnt/opt", data),
+        expect_ok: ok,
+    };
+    let mut cases = vec![
+        case("no options", "", true),
+        case(
+            "unknown option rejected",
+            "this_option_does_not_exist",
+            false,
+        ),
+        case(
+            "unknown option after a known one rejected",
+            "user_xattr,bogus=1",
+            false,
+        ),
+        case("user_xattr accepted", "user_xattr", true),
+        case("nouser_xattr accepted", "nouser_xattr", true),
+        case("acl accepted", "acl", true),
+        case("noacl accepted", "noacl", true),
+        case(
+            "cache_strategy=readaround accepted",
+            "cache_strategy=readaround",
+            true,
+        ),
+        case(
+            "cache_strategy=bogus rejected",
+            "cache_strategy=bogus",
+            false,
+        ),
+    ];
+    if env.variant == Variant::Stock {
+        cases.push(case(
+            "inode_share rejected by a stock kernel",
+            "inode_share",
+            false,
+        ));
+    }
+    boot.expected.errors = vec![
+        "Unknown parameter".into(),
+        "Bad value".into(),
+        "inode_share".into(),
+        "cache_strategy".into(),
+    ];
+    boot.run(
+        "mount_options",
+        "mount-options",
+        MountOptionsParams { cases },
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn corrupt(env: &mut Env) -> Result<Prepared> {
+    let src = env.tree(Tree::Small)?;
+    let clean = env.image(&src, "corrupt-base", &opts(4096))?;
+    let mut boot = Boot::default();
+    let mut cases = Vec::new();
+    let dir = env.work.join("images/corrupt");
+    std::fs::create_dir_all(&dir)?;
+    let mut files = Vec::new();
+    for (i, d) in env.damaged(&clean)?.into_iter().enumerate() {
+        let p = dir.join(format!("{i:02}.erofs"));
+        std::fs::write(&p, &d.bytes)?;
+        // At most 24 block devices (PCI slots); every image is also mounted file-backed.
+        if i < 24 {
+            let dev = boot.disk(&p);
+            cases.push(CorruptCase {
+                label: format!("{} (bdev)", d.label),
+                mount: erofs_mount(&dev, &format!("/mnt/c{i:02}"), ""),
+                expect: d.expect,
+            });
+        }
+        files.push((format!("{i:02}.erofs"), p, d));
+    }
+    let list: Vec<(&str, &std::path::Path)> = files
+        .iter()
+        .map(|(n, p, _)| (n.as_str(), p.as_path()))
+        .collect();
+    let carrier = env.carrier("corrupt", &list)?;
+    let cdev = boot.disk(&carrier);
+    for (n, _, d) in &files {
+        cases.push(CorruptCase {
+            label: format!("{} (file)", d.label),
+            mount: erofs_mount(&format!("/carrier/{n}"), &format!("/mnt/f{n}"), ""),
+            expect: d.expect,
+        });
+    }
+    // Damaged images make the kernel complain; that is the point. Crashes stay forbidden.
+    boot.expected.errors = vec![String::new()];
+    boot.run(
+        "corrupt",
+        "corrupt",
+        CorruptParams {
+            carriers: vec![erofs_mount(&cdev, "/carrier", "")],
+            cases,
+        },
+    )?;
+    Ok(Prepared::Boot(boot))
+}
