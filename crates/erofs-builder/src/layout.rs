@@ -1,0 +1,401 @@
+//! The layout pass: every on-disk decision, made before anything is written.
+//!
+//! Image order:
+//!
+//! ```text
+//! block 0 (and up to the superblock's block for 512/1024-byte blocks)
+//!     bytes 0..1024 zero, superblock at 1024, long prefix records at 1152
+//! shared xattr area (block aligned; absent when empty)
+//! data area: full blocks of files, directories and symlinks, in inode order
+//! metadata area: inodes with their xattr bodies, inline tails and chunk tables
+//! ```
+//!
+//! Data comes before metadata so that fingerprints, computed while the data is copied, are
+//! known when the inodes are written. `meta_blkaddr` is the block before the metadata area,
+//! so the root (first in the metadata area) has nid `blksz / 32`, never 0, and always fits
+//! 16 bits.
+
+use erofs_format::{Compat, DataLayout, INODE_SLOT_SIZE, Incompat, NULL_ADDR, SuperBlock};
+
+use crate::tree::{FileContent, Inode, Kind, Tree};
+use crate::xattr::XattrPlan;
+use crate::{BuildError, Options, UuidChoice};
+
+/// Where the long prefix records start (right after the 128-byte superblock).
+pub const PREFIX_RECORDS_OFFSET: u64 = 1152;
+
+/// The chunk table of a sparse file (4-byte block map entries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// log2 of the chunk size.
+    pub chunkbits: u8,
+    /// Start block of each chunk, [`NULL_ADDR`] for holes.
+    pub table: Vec<u32>,
+    /// For each chunk with data: its byte range in the file (the last may be short).
+    pub data_chunks: Vec<std::ops::Range<u64>>,
+}
+
+/// The plan for one inode.
+#[derive(Clone, Debug)]
+pub struct InodePlan {
+    /// 64-byte inode rather than 32.
+    pub extended: bool,
+    /// Data layout.
+    pub layout: DataLayout,
+    /// `i_size`.
+    pub size: u64,
+    /// The nid.
+    pub nid: u64,
+    /// Byte offset inside the metadata area.
+    pub meta_offset: u64,
+    /// First data block, `NULL_ADDR` (inline, no full block) or 0 (no data).
+    pub startblk: u32,
+    /// Blocks this inode occupies in the data area.
+    pub data_blocks: u64,
+    /// Bytes stored inline after the xattr body.
+    pub tail_len: u32,
+    /// Chunk table for sparse files.
+    pub chunk: Option<ChunkPlan>,
+}
+
+impl InodePlan {
+    /// Size of the inode core.
+    pub fn inode_size(&self) -> u64 {
+        if self.extended { 64 } else { 32 }
+    }
+}
+
+/// The complete plan of an image.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// log2 of the block size.
+    pub blkszbits: u8,
+    /// One plan per tree inode, same order.
+    pub inodes: Vec<InodePlan>,
+    /// Xattr bodies, prefixes and the shared area.
+    pub xattrs: XattrPlan,
+    /// First block of the shared xattr area (0 if none).
+    pub xattr_blkaddr: u32,
+    /// First block of the data area.
+    pub data_start: u64,
+    /// First block of the metadata area.
+    pub meta_start: u64,
+    /// Bytes of the metadata area before the final padding.
+    pub meta_size: u64,
+    /// Blocks in the image.
+    pub total_blocks: u64,
+    /// The superblock, checksum not yet computed.
+    pub superblock: SuperBlock,
+}
+
+impl Plan {
+    /// The block size.
+    pub fn blksz(&self) -> u64 {
+        1 << self.blkszbits
+    }
+
+    /// `meta_blkaddr`.
+    pub fn meta_blkaddr(&self) -> u64 {
+        self.meta_start - 1
+    }
+
+    /// Image size in bytes.
+    pub fn image_bytes(&self) -> u64 {
+        self.total_blocks << self.blkszbits
+    }
+
+    /// Whether compact inodes are possible for this inode (§4.6).
+    fn wants_extended(inode: &Inode, size: u64, epoch: u64) -> bool {
+        size > u64::from(u32::MAX)
+            || inode.uid > 0xFFFF
+            || inode.gid > 0xFFFF
+            || inode.nlink > 0xFFFF
+            || inode.mtime != epoch as i64
+            || inode.mtime_nsec != 0
+    }
+}
+
+/// The names of a directory including `.` and `..`, sorted bytewise.
+pub fn dir_names(entries: &[crate::tree::DirEntry]) -> Vec<&[u8]> {
+    let mut names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
+    names.push(b".");
+    names.push(b"..");
+    names.sort_unstable();
+    names
+}
+
+/// Returns the seconds since the Unix epoch now.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random_uuid() -> [u8; 16] {
+    use std::io::Read;
+    let mut u = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut u))
+        .is_ok();
+    if !ok {
+        // Fall back on the clock and the process id: unique enough for a label.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        u.copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+    }
+    u[6] = (u[6] & 0x0F) | 0x40;
+    u[8] = (u[8] & 0x3F) | 0x80;
+    u
+}
+
+/// Chooses chunk size and table for a file with holes. Returns `None` when no chunk is a
+/// hole (then the file is stored flat).
+fn plan_chunks(
+    size: u64,
+    ranges: &[std::ops::Range<u64>],
+    blkszbits: u8,
+) -> Option<(u8, Vec<bool>)> {
+    let mut bits = blkszbits;
+    while size.div_ceil(1 << bits) > 65536 && bits < blkszbits + 31 {
+        bits += 1;
+    }
+    let csz = 1u64 << bits;
+    let n = size.div_ceil(csz) as usize;
+    let mut has_data = vec![false; n];
+    for r in ranges {
+        if r.start >= r.end {
+            continue;
+        }
+        let first = (r.start / csz) as usize;
+        let last = ((r.end - 1) / csz) as usize;
+        for d in &mut has_data[first..=last.min(n - 1)] {
+            *d = true;
+        }
+    }
+    has_data.iter().any(|d| !d).then_some((bits, has_data))
+}
+
+/// Plans the image for `tree`.
+pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
+    let blkszbits = options.blkszbits;
+    let blksz = 1u64 << blkszbits;
+    let epoch = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
+    let fp_name = options
+        .fingerprint
+        .as_ref()
+        .map(|f| f.xattr_name.as_slice());
+    let xattrs = crate::xattr::plan(
+        tree,
+        options.xattr_tolerance,
+        &options.xattr_prefixes,
+        fp_name,
+        options.xattr_name_filter,
+    )?;
+
+    // Pass 1: sizes, kinds, data layouts; metadata offsets.
+    let mut inodes = Vec::with_capacity(tree.inodes.len());
+    let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
+    let mut cursor = 0u64;
+    let mut any_chunked = false;
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let body = &xattrs.bodies[i];
+        let xsize = body.bytes.len() as u64;
+        let (size, inlinable) = match &inode.kind {
+            Kind::Regular(c) => (c.size, !options.noinline_data),
+            Kind::Directory { entries, .. } => (
+                crate::dir::dir_size(dir_names(entries).into_iter(), blksz as usize),
+                true,
+            ),
+            Kind::Symlink(t) => (t.len() as u64, true),
+            _ => (0, false),
+        };
+        let extended = Plan::wants_extended(inode, size, epoch);
+        let isize = if extended { 64 } else { 32 };
+        let mut chunk_map = None;
+        if let Kind::Regular(FileContent {
+            size,
+            data_ranges: Some(ranges),
+            ..
+        }) = &inode.kind
+        {
+            chunk_map = plan_chunks(*size, ranges, blkszbits);
+        }
+        let mut p = InodePlan {
+            extended,
+            layout: DataLayout::FlatPlain,
+            size,
+            nid: 0,
+            meta_offset: 0,
+            startblk: 0,
+            data_blocks: 0,
+            tail_len: 0,
+            chunk: None,
+        };
+        cursor = cursor.next_multiple_of(INODE_SLOT_SIZE as u64);
+        let has_data = matches!(
+            inode.kind,
+            Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
+        );
+        if let Some((bits, map)) = &chunk_map {
+            any_chunked = true;
+            p.layout = DataLayout::ChunkBased;
+            let n = map.len() as u64;
+            p.meta_offset = cursor;
+            cursor = (cursor + isize + xsize).next_multiple_of(4) + 4 * n;
+            let _ = bits;
+        } else if has_data && size > 0 {
+            let tail = size % blksz;
+            let full = size / blksz;
+            let fits = tail > 0 && inlinable && isize + xsize + tail <= blksz;
+            if fits {
+                if cursor % blksz + isize + xsize + tail > blksz {
+                    cursor = cursor.next_multiple_of(blksz);
+                }
+                p.layout = DataLayout::FlatInline;
+                p.tail_len = tail as u32;
+                p.data_blocks = full;
+            } else {
+                p.data_blocks = size.div_ceil(blksz);
+            }
+            p.meta_offset = cursor;
+            cursor += isize + xsize + p.tail_len as u64;
+        } else {
+            p.meta_offset = cursor;
+            cursor += isize + xsize;
+        }
+        p.nid = p.meta_offset / INODE_SLOT_SIZE as u64 + blksz / INODE_SLOT_SIZE as u64;
+        chunk_maps.push(chunk_map);
+        inodes.push(p);
+    }
+    let meta_size = cursor;
+
+    // Block 0 and the shared xattr area.
+    let prefix_records = xattrs.prefixes.records();
+    let head_end = PREFIX_RECORDS_OFFSET + prefix_records.len() as u64;
+    let mut next_block = head_end.div_ceil(blksz);
+    let xattr_blkaddr = if xattrs.shared_area.is_empty() {
+        0
+    } else {
+        let b = next_block;
+        next_block += (xattrs.shared_area.len() as u64).div_ceil(blksz);
+        b
+    };
+    let data_start = next_block;
+
+    // Pass 2: data blocks, in inode order.
+    for (i, p) in inodes.iter_mut().enumerate() {
+        if let Some((bits, map)) = chunk_maps[i].take() {
+            let csz = 1u64 << bits;
+            let mut table = Vec::with_capacity(map.len());
+            let mut data_chunks = Vec::new();
+            for (ci, has) in map.into_iter().enumerate() {
+                if has {
+                    let start = ci as u64 * csz;
+                    let end = (start + csz).min(p.size);
+                    table.push(next_block as u32);
+                    next_block += (end - start).div_ceil(blksz);
+                    data_chunks.push(start..end);
+                } else {
+                    table.push(NULL_ADDR);
+                }
+            }
+            p.chunk = Some(ChunkPlan {
+                chunkbits: bits,
+                table,
+                data_chunks,
+            });
+            p.data_blocks = 0;
+        } else if p.data_blocks > 0 {
+            p.startblk = next_block as u32;
+            next_block += p.data_blocks;
+        } else if p.layout == DataLayout::FlatInline {
+            p.startblk = NULL_ADDR;
+        }
+        if next_block > u64::from(u32::MAX) {
+            return Err(BuildError::TooLarge(
+                "block addresses exceed 32 bits; use a larger block size".into(),
+            ));
+        }
+    }
+    let meta_start = next_block.max(1);
+    let total_blocks = meta_start + meta_size.div_ceil(blksz).max(1);
+    if total_blocks > u64::from(u32::MAX) {
+        return Err(BuildError::TooLarge("more than 2^32 blocks".into()));
+    }
+
+    // The superblock.
+    let mut sb = SuperBlock::default();
+    sb.magic.set(erofs_format::EROFS_MAGIC);
+    let mut compat = Compat::SB_CHKSUM | Compat::MTIME;
+    let mut incompat = Incompat::empty();
+    if xattrs.any_filter && options.xattr_name_filter {
+        compat.insert(Compat::XATTR_FILTER);
+    }
+    if !xattrs.prefixes.is_empty() {
+        compat.insert(Compat::PLAIN_XATTR_PFX);
+        incompat.insert(Incompat::XATTR_PREFIXES);
+        sb.xattr_prefix_count = xattrs.prefixes.len() as u8;
+        sb.xattr_prefix_start
+            .set((PREFIX_RECORDS_OFFSET / 4) as u32);
+    }
+    if let Some(id) = xattrs.prefixes.fingerprint_id() {
+        compat.insert(Compat::ISHARE_XATTRS);
+        sb.ishare_xattr_prefix_id = id;
+    }
+    if any_chunked {
+        incompat.insert(Incompat::CHUNKED_FILE);
+    }
+    sb.feature_compat.set(compat.bits());
+    sb.feature_incompat.set(incompat.bits());
+    sb.blkszbits = blkszbits;
+    sb.root_nid.set(
+        u16::try_from(inodes[0].nid)
+            .map_err(|_| BuildError::TooLarge("root nid exceeds 16 bits".into()))?,
+    );
+    sb.inos.set(tree.inodes.len() as u64);
+    sb.epoch.set(epoch);
+    sb.blocks_lo.set(total_blocks as u32);
+    sb.meta_blkaddr.set((meta_start - 1) as u32);
+    sb.xattr_blkaddr.set(xattr_blkaddr as u32);
+    sb.uuid = match options.uuid {
+        UuidChoice::Random => random_uuid(),
+        UuidChoice::Clear => [0; 16],
+        UuidChoice::Value(v) => v,
+    };
+    sb.volume_name[..options.label.len()].copy_from_slice(&options.label);
+
+    Ok(Plan {
+        blkszbits,
+        inodes,
+        xattrs,
+        xattr_blkaddr: xattr_blkaddr as u32,
+        data_start,
+        meta_start,
+        meta_size,
+        total_blocks,
+        superblock: sb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_with_only_data_are_not_chunked() {
+        assert!(plan_chunks(8192, std::slice::from_ref(&(0..8192)), 12).is_none());
+        let (bits, map) = plan_chunks(3 * 4096 + 5, &[0..10, 2 * 4096..2 * 4096 + 1], 12).unwrap();
+        assert_eq!(bits, 12);
+        assert_eq!(map, vec![true, false, true, false]);
+    }
+
+    #[test]
+    fn huge_sparse_files_get_bigger_chunks() {
+        let (bits, map) = plan_chunks(1 << 40, std::slice::from_ref(&(0..1)), 12).unwrap();
+        assert!(map.len() <= 65536);
+        assert_eq!(bits, 24);
+    }
+}

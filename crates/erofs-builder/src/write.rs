@@ -1,0 +1,569 @@
+//! The ordered writer: streams the planned image front to back.
+//!
+//! File data is read and hashed in parallel in batches (rayon) and handed, in inode order,
+//! to one writer thread through a bounded channel. Large files are streamed in pieces, so
+//! memory stays bounded by the batch size, not by the amount of data. Only inline tails
+//! (each smaller than a block) are kept until the metadata is written.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_ADDR};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use zerocopy::IntoBytes;
+
+use crate::layout::{InodePlan, Plan, dir_names};
+use crate::tree::{DataSource, FileContent, Kind, Tree};
+use crate::{BuildError, BuildReport, Options, Phase, Progress};
+
+/// Bytes of file data gathered into one parallel batch.
+const BATCH_BYTES: u64 = 16 << 20;
+/// Files per batch at most.
+const BATCH_FILES: usize = 2048;
+/// Files at least this large are streamed in pieces instead of read whole.
+const BIG_FILE: u64 = 4 << 20;
+/// Piece size for streamed files.
+const PIECE: usize = 1 << 20;
+
+/// Plans and writes the image of `tree` to `out`. Returns the number of bytes written.
+pub fn build_image<W: Write + Send>(
+    tree: &Tree,
+    options: &Options,
+    out: &mut W,
+    progress: &dyn Progress,
+    report: &mut BuildReport,
+) -> Result<u64, BuildError> {
+    progress.phase(Phase::Plan);
+    let plan = crate::layout::plan(tree, options)?;
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    write_head(&plan, &mut w).map_err(BuildError::Output)?;
+
+    progress.phase(Phase::Data);
+    let data = write_data(tree, &plan, &mut w, progress)?;
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        if let (Kind::Regular(c), Some(d)) = (&inode.kind, data.digests[i])
+            && let Some(old) = &c.old_fingerprint
+        {
+            {
+                let new = erofs_format::xattr::sha256_fingerprint(&d);
+                if old.as_slice() != new.as_slice() && options.fingerprint.is_some() {
+                    let path = match &c.source {
+                        DataSource::Path(p) => p.display().to_string(),
+                        DataSource::Bytes(_) => format!("inode {i}"),
+                    };
+                    let msg = format!(
+                        "{path}: existing fingerprint xattr differs from the content; replaced"
+                    );
+                    progress.warning(&msg);
+                    report.warnings.push(msg);
+                }
+            }
+        }
+    }
+    report.data_bytes = data.bytes;
+
+    progress.phase(Phase::Metadata);
+    write_meta(tree, &plan, &data, &mut w).map_err(BuildError::Output)?;
+    w.flush().map_err(BuildError::Output)?;
+    report.inodes = tree.inodes.len() as u64;
+    report.fingerprinted_files = if options.fingerprint.is_some() {
+        plan.xattrs
+            .bodies
+            .iter()
+            .filter(|b| b.digest_offset.is_some())
+            .count() as u64
+    } else {
+        0
+    };
+    Ok(plan.image_bytes())
+}
+
+/// Block 0 (superblock, prefix records, checksum) and the shared xattr area.
+fn write_head<W: Write>(plan: &Plan, w: &mut W) -> std::io::Result<()> {
+    let blksz = plan.blksz() as usize;
+    let mut head = vec![0u8; plan.data_start as usize * blksz];
+    let sb_off = erofs_format::SUPERBLOCK_OFFSET;
+    head[sb_off..sb_off + erofs_format::SUPERBLOCK_SIZE]
+        .copy_from_slice(plan.superblock.as_bytes());
+    let rec = plan.xattrs.prefixes.records();
+    let p = crate::layout::PREFIX_RECORDS_OFFSET as usize;
+    head[p..p + rec.len()].copy_from_slice(&rec);
+    if !plan.xattrs.shared_area.is_empty() {
+        let x = plan.xattr_blkaddr as usize * blksz;
+        head[x..x + plan.xattrs.shared_area.len()].copy_from_slice(&plan.xattrs.shared_area);
+    }
+    let range = erofs_format::superblock_checksum_range(plan.blkszbits);
+    let crc = erofs_format::superblock_checksum(&head[range]);
+    head[sb_off + 4..sb_off + 8].copy_from_slice(&crc.to_le_bytes());
+    w.write_all(&head)
+}
+
+/// What the data stage leaves for the metadata stage.
+struct DataOut {
+    tails: Vec<Vec<u8>>,
+    digests: Vec<Option<[u8; 32]>>,
+    bytes: u64,
+}
+
+/// One unit of output from a batch worker.
+struct Produced {
+    blocks: Vec<u8>,
+    tail: Vec<u8>,
+    digest: Option<[u8; 32]>,
+}
+
+enum Msg {
+    Blocks(Vec<Vec<u8>>),
+}
+
+fn writer_thread<W: Write>(w: &mut W, rx: Receiver<Msg>) -> std::io::Result<()> {
+    for msg in rx {
+        match msg {
+            Msg::Blocks(list) => {
+                for b in list {
+                    w.write_all(&b)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_data<W: Write + Send>(
+    tree: &Tree,
+    plan: &Plan,
+    w: &mut W,
+    progress: &dyn Progress,
+) -> Result<DataOut, BuildError> {
+    let n = tree.inodes.len();
+    let mut out = DataOut {
+        tails: vec![Vec::new(); n],
+        digests: vec![None; n],
+        bytes: 0,
+    };
+    let (files, bytes) = tree
+        .inodes
+        .iter()
+        .fold((0u64, 0u64), |(f, b), i| match &i.kind {
+            Kind::Regular(c) if c.size > 0 => (f + 1, b + c.size),
+            _ => (f, b),
+        });
+    progress.totals(files, bytes);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(2);
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || writer_thread(w, rx));
+        let produced = produce_all(tree, plan, &tx, &mut out, progress);
+        drop(tx);
+        let written = writer.join().expect("writer thread panicked");
+        // A write error makes the producer fail on a closed channel; report the cause.
+        written.map_err(BuildError::Output)?;
+        produced
+    })?;
+    Ok(out)
+}
+
+fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
+    match &inode.kind {
+        Kind::Regular(c) => c.size > 0,
+        Kind::Directory { .. } | Kind::Symlink(_) => p.size > 0,
+        _ => false,
+    }
+}
+
+fn is_big(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
+    matches!(&inode.kind, Kind::Regular(c) if c.size >= BIG_FILE) || p.chunk.is_some()
+}
+
+fn produce_all(
+    tree: &Tree,
+    plan: &Plan,
+    tx: &SyncSender<Msg>,
+    out: &mut DataOut,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    let closed = || BuildError::Output(std::io::Error::other("image writer stopped"));
+    let mut batch: Vec<usize> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let flush = |batch: &mut Vec<usize>, out: &mut DataOut| -> Result<(), BuildError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<Result<Produced, BuildError>> = batch
+            .par_iter()
+            .map(|&i| produce_small(tree, plan, i))
+            .collect();
+        let mut blocks = Vec::with_capacity(results.len());
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for (&i, r) in batch.iter().zip(results) {
+            let r = r?;
+            if let Kind::Regular(c) = &tree.inodes[i].kind {
+                files += 1;
+                bytes += c.size;
+            }
+            if !r.blocks.is_empty() {
+                blocks.push(r.blocks);
+            }
+            out.tails[i] = r.tail;
+            out.digests[i] = r.digest;
+        }
+        out.bytes += bytes;
+        tx.send(Msg::Blocks(blocks)).map_err(|_| closed())?;
+        progress.advance(files, bytes);
+        batch.clear();
+        Ok(())
+    };
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let p = &plan.inodes[i];
+        if !needs_data(inode, p) {
+            continue;
+        }
+        if is_big(inode, p) {
+            flush(&mut batch, out)?;
+            batch_bytes = 0;
+            let Kind::Regular(c) = &inode.kind else {
+                unreachable!("only regular files are big")
+            };
+            let (digest, tail) = stream_big(c, p, plan, tx)?;
+            out.digests[i] = Some(digest);
+            out.tails[i] = tail;
+            out.bytes += c.size;
+            progress.advance(1, c.size);
+            continue;
+        }
+        batch.push(i);
+        batch_bytes += p.size;
+        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES {
+            flush(&mut batch, out)?;
+            batch_bytes = 0;
+        }
+    }
+    flush(&mut batch, out)
+}
+
+/// Reads a source exactly at `offset` into `buf`.
+struct Source<'a> {
+    file: Option<File>,
+    bytes: Option<&'a [u8]>,
+    path: &'a Path,
+}
+
+impl<'a> Source<'a> {
+    fn open(c: &'a FileContent) -> Result<Self, BuildError> {
+        match &c.source {
+            DataSource::Path(p) => Ok(Self {
+                file: Some(File::open(p).map_err(|e| BuildError::io(p, e))?),
+                bytes: None,
+                path: p,
+            }),
+            DataSource::Bytes(b) => Ok(Self {
+                file: None,
+                bytes: Some(b),
+                path: Path::new("<memory>"),
+            }),
+        }
+    }
+
+    fn changed(&self, expected: u64) -> BuildError {
+        BuildError::ChangedSize {
+            path: self.path.to_path_buf(),
+            expected,
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8], size: u64) -> Result<(), BuildError> {
+        if let Some(f) = &self.file {
+            f.read_exact_at(buf, offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    self.changed(size)
+                } else {
+                    BuildError::io(self.path, e)
+                }
+            })
+        } else {
+            let b = self.bytes.unwrap_or_default();
+            let src = b
+                .get(offset as usize..offset as usize + buf.len())
+                .ok_or_else(|| self.changed(size))?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+    }
+
+    /// Fails if the source holds more than `size` bytes.
+    fn check_eof(&self, size: u64) -> Result<(), BuildError> {
+        if let Some(f) = &self.file {
+            let mut one = [0u8; 1];
+            match f.read_at(&mut one, size) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(self.changed(size)),
+                Err(e) => Err(BuildError::io(self.path, e)),
+            }
+        } else if self.bytes.map_or(0, |b| b.len() as u64) != size {
+            Err(self.changed(size))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Splits generated content (directory or symlink) into data blocks and an inline tail.
+fn split_content(mut content: Vec<u8>, p: &InodePlan, blksz: u64) -> Produced {
+    let full = (p.data_blocks * blksz) as usize;
+    let tail = if p.layout == DataLayout::FlatInline {
+        content.split_off(full.min(content.len()))
+    } else {
+        Vec::new()
+    };
+    content.resize(full, 0);
+    Produced {
+        blocks: content,
+        tail,
+        digest: None,
+    }
+}
+
+fn produce_small(tree: &Tree, plan: &Plan, i: usize) -> Result<Produced, BuildError> {
+    let inode = &tree.inodes[i];
+    let p = &plan.inodes[i];
+    let blksz = plan.blksz();
+    match &inode.kind {
+        Kind::Directory { parent, entries } => {
+            let content = encode_dir(tree, plan, i, *parent, entries);
+            debug_assert_eq!(content.len() as u64, p.size);
+            Ok(split_content(content, p, blksz))
+        }
+        Kind::Symlink(t) => Ok(split_content(t.clone(), p, blksz)),
+        Kind::Regular(c) => {
+            let src = Source::open(c)?;
+            let full = (p.data_blocks * blksz) as usize;
+            let size = c.size as usize;
+            let mut hasher = Sha256::new();
+            let (blocks, tail) = if p.layout == DataLayout::FlatInline {
+                let mut buf = vec![0u8; size];
+                src.read_at(0, &mut buf, c.size)?;
+                hasher.update(&buf);
+                let tail = buf[full..].to_vec();
+                buf.truncate(full);
+                (buf, tail)
+            } else {
+                let mut buf = vec![0u8; full];
+                src.read_at(0, &mut buf[..size], c.size)?;
+                hasher.update(&buf[..size]);
+                (buf, Vec::new())
+            };
+            src.check_eof(c.size)?;
+            Ok(Produced {
+                blocks,
+                tail,
+                digest: Some(hasher.finalize().into()),
+            })
+        }
+        _ => Ok(Produced {
+            blocks: Vec::new(),
+            tail: Vec::new(),
+            digest: None,
+        }),
+    }
+}
+
+fn encode_dir(
+    tree: &Tree,
+    plan: &Plan,
+    me: usize,
+    parent: usize,
+    entries: &[crate::tree::DirEntry],
+) -> Vec<u8> {
+    let dir_type = erofs_format::FileType::Directory.raw();
+    let mut list: Vec<crate::dir::Entry> = Vec::with_capacity(entries.len() + 2);
+    list.push(crate::dir::Entry {
+        name: b".",
+        nid: plan.inodes[me].nid,
+        file_type: dir_type,
+    });
+    list.push(crate::dir::Entry {
+        name: b"..",
+        nid: plan.inodes[parent].nid,
+        file_type: dir_type,
+    });
+    for e in entries {
+        list.push(crate::dir::Entry {
+            name: &e.name,
+            nid: plan.inodes[e.inode].nid,
+            file_type: tree.inodes[e.inode].file_type().raw(),
+        });
+    }
+    list.sort_unstable_by(|a, b| a.name.cmp(b.name));
+    debug_assert_eq!(
+        list.iter().map(|e| e.name).collect::<Vec<_>>(),
+        dir_names(entries)
+    );
+    crate::dir::encode(&list, plan.blksz() as usize)
+}
+
+/// Streams a large or sparse file in pieces: hashes every byte (holes as zeroes) and sends
+/// its data blocks. Returns the digest and the inline tail.
+fn stream_big(
+    c: &FileContent,
+    p: &InodePlan,
+    plan: &Plan,
+    tx: &SyncSender<Msg>,
+) -> Result<([u8; 32], Vec<u8>), BuildError> {
+    let closed = || BuildError::Output(std::io::Error::other("image writer stopped"));
+    let blksz = plan.blksz();
+    let src = Source::open(c)?;
+    let mut hasher = Sha256::new();
+    let mut tail = Vec::new();
+    let send_range = |hasher: &mut Sha256, start: u64, end: u64| -> Result<(), BuildError> {
+        let mut off = start;
+        while off < end {
+            let len = ((end - off) as usize).min(PIECE);
+            let padded = (len as u64).next_multiple_of(blksz) as usize;
+            let mut buf = vec![0u8; padded];
+            src.read_at(off, &mut buf[..len], c.size)?;
+            hasher.update(&buf[..len]);
+            tx.send(Msg::Blocks(vec![buf])).map_err(|_| closed())?;
+            off += len as u64;
+        }
+        Ok(())
+    };
+    if let Some(chunk) = &p.chunk {
+        let zeros = vec![0u8; PIECE];
+        let mut pos = 0u64;
+        for r in &chunk.data_chunks {
+            hash_zeros(&mut hasher, &zeros, r.start - pos);
+            send_range(&mut hasher, r.start, r.end)?;
+            pos = r.end;
+        }
+        hash_zeros(&mut hasher, &zeros, c.size - pos);
+    } else {
+        let full = p.data_blocks * blksz;
+        if p.layout == DataLayout::FlatInline {
+            send_range(&mut hasher, 0, full)?;
+            tail = vec![0u8; (c.size - full) as usize];
+            src.read_at(full, &mut tail, c.size)?;
+            hasher.update(&tail);
+        } else {
+            send_range(&mut hasher, 0, c.size)?;
+        }
+    }
+    src.check_eof(c.size)?;
+    Ok((hasher.finalize().into(), tail))
+}
+
+fn hash_zeros(hasher: &mut Sha256, zeros: &[u8], mut n: u64) {
+    while n > 0 {
+        let k = (n as usize).min(zeros.len());
+        hasher.update(&zeros[..k]);
+        n -= k as u64;
+    }
+}
+
+/// The metadata area: inodes in nid order with their xattr bodies, tails and chunk tables.
+fn write_meta<W: Write>(
+    tree: &Tree,
+    plan: &Plan,
+    data: &DataOut,
+    w: &mut W,
+) -> std::io::Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let mut pos = 0u64;
+    let pad = |w: &mut W, pos: &mut u64, to: u64| -> std::io::Result<()> {
+        while *pos < to {
+            let k = ((to - *pos) as usize).min(ZEROS.len());
+            w.write_all(&ZEROS[..k])?;
+            *pos += k as u64;
+        }
+        Ok(())
+    };
+    let mut body_buf = Vec::new();
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let p = &plan.inodes[i];
+        pad(w, &mut pos, p.meta_offset)?;
+        let body = &plan.xattrs.bodies[i];
+        let format = InodeFormat {
+            extended: p.extended,
+            layout: p.layout,
+            bit4: false,
+        }
+        .encode();
+        let i_u = match &inode.kind {
+            Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => {
+                erofs_format::encode_rdev(*ma, *mi)
+            }
+            Kind::Fifo | Kind::Socket => 0,
+            _ => match &p.chunk {
+                Some(ch) => u32::from(ch.chunkbits - plan.blkszbits),
+                None => p.startblk,
+            },
+        };
+        let ino = (i + 1) as u32;
+        if p.extended {
+            let mut x = InodeExtended::default();
+            x.format.set(format);
+            x.xattr_icount.set(body.icount());
+            x.mode.set(inode.mode());
+            x.size.set(p.size);
+            x.i_u.set(i_u);
+            x.ino.set(ino);
+            x.uid.set(inode.uid);
+            x.gid.set(inode.gid);
+            x.mtime.set(inode.mtime as u64);
+            x.mtime_nsec.set(inode.mtime_nsec);
+            x.nlink.set(inode.nlink);
+            w.write_all(x.as_bytes())?;
+        } else {
+            let mut x = InodeCompact::default();
+            x.format.set(format);
+            x.xattr_icount.set(body.icount());
+            x.mode.set(inode.mode());
+            x.nlink.set(inode.nlink as u16);
+            x.size.set(p.size as u32);
+            x.i_u.set(i_u);
+            x.ino.set(ino);
+            x.uid.set(inode.uid as u16);
+            x.gid.set(inode.gid as u16);
+            w.write_all(x.as_bytes())?;
+        }
+        pos += p.inode_size();
+        if !body.bytes.is_empty() {
+            match (body.digest_offset, data.digests[i]) {
+                (Some(off), Some(d)) => {
+                    body_buf.clear();
+                    body_buf.extend_from_slice(&body.bytes);
+                    body_buf[off..off + 32].copy_from_slice(&d);
+                    w.write_all(&body_buf)?;
+                }
+                (Some(_), None) => {
+                    return Err(std::io::Error::other(format!(
+                        "inode {i}: fingerprint missing"
+                    )));
+                }
+                _ => w.write_all(&body.bytes)?,
+            }
+            pos += body.bytes.len() as u64;
+        }
+        if let Some(ch) = &p.chunk {
+            let aligned = pos.next_multiple_of(4);
+            pad(w, &mut pos, aligned)?;
+            for &b in &ch.table {
+                w.write_all(&b.to_le_bytes())?;
+            }
+            pos += 4 * ch.table.len() as u64;
+        } else if p.tail_len > 0 {
+            let tail = &data.tails[i];
+            if tail.len() != p.tail_len as usize {
+                return Err(std::io::Error::other(format!("inode {i}: tail missing")));
+            }
+            w.write_all(tail)?;
+            pos += tail.len() as u64;
+        }
+        debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
+    }
+    debug_assert_eq!(pos, plan.meta_size);
+    let meta_bytes = (plan.total_blocks - plan.meta_start) * plan.blksz();
+    pad(w, &mut pos, meta_bytes)
+}
