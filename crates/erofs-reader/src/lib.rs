@@ -17,11 +17,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod data;
 pub mod dir;
 pub mod error;
+pub mod extract;
 pub mod image;
 pub mod inode;
+pub mod progress;
+pub mod stats;
+pub mod summary;
 pub mod walk;
 pub mod xattr;
 
@@ -31,6 +36,7 @@ pub use erofs_format::{DataLayout, FileType};
 pub use error::{Corruption, Error, Location, Result};
 pub use image::{Image, OpenOptions};
 pub use inode::Inode;
+pub use progress::{NoProgress, Progress};
 pub use walk::{Walk, WalkEntry};
 pub use xattr::Xattr;
 

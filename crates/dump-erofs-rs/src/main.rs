@@ -1,0 +1,209 @@
+//! `dump.erofs-rs`: shows what is inside an EROFS image.
+//!
+//! The default view is the superblock summary. `-S` adds statistics, `--nid`/`--path`
+//! select an inode (shown with its layout, sizes, xattrs and extents), `--ls` lists a
+//! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs. `--json` turns
+//! every view into one JSON object (see docs/json.md).
+
+mod progress;
+mod views;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use erofs_reader::{Image, OpenOptions};
+
+/// Command-line interface.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dump.erofs-rs",
+    version,
+    about = "Show what is inside an EROFS image"
+)]
+pub struct Cli {
+    /// The image file.
+    pub image: PathBuf,
+
+    /// Show the superblock summary (the default when no other view is chosen).
+    #[arg(short = 's')]
+    pub superblock: bool,
+
+    /// Show statistics: file counts per type, sizes, histograms.
+    #[arg(short = 'S')]
+    pub stats: bool,
+
+    /// Select the inode with this nid.
+    #[arg(long, value_name = "NID")]
+    pub nid: Option<u64>,
+
+    /// Select the inode at this path (from the image root; wins over --nid).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<OsString>,
+
+    /// Show the data extents of the selected inode (always part of the inode view;
+    /// accepted for dump.erofs compatibility).
+    #[arg(short = 'e')]
+    pub extents: bool,
+
+    /// List the selected directory (the root by default).
+    #[arg(long)]
+    pub ls: bool,
+
+    /// Write the selected file's contents to stdout.
+    #[arg(long)]
+    pub cat: bool,
+
+    /// List the xattrs of the selected inode (the root by default).
+    #[arg(long)]
+    pub xattrs: bool,
+
+    /// Print JSON (one object whose keys are the views shown; see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    // Flags of further views (e.g. `--shared-report`) go here, each with its own module.
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => {}
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                std::process::exit(0);
+            }
+            eprintln!("dump.erofs-rs: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    // dump shows damaged images too: the checksum is reported, not enforced.
+    let img = Image::open_with(
+        &cli.image,
+        OpenOptions {
+            verify_checksum: false,
+        },
+    )
+    .with_context(|| format!("cannot read {}", cli.image.display()))?;
+
+    let selected = match (&cli.path, cli.nid) {
+        (Some(p), _) => {
+            let bytes = p.as_bytes();
+            Some((
+                img.lookup(bytes)
+                    .with_context(|| format!("path {}", p.to_string_lossy()))?,
+                Some(bytes.to_vec()),
+            ))
+        }
+        (None, Some(nid)) => Some((img.inode(nid).with_context(|| format!("nid {nid}"))?, None)),
+        (None, None) => None,
+    };
+    let inode_view = selected.is_some() && !cli.ls && !cli.cat && !cli.xattrs;
+    let superblock =
+        cli.superblock || !(cli.stats || selected.is_some() || cli.ls || cli.cat || cli.xattrs);
+    let target = || -> Result<(erofs_reader::Inode, Option<Vec<u8>>)> {
+        match &selected {
+            Some(s) => Ok(s.clone()),
+            None => Ok((img.inode(img.root_nid())?, Some(b"/".to_vec()))),
+        }
+    };
+    if cli.cat && selected.is_none() {
+        bail!("--cat needs --nid or --path");
+    }
+
+    let mut out = std::io::stdout().lock();
+    let mut json = serde_json::Map::new();
+    if superblock {
+        let info = erofs_reader::summary::SuperblockInfo::of(&img);
+        if cli.json {
+            json.insert("superblock".into(), serde_json::to_value(&info)?);
+        } else {
+            views::print_superblock(&mut out, &info)?;
+        }
+    }
+    if cli.stats {
+        let bar = progress::Bar::new(!cli.quiet && !cli.json, "walking");
+        let stats = erofs_reader::stats::stats(&img, &bar).context("statistics")?;
+        if cli.json {
+            json.insert("stats".into(), serde_json::to_value(&stats)?);
+        } else {
+            views::print_stats(&mut out, &stats)?;
+        }
+    }
+    if inode_view && let Some((inode, path)) = &selected {
+        let v = views::InodeView::of(&img, inode, path.as_deref())?;
+        if cli.json {
+            json.insert("inode".into(), serde_json::to_value(&v)?);
+        } else {
+            views::print_inode(&mut out, &v)?;
+        }
+    }
+    if cli.ls {
+        let (dir, _) = target()?;
+        let entries = img
+            .read_dir(&dir)
+            .with_context(|| format!("listing nid {}", dir.nid))?;
+        if cli.json {
+            json.insert("ls".into(), serde_json::to_value(&entries)?);
+        } else {
+            views::print_ls(&mut out, &entries)?;
+        }
+    }
+    if cli.xattrs {
+        let (inode, _) = target()?;
+        let xattrs = img
+            .xattrs(&inode)
+            .with_context(|| format!("xattrs of nid {}", inode.nid))?;
+        if cli.json {
+            json.insert("xattrs".into(), serde_json::to_value(&xattrs)?);
+        } else {
+            views::print_xattrs(&mut out, &xattrs)?;
+        }
+    }
+    if cli.cat {
+        let (inode, _) = target()?;
+        if !inode.is_file() && !inode.is_symlink() {
+            bail!(
+                "nid {} is a {}, not a file",
+                inode.nid,
+                inode.file_type().name()
+            );
+        }
+        if cli.json {
+            let data = img.read_to_vec(&inode, img.len().max(1 << 30))?;
+            json.insert(
+                "cat".into(),
+                serde_json::json!({
+                    "nid": inode.nid,
+                    "size": inode.size,
+                    "content": erofs_reader::escape_bytes(&data),
+                }),
+            );
+        } else {
+            std::io::copy(&mut img.reader(&inode), &mut out)
+                .with_context(|| format!("reading nid {}", inode.nid))?;
+        }
+    }
+    if cli.json {
+        serde_json::to_writer_pretty(&mut out, &json)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Consistency checks behind `fsck.erofs-rs`: a full walk that collects every problem
+//! instead of stopping at the first.
+
+use std::collections::{BTreeMap, HashMap};
+
+use erofs_format::FileType;
+use erofs_format::xattr::name_filter_bit;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::image::Image;
+use crate::inode::Inode;
+use crate::progress::Progress;
+
+/// What to check.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckOptions {
+    /// Report a superblock checksum mismatch (open the image with
+    /// `verify_checksum: false` so that the walk still runs).
+    pub verify_checksum: bool,
+    /// Read every byte of every regular file and symlink (not only map its extents).
+    pub read_data: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            verify_checksum: true,
+            read_data: false,
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The inode concerned, if any.
+    pub nid: Option<u64>,
+    /// The byte offset in the image, if known.
+    pub offset: Option<u64>,
+    /// A path that reaches the inode, if known (non-UTF-8 bytes escaped `\xNN`).
+    pub path: Option<String>,
+    /// A short stable code: `checksum`, `corrupt`, `dirent-type`, `dir-order`, `dot`,
+    /// `dotdot`, `nlink`, `xattr-filter`, `inline-block`, `unsupported`.
+    pub kind: &'static str,
+    /// Human-readable description.
+    pub message: String,
+}
+
+/// Summary of a check.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    /// Image size in bytes.
+    pub image_size: u64,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Distinct inodes reached.
+    pub inodes: u64,
+    /// Directories reached.
+    pub directories: u64,
+    /// Regular files reached (distinct inodes).
+    pub regular_files: u64,
+    /// Symlinks reached.
+    pub symlinks: u64,
+    /// Devices, FIFOs and sockets reached.
+    pub special_files: u64,
+    /// Compressed files, whose data could not be verified.
+    pub compressed_files: u64,
+    /// Bytes of regular-file data mapped (and read, with `read_data`).
+    pub data_bytes: u64,
+    /// Every problem found; empty means the image is consistent.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// Whether no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct Checker<'a> {
+    img: &'a Image,
+    opts: CheckOptions,
+    report: CheckReport,
+    /// nid -> (path, inode, references seen, subdirectories)
+    seen: HashMap<u64, Seen>,
+}
+
+struct Seen {
+    path: Vec<u8>,
+    inode: Inode,
+    refs: u32,
+    subdirs: u64,
+}
+
+fn esc(p: &[u8]) -> String {
+    crate::escape_bytes(p)
+}
+
+impl Checker<'_> {
+    fn problem(
+        &mut self,
+        nid: Option<u64>,
+        offset: Option<u64>,
+        path: Option<&[u8]>,
+        kind: &'static str,
+        message: String,
+    ) {
+        self.report.problems.push(Problem {
+            nid,
+            offset,
+            path: path.map(esc),
+            kind,
+            message,
+        });
+    }
+
+    fn error(&mut self, path: Option<&[u8]>, e: Error) {
+        let (nid, offset) = match &e {
+            Error::Corrupt { at, .. } => (at.nid, at.offset),
+            other => (other.nid(), None),
+        };
+        let kind = match e {
+            Error::Compressed { .. }
+            | Error::ExtraDevice { .. }
+            | Error::UnsupportedFeatures { .. } => "unsupported",
+            _ => "corrupt",
+        };
+        self.problem(nid, offset, path, kind, e.to_string());
+    }
+
+    fn check_inode(&mut self, path: &[u8], inode: &Inode) {
+        let img = self.img;
+        let nid = inode.nid;
+        // Inode core and xattr body inside the image.
+        if let Err(e) = img.check_range(inode.offset, inode.inode_size() + inode.xattr_size()) {
+            self.error(Some(path), e.with_nid(nid));
+            return;
+        }
+        // Xattrs: entries parse, shared ids in range, name filter consistent.
+        match img.xattrs(inode) {
+            Err(e) => self.error(Some(path), e),
+            Ok(xattrs) if !xattrs.is_empty() && img.name_filter_enabled() => {
+                match img.xattr_header(inode) {
+                    Ok(h) => {
+                        for x in &xattrs {
+                            let (base, rest) = x.filter_key();
+                            let bit = name_filter_bit(base, rest);
+                            if h.name_filter & (1 << bit) != 0 {
+                                self.problem(
+                                    Some(nid),
+                                    Some(inode.offset + inode.inode_size()),
+                                    Some(path),
+                                    "xattr-filter",
+                                    format!(
+                                        "name filter {:#010x} has bit {bit} set (absent), but xattr {} is present",
+                                        h.name_filter,
+                                        esc(&x.name)
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => self.error(Some(path), e),
+                }
+            }
+            Ok(_) => {}
+        }
+        if inode.is_compressed() {
+            self.report.compressed_files += u64::from(inode.is_file());
+            return;
+        }
+        if !inode.has_data() {
+            return;
+        }
+        // Data: every extent inside the image; inline tails inside the inode's block.
+        match img.data_extents(inode) {
+            Err(e) => self.error(Some(path), e),
+            Ok(extents) => {
+                let blksz = img.block_size();
+                for e in &extents {
+                    if e.kind == crate::ExtentKind::Inline && e.length > 0 {
+                        let end = e.physical.unwrap_or(0) + e.length - 1;
+                        if inode.offset / blksz != end / blksz {
+                            self.problem(
+                                Some(nid),
+                                Some(inode.offset),
+                                Some(path),
+                                "inline-block",
+                                format!(
+                                    "inode, xattrs and inline tail ({} bytes) do not fit in one block",
+                                    e.length
+                                ),
+                            );
+                        }
+                    }
+                }
+                if inode.is_file() {
+                    self.report.data_bytes += inode.size;
+                }
+            }
+        }
+        if inode.is_symlink() {
+            if let Err(e) = img.readlink(inode) {
+                self.error(Some(path), e);
+            }
+        } else if self.opts.read_data && inode.is_file() {
+            let mut buf = vec![0u8; 128 * 1024];
+            let mut pos = 0;
+            while pos < inode.size {
+                match img.read_at(inode, pos, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => pos += n as u64,
+                    Err(e) => {
+                        self.error(Some(path), e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_dir(&mut self, path: &[u8], dir: &Inode, parent: u64) {
+        let img = self.img;
+        let mut prev: Option<Vec<u8>> = None;
+        let (mut dot, mut dotdot) = (None, None);
+        for b in 0..img.dir_block_count(dir) {
+            let entries = match img.read_dir_block(dir, b) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.error(Some(path), e);
+                    return;
+                }
+            };
+            for d in entries {
+                if let Some(p) = &prev
+                    && p.as_slice() >= d.entry.name.as_slice()
+                {
+                    self.problem(
+                        Some(dir.nid),
+                        d.dirent_offset,
+                        Some(path),
+                        "dir-order",
+                        format!(
+                            "dirent {} does not sort after {}",
+                            esc(&d.entry.name),
+                            esc(p)
+                        ),
+                    );
+                }
+                if d.entry.name == b"." {
+                    dot = Some((d.entry.nid, d.dirent_offset));
+                } else if d.entry.name == b".." {
+                    dotdot = Some((d.entry.nid, d.dirent_offset));
+                }
+                prev = Some(d.entry.name);
+            }
+        }
+        match dot {
+            Some((n, _)) if n == dir.nid => {}
+            Some((n, off)) => self.problem(
+                Some(dir.nid),
+                off,
+                Some(path),
+                "dot",
+                format!("\".\" points to nid {n}, not to the directory itself"),
+            ),
+            None => self.problem(
+                Some(dir.nid),
+                None,
+                Some(path),
+                "dot",
+                "no \".\" entry".into(),
+            ),
+        }
+        match dotdot {
+            Some((n, _)) if n == parent => {}
+            Some((n, off)) => self.problem(
+                Some(dir.nid),
+                off,
+                Some(path),
+                "dotdot",
+                format!("\"..\" points to nid {n}, not to the parent nid {parent}"),
+            ),
+            None => self.problem(
+                Some(dir.nid),
+                None,
+                Some(path),
+                "dotdot",
+                "no \"..\" entry".into(),
+            ),
+        }
+    }
+}
+
+/// Walks the whole image and checks it; see the module docs. `progress` advances once per
+/// directory entry.
+pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckReport {
+    let mut c = Checker {
+        img,
+        opts,
+        report: CheckReport {
+            image_size: img.len(),
+            block_size: img.block_size(),
+            ..CheckReport::default()
+        },
+        seen: HashMap::new(),
+    };
+    if opts.verify_checksum
+        && let Some((stored, computed)) = img.checksum()
+        && stored != computed
+    {
+        c.problem(
+            None,
+            Some(1028),
+            None,
+            "checksum",
+            format!(
+                "superblock checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+        );
+    }
+    progress.start(Some(img.superblock().inos.get()));
+    let walk = match img.walk() {
+        Ok(w) => w,
+        Err(e) => {
+            c.error(Some(b"/"), e);
+            progress.finish();
+            return c.report;
+        }
+    };
+    for entry in walk {
+        progress.advance(1);
+        let e = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                c.error(None, err);
+                continue;
+            }
+        };
+        let ft = e.inode.file_type();
+        if e.path != b"/" && e.dirent_type != ft {
+            c.problem(
+                Some(e.nid),
+                None,
+                Some(&e.path),
+                "dirent-type",
+                format!(
+                    "dirent says {}, inode says {}",
+                    e.dirent_type.name(),
+                    ft.name()
+                ),
+            );
+        }
+        if ft == FileType::Directory
+            && e.path != b"/"
+            && let Some(p) = c.seen.get_mut(&e.parent)
+        {
+            p.subdirs += 1;
+        }
+        if let Some(s) = c.seen.get_mut(&e.nid) {
+            s.refs += 1;
+            continue;
+        }
+        c.check_inode(&e.path, &e.inode);
+        if ft == FileType::Directory {
+            c.check_dir(&e.path, &e.inode, e.parent);
+        }
+        match ft {
+            FileType::Directory => c.report.directories += 1,
+            FileType::Regular => c.report.regular_files += 1,
+            FileType::Symlink => c.report.symlinks += 1,
+            _ => c.report.special_files += 1,
+        }
+        c.seen.insert(
+            e.nid,
+            Seen {
+                path: e.path,
+                inode: e.inode,
+                refs: 1,
+                subdirs: 0,
+            },
+        );
+    }
+    // Link counts against the tree.
+    let seen: BTreeMap<_, _> = c.seen.iter().collect();
+    let mut nlink_problems = Vec::new();
+    for (nid, s) in seen {
+        let expected = if s.inode.is_dir() {
+            2 + s.subdirs
+        } else {
+            u64::from(s.refs)
+        };
+        let stored = u64::from(s.inode.nlink);
+        // mkfs stores 1 for a compact directory whose count does not fit 16 bits.
+        let overflow_ok = s.inode.is_dir() && stored == 1 && expected > 0xFFFF;
+        if stored != expected && !overflow_ok {
+            nlink_problems.push(Problem {
+                nid: Some(*nid),
+                offset: Some(s.inode.offset),
+                path: Some(esc(&s.path)),
+                kind: "nlink",
+                message: format!("nlink is {stored}, the directory tree gives {expected}"),
+            });
+        }
+    }
+    c.report.inodes = c.seen.len() as u64;
+    c.report.problems.extend(nlink_problems);
+    progress.finish();
+    c.report
+}

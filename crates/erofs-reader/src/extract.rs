@@ -1,0 +1,316 @@
+//! Extraction behind `fsck.erofs-rs --extract=DIR`: restores files, directories,
+//! symlinks, devices, FIFOs, sockets and hard links with modes, owners, mtimes and xattrs.
+
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use erofs_format::FileType;
+use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps, XattrFlags};
+use serde::Serialize;
+
+use crate::data::ExtentKind;
+use crate::error::Error;
+use crate::image::Image;
+use crate::inode::Inode;
+use crate::progress::Progress;
+
+/// What to restore.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractOptions {
+    /// Replace existing files (directories are reused). Without it an existing path is
+    /// an error.
+    pub overwrite: bool,
+    /// Restore uid/gid (needs root).
+    pub preserve_owner: bool,
+    /// Restore xattrs (`trusted.*` and `security.*` need root).
+    pub xattrs: bool,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        Self {
+            overwrite: false,
+            preserve_owner: rustix::process::geteuid().is_root(),
+            xattrs: true,
+        }
+    }
+}
+
+/// Errors of an extraction.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// Reading the image failed.
+    #[error(transparent)]
+    Image(#[from] Error),
+    /// The destination already has this path and `overwrite` is off.
+    #[error("{} already exists (use --overwrite to replace it)", path.display())]
+    Exists {
+        /// The existing path.
+        path: PathBuf,
+    },
+    /// A filesystem operation on the destination failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counts of what was restored.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExtractReport {
+    /// Directories created or reused.
+    pub directories: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Devices, FIFOs and sockets created.
+    pub special_files: u64,
+    /// Extra names of hard-linked inodes.
+    pub hard_links: u64,
+    /// Bytes of file data written (holes excluded).
+    pub bytes_written: u64,
+}
+
+fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> ExtractError + 'p {
+    move |source| ExtractError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn rio<'p>(
+    op: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(rustix::io::Errno) -> ExtractError + 'p {
+    move |e| ExtractError::Io {
+        op,
+        path: path.to_owned(),
+        source: e.into(),
+    }
+}
+
+struct Extractor<'a> {
+    img: &'a Image,
+    opts: ExtractOptions,
+    report: ExtractReport,
+    first_path: std::collections::HashMap<u64, PathBuf>,
+}
+
+impl Extractor<'_> {
+    /// Makes room for a new non-directory at `path`.
+    fn clear(&self, path: &Path) -> Result<(), ExtractError> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("stat", path)(e)),
+            Ok(_) if !self.opts.overwrite => Err(ExtractError::Exists {
+                path: path.to_owned(),
+            }),
+            Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io("remove", path)),
+            Ok(_) => fs::remove_file(path).map_err(io("remove", path)),
+        }
+    }
+
+    fn make_dir(&self, path: &Path, is_root: bool) -> Result<(), ExtractError> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(path).map_err(io("mkdir", path))
+            }
+            Err(e) => Err(io("stat", path)(e)),
+            Ok(m) if m.is_dir() && (is_root || self.opts.overwrite) => Ok(()),
+            Ok(_) if !self.opts.overwrite => Err(ExtractError::Exists {
+                path: path.to_owned(),
+            }),
+            Ok(_) => {
+                fs::remove_file(path).map_err(io("remove", path))?;
+                fs::create_dir(path).map_err(io("mkdir", path))
+            }
+        }
+    }
+
+    fn write_file(&mut self, path: &Path, inode: &Inode) -> Result<(), ExtractError> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io("create", path))?;
+        let mut buf = vec![0u8; 128 * 1024];
+        for ext in self.img.data_extents(inode)? {
+            if ext.kind == ExtentKind::Hole {
+                continue;
+            }
+            f.seek(SeekFrom::Start(ext.logical))
+                .map_err(io("seek", path))?;
+            let mut pos = ext.logical;
+            while pos < ext.end() {
+                let n = ((ext.end() - pos) as usize).min(buf.len());
+                let got = self.img.read_at(inode, pos, &mut buf[..n])?;
+                if got == 0 {
+                    break;
+                }
+                f.write_all(&buf[..got]).map_err(io("write", path))?;
+                pos += got as u64;
+                self.report.bytes_written += got as u64;
+            }
+        }
+        f.set_len(inode.size).map_err(io("truncate", path))?;
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs, then mtime (in that order: chown clears set-id bits and
+    /// file capabilities).
+    fn set_meta(&self, path: &Path, inode: &Inode) -> Result<(), ExtractError> {
+        let symlink = inode.is_symlink();
+        if self.opts.preserve_owner {
+            std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid))
+                .map_err(io("chown", path))?;
+        }
+        if !symlink {
+            fs::set_permissions(
+                path,
+                fs::Permissions::from_mode(u32::from(inode.permissions())),
+            )
+            .map_err(io("chmod", path))?;
+        }
+        if self.opts.xattrs {
+            for x in self.img.xattrs(inode)? {
+                if x.name_index == 0 {
+                    // Hidden names (index 0) have no VFS handler.
+                    continue;
+                }
+                rustix::fs::lsetxattr(
+                    path,
+                    OsStr::from_bytes(&x.name),
+                    &x.value,
+                    XattrFlags::empty(),
+                )
+                .map_err(rio("setxattr", path))?;
+            }
+        }
+        let t = Timespec {
+            tv_sec: inode.mtime,
+            tv_nsec: i64::from(inode.mtime_nsec.min(999_999_999)) as _,
+        };
+        rustix::fs::utimensat(
+            CWD,
+            path,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(rio("utimensat", path))?;
+        Ok(())
+    }
+
+    fn extract_one(&mut self, path: &Path, inode: &Inode) -> Result<bool, ExtractError> {
+        if inode.nlink > 1
+            && let Some(first) = self.first_path.get(&inode.nid)
+        {
+            self.clear(path)?;
+            fs::hard_link(first, path).map_err(io("link", path))?;
+            self.report.hard_links += 1;
+            return Ok(false);
+        }
+        self.clear(path)?;
+        let perm = Mode::from_raw_mode(0o600);
+        match inode.file_type() {
+            FileType::Regular => {
+                self.write_file(path, inode)?;
+                self.report.files += 1;
+            }
+            FileType::Symlink => {
+                let target = self.img.readlink(inode)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), path)
+                    .map_err(io("symlink", path))?;
+                self.report.symlinks += 1;
+            }
+            FileType::CharDevice | FileType::BlockDevice => {
+                let (ma, mi) = inode.rdev().unwrap_or((0, 0));
+                let kind = if inode.file_type() == FileType::CharDevice {
+                    rustix::fs::FileType::CharacterDevice
+                } else {
+                    rustix::fs::FileType::BlockDevice
+                };
+                rustix::fs::mknodat(CWD, path, kind, perm, rustix::fs::makedev(ma, mi))
+                    .map_err(rio("mknod", path))?;
+                self.report.special_files += 1;
+            }
+            FileType::Fifo => {
+                rustix::fs::mknodat(CWD, path, rustix::fs::FileType::Fifo, perm, 0)
+                    .map_err(rio("mkfifo", path))?;
+                self.report.special_files += 1;
+            }
+            FileType::Socket => {
+                rustix::fs::mknodat(CWD, path, rustix::fs::FileType::Socket, perm, 0)
+                    .map_err(rio("mknod", path))?;
+                self.report.special_files += 1;
+            }
+            FileType::Directory | FileType::Unknown => {}
+        }
+        if inode.nlink > 1 {
+            self.first_path.insert(inode.nid, path.to_owned());
+        }
+        Ok(true)
+    }
+}
+
+/// Extracts the subtree at `nid` (use [`Image::root_nid`] for everything) into `dest`,
+/// which is created if missing. Stops at the first error.
+pub fn extract(
+    img: &Image,
+    nid: u64,
+    dest: &Path,
+    opts: ExtractOptions,
+    progress: &dyn Progress,
+) -> Result<ExtractReport, ExtractError> {
+    let mut x = Extractor {
+        img,
+        opts,
+        report: ExtractReport::default(),
+        first_path: std::collections::HashMap::new(),
+    };
+    let mut dirs: Vec<(PathBuf, Inode)> = Vec::new();
+    progress.start(Some(img.superblock().inos.get()));
+    let root = img.inode(nid)?;
+    if !root.is_dir() {
+        return Err(Error::NotADirectory { nid }.into());
+    }
+    for entry in img.walk_from(nid, b"/".to_vec())? {
+        let e = entry?;
+        progress.advance(1);
+        let rel = e.path.strip_prefix(b"/").unwrap_or(&e.path);
+        let path = dest.join(Path::new(OsStr::from_bytes(rel)));
+        if e.inode.is_dir() {
+            x.make_dir(&path, rel.is_empty())?;
+            // Writable while children are added; the real mode comes afterwards.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                .map_err(io("chmod", &path))?;
+            x.report.directories += 1;
+            dirs.push((path, e.inode));
+        } else if x.extract_one(&path, &e.inode)? {
+            x.set_meta(&path, &e.inode)?;
+        }
+    }
+    // Directory metadata last, deepest first, so that adding children does not change
+    // their mtime and read-only directories do not block their children.
+    for (path, inode) in dirs.iter().rev() {
+        x.set_meta(path, inode)?;
+    }
+    progress.finish();
+    Ok(x.report)
+}

@@ -1,0 +1,240 @@
+//! `fsck.erofs-rs`: checks an EROFS image and optionally extracts it.
+//!
+//! Exit status: 0 when the image is consistent (and extraction, if asked, succeeded),
+//! 1 when problems were found or extraction failed, 2 when the image cannot be opened.
+
+mod progress;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use erofs_reader::check::{CheckOptions, CheckReport, check};
+use erofs_reader::extract::{ExtractOptions, ExtractReport, extract};
+use erofs_reader::{Image, OpenOptions, escape_bytes};
+use serde::Serialize;
+
+/// Command-line interface.
+#[derive(Parser, Debug)]
+#[command(
+    name = "fsck.erofs-rs",
+    version,
+    about = "Check an EROFS image and extract it"
+)]
+pub struct Cli {
+    /// The image file.
+    pub image: PathBuf,
+
+    /// Do not check the superblock checksum.
+    #[arg(long = "no-sbcrc")]
+    pub no_sbcrc: bool,
+
+    /// Read all file data; with a directory, extract the tree into it.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+    pub extract: Option<OsString>,
+
+    /// Replace existing files when extracting.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Extract only the subtree at this nid.
+    #[arg(long, value_name = "NID")]
+    pub nid: Option<u64>,
+
+    /// Extract only the subtree at this path (wins over --nid).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<OsString>,
+
+    /// Do not restore xattrs when extracting.
+    #[arg(long = "no-xattrs")]
+    pub no_xattrs: bool,
+
+    /// Do not restore owners when extracting (the default when not root).
+    #[arg(long = "no-preserve-owner")]
+    pub no_preserve_owner: bool,
+
+    /// Print a JSON summary (see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// Accepted for compatibility with fsck.erofs; no effect.
+    #[arg(short = 'a', short_alias = 'A', hide = true)]
+    pub auto: bool,
+
+    /// Accepted for compatibility with fsck.erofs; no effect.
+    #[arg(short = 'y', hide = true)]
+    pub yes: bool,
+    // Flags of further checks (e.g. `--verify-fingerprints`) go here, each with its own
+    // module that adds problems to the report.
+}
+
+/// The `--json` output.
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    image: String,
+    clean: bool,
+    check: Option<&'a CheckReport>,
+    extract: Option<&'a ExtractReport>,
+    error: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fsck.erofs-rs: error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    let img = match Image::open_with(
+        &cli.image,
+        OpenOptions {
+            verify_checksum: false,
+        },
+    ) {
+        Ok(img) => img,
+        Err(e) => {
+            let msg = format!("cannot read {}: {e}", cli.image.display());
+            if cli.json {
+                print_json(cli, None, None, Some(msg))?;
+                return Ok(2);
+            }
+            bail!(msg);
+        }
+    };
+    let bar = progress::Bar::new(!cli.quiet && !cli.json, "checking");
+    let report = check(
+        &img,
+        CheckOptions {
+            verify_checksum: !cli.no_sbcrc,
+            read_data: cli.extract.is_some(),
+        },
+        &bar,
+    );
+
+    let mut extract_report = None;
+    let mut extract_error = None;
+    if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
+        match do_extract(cli, &img, Path::new(dir)) {
+            Ok(r) => extract_report = Some(r),
+            Err(e) => extract_error = Some(format!("{e:#}")),
+        }
+    }
+
+    let clean = report.is_clean() && extract_error.is_none();
+    if cli.json {
+        print_json(cli, Some(&report), extract_report.as_ref(), extract_error)?;
+    } else {
+        let mut err = std::io::stderr().lock();
+        for p in &report.problems {
+            let mut at = Vec::new();
+            if let Some(n) = p.nid {
+                at.push(format!("nid {n}"));
+            }
+            if let Some(o) = p.offset {
+                at.push(format!("offset {o}"));
+            }
+            if let Some(path) = &p.path {
+                at.push(path.clone());
+            }
+            writeln!(err, "problem [{}] {}: {}", p.kind, at.join(", "), p.message)?;
+        }
+        if let Some(e) = &extract_error {
+            writeln!(err, "extraction failed: {e}")?;
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "fsck.erofs-rs: {}: {} inodes ({} dirs, {} files, {} symlinks, {} special), {} data bytes: {}",
+            cli.image.display(),
+            report.inodes,
+            report.directories,
+            report.regular_files,
+            report.symlinks,
+            report.special_files,
+            report.data_bytes,
+            if report.is_clean() {
+                "clean".to_string()
+            } else {
+                format!("{} problem(s)", report.problems.len())
+            }
+        )?;
+        if report.compressed_files > 0 {
+            writeln!(
+                out,
+                "note: {} compressed file(s): compressed data (decoding is not supported yet) was not verified",
+                report.compressed_files
+            )?;
+        }
+        if let Some(r) = &extract_report {
+            writeln!(
+                out,
+                "extracted {} dirs, {} files, {} symlinks, {} special files, {} hard links, {} bytes",
+                r.directories, r.files, r.symlinks, r.special_files, r.hard_links, r.bytes_written
+            )?;
+        }
+    }
+    Ok(if clean { 0 } else { 1 })
+}
+
+fn print_json(
+    cli: &Cli,
+    check: Option<&CheckReport>,
+    extract: Option<&ExtractReport>,
+    error: Option<String>,
+) -> Result<()> {
+    let out = JsonOut {
+        image: escape_bytes(cli.image.as_os_str().as_bytes()),
+        clean: check.is_some_and(|c| c.is_clean()) && error.is_none(),
+        check,
+        extract,
+        error,
+    };
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &out)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
+    if !cli.overwrite
+        && let Ok(mut rd) = std::fs::read_dir(dest)
+        && rd.next().is_some()
+    {
+        bail!(
+            "{} is not empty (use --overwrite to extract over existing files)",
+            dest.display()
+        );
+    }
+    let nid = match (&cli.path, cli.nid) {
+        (Some(p), _) => {
+            img.lookup(p.as_bytes())
+                .with_context(|| format!("path {}", p.to_string_lossy()))?
+                .nid
+        }
+        (None, Some(n)) => n,
+        (None, None) => img.root_nid(),
+    };
+    let mut opts = ExtractOptions {
+        overwrite: cli.overwrite,
+        xattrs: !cli.no_xattrs,
+        ..ExtractOptions::default()
+    };
+    if cli.no_preserve_owner {
+        opts.preserve_owner = false;
+    }
+    let bar = progress::Bar::new(!cli.quiet && !cli.json, "extracting");
+    Ok(extract(img, nid, dest, opts, &bar)?)
+}
