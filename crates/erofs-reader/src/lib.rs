@@ -22,6 +22,7 @@ pub mod data;
 pub mod dir;
 pub mod error;
 pub mod extract;
+pub mod fuzzing;
 pub mod image;
 pub mod inode;
 pub mod progress;

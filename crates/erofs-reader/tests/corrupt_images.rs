@@ -286,3 +286,18 @@ fn random_byte_flips_in_metadata_never_panic() {
     }
     assert!(opened > 100, "most mutants get past the superblock checks");
 }
+
+#[test]
+fn the_fuzz_target_body_survives_the_pristine_and_mutated_images() {
+    let full = pristine();
+    erofs_reader::fuzzing::open_and_walk_everything(full.clone());
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    for _ in 0..25 {
+        let mut b = full.clone();
+        for _ in 0..1 + rng.next() % 8 {
+            let at = (rng.next() % full.len() as u64) as usize;
+            b[at] = rng.next() as u8;
+        }
+        erofs_reader::fuzzing::open_and_walk_everything(b);
+    }
+}

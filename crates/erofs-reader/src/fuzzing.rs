@@ -1,0 +1,76 @@
+//! The body of the `open_and_walk` fuzz target, public so that tests run it too.
+
+use crate::check::{CheckOptions, check};
+use crate::data::ExtentKind;
+use crate::image::{Image, OpenOptions};
+use crate::progress::NoProgress;
+
+/// Most file bytes read per input, across all files, so one input stays fast even when
+/// many files map the same blocks.
+const READ_BUDGET: u64 = 64 << 20;
+
+/// Opens `bytes` as an image without the checksum check and exercises every reader
+/// function on everything reachable. Errors are expected and ignored; the property under
+/// test is the absence of panics, hangs and unbounded allocation.
+pub fn open_and_walk_everything(bytes: Vec<u8>) {
+    let Ok(img) = Image::from_bytes_with(
+        bytes,
+        OpenOptions {
+            verify_checksum: false,
+        },
+    ) else {
+        return;
+    };
+    let _ = crate::summary::SuperblockInfo::of(&img);
+    let _ = check(
+        &img,
+        CheckOptions {
+            verify_checksum: true,
+            read_data: false,
+        },
+        &NoProgress,
+    );
+    let _ = crate::stats::stats(&img, &NoProgress);
+    let Ok(walk) = img.walk() else {
+        return;
+    };
+    let mut budget = READ_BUDGET;
+    let mut buf = vec![0u8; 64 * 1024];
+    for entry in walk {
+        let Ok(e) = entry else { continue };
+        let _ = img.lookup(&e.path);
+        let _ = img.xattrs(&e.inode);
+        let _ = img.get_xattr(&e.inode, b"user.shared");
+        let _ = img.get_xattr(&e.inode, b"trusted.erofs.fingerprint");
+        let _ = img.fingerprint(&e.inode);
+        if e.inode.is_symlink() {
+            let _ = img.readlink(&e.inode);
+        }
+        if e.inode.is_dir() {
+            let _ = img.lookup_name(&e.inode, b"x1");
+        }
+        if e.inode.is_compressed() {
+            let _ = img.compression_algorithm(&e.inode);
+            continue;
+        }
+        let Ok(extents) = img.data_extents(&e.inode) else {
+            continue;
+        };
+        for ext in extents {
+            if ext.kind == ExtentKind::Hole {
+                continue;
+            }
+            let mut pos = ext.logical;
+            while pos < ext.end() && budget > 0 {
+                let n = ((ext.end() - pos) as usize).min(buf.len());
+                match img.read_at(&e.inode, pos, &mut buf[..n]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(got) => {
+                        pos += got as u64;
+                        budget = budget.saturating_sub(got as u64);
+                    }
+                }
+            }
+        }
+    }
+}
