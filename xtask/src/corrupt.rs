@@ -15,8 +15,10 @@ pub struct Damaged {
     pub label: String,
     /// The damaged bytes.
     pub bytes: Vec<u8>,
-    /// What the kernel must do with it.
+    /// What the kernel must do with it on a block device.
     pub expect: CorruptExpect,
+    /// What it must do when mounted file-backed, if different.
+    pub file_expect: Option<CorruptExpect>,
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -162,6 +164,7 @@ pub fn variants(clean: &[u8]) -> Result<Vec<Damaged>> {
                 label: label.into(),
                 bytes: img,
                 expect,
+                file_expect: None,
             });
         };
     use CorruptExpect::*;
@@ -242,6 +245,14 @@ pub fn variants(clean: &[u8]) -> Result<Vec<Damaged>> {
                 i[off] ^= 1 << (splitmix(&mut s) % 8);
             }
         });
+    }
+    // The inline tail of `a` now lies past the end of the image. A block device fails that
+    // read with EIO; a file-backed mount (6.12) reads zeros past the backing file's EOF
+    // without an error, so there only "no crash" can be asked.
+    for d in &mut out {
+        if d.label == "huge xattr count" {
+            d.file_expect = Some(NoCrash);
+        }
     }
     Ok(out)
 }

@@ -207,7 +207,13 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
                 eprintln!("kernel: making a hard-link copy of the source for the patched build");
                 util::run(Command::new("cp").arg("-al").arg(&pristine).arg(&src))?;
             }
-            sync_patches(&pristine, &src, &vdir, &series.patches)?;
+            sync_patches(
+                &pristine,
+                &src,
+                &vdir,
+                &xtask_kernel_dir().join("patches"),
+                &series.patches,
+            )?;
             src
         }
     };
@@ -366,6 +372,7 @@ fn sync_patches(
     pristine: &Path,
     src: &Path,
     vdir: &Path,
+    pdir: &Path,
     patches: &[(String, Vec<u8>)],
 ) -> Result<()> {
     let state = vdir.join("applied-files");
@@ -394,7 +401,6 @@ fn sync_patches(
             fs::copy(&from, &to)?;
         }
     }
-    let pdir = xtask_kernel_dir().join("patches");
     for (name, _) in patches {
         let out = Command::new("git")
             .arg("apply")
@@ -551,6 +557,59 @@ mod tests {
                   diff --git a/fs/erofs/ishare.c b/fs/erofs/ishare.c\nnew file mode 100644\n";
         let got: Vec<_> = patch_paths(p).into_iter().collect();
         assert_eq!(got, ["fs/erofs/ishare.c", "fs/erofs/super.c"]);
+    }
+
+    #[test]
+    fn sync_patches_rewrites_only_patched_files_and_reverts() {
+        let t = std::env::temp_dir().join(format!("xtask-sync-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        let (pristine, src, vdir, pdir) =
+            (t.join("p"), t.join("s"), t.join("v"), t.join("patches"));
+        for d in [&pristine, &vdir, &pdir] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(pristine.join("a.c"), "one\ntwo\n").unwrap();
+        fs::write(pristine.join("b.c"), "b\n").unwrap();
+        util::run(Command::new("cp").arg("-al").arg(&pristine).arg(&src)).unwrap();
+        let patch = "diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,2 +1,2 @@\n one\n-two\n+TWO\n\
+                     diff --git a/new.c b/new.c\nnew file mode 100644\n--- /dev/null\n+++ b/new.c\n@@ -0,0 +1 @@\n+new\n";
+        fs::write(pdir.join("0001-x.patch"), patch).unwrap();
+        let series = vec![("0001-x.patch".to_string(), patch.as_bytes().to_vec())];
+        sync_patches(&pristine, &src, &vdir, &pdir, &series).unwrap();
+        assert_eq!(fs::read_to_string(src.join("a.c")).unwrap(), "one\nTWO\n");
+        assert_eq!(fs::read_to_string(src.join("new.c")).unwrap(), "new\n");
+        assert_eq!(
+            fs::read_to_string(pristine.join("a.c")).unwrap(),
+            "one\ntwo\n"
+        );
+        // Same series again: nothing rewritten (mtime kept).
+        let m1 = fs::metadata(src.join("a.c")).unwrap().modified().unwrap();
+        sync_patches(&pristine, &src, &vdir, &pdir, &series).unwrap();
+        assert_eq!(
+            fs::metadata(src.join("a.c")).unwrap().modified().unwrap(),
+            m1
+        );
+        // Empty series: back to pristine content, new file gone.
+        sync_patches(&pristine, &src, &vdir, &pdir, &[]).unwrap();
+        assert_eq!(fs::read_to_string(src.join("a.c")).unwrap(), "one\ntwo\n");
+        assert!(!src.join("new.c").exists());
+        assert_eq!(
+            fs::read_to_string(pristine.join("a.c")).unwrap(),
+            "one\ntwo\n"
+        );
+        // A broken patch fails and leaves the tree alone.
+        let bad = "diff --git a/b.c b/b.c\n--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-nope\n+x\n";
+        fs::write(pdir.join("0002-bad.patch"), bad).unwrap();
+        let e = sync_patches(
+            &pristine,
+            &src,
+            &vdir,
+            &pdir,
+            &[("0002-bad.patch".into(), bad.as_bytes().to_vec())],
+        );
+        assert!(e.is_err());
+        assert_eq!(fs::read_to_string(src.join("b.c")).unwrap(), "b\n");
+        fs::remove_dir_all(&t).unwrap();
     }
 
     #[test]

@@ -130,6 +130,7 @@ pub struct Env {
     /// The kernel variant that will boot.
     pub variant: Variant,
     trees: BTreeMap<Tree, PathBuf>,
+    manifests: BTreeMap<(PathBuf, Option<String>, bool), Vec<u8>>,
 }
 
 impl Env {
@@ -140,6 +141,7 @@ impl Env {
             mkfs,
             variant,
             trees: BTreeMap::new(),
+            manifests: BTreeMap::new(),
         }
     }
 
@@ -183,7 +185,11 @@ impl Env {
 
     /// The manifest (JSON) the image of `tree` built with `opts` must match, from walking the
     /// source tree on the host.
-    pub fn manifest(&self, tree: &Path, opts: &mkfs::Options) -> Result<Vec<u8>> {
+    pub fn manifest(&mut self, tree: &Path, opts: &mkfs::Options) -> Result<Vec<u8>> {
+        let key = (tree.to_path_buf(), opts.fingerprint.clone(), opts.all_root);
+        if let Some(m) = self.manifests.get(&key) {
+            return Ok(m.clone());
+        }
         let w = walk(
             tree,
             &WalkOptions {
@@ -196,7 +202,9 @@ impl Env {
         if !w.errors.is_empty() {
             anyhow::bail!("walking {}: {}", tree.display(), w.errors.join("; "));
         }
-        Ok(serde_json::to_vec(&w.manifest)?)
+        let json = serde_json::to_vec(&w.manifest)?;
+        self.manifests.insert(key, json.clone());
+        Ok(json)
     }
 
     /// An EROFS image (4 KiB blocks, built by the mkfs under test) holding `files` so the guest

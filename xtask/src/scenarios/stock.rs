@@ -315,7 +315,7 @@ fn corrupt(env: &mut Env) -> Result<Prepared> {
         cases.push(CorruptCase {
             label: format!("{} (file)", d.label),
             mount: erofs_mount(&format!("/carrier/{n}"), &format!("/mnt/f{n}"), ""),
-            expect: d.expect,
+            expect: d.file_expect.unwrap_or(d.expect),
         });
     }
     // Damaged images make the kernel complain; that is the point. Crashes stay forbidden.
