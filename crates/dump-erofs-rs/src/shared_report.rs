@@ -1,0 +1,56 @@
+//! `--shared-report IMG [IMG...]`: which files of these images would share page cache
+//! under `mount -o inode_share,domain_id=...`, what that saves, and what prevents it.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use erofs_reader::{Image, OpenOptions};
+use erofs_share::collect::{file_facts, image_facts};
+use erofs_share::{FileFacts, ImageFacts, analyze, render_text};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// Reads every image (in parallel), builds the report and prints it.
+pub fn run(images: &[PathBuf], top: usize, json: bool, quiet: bool) -> Result<()> {
+    let bar = if !quiet && !json && std::io::stderr().is_terminal() {
+        ProgressBar::new(images.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} reading images {pos}/{len} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let read: Vec<Result<(ImageFacts, Vec<FileFacts>)>> = images
+        .par_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let name = path.display().to_string();
+            let img = Image::open_with(path, OpenOptions { verify_checksum: true })
+                .with_context(|| format!("cannot read {name}"))?;
+            let facts = image_facts(&name, &img);
+            let files = file_facts(i, &img).with_context(|| format!("walking {name}"))?;
+            bar.inc(1);
+            bar.set_message(name);
+            Ok((facts, files))
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut facts = Vec::new();
+    let mut files = Vec::new();
+    for r in read {
+        let (f, mut fs) = r?;
+        facts.push(f);
+        files.append(&mut fs);
+    }
+    let report = analyze(&facts, &files);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render_text(&report, top).as_bytes())?;
+    }
+    Ok(())
+}
