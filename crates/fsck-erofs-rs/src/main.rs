@@ -3,6 +3,7 @@
 //! Exit status: 0 when the image is consistent (and extraction, if asked, succeeded),
 //! 1 when problems were found or extraction failed, 2 when the image cannot be opened.
 
+mod fingerprints;
 mod progress;
 
 use std::ffi::OsString;
@@ -71,8 +72,11 @@ pub struct Cli {
     /// Accepted for compatibility with fsck.erofs; no effect.
     #[arg(short = 'y', hide = true)]
     pub yes: bool,
-    // Flags of further checks (e.g. `--verify-fingerprints`) go here, each with its own
-    // module that adds problems to the report.
+
+    /// Recompute the SHA-256 of every fingerprinted file (in parallel) and compare it with
+    /// its fingerprint xattr; also check the superblock's fingerprint fields.
+    #[arg(long, alias = "xattr-inode-digest")]
+    pub verify_fingerprints: bool,
 }
 
 /// The `--json` output.
@@ -82,6 +86,7 @@ struct JsonOut<'a> {
     clean: bool,
     check: Option<&'a CheckReport>,
     extract: Option<&'a ExtractReport>,
+    fingerprints: Option<&'a erofs_share::verify::VerifyReport>,
     error: Option<String>,
 }
 
@@ -108,7 +113,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Err(e) => {
             let msg = format!("cannot read {}: {e}", cli.image.display());
             if cli.json {
-                print_json(cli, None, None, Some(msg))?;
+                print_json(cli, None, None, None, Some(msg))?;
                 return Ok(2);
             }
             bail!(msg);
@@ -133,9 +138,28 @@ fn run(cli: &Cli) -> Result<i32> {
         }
     }
 
-    let clean = report.is_clean() && extract_error.is_none();
+    let image_name = cli.image.display().to_string();
+    let fingerprints = if cli.verify_fingerprints {
+        Some(fingerprints::run(
+            &img,
+            &image_name,
+            !cli.quiet && !cli.json,
+            cli.json,
+        )?)
+    } else {
+        None
+    };
+    let clean = report.is_clean()
+        && extract_error.is_none()
+        && !fingerprints.as_ref().is_some_and(fingerprints::failed);
     if cli.json {
-        print_json(cli, Some(&report), extract_report.as_ref(), extract_error)?;
+        print_json(
+            cli,
+            Some(&report),
+            extract_report.as_ref(),
+            fingerprints.as_ref(),
+            extract_error,
+        )?;
     } else {
         let mut err = std::io::stderr().lock();
         for p in &report.problems {
@@ -193,13 +217,17 @@ fn print_json(
     cli: &Cli,
     check: Option<&CheckReport>,
     extract: Option<&ExtractReport>,
+    fingerprints: Option<&erofs_share::verify::VerifyReport>,
     error: Option<String>,
 ) -> Result<()> {
     let out = JsonOut {
         image: escape_bytes(cli.image.as_os_str().as_bytes()),
-        clean: check.is_some_and(|c| c.is_clean()) && error.is_none(),
+        clean: check.is_some_and(|c| c.is_clean())
+            && error.is_none()
+            && !fingerprints.is_some_and(fingerprints::failed),
         check,
         extract,
+        fingerprints,
         error,
     };
     let mut stdout = std::io::stdout().lock();

@@ -1,0 +1,102 @@
+//! `--verify-fingerprints` (alias `--xattr-inode-digest`): recompute every content
+//! fingerprint in parallel and compare it with the stored value.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use anyhow::Result;
+use erofs_reader::{Image, Progress};
+use erofs_share::verify::{Issue, VerifyReport, verify_fingerprints};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A byte-counting bar on stderr, drawn only on a terminal.
+struct BytesBar(ProgressBar);
+
+impl Progress for BytesBar {
+    fn start(&self, total: Option<u64>) {
+        if let Some(t) = total {
+            self.0.set_length(t);
+        }
+    }
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Verifies `img` and prints the human report unless `json`. Returns the report.
+pub fn run(img: &Image, image_name: &str, show_progress: bool, json: bool) -> Result<VerifyReport> {
+    let bar = if show_progress && std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} verifying fingerprints {bytes}/{total_bytes} [{bytes_per_sec}, ETA {eta}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let report = verify_fingerprints(img, &BytesBar(bar))?;
+    if json {
+        return Ok(report);
+    }
+    let mut err = std::io::stderr().lock();
+    for p in &report.superblock_problems {
+        writeln!(err, "fingerprint problem [superblock]: {p}")?;
+    }
+    for i in &report.issues {
+        let path = i.paths.first().map_or("<unlinked>", String::as_str);
+        let what = match &i.issue {
+            Issue::Mismatch { stored, computed } => {
+                format!("fingerprint MISMATCH: stored sha256:{stored}, content sha256:{computed}")
+            }
+            Issue::Unidentified { value_len } => {
+                format!(
+                    "unidentified fingerprint: {value_len}-byte value is not `sha256:` + 32 bytes"
+                )
+            }
+            Issue::ReadError { error } => format!("cannot read the data: {error}"),
+            Issue::Missing => {
+                "warning: non-empty regular file without a fingerprint (it will not share)".into()
+            }
+            Issue::OnEmptyFile => "warning: empty file carries a fingerprint".into(),
+        };
+        writeln!(err, "nid {} {path} ({} bytes): {what}", i.nid, i.size)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if report.has_no_fingerprints() {
+        writeln!(
+            out,
+            "fsck.erofs-rs: {image_name} has no fingerprint xattrs (compat ishare_xattrs is not set): nothing to verify"
+        )?;
+        return Ok(report);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mismatched = report
+        .issues
+        .iter()
+        .filter(|i| matches!(i.issue, Issue::Mismatch { .. }))
+        .count();
+    writeln!(
+        out,
+        "fsck.erofs-rs: {image_name}: {} of {} fingerprints match ({} MiB hashed in {secs:.2} s, {:.0} MiB/s); \
+         {mismatched} mismatched, {} error(s), {} warning(s); name {}",
+        report.matched,
+        report.verified,
+        report.bytes_hashed >> 20,
+        report.bytes_hashed as f64 / 1048576.0 / secs.max(1e-6),
+        report.errors(),
+        report.warnings(),
+        report.fingerprint_name.as_deref().unwrap_or("?"),
+    )?;
+    Ok(report)
+}
+
+/// Whether the report makes fsck fail: any error, or no fingerprints at all.
+pub fn failed(report: &VerifyReport) -> bool {
+    report.errors() > 0 || report.has_no_fingerprints()
+}
