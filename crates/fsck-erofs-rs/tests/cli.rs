@@ -90,8 +90,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Path -> node.
+type Nodes = BTreeMap<Vec<u8>, Node>;
+/// Sets of paths sharing an inode.
+type LinkGroups = BTreeSet<BTreeSet<Vec<u8>>>;
+
 /// Path -> node, plus the hard-link groups (sets of paths sharing an inode).
-fn snapshot(root: &Path) -> (BTreeMap<Vec<u8>, Node>, BTreeSet<BTreeSet<Vec<u8>>>) {
+fn snapshot(root: &Path) -> (Nodes, LinkGroups) {
     let mut nodes = BTreeMap::new();
     let mut by_ino: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
     let mut stack = vec![(root.to_path_buf(), b"/".to_vec())];
@@ -390,7 +395,7 @@ fn extract_of_a_shipped_image_matches_the_manifest() {
             path.escape_ascii()
         );
     }
-    let want: BTreeSet<BTreeSet<Vec<u8>>> = groups.into_values().collect();
+    let want: LinkGroups = groups.into_values().collect();
     assert_eq!(links, want, "hard-link groups");
 }
 
