@@ -6,6 +6,7 @@
 //! every view into one JSON object (see docs/json.md).
 
 mod progress;
+mod shared_report;
 mod views;
 
 use std::ffi::OsString;
@@ -26,7 +27,8 @@ use erofs_reader::{Image, OpenOptions};
 )]
 pub struct Cli {
     /// The image file.
-    pub image: PathBuf,
+    #[arg(required_unless_present = "shared_report")]
+    pub image: Option<PathBuf>,
 
     /// Show the superblock summary (the default when no other view is chosen).
     #[arg(short = 's')]
@@ -68,7 +70,20 @@ pub struct Cli {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    // Flags of further views (e.g. `--shared-report`) go here, each with its own module.
+
+    /// Report which regular files of these images would share page cache when all are
+    /// mounted with `-o inode_share` in one domain, what that saves, and what prevents it.
+    #[arg(long, value_name = "IMG", num_args = 1.., conflicts_with = "image")]
+    pub shared_report: Option<Vec<PathBuf>>,
+
+    /// With --shared-report: how many groups to list, largest saving first.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        requires = "shared_report"
+    )]
+    pub top: usize,
 }
 
 fn main() {
@@ -93,14 +108,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    if let Some(images) = &cli.shared_report {
+        return shared_report::run(images, cli.top, cli.json, cli.quiet);
+    }
+    let Some(image) = &cli.image else {
+        bail!("no image given");
+    };
     // dump shows damaged images too: the checksum is reported, not enforced.
     let img = Image::open_with(
-        &cli.image,
+        image,
         OpenOptions {
             verify_checksum: false,
         },
     )
-    .with_context(|| format!("cannot read {}", cli.image.display()))?;
+    .with_context(|| format!("cannot read {}", image.display()))?;
 
     let selected = match (&cli.path, cli.nid) {
         (Some(p), _) => {

@@ -27,8 +27,13 @@ pub fn run(images: &[PathBuf], top: usize, json: bool, quiet: bool) -> Result<()
         .enumerate()
         .map(|(i, path)| {
             let name = path.display().to_string();
-            let img = Image::open_with(path, OpenOptions { verify_checksum: true })
-                .with_context(|| format!("cannot read {name}"))?;
+            let img = Image::open_with(
+                path,
+                OpenOptions {
+                    verify_checksum: true,
+                },
+            )
+            .with_context(|| format!("cannot read {name}"))?;
             let facts = image_facts(&name, &img);
             let files = file_facts(i, &img).with_context(|| format!("walking {name}"))?;
             bar.inc(1);

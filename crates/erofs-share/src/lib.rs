@@ -6,13 +6,16 @@
 //! the operator's question before turning that on: across a set of images mounted in one
 //! domain, which files would share, how many pages that saves, and what stops the rest.
 //!
-//! The crate works on plain facts ([`ImageFacts`], [`FileFacts`]) so that the model can be
-//! tested without images; the reader-based collection lives in the binaries' callers.
+//! The model works on plain facts ([`ImageFacts`], [`FileFacts`]) so that it can be tested
+//! without images; [`collect`] gathers those facts from images with `erofs-reader`, and
+//! [`verify`] recomputes fingerprints in parallel.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod collect;
 mod report;
 mod text;
+pub mod verify;
 
 pub use report::*;
 pub use text::render_text;

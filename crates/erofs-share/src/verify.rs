@@ -1,0 +1,258 @@
+//! Recomputing every fingerprint of an image, in parallel.
+//!
+//! Verification is data-bound: the metadata walk is serial and fast, then the files are
+//! read and hashed on the rayon pool, largest first so that one big file does not end up
+//! alone at the tail. Results are sorted by nid, so the report never depends on timing.
+
+use erofs_format::Compat;
+use erofs_format::xattr::parse_sha256_fingerprint;
+use erofs_reader::{Image, Inode, Progress, escape_bytes};
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::collect::regular_files;
+
+/// Bytes read per call while hashing.
+const READ_CHUNK: usize = 256 << 10;
+
+/// A file whose fingerprint is wrong or could not be checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileIssue {
+    /// Inode number.
+    pub nid: u64,
+    /// Paths of the inode.
+    pub paths: Vec<String>,
+    /// File size.
+    pub size: u64,
+    /// What is wrong.
+    pub issue: Issue,
+}
+
+/// What is wrong with one file's fingerprint.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Issue {
+    /// The stored digest differs from the content's SHA-256.
+    Mismatch {
+        /// Stored digest, hex.
+        stored: String,
+        /// Computed digest, hex.
+        computed: String,
+    },
+    /// The value is not `sha256:` plus 32 raw bytes.
+    Unidentified {
+        /// Length of the stored value.
+        value_len: usize,
+    },
+    /// Reading the file failed.
+    ReadError {
+        /// The reader's error.
+        error: String,
+    },
+    /// A non-empty regular file without a fingerprint (a warning: it will not share).
+    Missing,
+    /// An empty file carrying a fingerprint (a warning: the kernel never shares empty files).
+    OnEmptyFile,
+}
+
+impl Issue {
+    /// Whether this is an error (as opposed to a warning).
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self,
+            Issue::Mismatch { .. } | Issue::Unidentified { .. } | Issue::ReadError { .. }
+        )
+    }
+}
+
+/// The outcome of [`verify_fingerprints`].
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// Full name of the fingerprint xattr, when the image declares one.
+    pub fingerprint_name: Option<String>,
+    /// Problems with the superblock fields (compat bit, prefix id, prefix table).
+    pub superblock_problems: Vec<String>,
+    /// Regular files in the image.
+    pub regular_files: u64,
+    /// Files whose fingerprint was recomputed.
+    pub verified: u64,
+    /// Bytes read and hashed.
+    pub bytes_hashed: u64,
+    /// Files whose fingerprint matched.
+    pub matched: u64,
+    /// Every problem, by nid.
+    pub issues: Vec<FileIssue>,
+}
+
+impl VerifyReport {
+    /// No fingerprints at all: nothing to verify.
+    pub fn has_no_fingerprints(&self) -> bool {
+        self.fingerprint_name.is_none() && self.superblock_problems.is_empty()
+    }
+
+    /// Errors (as opposed to warnings).
+    pub fn errors(&self) -> usize {
+        self.superblock_problems.len() + self.issues.iter().filter(|i| i.issue.is_error()).count()
+    }
+
+    /// Warnings.
+    pub fn warnings(&self) -> usize {
+        self.issues.len() - self.issues.iter().filter(|i| i.issue.is_error()).count()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of the whole content of `inode`.
+pub fn sha256_of(
+    image: &Image,
+    inode: &Inode,
+    progress: &dyn Progress,
+) -> erofs_reader::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![
+        0u8;
+        READ_CHUNK
+            .min(usize::try_from(inode.size).unwrap_or(READ_CHUNK))
+            .max(1)
+    ];
+    let mut off = 0u64;
+    while off < inode.size {
+        let want = usize::try_from((inode.size - off).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = image.read_at(inode, off, &mut buf[..want])?;
+        if n == 0 {
+            // read_at returns 0 before the end only for inodes without data; the digest
+            // of what was read then mismatches and is reported as such.
+            break;
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+        progress.advance(n as u64);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Recomputes the SHA-256 of every fingerprinted file and compares it with the stored value.
+///
+/// Runs on the current rayon pool. `progress` counts bytes.
+pub fn verify_fingerprints(
+    image: &Image,
+    progress: &dyn Progress,
+) -> erofs_reader::Result<VerifyReport> {
+    let sb = image.superblock();
+    let mut superblock_problems = Vec::new();
+    let compat = sb.compat().contains(Compat::ISHARE_XATTRS);
+    let fingerprint_name = match image.fingerprint_name() {
+        Ok(n) => n,
+        Err(e) => {
+            superblock_problems.push(format!(
+                "compat ishare_xattrs is set but ishare_xattr_prefix_id {} is not below xattr_prefix_count {}: {e}",
+                sb.ishare_xattr_prefix_id, sb.xattr_prefix_count
+            ));
+            None
+        }
+    };
+    if compat && image.long_prefixes().len() != usize::from(sb.xattr_prefix_count) {
+        superblock_problems.push(format!(
+            "xattr_prefix_count is {} but {} prefix records could be read",
+            sb.xattr_prefix_count,
+            image.long_prefixes().len()
+        ));
+    }
+    let files = regular_files(image)?;
+    let mut report = VerifyReport {
+        fingerprint_name: fingerprint_name.as_deref().map(escape_bytes),
+        superblock_problems,
+        regular_files: files.len() as u64,
+        verified: 0,
+        bytes_hashed: 0,
+        matched: 0,
+        issues: Vec::new(),
+    };
+    let Some(name) = fingerprint_name else {
+        return Ok(report);
+    };
+
+    let mut work = Vec::new();
+    for f in files {
+        let paths: Vec<String> = f.paths.iter().map(|p| escape_bytes(p)).collect();
+        let value = match image.get_xattr(&f.inode, &name) {
+            Ok(v) => v,
+            Err(e) => {
+                report.issues.push(FileIssue {
+                    nid: f.inode.nid,
+                    paths,
+                    size: f.inode.size,
+                    issue: Issue::ReadError {
+                        error: e.to_string(),
+                    },
+                });
+                continue;
+            }
+        };
+        match (value, f.inode.size) {
+            (None, 0) => {}
+            (Some(_), 0) => report.issues.push(FileIssue {
+                nid: f.inode.nid,
+                paths,
+                size: 0,
+                issue: Issue::OnEmptyFile,
+            }),
+            (None, size) => report.issues.push(FileIssue {
+                nid: f.inode.nid,
+                paths,
+                size,
+                issue: Issue::Missing,
+            }),
+            (Some(v), size) => match parse_sha256_fingerprint(&v) {
+                Some(d) => work.push((f.inode, paths, *d)),
+                None => report.issues.push(FileIssue {
+                    nid: f.inode.nid,
+                    paths,
+                    size,
+                    issue: Issue::Unidentified { value_len: v.len() },
+                }),
+            },
+        }
+    }
+
+    let total: u64 = work.iter().map(|(i, _, _)| i.size).sum();
+    progress.start(Some(total));
+    work.sort_by(|a, b| b.0.size.cmp(&a.0.size).then(a.0.nid.cmp(&b.0.nid)));
+    let results: Vec<(u64, Option<FileIssue>)> = work
+        .par_iter()
+        .map(|(inode, paths, stored)| {
+            let issue = match sha256_of(image, inode, progress) {
+                Ok(computed) if &computed == stored => None,
+                Ok(computed) => Some(Issue::Mismatch {
+                    stored: hex(stored),
+                    computed: hex(&computed),
+                }),
+                Err(e) => Some(Issue::ReadError {
+                    error: e.to_string(),
+                }),
+            };
+            let issue = issue.map(|issue| FileIssue {
+                nid: inode.nid,
+                paths: paths.clone(),
+                size: inode.size,
+                issue,
+            });
+            (inode.size, issue)
+        })
+        .collect();
+    progress.finish();
+    for (size, issue) in results {
+        report.verified += 1;
+        report.bytes_hashed += size;
+        match issue {
+            None => report.matched += 1,
+            Some(i) => report.issues.push(i),
+        }
+    }
+    report.issues.sort_by_key(|i| i.nid);
+    Ok(report)
+}
