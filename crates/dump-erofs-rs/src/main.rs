@@ -76,6 +76,11 @@ pub struct Cli {
     #[arg(long, value_name = "IMG", num_args = 1.., conflicts_with = "image")]
     pub shared_report: Option<Vec<PathBuf>>,
 
+    /// With --shared-report: also hash every fingerprinted file and flag content that does
+    /// not match its fingerprint (it would poison the shared page cache).
+    #[arg(long, requires = "shared_report")]
+    pub verify_content: bool,
+
     /// With --shared-report: how many groups to list, largest saving first.
     #[arg(
         long,
@@ -109,7 +114,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn run(cli: &Cli) -> Result<()> {
     if let Some(images) = &cli.shared_report {
-        return shared_report::run(images, cli.top, cli.json, cli.quiet);
+        return shared_report::run(images, cli.top, cli.verify_content, cli.json, cli.quiet);
     }
     let Some(image) = &cli.image else {
         bail!("no image given");

@@ -1,18 +1,26 @@
 //! `--shared-report IMG [IMG...]`: which files of these images would share page cache
 //! under `mount -o inode_share,domain_id=...`, what that saves, and what prevents it.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use erofs_reader::{Image, OpenOptions};
+use erofs_reader::{Image, NoProgress, OpenOptions};
 use erofs_share::collect::{file_facts, image_facts};
+use erofs_share::verify::{Issue, verify_fingerprints};
 use erofs_share::{FileFacts, ImageFacts, analyze, render_text};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 /// Reads every image (in parallel), builds the report and prints it.
-pub fn run(images: &[PathBuf], top: usize, json: bool, quiet: bool) -> Result<()> {
+pub fn run(
+    images: &[PathBuf],
+    top: usize,
+    verify_content: bool,
+    json: bool,
+    quiet: bool,
+) -> Result<()> {
     let bar = if !quiet && !json && std::io::stderr().is_terminal() {
         ProgressBar::new(images.len() as u64)
     } else {
@@ -35,7 +43,22 @@ pub fn run(images: &[PathBuf], top: usize, json: bool, quiet: bool) -> Result<()
             )
             .with_context(|| format!("cannot read {name}"))?;
             let facts = image_facts(&name, &img);
-            let files = file_facts(i, &img).with_context(|| format!("walking {name}"))?;
+            let mut files = file_facts(i, &img).with_context(|| format!("walking {name}"))?;
+            if verify_content {
+                let v = verify_fingerprints(&img, &NoProgress)
+                    .with_context(|| format!("verifying {name}"))?;
+                let bad: HashMap<u64, String> = v
+                    .issues
+                    .into_iter()
+                    .filter_map(|i| match i.issue {
+                        Issue::Mismatch { computed, .. } => Some((i.nid, computed)),
+                        _ => None,
+                    })
+                    .collect();
+                for f in &mut files {
+                    f.content_mismatch = bad.get(&f.nid).cloned();
+                }
+            }
             bar.inc(1);
             bar.set_message(name);
             Ok((facts, files))

@@ -74,6 +74,7 @@ pub fn file_facts(index: usize, image: &Image) -> Result<Vec<FileFacts>> {
                 ReadPath::Uncompressed
             },
             fingerprint,
+            content_mismatch: None,
         });
     }
     Ok(out)

@@ -82,6 +82,9 @@ pub struct FileFacts {
     pub read_path: ReadPath,
     /// The fingerprint xattr value, if the inode has one.
     pub fingerprint: Option<Vec<u8>>,
+    /// When the content was hashed (`--verify-content`) and does not match the stored
+    /// fingerprint: the SHA-256 of the content, hex. `None` when not checked or matching.
+    pub content_mismatch: Option<String>,
 }
 
 /// Per-image totals.
@@ -201,6 +204,19 @@ pub enum Finding {
         /// Length of the value.
         value_len: usize,
     },
+    /// The content does not match the fingerprint (seen only with `--verify-content`). The
+    /// kernel trusts the value, so this file would serve its bytes to every other member
+    /// of its group, or read theirs: page-cache poisoning.
+    ContentMismatch {
+        /// Image index.
+        image: usize,
+        /// The file.
+        member: Member,
+        /// The stored fingerprint, hex.
+        stored: String,
+        /// SHA-256 of the content, hex.
+        computed: String,
+    },
     /// The images declare different fingerprint xattr names. The kernel compares only value
     /// bytes, so equal values still share; but images built by different tools or with
     /// different conventions often disagree on the values too.
@@ -215,7 +231,9 @@ impl Finding {
     pub fn blocks_sharing(&self) -> bool {
         !matches!(
             self,
-            Finding::MalformedFingerprint { .. } | Finding::NameMismatch { .. }
+            Finding::MalformedFingerprint { .. }
+                | Finding::NameMismatch { .. }
+                | Finding::ContentMismatch { .. }
         )
     }
 }
@@ -368,6 +386,14 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
                 value_len: value.len(),
             });
             continue;
+        }
+        if let Some(computed) = &f.content_mismatch {
+            findings.push(Finding::ContentMismatch {
+                image: f.image,
+                member: member(f),
+                stored: hex(value),
+                computed: computed.clone(),
+            });
         }
         if parse_sha256_fingerprint(value).is_none() {
             findings.push(Finding::MalformedFingerprint {

@@ -258,6 +258,22 @@ pub fn render_text(r: &Report, top: usize) -> String {
                 );
                 member_line(&mut o, r, member);
             }
+            Finding::ContentMismatch {
+                image,
+                member,
+                stored,
+                computed,
+            } => {
+                let _ = writeln!(
+                    o,
+                    "  {}: CONTENT CONFLICT: the data does not match its fingerprint {} (content sha256 {}…); \
+                     the kernel trusts the value, so this file would share wrong data with its group:",
+                    img(image),
+                    short_fp(stored),
+                    &computed[..computed.len().min(16)]
+                );
+                member_line(&mut o, r, member);
+            }
             Finding::NameMismatch { names } => {
                 let list: Vec<String> = names
                     .iter()

@@ -26,6 +26,7 @@ fn file(image: usize, nid: u64, path: &str, size: u64, fingerprint: Option<Vec<u
         size,
         read_path: ReadPath::Uncompressed,
         fingerprint,
+        content_mismatch: None,
     }
 }
 
@@ -198,4 +199,23 @@ fn text_report_names_images_paths_and_the_saving() {
     let text = erofs_share::render_text(&r, 10);
     assert!(text.contains("v1.erofs: /usr/lib/libfoo.so"), "{text}");
     assert!(text.contains("saved:                   3 pages"), "{text}");
+}
+
+#[test]
+fn content_that_does_not_match_its_fingerprint_is_a_poisoning_finding() {
+    let mut bad = file(1, 40, "/a", 4096, fp(1));
+    bad.content_mismatch = Some("00".repeat(32));
+    let r = analyze(
+        &[image("a"), image("b")],
+        &[file(0, 40, "/a", 4096, fp(1)), bad],
+    );
+    assert!(matches!(
+        &r.findings[..],
+        [Finding::ContentMismatch { image: 1, .. }]
+    ));
+    assert!(
+        !r.findings[0].blocks_sharing(),
+        "the kernel trusts the value and shares anyway"
+    );
+    assert_eq!(r.totals.shared_groups, 1);
 }
