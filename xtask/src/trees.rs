@@ -378,3 +378,21 @@ pub fn small(root: &Path) -> Result<()> {
     g.xattr(b"a", "user.x", b"y")?;
     Ok(())
 }
+
+/// Two regular files with the same 4 MiB + 123 content (not hard links) and one that differs:
+/// the page-cache scenarios read them.
+pub fn same_content(root: &Path) -> Result<()> {
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
+    }
+    let g = Gen {
+        root: root.to_path_buf(),
+        root_user: crate::util::is_root(),
+    };
+    g.dir(b"", 0o755)?;
+    let data = random_bytes(0x5a5a, 4 * 1024 * 1024 + 123);
+    g.write(b"same-1", &data, 0o644, (0, 0))?;
+    g.write(b"same-2", &data, 0o644, (0, 0))?;
+    g.file(b"other", 1024 * 1024)?;
+    Ok(())
+}

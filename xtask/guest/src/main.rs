@@ -44,6 +44,24 @@ impl Ctx {
         ok
     }
 
+    /// Records a check from a result carrying a value; returns the value if it passed.
+    pub fn check_value<T: std::fmt::Debug>(
+        &mut self,
+        check: &str,
+        r: Result<T, String>,
+    ) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.check(check, Ok(format!("{v:?}")));
+                Some(v)
+            }
+            Err(e) => {
+                self.check(check, Err(e));
+                None
+            }
+        }
+    }
+
     /// Prints a free-form note (shown by the host on failure).
     pub fn note(&self, text: &str) {
         for l in text.lines() {

@@ -147,3 +147,16 @@ pub struct CorruptCase {
     /// What must happen.
     pub expect: CorruptExpect,
 }
+
+/// Parameters of the `page_cache` guest scenario: two files with the same content.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PageCacheParams {
+    /// Mounts to make first (e.g. one image, or two images in one domain).
+    pub mounts: Vec<MountSpec>,
+    /// First file (absolute guest path).
+    pub file_a: String,
+    /// Second file with the same content.
+    pub file_b: String,
+    /// Whether the two must share one page cache.
+    pub expect_shared: bool,
+}

@@ -119,6 +119,8 @@ pub enum Tree {
     Small,
     /// `testdata/example-tree` of the repository (if present).
     Example,
+    /// [`trees::same_content`].
+    SameContent,
 }
 
 /// What scenarios get to work with.
@@ -167,6 +169,11 @@ impl Env {
                 p
             }
             Tree::Example => crate::util::workspace_root().join("testdata/example-tree"),
+            Tree::SameContent => {
+                let p = self.work.join("trees/same-content");
+                trees::same_content(&p).context("generating the same-content tree")?;
+                p
+            }
         };
         self.trees.insert(t, p.clone());
         Ok(p)

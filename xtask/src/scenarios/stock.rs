@@ -9,6 +9,7 @@ use crate::trees::LONG_PREFIX;
 use anyhow::Result;
 use erofs_guest::plan::{
     ConformanceParams, CorruptCase, CorruptParams, ImageCheck, MountCase, MountOptionsParams,
+    PageCacheParams,
 };
 
 /// The stock scenarios.
@@ -135,6 +136,11 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "mount-options",
             about: "unknown mount options are rejected, known ones accepted",
             prepare: mount_options,
+        },
+        Scenario {
+            name: "page-cache",
+            about: "two files with the same content keep separate page caches (mmap+mincore, fadvise, meminfo)",
+            prepare: page_cache,
         },
         Scenario {
             name: "corrupt",
@@ -328,5 +334,29 @@ fn corrupt(env: &mut Env) -> Result<Prepared> {
             cases,
         },
     )?;
+    Ok(Prepared::Boot(boot))
+}
+
+/// Baseline for page-cache sharing: without `inode_share`, reading two identical files costs
+/// two page caches and dropping one leaves the other resident.
+fn page_cache(env: &mut Env) -> Result<Prepared> {
+    let o = Options {
+        fingerprint: Some(DEFAULT_FINGERPRINT_XATTR.into()),
+        ..opts(4096)
+    };
+    if let Some(why) = env.mkfs.unsupported(&o) {
+        return Ok(Prepared::Skip(why));
+    }
+    let src = env.tree(Tree::SameContent)?;
+    let img = env.image(&src, "page-cache", &o)?;
+    let mut boot = Boot::default();
+    let dev = boot.disk(&img);
+    let params = PageCacheParams {
+        mounts: vec![erofs_mount(&dev, "/mnt/pc", "")],
+        file_a: "/mnt/pc/same-1".into(),
+        file_b: "/mnt/pc/same-2".into(),
+        expect_shared: false,
+    };
+    boot.run("page_cache", "page-cache", params)?;
     Ok(Prepared::Boot(boot))
 }

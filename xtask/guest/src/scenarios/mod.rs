@@ -4,6 +4,7 @@
 mod conformance;
 mod corrupt;
 mod mount_options;
+mod page_cache;
 pub mod util;
 
 use crate::Ctx;
@@ -17,6 +18,7 @@ pub const REGISTRY: &[(&str, ScenarioFn)] = &[
     ("conformance", conformance::run),
     ("mount_options", mount_options::run),
     ("corrupt", corrupt::run),
+    ("page_cache", page_cache::run),
 ];
 
 /// Looks a scenario up by name.
