@@ -174,7 +174,7 @@ impl Image {
         let idx = logical >> chunkbits;
         let at = table + idx * entry;
         let mut raw = [0u8; 8];
-        self.read_exact(at, &mut raw[..entry as usize])
+        self.read_meta(at, &mut raw[..entry as usize])
             .map_err(|e| e.with_nid(nid))?;
         let (device, blk) = if indexes {
             let dev = u16::from_le_bytes([raw[2], raw[3]]);
@@ -258,6 +258,8 @@ impl Image {
             return Ok(0);
         }
         let want = (buf.len() as u64).min(inode.size - offset) as usize;
+        // Directories and symlinks are metadata: read them through the block cache.
+        let meta = !inode.is_file();
         let mut done = 0usize;
         while done < want {
             let pos = offset + done as u64;
@@ -266,6 +268,9 @@ impl Image {
             let dst = &mut buf[done..done + n];
             match e.physical {
                 None => dst.fill(0),
+                Some(p) if meta => self
+                    .read_meta(p + (pos - e.logical), dst)
+                    .map_err(|err| err.with_nid(inode.nid))?,
                 Some(p) => self
                     .read_exact(p + (pos - e.logical), dst)
                     .map_err(|err| err.with_nid(inode.nid))?,

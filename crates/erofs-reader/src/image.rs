@@ -1,8 +1,10 @@
 //! Opening an image: the source of bytes, superblock checks, bounded reads.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use erofs_format::xattr::{LongPrefix, MAX_LONG_PREFIXES};
 use erofs_format::{
@@ -21,6 +23,21 @@ pub const READABLE_INCOMPAT: u32 = 0x7F;
 /// Longest superblock (with extension slots) accepted: it must fit in a 4 KiB page after
 /// byte 1024, like Linux requires.
 const MAX_SB_SIZE: usize = 4096 - SUPERBLOCK_OFFSET;
+
+/// Metadata (inodes, xattrs, directories, chunk tables) is cached in units of this many
+/// bytes: small enough that a miss costs little when inodes sit one per block (inline
+/// tails), large enough that densely packed inodes share a read.
+const META_CACHE_UNIT_BITS: u8 = 12;
+/// At most this many units are cached (4 MiB at 4 KiB units).
+const META_CACHE_UNITS: usize = 1024;
+
+/// A small FIFO cache of whole metadata blocks, so that walking 50,000 inodes costs a
+/// few thousand reads instead of one per inode. File data never goes through it.
+#[derive(Debug, Default)]
+struct MetaCache {
+    blocks: HashMap<u64, Arc<[u8]>>,
+    order: VecDeque<u64>,
+}
 
 /// Where the image bytes come from. Both kinds are read with positional reads, so an
 /// [`Image`] can be shared between threads.
@@ -56,6 +73,7 @@ pub struct Image {
     prefixes: Vec<LongPrefix>,
     prefixes_compressed: Option<String>,
     checksum: Option<(u32, u32)>,
+    cache: Mutex<MetaCache>,
 }
 
 impl Image {
@@ -105,6 +123,7 @@ impl Image {
             prefixes: Vec::new(),
             prefixes_compressed: None,
             checksum: None,
+            cache: Mutex::new(MetaCache::default()),
         };
         let raw = image.read_vec(SUPERBLOCK_OFFSET as u64, SUPERBLOCK_SIZE as u64)?;
         let sb = SuperBlock::read_from_bytes(&raw).map_err(|_| {
@@ -308,6 +327,56 @@ impl Image {
             len: buf.len() as u64,
             source,
         })
+    }
+
+    /// Reads metadata: like [`Image::read_exact`], through a small cache of whole blocks.
+    pub fn read_meta(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        if matches!(self.src, Source::Bytes(_)) {
+            return self.read_exact(offset, buf);
+        }
+        let bits = META_CACHE_UNIT_BITS;
+        let blksz = 1u64 << bits;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let blk = pos >> bits;
+            let block = self.cached_block(blk, blksz)?;
+            let in_blk = (pos - (blk << bits)) as usize;
+            let n = (block.len() - in_blk).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&block[in_blk..in_blk + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn cached_block(&self, blk: u64, blksz: u64) -> Result<Arc<[u8]>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = cache.blocks.get(&blk) {
+            return Ok(b.clone());
+        }
+        let start = blk * blksz;
+        // The last block may be partial; check_range made sure the caller's bytes exist.
+        let len = blksz.min(self.len - start);
+        let mut v = vec![0u8; len as usize];
+        self.read_exact(start, &mut v)?;
+        let b: Arc<[u8]> = v.into();
+        if cache.order.len() >= META_CACHE_UNITS
+            && let Some(old) = cache.order.pop_front()
+        {
+            cache.blocks.remove(&old);
+        }
+        cache.order.push_back(blk);
+        cache.blocks.insert(blk, b.clone());
+        Ok(b)
+    }
+
+    /// Like [`Image::read_vec`], through the metadata cache.
+    pub fn read_meta_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check_range(offset, len)?;
+        let mut v = vec![0u8; len as usize];
+        self.read_meta(offset, &mut v)?;
+        Ok(v)
     }
 
     /// Reads `len` bytes at `offset` into a new buffer. The length is checked against the

@@ -63,7 +63,7 @@ impl Inode {
             ));
         }
         let mut buf = [0u8; INODE_EXTENDED_SIZE];
-        img.read_exact(offset, &mut buf[..avail as usize])
+        img.read_meta(offset, &mut buf[..avail as usize])
             .map_err(|e| e.with_nid(nid))?;
         let raw_format = u16::from_le_bytes([buf[0], buf[1]]);
         let format = InodeFormat::decode(raw_format)

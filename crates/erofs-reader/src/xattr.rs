@@ -61,7 +61,8 @@ impl Image {
     fn xattr_body(&self, inode: &Inode) -> Result<Vec<u8>> {
         let size = inode.xattr_size();
         let at = inode.offset + inode.inode_size();
-        self.read_vec(at, size).map_err(|e| e.with_nid(inode.nid))
+        self.read_meta_vec(at, size)
+            .map_err(|e| e.with_nid(inode.nid))
     }
 
     /// Parses the xattr body header: name filter and shared ids.
@@ -213,12 +214,12 @@ impl Image {
             ));
         }
         let mut hdr = [0u8; XATTR_ENTRY_HEADER_SIZE];
-        self.read_exact(at, &mut hdr).map_err(|e| e.with_nid(nid))?;
+        self.read_meta(at, &mut hdr).map_err(|e| e.with_nid(nid))?;
         let total = XATTR_ENTRY_HEADER_SIZE
             + usize::from(hdr[0])
             + usize::from(u16::from_le_bytes([hdr[2], hdr[3]]));
         let buf = self
-            .read_vec(at, total as u64)
+            .read_meta_vec(at, total as u64)
             .map_err(|_| Error::corrupt(Some(nid), Some(at), Corruption::SharedXattrId { id }))?;
         Ok(self.parse_entry(nid, &buf, at, true)?.0)
     }

@@ -301,3 +301,36 @@ fn the_fuzz_target_body_survives_the_pristine_and_mutated_images() {
         erofs_reader::fuzzing::open_and_walk_everything(b);
     }
 }
+
+#[test]
+fn mutated_images_opened_from_files_never_panic_through_the_metadata_cache() {
+    let full = pristine();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    for i in 0..30 {
+        let mut b = full.clone();
+        for _ in 0..1 + rng.next() % 6 {
+            let at = (rng.next() % full.len() as u64) as usize;
+            b[at] ^= rng.next() as u8 | 1;
+        }
+        fix_checksum(&mut b);
+        if i % 3 == 0 {
+            b.truncate((rng.next() % full.len() as u64) as usize);
+        }
+        let p = dir.path().join(format!("m{i}.erofs"));
+        std::fs::write(&p, &b).unwrap();
+        let Ok(img) = Image::open(&p) else { continue };
+        let report = erofs_reader::check::check(
+            &img,
+            erofs_reader::check::CheckOptions::default(),
+            &erofs_reader::NoProgress,
+        );
+        // The walk finished; any problem names where it is.
+        for prob in &report.problems {
+            assert!(
+                prob.nid.is_some() || prob.offset.is_some() || prob.path.is_some(),
+                "{prob:?}"
+            );
+        }
+    }
+}
