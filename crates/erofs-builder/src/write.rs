@@ -116,8 +116,13 @@ struct Produced {
     digest: Option<[u8; 32]>,
 }
 
+/// What the writer thread receives, in image order.
 enum Msg {
+    /// Data blocks of consecutive small inodes.
     Blocks(Vec<Vec<u8>>),
+    /// A large file, streamed in pieces by its own thread; drained completely before the
+    /// next message.
+    Stream(Receiver<Vec<u8>>),
 }
 
 fn writer_thread<W: Write>(w: &mut W, rx: Receiver<Msg>) -> std::io::Result<()> {
@@ -128,9 +133,23 @@ fn writer_thread<W: Write>(w: &mut W, rx: Receiver<Msg>) -> std::io::Result<()> 
                     w.write_all(&b)?;
                 }
             }
+            Msg::Stream(pieces) => {
+                for b in pieces {
+                    w.write_all(&b)?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Settings of the data stage.
+#[derive(Clone, Copy)]
+struct DataCtx<'a> {
+    tree: &'a Tree,
+    plan: &'a Plan,
+    /// Compute sha256 digests (only when fingerprints are on).
+    hash: bool,
 }
 
 fn write_data<W: Write + Send>(
@@ -153,13 +172,18 @@ fn write_data<W: Write + Send>(
             _ => (f, b),
         });
     progress.totals(files, bytes);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(2);
+    let ctx = DataCtx {
+        tree,
+        plan,
+        hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(4);
     std::thread::scope(|s| {
         let writer = s.spawn(move || writer_thread(w, rx));
-        let produced = produce_all(tree, plan, &tx, &mut out, progress);
+        let produced = produce_all(ctx, s, &tx, &mut out, progress);
         drop(tx);
         let written = writer.join().expect("writer thread panicked");
-        // A write error makes the producer fail on a closed channel; report the cause.
+        // A write error makes the producers fail on a closed channel; report the cause.
         written.map_err(BuildError::Output)?;
         produced
     })?;
@@ -178,29 +202,33 @@ fn is_big(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     matches!(&inode.kind, Kind::Regular(c) if c.size >= BIG_FILE) || p.chunk.is_some()
 }
 
-fn produce_all(
-    tree: &Tree,
-    plan: &Plan,
+fn closed() -> BuildError {
+    BuildError::Output(std::io::Error::other("image writer stopped"))
+}
+
+type BigResult = Result<(Option<[u8; 32]>, Vec<u8>), BuildError>;
+
+fn produce_all<'scope, 'env>(
+    ctx: DataCtx<'env>,
+    scope: &'scope std::thread::Scope<'scope, 'env>,
     tx: &SyncSender<Msg>,
     out: &mut DataOut,
-    progress: &dyn Progress,
+    progress: &'env dyn Progress,
 ) -> Result<(), BuildError> {
-    let closed = || BuildError::Output(std::io::Error::other("image writer stopped"));
     let mut batch: Vec<usize> = Vec::new();
     let mut batch_bytes = 0u64;
+    let mut big: Vec<(usize, std::thread::ScopedJoinHandle<'scope, BigResult>)> = Vec::new();
     let flush = |batch: &mut Vec<usize>, out: &mut DataOut| -> Result<(), BuildError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let results: Vec<Result<Produced, BuildError>> = batch
-            .par_iter()
-            .map(|&i| produce_small(tree, plan, i))
-            .collect();
+        let results: Vec<Result<Produced, BuildError>> =
+            batch.par_iter().map(|&i| produce_small(ctx, i)).collect();
         let mut blocks = Vec::with_capacity(results.len());
         let (mut files, mut bytes) = (0u64, 0u64);
         for (&i, r) in batch.iter().zip(results) {
             let r = r?;
-            if let Kind::Regular(c) = &tree.inodes[i].kind {
+            if let Kind::Regular(c) = &ctx.tree.inodes[i].kind {
                 files += 1;
                 bytes += c.size;
             }
@@ -216,32 +244,69 @@ fn produce_all(
         batch.clear();
         Ok(())
     };
-    for (i, inode) in tree.inodes.iter().enumerate() {
-        let p = &plan.inodes[i];
+    let mut result = Ok(());
+    for (i, inode) in ctx.tree.inodes.iter().enumerate() {
+        let p = &ctx.plan.inodes[i];
         if !needs_data(inode, p) {
             continue;
         }
         if is_big(inode, p) {
-            flush(&mut batch, out)?;
+            if let Err(e) = flush(&mut batch, out) {
+                result = Err(e);
+                break;
+            }
             batch_bytes = 0;
             let Kind::Regular(c) = &inode.kind else {
                 unreachable!("only regular files are big")
             };
-            let (digest, tail) = stream_big(c, p, plan, tx)?;
-            out.digests[i] = Some(digest);
-            out.tails[i] = tail;
-            out.bytes += c.size;
-            progress.advance(1, c.size);
+            // The file streams from its own thread while later batches are prepared; the
+            // writer drains its pieces in order.
+            let (ptx, prx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            if tx.send(Msg::Stream(prx)).is_err() {
+                result = Err(closed());
+                break;
+            }
+            let handle = scope.spawn(move || {
+                let r = stream_big(ctx, c, p, &ptx);
+                progress.advance(1, c.size);
+                r
+            });
+            big.push((i, handle));
             continue;
         }
         batch.push(i);
         batch_bytes += p.size;
         if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES {
-            flush(&mut batch, out)?;
+            if let Err(e) = flush(&mut batch, out) {
+                result = Err(e);
+                break;
+            }
             batch_bytes = 0;
         }
     }
-    flush(&mut batch, out)
+    if result.is_ok() {
+        result = flush(&mut batch, out);
+    }
+    // Join every streaming thread; the first error in image order wins, but an earlier
+    // batch error takes precedence.
+    for (i, handle) in big {
+        let r = handle.join().expect("streaming thread panicked");
+        match r {
+            Ok((digest, tail)) => {
+                out.digests[i] = digest;
+                out.tails[i] = tail;
+                if let Kind::Regular(c) = &ctx.tree.inodes[i].kind {
+                    out.bytes += c.size;
+                }
+            }
+            Err(e) => {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+    }
+    result
 }
 
 /// Reads a source exactly at `offset` into `buf`.
@@ -326,7 +391,8 @@ fn split_content(mut content: Vec<u8>, p: &InodePlan, blksz: u64) -> Produced {
     }
 }
 
-fn produce_small(tree: &Tree, plan: &Plan, i: usize) -> Result<Produced, BuildError> {
+fn produce_small(ctx: DataCtx<'_>, i: usize) -> Result<Produced, BuildError> {
+    let (tree, plan) = (ctx.tree, ctx.plan);
     let inode = &tree.inodes[i];
     let p = &plan.inodes[i];
     let blksz = plan.blksz();
@@ -341,25 +407,28 @@ fn produce_small(tree: &Tree, plan: &Plan, i: usize) -> Result<Produced, BuildEr
             let src = Source::open(c)?;
             let full = (p.data_blocks * blksz) as usize;
             let size = c.size as usize;
-            let mut hasher = Sha256::new();
             let (blocks, tail) = if p.layout == DataLayout::FlatInline {
                 let mut buf = vec![0u8; size];
                 src.read_at(0, &mut buf, c.size)?;
-                hasher.update(&buf);
                 let tail = buf[full..].to_vec();
                 buf.truncate(full);
                 (buf, tail)
             } else {
                 let mut buf = vec![0u8; full];
                 src.read_at(0, &mut buf[..size], c.size)?;
-                hasher.update(&buf[..size]);
                 (buf, Vec::new())
             };
             src.check_eof(c.size)?;
+            let digest = ctx.hash.then(|| {
+                let mut h = Sha256::new();
+                h.update(&blocks[..blocks.len().min(size)]);
+                h.update(&tail);
+                h.finalize().into()
+            });
             Ok(Produced {
                 blocks,
                 tail,
-                digest: Some(hasher.finalize().into()),
+                digest,
             })
         }
         _ => Ok(Produced {
@@ -404,57 +473,62 @@ fn encode_dir(
     crate::dir::encode(&list, plan.blksz() as usize)
 }
 
-/// Streams a large or sparse file in pieces: hashes every byte (holes as zeroes) and sends
-/// its data blocks. Returns the digest and the inline tail.
+/// Streams a large or sparse file in pieces: hashes every byte (holes as zeroes) when
+/// fingerprints are on, and sends its data blocks. Returns the digest and the inline tail.
 fn stream_big(
+    ctx: DataCtx<'_>,
     c: &FileContent,
     p: &InodePlan,
-    plan: &Plan,
-    tx: &SyncSender<Msg>,
-) -> Result<([u8; 32], Vec<u8>), BuildError> {
-    let closed = || BuildError::Output(std::io::Error::other("image writer stopped"));
-    let blksz = plan.blksz();
+    tx: &SyncSender<Vec<u8>>,
+) -> BigResult {
+    let blksz = ctx.plan.blksz();
     let src = Source::open(c)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = ctx.hash.then(Sha256::new);
     let mut tail = Vec::new();
-    let send_range = |hasher: &mut Sha256, start: u64, end: u64| -> Result<(), BuildError> {
-        let mut off = start;
-        while off < end {
-            let len = ((end - off) as usize).min(PIECE);
-            let padded = (len as u64).next_multiple_of(blksz) as usize;
-            let mut buf = vec![0u8; padded];
-            src.read_at(off, &mut buf[..len], c.size)?;
-            hasher.update(&buf[..len]);
-            tx.send(Msg::Blocks(vec![buf])).map_err(|_| closed())?;
-            off += len as u64;
-        }
-        Ok(())
-    };
+    let send_range =
+        |hasher: &mut Option<Sha256>, start: u64, end: u64| -> Result<(), BuildError> {
+            let mut off = start;
+            while off < end {
+                let len = ((end - off) as usize).min(PIECE);
+                let padded = (len as u64).next_multiple_of(blksz) as usize;
+                let mut buf = vec![0u8; padded];
+                src.read_at(off, &mut buf[..len], c.size)?;
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf[..len]);
+                }
+                tx.send(buf).map_err(|_| closed())?;
+                off += len as u64;
+            }
+            Ok(())
+        };
     if let Some(chunk) = &p.chunk {
         let zeros = vec![0u8; PIECE];
         let mut pos = 0u64;
         for r in &chunk.data_chunks {
-            hash_zeros(&mut hasher, &zeros, r.start - pos);
+            hash_zeros(hasher.as_mut(), &zeros, r.start - pos);
             send_range(&mut hasher, r.start, r.end)?;
             pos = r.end;
         }
-        hash_zeros(&mut hasher, &zeros, c.size - pos);
+        hash_zeros(hasher.as_mut(), &zeros, c.size - pos);
     } else {
         let full = p.data_blocks * blksz;
         if p.layout == DataLayout::FlatInline {
             send_range(&mut hasher, 0, full)?;
             tail = vec![0u8; (c.size - full) as usize];
             src.read_at(full, &mut tail, c.size)?;
-            hasher.update(&tail);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&tail);
+            }
         } else {
             send_range(&mut hasher, 0, c.size)?;
         }
     }
     src.check_eof(c.size)?;
-    Ok((hasher.finalize().into(), tail))
+    Ok((hasher.map(|h| h.finalize().into()), tail))
 }
 
-fn hash_zeros(hasher: &mut Sha256, zeros: &[u8], mut n: u64) {
+fn hash_zeros(hasher: Option<&mut Sha256>, zeros: &[u8], mut n: u64) {
+    let Some(hasher) = hasher else { return };
     while n > 0 {
         let k = (n as usize).min(zeros.len());
         hasher.update(&zeros[..k]);
