@@ -5,7 +5,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Expect, hex, image, manifest};
+use std::path::Path;
+
+use common::{Expect, Manifest, hex, image, manifest, manifest_in};
 use erofs_reader::{DataLayout, Error, FileType, Image, Inode};
 use sha2::{Digest, Sha256};
 
@@ -75,9 +77,20 @@ fn check_inode(variant: &str, img: &Image, path: &[u8], inode: &Inode, exp: &Exp
 
 #[test]
 fn every_uncompressed_reference_image_reads_like_its_source_tree() {
-    let m = manifest();
+    check_images(&common::images_dir(), &manifest());
+}
+
+#[test]
+fn images_regenerated_with_the_installed_mkfs_erofs_read_like_their_source_tree() {
+    let Some(dir) = common::regenerate() else {
+        return;
+    };
+    check_images(dir.path(), &manifest_in(dir.path()));
+}
+
+fn check_images(dir: &Path, m: &Manifest) {
     for variant in UNCOMPRESSED {
-        let img = Image::open(image(variant)).expect(variant);
+        let img = Image::open(dir.join(format!("{variant}.erofs"))).expect(variant);
         let tree = walk_all(&img);
         let walked: BTreeSet<_> = tree.keys().cloned().collect();
         let expected: BTreeSet<_> = m.inodes.keys().cloned().collect();

@@ -17,6 +17,43 @@ pub fn image(name: &str) -> PathBuf {
     images_dir().join(format!("{name}.erofs"))
 }
 
+/// Regenerates the reference images with the installed mkfs.erofs into a temporary
+/// directory (needs root and erofs-utils). `None` (after saying so, or failing under CI)
+/// when that is not possible.
+pub fn regenerate() -> Option<tempfile::TempDir> {
+    let have = |t: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("mkfs.erofs") || !have("setfattr") || !have("getfattr") {
+        skip_or_fail("mkfs.erofs (erofs-utils) and attr are needed to regenerate the images");
+        return None;
+    }
+    if !rustix_is_root() {
+        skip_or_fail("regenerating the images needs root (device nodes, owners, trusted xattrs)");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/make-images.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(dir.path())
+        .output()
+        .expect("run make-images.sh");
+    assert!(
+        out.status.success(),
+        "make-images.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(dir)
+}
+
+fn rustix_is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// One `i` line of the manifest.
 #[derive(Clone, Debug)]
 pub struct Expect {
@@ -48,7 +85,11 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 pub fn manifest() -> Manifest {
-    let text = std::fs::read_to_string(images_dir().join("manifest.txt")).expect("manifest.txt");
+    manifest_in(&images_dir())
+}
+
+pub fn manifest_in(dir: &std::path::Path) -> Manifest {
+    let text = std::fs::read_to_string(dir.join("manifest.txt")).expect("manifest.txt");
     let mut m = Manifest {
         inodes: BTreeMap::new(),
         xattrs: BTreeMap::new(),
