@@ -82,6 +82,8 @@ pub struct Plan {
     pub meta_start: u64,
     /// Bytes of the metadata area before the final padding.
     pub meta_size: u64,
+    /// Inode indices in metadata-area order (by `meta_offset`).
+    pub meta_order: Vec<usize>,
     /// Blocks in the image.
     pub total_blocks: u64,
     /// The superblock, checksum not yet computed.
@@ -112,6 +114,58 @@ impl Plan {
             || inode.nlink > 0xFFFF
             || inode.mtime != epoch as i64
             || inode.mtime_nsec != 0
+    }
+}
+
+/// Places metadata items (inode, xattr body, then inline tail or chunk table) in the
+/// metadata area, the way mkfs.erofs fills its metadata blocks: an item that fits in a block
+/// never crosses one; when the current block lacks room, the earlier block with the least
+/// room that still fits is used, else a new block is started. Items start on 32-byte slots.
+struct MetaAlloc {
+    blksz: u64,
+    /// End of the last block in use (where the next new item would go).
+    end: u64,
+    /// Partly used earlier blocks: (free bytes from the next slot to the block end, block).
+    open: std::collections::BTreeSet<(u64, u64)>,
+}
+
+impl MetaAlloc {
+    fn new(blksz: u64) -> Self {
+        Self {
+            blksz,
+            end: 0,
+            open: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Returns the offset of a new item of `size` bytes.
+    fn place(&mut self, size: u64) -> u64 {
+        let slot = INODE_SLOT_SIZE as u64;
+        let blksz = self.blksz;
+        let cur = self.end.next_multiple_of(slot);
+        if size > blksz {
+            self.end = cur + size;
+            return cur;
+        }
+        let in_block = cur % blksz;
+        if in_block == 0 || in_block + size <= blksz {
+            self.end = cur + size;
+            return cur;
+        }
+        if let Some(&(free, blk)) = self.open.range((size, 0)..).next() {
+            self.open.remove(&(free, blk));
+            let off = blk * blksz + (blksz - free);
+            let used = (blksz - free + size).next_multiple_of(slot);
+            if used < blksz {
+                self.open.insert((blksz - used, blk));
+            }
+            return off;
+        }
+        let blk = cur / blksz;
+        self.open.insert((blksz - in_block, blk));
+        let off = (blk + 1) * blksz;
+        self.end = off + size;
+        off
     }
 }
 
@@ -198,7 +252,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     // Pass 1: sizes, kinds, data layouts; metadata offsets.
     let mut inodes = Vec::with_capacity(tree.inodes.len());
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
-    let mut cursor = 0u64;
+    let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
     for (i, inode) in tree.inodes.iter().enumerate() {
         let body = &xattrs.bodies[i];
@@ -234,7 +288,6 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             tail_len: 0,
             chunk: None,
         };
-        cursor = cursor.next_multiple_of(INODE_SLOT_SIZE as u64);
         let has_data = matches!(
             inode.kind,
             Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
@@ -243,34 +296,30 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
             let n = map.len() as u64;
-            p.meta_offset = cursor;
-            cursor = (cursor + isize + xsize).next_multiple_of(4) + 4 * n;
+            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(4) + 4 * n);
             let _ = bits;
         } else if has_data && size > 0 {
             let tail = size % blksz;
             let full = size / blksz;
             let fits = tail > 0 && inlinable && isize + xsize + tail <= blksz;
             if fits {
-                if cursor % blksz + isize + xsize + tail > blksz {
-                    cursor = cursor.next_multiple_of(blksz);
-                }
                 p.layout = DataLayout::FlatInline;
                 p.tail_len = tail as u32;
                 p.data_blocks = full;
             } else {
                 p.data_blocks = size.div_ceil(blksz);
             }
-            p.meta_offset = cursor;
-            cursor += isize + xsize + p.tail_len as u64;
+            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
         } else {
-            p.meta_offset = cursor;
-            cursor += isize + xsize;
+            p.meta_offset = alloc.place(isize + xsize);
         }
         p.nid = p.meta_offset / INODE_SLOT_SIZE as u64 + blksz / INODE_SLOT_SIZE as u64;
         chunk_maps.push(chunk_map);
         inodes.push(p);
     }
-    let meta_size = cursor;
+    let meta_size = alloc.end;
+    let mut meta_order: Vec<usize> = (0..inodes.len()).collect();
+    meta_order.sort_by_key(|&i| inodes[i].meta_offset);
 
     // Block 0 and the shared xattr area.
     let prefix_records = xattrs.prefixes.records();
@@ -375,6 +424,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         data_start,
         meta_start,
         meta_size,
+        meta_order,
         total_blocks,
         superblock: sb,
     })
@@ -383,6 +433,23 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_items_never_cross_a_block_and_fill_earlier_gaps() {
+        let mut a = MetaAlloc::new(4096);
+        assert_eq!(a.place(64), 0);
+        assert_eq!(a.place(4000), 64, "fits after the root");
+        assert_eq!(a.place(100), 4096, "no room left: a new block");
+        assert_eq!(a.place(3900), 4096 + 128, "fits the current block");
+        assert_eq!(a.place(96), 8192, "new block; the old ones are full");
+        assert_eq!(a.place(10_000), 8192 + 96, "bigger than a block: may cross");
+        let mut b = MetaAlloc::new(512);
+        assert_eq!(b.place(300), 0);
+        assert_eq!(b.place(400), 512);
+        assert_eq!(b.place(150), 320, "best fit: back into block 0");
+        assert_eq!(b.place(32), 928, "the current block still has room");
+        assert_eq!(b.end, 960);
+    }
 
     #[test]
     fn chunks_with_only_data_are_not_chunked() {

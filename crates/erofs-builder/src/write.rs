@@ -554,7 +554,8 @@ fn write_meta<W: Write>(
         Ok(())
     };
     let mut body_buf = Vec::new();
-    for (i, inode) in tree.inodes.iter().enumerate() {
+    for &i in &plan.meta_order {
+        let inode = &tree.inodes[i];
         let p = &plan.inodes[i];
         pad(w, &mut pos, p.meta_offset)?;
         let body = &plan.xattrs.bodies[i];
