@@ -131,6 +131,15 @@ fn xtask_kernel_dir() -> PathBuf {
 pub fn build(args: &KernelArgs) -> Result<Built> {
     let t0 = Instant::now();
     util::ensure_packages("the kernel build", BUILD_NEEDS)?;
+    // One kernel build at a time per cache (several checkouts may share it).
+    let lock_path = kernel_dir()?.join("build.lock");
+    let _lock = erofs_guest::sys::lock_exclusive(&lock_path, || {
+        eprintln!(
+            "kernel: waiting for another build using {}",
+            lock_path.display()
+        )
+    })
+    .with_context(|| format!("locking {}", lock_path.display()))?;
     let version = source_version()?;
     let pristine = unpack(&version)?;
 

@@ -111,6 +111,15 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
     let t_tools = t0.elapsed() - t_kernel;
 
     let work = util::cache_dir()?.join("qemu-test");
+    // One run at a time per cache: the work directory is replaced by each run.
+    let lock_path = util::cache_dir()?.join("qemu-test.lock");
+    let _lock = erofs_guest::sys::lock_exclusive(&lock_path, || {
+        eprintln!(
+            "qemu-test: waiting for another qemu-test run using {}",
+            work.display()
+        )
+    })
+    .with_context(|| format!("locking {}", lock_path.display()))?;
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("cleaning {}", work.display()))?;
     }

@@ -105,6 +105,11 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
+/// The walk stops descending below this many directories.
+const MAX_DEPTH: usize = 256;
+/// The walk stops after this many entries (a damaged directory can claim many).
+const MAX_ENTRIES: usize = 1_000_000;
+
 /// How to walk.
 #[derive(Debug, Clone, Default)]
 pub struct WalkOptions {
@@ -118,6 +123,8 @@ pub struct WalkOptions {
     pub nlink_from_tree: bool,
     /// Read contents with mmap as well as read(2) and check both agree.
     pub also_mmap: bool,
+    /// Read at most this many bytes of a file (damaged images can claim huge sizes).
+    pub max_file_bytes: Option<u64>,
 }
 
 /// The result of a walk: the manifest plus every error met on the way (the walk goes on).
@@ -135,7 +142,8 @@ pub struct Walked {
 pub fn walk(root: &Path, opts: &WalkOptions) -> Walked {
     let mut w = Walked::default();
     let mut inodes: Vec<(usize, (u64, u64))> = Vec::new();
-    walk_one(root, Vec::new(), opts, &mut w, &mut inodes);
+    let mut stack = Vec::new();
+    walk_one(root, Vec::new(), opts, &mut w, &mut inodes, &mut stack);
     // Hard-link groups: entries that are not directories and share (dev, ino).
     let mut by_ino: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
     for (idx, key) in inodes {
@@ -167,7 +175,15 @@ fn walk_one(
     opts: &WalkOptions,
     w: &mut Walked,
     inodes: &mut Vec<(usize, (u64, u64))>,
+    stack: &mut Vec<(u64, u64)>,
 ) {
+    if w.manifest.entries.len() >= MAX_ENTRIES {
+        if w.manifest.entries.len() == MAX_ENTRIES {
+            w.errors
+                .push(format!("more than {MAX_ENTRIES} entries, walk cut short"));
+        }
+        return;
+    }
     let md = match std::fs::symlink_metadata(full) {
         Ok(m) => m,
         Err(e) => {
@@ -193,17 +209,20 @@ fn walk_one(
     match kind {
         Kind::File => {
             e.size = md.len();
-            match hash_file(full, md.len()) {
+            match hash_file(full, opts.max_file_bytes.unwrap_or(u64::MAX)) {
                 Ok((digest, n)) => {
                     w.bytes_read += n;
-                    if n != md.len() {
+                    if n != md.len() && n < opts.max_file_bytes.unwrap_or(u64::MAX) {
                         w.errors.push(format!(
                             "{}: read {n} bytes, st_size {}",
                             show(&rel),
                             md.len()
                         ));
                     }
-                    if opts.also_mmap && md.len() > 0 {
+                    if opts.also_mmap
+                        && md.len() > 0
+                        && md.len() <= opts.max_file_bytes.unwrap_or(u64::MAX)
+                    {
                         match sys::mmap_sha256(full) {
                             Ok(m) if m == digest => {}
                             Ok(_) => w
@@ -260,6 +279,20 @@ fn walk_one(
     w.manifest.entries.push(e);
 
     if kind == Kind::Dir {
+        // A damaged image can link a directory into itself: never descend into a directory
+        // that is already on the current path.
+        let key = (md.dev(), md.ino());
+        if stack.contains(&key) {
+            w.errors.push(format!("{}: directory cycle", show(&rel)));
+            return;
+        }
+        if stack.len() >= MAX_DEPTH {
+            w.errors.push(format!(
+                "{}: deeper than {MAX_DEPTH} directories",
+                show(&rel)
+            ));
+            return;
+        }
         let rd = match std::fs::read_dir(full) {
             Ok(r) => r,
             Err(err) => {
@@ -284,18 +317,30 @@ fn walk_one(
                 child.push(b'/');
             }
             child.extend_from_slice(&n);
-            walk_one(&full.join(OsStr::from_bytes(&n)), child, opts, w, inodes);
+            stack.push(key);
+            walk_one(
+                &full.join(OsStr::from_bytes(&n)),
+                child,
+                opts,
+                w,
+                inodes,
+                stack,
+            );
+            stack.pop();
         }
     }
 }
 
-fn hash_file(p: &Path, _len: u64) -> std::io::Result<([u8; 32], u64)> {
+fn hash_file(p: &Path, limit: u64) -> std::io::Result<([u8; 32], u64)> {
     let mut f = std::fs::File::open(p)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
+    while total < limit {
+        let want = buf
+            .len()
+            .min((limit - total).min(usize::MAX as u64) as usize);
+        let n = f.read(&mut buf[..want])?;
         if n == 0 {
             break;
         }

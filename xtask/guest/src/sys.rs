@@ -326,3 +326,32 @@ pub fn power_off() {
     // SAFETY: ends the machine; no memory effects.
     unsafe { libc::reboot(libc::RB_POWER_OFF) };
 }
+
+/// An exclusive advisory lock (flock(2)) on a file, released on drop.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Takes an exclusive lock on `path` (created if missing). Calls `waiting` once if another
+/// process holds it, then blocks until it is free.
+pub fn lock_exclusive(path: &Path, waiting: impl FnOnce()) -> Result<FileLock> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: plain syscall on an open fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(FileLock { _file: file });
+    }
+    let e = Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        return Err(e);
+    }
+    waiting();
+    // SAFETY: plain syscall on an open fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(Error::last_os_error());
+    }
+    Ok(FileLock { _file: file })
+}

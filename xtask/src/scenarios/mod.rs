@@ -2,6 +2,7 @@
 //! runs (by guest scenario name, see `xtask/guest/src/scenarios`), and which kernel messages
 //! it expects. Add a module and a line in [`all`] to add scenarios.
 
+pub mod share;
 pub mod stock;
 
 use crate::corrupt;
@@ -28,6 +29,7 @@ pub struct Scenario {
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(stock::scenarios());
+    v.extend(share::scenarios());
     v
 }
 
@@ -204,6 +206,7 @@ impl Env {
                 all_root: opts.all_root,
                 nlink_from_tree: true,
                 also_mmap: false,
+                max_file_bytes: None,
             },
         );
         if !w.errors.is_empty() {

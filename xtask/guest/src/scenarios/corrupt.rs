@@ -28,6 +28,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
                     Path::new(&c.mount.target),
                     &WalkOptions {
                         also_mmap: true,
+                        max_file_bytes: Some(64 << 20),
                         ..Default::default()
                     },
                 );

@@ -5,6 +5,7 @@ mod conformance;
 mod corrupt;
 mod mount_options;
 mod page_cache;
+mod share;
 pub mod util;
 
 use crate::Ctx;
@@ -19,6 +20,7 @@ pub const REGISTRY: &[(&str, ScenarioFn)] = &[
     ("mount_options", mount_options::run),
     ("corrupt", corrupt::run),
     ("page_cache", page_cache::run),
+    ("share", share::run),
 ];
 
 /// Looks a scenario up by name.

@@ -1,0 +1,748 @@
+//! Page-cache sharing (`-o inode_share,domain_id=ID`) on the patched kernel.
+//!
+//! Sharing is measured the way erofs-utils' test 028 does: read both files fully, drop one with
+//! `posix_fadvise(DONTNEED)`, then count the other's resident pages through mmap + mincore. If
+//! the two share one page cache the other is now empty; if not it is still fully resident.
+//!
+//! One guest scenario with several modes (the `mode` parameter), each a separate run:
+//! - `rules`: mount rules, domains, fingerprints, sizes, O_DIRECT, mmap, file-backed mounts,
+//!   and the lifetime of the shared inode;
+//! - `layouts`: two identical files in each of several images (one per data layout);
+//! - `umount`: unmount and remount one member over and over while another is being read;
+//! - `headline`: `Cached` growth reading the same files through 4 mounts, with and without
+//!   sharing;
+//! - `stress`: several processes reading and mapping the same files through 3 mounts.
+
+// fork(2)/waitpid(2) for the stress and unmount runs: the guest is single-threaded.
+#![allow(unsafe_code)]
+
+use super::util::{mount, umount};
+use crate::Ctx;
+use anyhow::{Context, Result};
+use erofs_guest::plan::MountSpec;
+use erofs_guest::sys;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Parameters, written by the host (`xtask/src/scenarios/share.rs`).
+#[derive(Debug, Deserialize)]
+struct Params {
+    mode: String,
+    /// Block devices by image name.
+    #[serde(default)]
+    disks: BTreeMap<String, String>,
+    /// A disk holding image files for file-backed mounts, mounted first.
+    #[serde(default)]
+    carrier: Option<MountSpec>,
+    /// Image files in the carrier by image name.
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    /// Two files with identical content, present in every small image.
+    #[serde(default)]
+    same: Vec<String>,
+    /// SHA-256 (hex) of each file by name.
+    #[serde(default)]
+    digests: BTreeMap<String, String>,
+    /// Devices of the big image (headline and stress).
+    #[serde(default)]
+    big: Vec<String>,
+    /// Run time of the stress run.
+    #[serde(default)]
+    secs: u64,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_sha(p: &str) -> Result<(u64, String), String> {
+    let mut f = std::fs::File::open(p).map_err(|e| format!("open {p}: {e}"))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok((n, hex(&h.finalize()))),
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) => return Err(format!("read {p}: {e}")),
+        }
+    }
+}
+
+fn mmap_sha(p: &str) -> Result<String, String> {
+    sys::mmap_sha256(Path::new(p))
+        .map(|d| hex(&d))
+        .map_err(|e| format!("mmap {p}: {e}"))
+}
+
+fn resident(p: &str) -> Result<(usize, usize), String> {
+    sys::resident_pages(Path::new(p)).map_err(|e| format!("mmap+mincore {p}: {e}"))
+}
+
+fn dontneed(p: &str) -> Result<(), String> {
+    sys::fadvise_dontneed(Path::new(p)).map_err(|e| format!("fadvise {p}: {e}"))
+}
+
+fn ok_or(cond: bool, detail: String) -> Result<String, String> {
+    if cond { Ok(detail) } else { Err(detail) }
+}
+
+fn log_len() -> usize {
+    sys::kernel_log().map(|l| l.len()).unwrap_or(0)
+}
+
+fn log_since(mark: usize) -> String {
+    let l = sys::kernel_log().unwrap_or_default();
+    l.get(mark.min(l.len())..).unwrap_or("").to_string()
+}
+
+struct T<'a> {
+    ctx: &'a mut Ctx,
+    p: &'a Params,
+}
+
+impl T<'_> {
+    fn dev(&self, image: &str) -> Result<String> {
+        self.p
+            .disks
+            .get(image)
+            .cloned()
+            .with_context(|| format!("no disk for image {image}"))
+    }
+
+    fn file(&self, image: &str) -> Result<String> {
+        self.p
+            .files
+            .get(image)
+            .cloned()
+            .with_context(|| format!("no carrier file for image {image}"))
+    }
+
+    /// Mounts and reports the failure as a check.
+    fn mount(&mut self, source: &str, target: &str, data: &str) -> bool {
+        let m = MountSpec {
+            source: source.into(),
+            target: target.into(),
+            fstype: "erofs".into(),
+            data: data.into(),
+        };
+        let r = mount(&m)
+            .map(|()| format!("{source} -o {data:?}"))
+            .map_err(|e| format!("mount {source} -o {data:?}: {e}"));
+        if r.is_err() {
+            self.ctx.check(&format!("mount {target}"), r);
+            return false;
+        }
+        true
+    }
+
+    /// mount(2)'s errno, unmounting again on success.
+    fn mount_errno(&self, source: &str, target: &str, data: &str) -> Option<i32> {
+        let m = MountSpec {
+            source: source.into(),
+            target: target.into(),
+            fstype: "erofs".into(),
+            data: data.into(),
+        };
+        match mount(&m) {
+            Ok(()) => {
+                let _ = umount(target);
+                None
+            }
+            Err(e) => Some(e.raw_os_error().unwrap_or(0)),
+        }
+    }
+
+    fn umount(&mut self, target: &str) {
+        let r = umount(target);
+        if r.is_err() {
+            self.ctx.check(&format!("umount {target}"), r);
+        }
+    }
+
+    fn digest(&self, name: &str) -> String {
+        self.p.digests.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The test-028 check: read both, drop `b`, count `a`'s resident pages.
+    fn pair(&mut self, check: &str, a: &str, b: &str, digest: &str, expect_shared: bool) {
+        let r = (|| {
+            let (na, da) = read_sha(a)?;
+            let (_, db) = read_sha(b)?;
+            if da != digest || db != digest {
+                return Err(format!(
+                    "content differs: {a} {da}, {b} {db}, want {digest}"
+                ));
+            }
+            dontneed(b)?;
+            let (res, total) = resident(a)?;
+            let shared = res == 0 && na > 0;
+            let what = if shared { "shared" } else { "not shared" };
+            let detail = format!(
+                "{a} vs {b}: {res}/{total} pages resident after DONTNEED on the other: {what}"
+            );
+            ok_or(shared == expect_shared && (shared || res == total), detail)
+        })();
+        self.ctx.check(check, r);
+    }
+}
+
+pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
+    let p: Params = serde_json::from_value(params.clone()).context("share params")?;
+    let mut t = T { ctx, p: &p };
+    match p.mode.as_str() {
+        "rules" => rules(&mut t),
+        "layouts" => layouts(&mut t),
+        "umount" => umount_while_reading(&mut t),
+        "headline" => headline(&mut t),
+        "stress" => stress(&mut t),
+        m => anyhow::bail!("unknown share mode {m:?}"),
+    }
+}
+
+fn rules(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let share = t.dev("share")?;
+    let share2 = t.dev("share2")?;
+    let at = |m: &str, f: &str| format!("{m}/{f}");
+
+    // Without inode_share nothing is shared.
+    if t.mount(&share, "/mnt/a", "") {
+        t.pair(
+            "no inode_share: not shared",
+            &at("/mnt/a", &s1),
+            &at("/mnt/a", &s2),
+            &dg,
+            false,
+        );
+        t.umount("/mnt/a");
+    }
+
+    // Two identical files in one image.
+    let mark = log_len();
+    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d1") {
+        let log = log_since(mark);
+        t.ctx.check(
+            "EXPERIMENTAL banner",
+            ok_or(
+                log.contains("EXPERIMENTAL EROFS page cache share support in use"),
+                "banner".into(),
+            ),
+        );
+        t.pair(
+            "one image: identical files shared",
+            &at("/mnt/a", &s1),
+            &at("/mnt/a", &s2),
+            &dg,
+            true,
+        );
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let line = mounts
+            .lines()
+            .find(|l| l.contains(" /mnt/a "))
+            .unwrap_or("")
+            .to_string();
+        t.ctx.check(
+            "/proc/mounts shows inode_share, never domain_id",
+            ok_or(
+                line.contains("inode_share") && !line.contains("domain_id") && !line.contains("d1"),
+                line,
+            ),
+        );
+        let od = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(at("/mnt/a", &s1));
+        t.ctx.check(
+            "O_DIRECT open of a shared file gives EINVAL",
+            match od {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok("EINVAL".into()),
+                Err(e) => Err(format!("{e}")),
+                Ok(_) => Err("open succeeded".into()),
+            },
+        );
+        let r = (|| {
+            dontneed(&at("/mnt/a", &s2))?;
+            let a = mmap_sha(&at("/mnt/a", &s1))?;
+            let b = mmap_sha(&at("/mnt/a", &s2))?;
+            ok_or(a == dg && b == dg, format!("mmap digests {a} {b}"))
+        })();
+        t.ctx.check("mmap of shared files has the right content", r);
+        t.umount("/mnt/a");
+    }
+
+    // Two images, same domain, both ways.
+    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d2") {
+        if t.mount(&share2, "/mnt/b", "inode_share,domain_id=d2") {
+            t.pair(
+                "two images, same domain: shared (1)",
+                &at("/mnt/a", &s1),
+                &at("/mnt/b", &s2),
+                &dg,
+                true,
+            );
+            t.pair(
+                "two images, same domain: shared (2)",
+                &at("/mnt/b", &s1),
+                &at("/mnt/a", &s2),
+                &dg,
+                true,
+            );
+            t.umount("/mnt/b");
+        }
+        t.umount("/mnt/a");
+    }
+
+    // Two images, different domains.
+    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d3") {
+        if t.mount(&share2, "/mnt/b", "inode_share,domain_id=d4") {
+            t.pair(
+                "two images, different domains: not shared",
+                &at("/mnt/a", &s1),
+                &at("/mnt/b", &s1),
+                &dg,
+                false,
+            );
+            t.umount("/mnt/b");
+        }
+        t.umount("/mnt/a");
+    }
+
+    // inode_share without domain_id.
+    let e = t.mount_errno(&share, "/mnt/a", "inode_share");
+    t.ctx.check(
+        "inode_share without domain_id fails with EINVAL",
+        ok_or(e == Some(libc::EINVAL), format!("errno {e:?}")),
+    );
+
+    // An image without fingerprints.
+    let nofp = t.dev("nofp")?;
+    let mark = log_len();
+    if t.mount(&nofp, "/mnt/a", "inode_share,domain_id=d5") {
+        let log = log_since(mark);
+        t.ctx.check(
+            "no fingerprints: mounts with the info message",
+            ok_or(
+                log.contains("on-disk ishare xattrs not found. Turning off inode_share."),
+                "message".into(),
+            ),
+        );
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let line = mounts
+            .lines()
+            .find(|l| l.contains(" /mnt/a "))
+            .unwrap_or("")
+            .to_string();
+        t.ctx.check(
+            "no fingerprints: inode_share is off",
+            ok_or(!line.contains("inode_share"), line),
+        );
+        t.pair(
+            "no fingerprints: not shared",
+            &at("/mnt/a", &s1),
+            &at("/mnt/a", &s2),
+            &dg,
+            false,
+        );
+        t.umount("/mnt/a");
+    }
+
+    // The same fingerprint with different sizes.
+    let sizemm = t.dev("sizemm")?;
+    let mark = log_len();
+    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d6") {
+        if t.mount(&sizemm, "/mnt/b", "inode_share,domain_id=d6") {
+            let r = (|| {
+                read_sha(&at("/mnt/a", &s1))?;
+                read_sha(&at("/mnt/b", &s1))?;
+                dontneed(&at("/mnt/b", &s1))?;
+                let (res, total) = resident(&at("/mnt/a", &s1))?;
+                let log = log_since(mark);
+                let warned = log.contains("not matches for the same fingerprint");
+                ok_or(
+                    res == total && warned,
+                    format!("{res}/{total} pages resident, warning {warned}"),
+                )
+            })();
+            t.ctx
+                .check("same fingerprint, different size: not shared, warning", r);
+            t.umount("/mnt/b");
+        }
+        t.umount("/mnt/a");
+    }
+
+    // A prefix id past the prefix table.
+    let badid = t.dev("badid")?;
+    let e = t.mount_errno(&badid, "/mnt/a", "");
+    t.ctx.check(
+        "bad ishare prefix id fails the mount with EFSCORRUPTED",
+        ok_or(e == Some(libc::EUCLEAN), format!("errno {e:?}")),
+    );
+
+    // File-backed mounts.
+    if let Some(c) = &t.p.carrier {
+        let c = c.clone();
+        if t.mount(&c.source, &c.target, "") {
+            let (f1, f2) = (t.file("share")?, t.file("share2")?);
+            if t.mount(&f1, "/mnt/fa", "inode_share,domain_id=f1") {
+                if t.mount(&f2, "/mnt/fb", "inode_share,domain_id=f1") {
+                    if t.mount(&share, "/mnt/fc", "inode_share,domain_id=f1") {
+                        t.pair(
+                            "file-backed, one image: shared",
+                            &at("/mnt/fa", &s1),
+                            &at("/mnt/fa", &s2),
+                            &dg,
+                            true,
+                        );
+                        t.pair(
+                            "file-backed, two images: shared",
+                            &at("/mnt/fa", &s1),
+                            &at("/mnt/fb", &s2),
+                            &dg,
+                            true,
+                        );
+                        t.pair(
+                            "file-backed vs block device: not shared (other read path)",
+                            &at("/mnt/fa", &s1),
+                            &at("/mnt/fc", &s1),
+                            &dg,
+                            false,
+                        );
+                        let r = (|| {
+                            dontneed(&at("/mnt/fb", &s1))?;
+                            let d = mmap_sha(&at("/mnt/fb", &s1))?;
+                            ok_or(d == dg, d)
+                        })();
+                        t.ctx.check("file-backed: mmap content", r);
+                        let od = std::fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_DIRECT)
+                            .open(at("/mnt/fa", &s1));
+                        t.ctx.check(
+                            "file-backed: O_DIRECT gives EINVAL",
+                            match od {
+                                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                                    Ok("EINVAL".into())
+                                }
+                                Err(e) => Err(format!("{e}")),
+                                Ok(_) => Err("open succeeded".into()),
+                            },
+                        );
+                        t.umount("/mnt/fc");
+                    }
+                    t.umount("/mnt/fb");
+                }
+                t.umount("/mnt/fa");
+            }
+            t.umount(&c.target);
+        }
+    }
+
+    // The shared inode lives while a member does, and goes away with the last one.
+    if t.mount(&share, "/mnt/a", "inode_share,domain_id=lt") {
+        if t.mount(&share2, "/mnt/b", "inode_share,domain_id=lt") {
+            let _ = std::fs::metadata(at("/mnt/b", &s2)); // b's inode joins now
+            let _ = read_sha(&at("/mnt/a", &s1));
+            t.umount("/mnt/a");
+            let r = resident(&at("/mnt/b", &s2))
+                .and_then(|(r, n)| ok_or(r == n, format!("{r}/{n} pages resident")));
+            t.ctx
+                .check("lifetime: pages survive unmounting the first member", r);
+            t.umount("/mnt/b");
+            if t.mount(&share2, "/mnt/b", "inode_share,domain_id=lt") {
+                let r = resident(&at("/mnt/b", &s2))
+                    .and_then(|(r, n)| ok_or(r == 0, format!("{r}/{n} pages resident")));
+                t.ctx.check(
+                    "lifetime: the shared inode went away with its last member",
+                    r,
+                );
+                let r = read_sha(&at("/mnt/b", &s2)).and_then(|(_, d)| ok_or(d == dg, d));
+                t.ctx.check("lifetime: content read again", r);
+                t.umount("/mnt/b");
+            }
+        } else {
+            t.umount("/mnt/a");
+        }
+    }
+    Ok(())
+}
+
+fn layouts(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let disks = t.p.disks.clone();
+    for (name, dev) in &disks {
+        let m = format!("/mnt/l-{name}");
+        if !t.mount(dev, &m, "inode_share,domain_id=layouts") {
+            continue;
+        }
+        let (a, b) = (format!("{m}/{s1}"), format!("{m}/{s2}"));
+        t.pair(
+            &format!("{name}: identical files shared"),
+            &a,
+            &b,
+            &dg,
+            true,
+        );
+        let r = (|| {
+            dontneed(&b)?;
+            let d = mmap_sha(&a)?;
+            ok_or(d == dg, d)
+        })();
+        t.ctx.check(&format!("{name}: mmap content"), r);
+        for (f, want) in t.p.digests.clone() {
+            let r = read_sha(&format!("{m}/{f}")).and_then(|(_, d)| ok_or(d == want, d));
+            t.ctx.check(&format!("{name}: {f} content"), r);
+        }
+        t.umount(&m);
+    }
+    Ok(())
+}
+
+/// fork(2); the child runs `f` and exits with its status.
+fn spawn(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the guest program is single-threaded, so the child may run arbitrary Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = f();
+        sys::drain_stdout();
+        // SAFETY: leave the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// waitpid(2): whether the child exited with 0.
+fn reap(pid: i32) -> bool {
+    let mut st = 0;
+    // SAFETY: st is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+    r == pid && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0
+}
+
+fn umount_while_reading(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let (d1, d2) = (t.dev("share")?, t.dev("share2")?);
+    if !t.mount(&d1, "/mnt/u1", "inode_share,domain_id=um") {
+        return Ok(());
+    }
+    if !t.mount(&d2, "/mnt/u2", "inode_share,domain_id=um") {
+        t.umount("/mnt/u1");
+        return Ok(());
+    }
+    // u1's inode joins first, so page-cache misses go to u1 while it is mounted.
+    let _ = read_sha(&format!("/mnt/u1/{s1}"));
+    let (a, b) = (format!("/mnt/u2/{s1}"), format!("/mnt/u2/{s2}"));
+    let want = dg.clone();
+    let pid = spawn(move || {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let ok = read_sha(&a).map(|(_, d)| d == want).unwrap_or(false)
+                && mmap_sha(&b).map(|d| d == want).unwrap_or(false);
+            if !ok || dontneed(&a).is_err() {
+                return 1;
+            }
+        }
+        0
+    });
+    let mut cycles = 0;
+    let mut errors = Vec::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Err(e) = umount("/mnt/u1") {
+            errors.push(e);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if !t.mount(&d1, "/mnt/u1", "inode_share,domain_id=um") {
+            break;
+        }
+        let _ = read_sha(&format!("/mnt/u1/{s1}"));
+        cycles += 1;
+    }
+    let reader_ok = reap(pid);
+    t.ctx.check(
+        "unmount one member while another is read: data stays correct",
+        ok_or(
+            reader_ok && errors.is_empty() && cycles == 10,
+            format!("{cycles} unmount/mount cycles, reader ok {reader_ok}, errors {errors:?}"),
+        ),
+    );
+    t.umount("/mnt/u1");
+    t.umount("/mnt/u2");
+    Ok(())
+}
+
+fn big_files(m: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(m)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn headline(t: &mut T) -> Result<()> {
+    let big = t.p.big.clone();
+    let mut growth = [0u64; 2];
+    let mut total_kb = 0u64;
+    for (i, opts) in ["", "inode_share,domain_id=big"].iter().enumerate() {
+        let mounts: Vec<String> = (0..big.len()).map(|k| format!("/mnt/big{k}")).collect();
+        for (dev, m) in big.iter().zip(&mounts) {
+            if !t.mount(dev, m, opts) {
+                return Ok(());
+            }
+        }
+        sys::drop_caches().context("drop_caches")?;
+        let c0 = sys::meminfo_kb("Cached")?;
+        let mut bad = Vec::new();
+        total_kb = 0;
+        for m in &mounts {
+            let mut bytes = 0;
+            for f in big_files(m) {
+                let name = f.rsplit('/').next().unwrap_or("").to_string();
+                match read_sha(&f) {
+                    Ok((n, d)) if d == t.digest(&name) => bytes += n,
+                    Ok((_, d)) => bad.push(format!("{f}: {d}")),
+                    Err(e) => bad.push(e),
+                }
+            }
+            total_kb = bytes / 1024;
+        }
+        growth[i] = sys::meminfo_kb("Cached")?.saturating_sub(c0);
+        t.ctx.check(
+            &format!(
+                "headline: content through 4 mounts {}",
+                if i == 0 {
+                    "without sharing"
+                } else {
+                    "with sharing"
+                }
+            ),
+            ok_or(bad.is_empty(), format!("{bad:?}")),
+        );
+        for m in &mounts {
+            t.umount(m);
+        }
+    }
+    let (x0, x1) = (
+        growth[0] as f64 / total_kb as f64,
+        growth[1] as f64 / total_kb as f64,
+    );
+    let line = format!(
+        "HEADLINE: reading the same {} MiB through {} mounts: Cached +{} kB without inode_share ({x0:.2}x), +{} kB with ({x1:.2}x)",
+        total_kb / 1024,
+        big.len(),
+        growth[0],
+        growth[1]
+    );
+    crate::emit("NOTE", &line);
+    t.ctx.check(
+        "headline: Cached grows ~1x with inode_share, ~4x without",
+        ok_or(x1 < 1.3 && x0 > 3.5, line),
+    );
+    Ok(())
+}
+
+fn stress_worker(
+    id: u64,
+    mounts: &[String],
+    reference: &BTreeMap<String, Vec<u8>>,
+    secs: u64,
+) -> i32 {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ (id + 1).wrapping_mul(0x1234_5678_9ABC_DEF1);
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let names: Vec<&String> = reference.keys().collect();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let name = names[(rnd() % names.len() as u64) as usize];
+        let want = &reference[name];
+        let path = format!("{}/{name}", mounts[(rnd() % mounts.len() as u64) as usize]);
+        let ok = match rnd() % 4 {
+            0 => std::fs::read(&path).map(|d| &d == want).unwrap_or(false),
+            1 => std::fs::File::open(&path)
+                .and_then(|f| sys::Mapping::new(&f, want.len()).map(|m| m.bytes() == &want[..]))
+                .unwrap_or(false),
+            2 => std::fs::File::open(&path)
+                .map(|f| {
+                    let mut buf = vec![0u8; 1 << 16];
+                    (0..32).all(|_| {
+                        let off = (rnd() % want.len() as u64) as usize;
+                        let len = (rnd() % buf.len() as u64) as usize;
+                        let len = len.min(want.len() - off);
+                        f.read_exact_at(&mut buf[..len], off as u64).is_ok()
+                            && buf[..len] == want[off..off + len]
+                    })
+                })
+                .unwrap_or(false),
+            _ => dontneed(&path).is_ok(),
+        };
+        if !ok {
+            println!("stress worker {id}: wrong data or error on {path}");
+            return 1;
+        }
+    }
+    0
+}
+
+fn stress(t: &mut T) -> Result<()> {
+    let big = t.p.big.clone();
+    let mounts: Vec<String> = (0..big.len()).map(|k| format!("/mnt/s{k}")).collect();
+    for (dev, m) in big.iter().zip(&mounts) {
+        if !t.mount(dev, m, "inode_share,domain_id=stress") {
+            return Ok(());
+        }
+    }
+    // Reference contents, read once through the first mount and checked against the digests;
+    // the forked workers share them copy-on-write.
+    let mut reference: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (name, want) in &t.p.digests {
+        let data = std::fs::read(format!("{}/{name}", mounts[0]))?;
+        let got = hex(&Sha256::digest(&data));
+        if got != *want {
+            t.ctx
+                .check("stress: reference content", Err(format!("{name}: {got}")));
+            return Ok(());
+        }
+        reference.insert(name.clone(), data);
+    }
+    let workers = 4;
+    let secs = t.p.secs;
+    let pids: Vec<i32> = (0..workers)
+        .map(|id| spawn(|| stress_worker(id, &mounts, &reference, secs)))
+        .collect();
+    let failed = pids.into_iter().filter(|&p| !reap(p)).count();
+    t.ctx.check(
+        "stress: processes reading and mapping through 3 mounts see the right bytes",
+        ok_or(
+            failed == 0,
+            format!(
+                "{workers} processes, {} s, {} mounts, {failed} failed",
+                t.p.secs,
+                mounts.len()
+            ),
+        ),
+    );
+    for m in &mounts {
+        t.umount(m);
+    }
+    Ok(())
+}

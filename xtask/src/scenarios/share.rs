@@ -1,0 +1,310 @@
+//! Page-cache sharing (`inode_share`): scenarios for the patched kernel only (the guest side is
+//! `xtask/guest/src/scenarios/share.rs`). Images come from our mkfs with `--fingerprint`; the
+//! few images that need a wrong fingerprint or a wrong superblock field are edited copies.
+
+use super::{Boot, Env, Prepared, Scenario, Tree, erofs_mount};
+use crate::kernel::Variant;
+use crate::mkfs::{DEFAULT_FINGERPRINT_XATTR, Options};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The sharing scenarios.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "share-rules",
+            about: "inode_share: mount rules, domains, fingerprints, sizes, O_DIRECT, mmap, file-backed, lifetime",
+            prepare: rules,
+        },
+        Scenario {
+            name: "share-layouts",
+            about: "inode_share: identical files share in inline, plain and 1 KiB-block images",
+            prepare: layouts,
+        },
+        Scenario {
+            name: "share-umount",
+            about: "inode_share: unmount one member over and over while another is being read",
+            prepare: umount,
+        },
+        Scenario {
+            name: "share-headline",
+            about: "inode_share: Cached growth reading 64 MiB through 4 mounts, with and without sharing",
+            prepare: headline,
+        },
+        Scenario {
+            name: "share-stress",
+            about: "inode_share: 4 processes read and mmap the same files through 3 mounts for 60 s",
+            prepare: stress,
+        },
+    ]
+}
+
+const SAME: [&str; 2] = ["same-1", "same-2"];
+const SB: usize = 1024;
+
+fn fp(block_size: u32) -> Options {
+    Options {
+        block_size,
+        fingerprint: Some(DEFAULT_FINGERPRINT_XATTR.into()),
+        ..Default::default()
+    }
+}
+
+/// Skips on a stock kernel or with a mkfs that writes no fingerprints.
+fn unsupported(env: &Env) -> Option<Prepared> {
+    if env.variant == Variant::Stock {
+        return Some(Prepared::Skip(
+            "needs the patched kernel (inode_share)".into(),
+        ));
+    }
+    env.mkfs.unsupported(&fp(4096)).map(Prepared::Skip)
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-256 (hex) of every regular file directly in `dir`.
+fn digests(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            m.insert(name, sha_hex(&std::fs::read(e.path())?));
+        }
+    }
+    Ok(m)
+}
+
+/// CRC-32C as Linux `crc32c(~0, ...)` computes it (no final inversion).
+fn crc32c_raw(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+fn fix_checksum(img: &mut [u8]) {
+    let compat = u32::from_le_bytes(img[SB + 8..SB + 12].try_into().unwrap());
+    if compat & 1 == 0 {
+        return;
+    }
+    let blksz = 1usize << img[SB + 12];
+    let len = if blksz > SB { blksz - SB } else { blksz };
+    img[SB + 4..SB + 8].fill(0);
+    let crc = crc32c_raw(&img[SB..SB + len]);
+    img[SB + 4..SB + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The two small images with the same content (`share`, `share2`) and the tree's digests.
+fn share_pair(env: &mut Env) -> Result<(PathBuf, PathBuf, BTreeMap<String, String>)> {
+    let src = env.tree(Tree::SameContent)?;
+    let a = env.image(&src, "share", &fp(4096))?;
+    let b = env.image(&src, "share2", &fp(4096))?;
+    Ok((a, b, digests(&src)?))
+}
+
+fn rules(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    let src = env.tree(Tree::SameContent)?;
+    let nofp = env.image(
+        &src,
+        "share-nofp",
+        &Options {
+            block_size: 4096,
+            ..Default::default()
+        },
+    )?;
+
+    // same-1 cut to 1 MiB, its fingerprint replaced by the full same-1's: same key, other size.
+    let full = std::fs::read(src.join(SAME[0]))?;
+    let cut = &full[..1 << 20];
+    let dir = env.work.join("trees/share-sizemm");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(SAME[0]), cut)?;
+    let sizemm = env.image(&dir, "share-sizemm", &fp(4096))?;
+    let mut img = std::fs::read(&sizemm)?;
+    let value = |d: &[u8]| [b"sha256:".as_slice(), Sha256::digest(d).as_slice()].concat();
+    let (from, to) = (value(cut), value(&full));
+    let at = img
+        .windows(from.len())
+        .position(|w| w == from.as_slice())
+        .context("fingerprint value not found in share-sizemm")?;
+    img[at..at + to.len()].copy_from_slice(&to);
+    std::fs::write(&sizemm, &img)?;
+
+    // ishare_xattr_prefix_id (superblock byte 105) past the prefix table.
+    let mut img = std::fs::read(&share)?;
+    if img[SB + 8] & 0x20 == 0 {
+        bail!(
+            "our mkfs wrote no ISHARE_XATTRS compat bit into {}",
+            share.display()
+        );
+    }
+    img[SB + 105] = img[SB + 91] + 5;
+    fix_checksum(&mut img);
+    let badid = env.work.join("images/share-badid.erofs");
+    std::fs::write(&badid, &img)?;
+
+    let mut boot = Boot::default();
+    let mut disks = BTreeMap::new();
+    for (name, p) in [
+        ("share", &share),
+        ("share2", &share2),
+        ("nofp", &nofp),
+        ("sizemm", &sizemm),
+        ("badid", &badid),
+    ] {
+        disks.insert(name, boot.disk(p));
+    }
+    let carrier = env.carrier(
+        "share",
+        &[("share.erofs", &share), ("share2.erofs", &share2)],
+    )?;
+    let cdev = boot.disk(&carrier);
+    boot.expected.errors = vec![
+        "domain_id is needed when inode_ishare is on".into(),
+        "invalid ishare xattr prefix id".into(),
+    ];
+    boot.run(
+        "share",
+        "share-rules",
+        json!({
+            "mode": "rules",
+            "disks": disks,
+            "carrier": erofs_mount(&cdev, "/carrier", ""),
+            "files": { "share": "/carrier/share.erofs", "share2": "/carrier/share2.erofs" },
+            "same": SAME,
+            "digests": dg,
+        }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn layouts(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let src = env.tree(Tree::SameContent)?;
+    let dg = digests(&src)?;
+    let mut boot = Boot::default();
+    let mut disks = BTreeMap::new();
+    for (name, o) in [
+        ("inline-4096", fp(4096)),
+        (
+            "plain-4096",
+            Options {
+                noinline: true,
+                ..fp(4096)
+            },
+        ),
+        ("inline-1024", fp(1024)),
+        (
+            "plain-512",
+            Options {
+                noinline: true,
+                ..fp(512)
+            },
+        ),
+    ] {
+        if let Some(why) = env.mkfs.unsupported(&o) {
+            eprintln!("qemu-test: note: share-layouts {name}: {why}");
+            continue;
+        }
+        let img = env.image(&src, &format!("share-{name}"), &o)?;
+        disks.insert(name, boot.disk(&img));
+    }
+    boot.run(
+        "share",
+        "share-layouts",
+        json!({ "mode": "layouts", "disks": disks, "same": SAME, "digests": dg }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn umount(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    let mut boot = Boot::default();
+    let disks = BTreeMap::from([("share", boot.disk(&share)), ("share2", boot.disk(&share2))]);
+    boot.run(
+        "share",
+        "share-umount",
+        json!({ "mode": "umount", "disks": disks, "same": SAME, "digests": dg }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+/// 64 MiB in 16 files of 4 MiB, and its fingerprinted image.
+fn big(env: &mut Env) -> Result<(PathBuf, BTreeMap<String, String>)> {
+    let dir = env.work.join("trees/share-big");
+    if !dir.join("f15").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        for k in 0..16u64 {
+            let data = crate::trees::random_bytes(0xb16_0000 + k, 4 << 20);
+            std::fs::write(dir.join(format!("f{k:02}")), data)?;
+        }
+    }
+    let img = env.image(&dir, "share-big", &fp(4096))?;
+    Ok((img, digests(&dir)?))
+}
+
+fn headline(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (img, dg) = big(env)?;
+    let mut boot = Boot {
+        memory_mib: 1024,
+        timeout_secs: 600,
+        ..Default::default()
+    };
+    let devs: Vec<String> = (0..4).map(|_| boot.disk(&img)).collect();
+    boot.run(
+        "share",
+        "share-headline",
+        json!({ "mode": "headline", "big": devs, "digests": dg }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn stress(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (img, dg) = big(env)?;
+    let mut boot = Boot {
+        memory_mib: 1024,
+        timeout_secs: 600,
+        ..Default::default()
+    };
+    let devs: Vec<String> = (0..3).map(|_| boot.disk(&img)).collect();
+    boot.run(
+        "share",
+        "share-stress",
+        json!({ "mode": "stress", "big": devs, "digests": dg, "secs": 60 }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
