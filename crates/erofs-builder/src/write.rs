@@ -21,7 +21,7 @@ use crate::tree::{DataSource, FileContent, Kind, Tree};
 use crate::{BuildError, BuildReport, Options, Phase, Progress};
 
 /// Bytes of file data gathered into one parallel batch.
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 4 << 20;
 /// Files per batch at most.
 const BATCH_FILES: usize = 2048;
 /// Files at least this large are streamed in pieces instead of read whole.
@@ -43,31 +43,34 @@ pub fn build_image<W: Write + Send>(
     write_head(&plan, &mut w).map_err(BuildError::Output)?;
 
     progress.phase(Phase::Data);
-    let data = write_data(tree, &plan, &mut w, progress)?;
+    let mut data = write_data(tree, &plan, &mut w, progress)?;
+    progress.phase(Phase::Metadata);
+    let ctx = DataCtx {
+        tree,
+        plan: &plan,
+        hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
+    };
+    let mut late = Vec::new();
+    write_meta(ctx, &mut data, &mut w, progress, &mut late)?;
+    for (i, d) in late {
+        data.digests[i] = Some(d);
+    }
     for (i, inode) in tree.inodes.iter().enumerate() {
         if let (Kind::Regular(c), Some(d)) = (&inode.kind, data.digests[i])
             && let Some(old) = &c.old_fingerprint
+            && old.as_slice() != erofs_format::xattr::sha256_fingerprint(&d).as_slice()
         {
-            {
-                let new = erofs_format::xattr::sha256_fingerprint(&d);
-                if old.as_slice() != new.as_slice() && options.fingerprint.is_some() {
-                    let path = match &c.source {
-                        DataSource::Path(p) => p.display().to_string(),
-                        DataSource::Bytes(_) => format!("inode {i}"),
-                    };
-                    let msg = format!(
-                        "{path}: existing fingerprint xattr differs from the content; replaced"
-                    );
-                    progress.warning(&msg);
-                    report.warnings.push(msg);
-                }
-            }
+            let path = match &c.source {
+                DataSource::Path(p) => p.display().to_string(),
+                DataSource::Bytes(_) => format!("inode {i}"),
+            };
+            let msg =
+                format!("{path}: existing fingerprint xattr differs from the content; replaced");
+            progress.warning(&msg);
+            report.warnings.push(msg);
         }
     }
     report.data_bytes = data.bytes;
-
-    progress.phase(Phase::Metadata);
-    write_meta(tree, &plan, &data, &mut w).map_err(BuildError::Output)?;
     w.flush().map_err(BuildError::Output)?;
     report.inodes = tree.inodes.len() as u64;
     report.fingerprinted_files = if options.fingerprint.is_some() {
@@ -177,7 +180,7 @@ fn write_data<W: Write + Send>(
         plan,
         hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(4);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(3);
     std::thread::scope(|s| {
         let writer = s.spawn(move || writer_thread(w, rx));
         let produced = produce_all(ctx, s, &tx, &mut out, progress);
@@ -190,10 +193,11 @@ fn write_data<W: Write + Send>(
     Ok(out)
 }
 
+/// Inodes handled by the data stage: those with blocks in the data area.
 fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     match &inode.kind {
-        Kind::Regular(c) => c.size > 0,
-        Kind::Directory { .. } | Kind::Symlink(_) => p.size > 0,
+        Kind::Regular(c) => c.size > 0 && (p.data_blocks > 0 || p.chunk.is_some()),
+        Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,
         _ => false,
     }
 }
@@ -536,14 +540,29 @@ fn hash_zeros(hasher: Option<&mut Sha256>, zeros: &[u8], mut n: u64) {
     }
 }
 
-/// The metadata area: inodes in nid order with their xattr bodies, tails and chunk tables.
+/// Files read in the metadata stage: regular files whose whole content is an inline tail.
+fn tail_only_file(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
+    matches!(&inode.kind, Kind::Regular(c) if c.size > 0) && p.data_blocks == 0 && p.chunk.is_none()
+}
+
+/// An encoded metadata item and the digest computed while encoding it.
+type Item = (Vec<u8>, Option<[u8; 32]>);
+
+/// Inodes per parallel batch in the metadata stage.
+const META_BATCH: usize = 4096;
+
+/// The metadata area: inodes in `meta_order` with their xattr bodies, inline tails and chunk
+/// tables. Items are encoded in parallel batches (files that live entirely in their inode's
+/// block are read and hashed here, once) and written in order.
 fn write_meta<W: Write>(
-    tree: &Tree,
-    plan: &Plan,
-    data: &DataOut,
+    ctx: DataCtx<'_>,
+    data: &mut DataOut,
     w: &mut W,
-) -> std::io::Result<()> {
+    progress: &dyn Progress,
+    fingerprinted: &mut Vec<(usize, [u8; 32])>,
+) -> Result<(), BuildError> {
     const ZEROS: [u8; 4096] = [0; 4096];
+    let plan = ctx.plan;
     let mut pos = 0u64;
     let pad = |w: &mut W, pos: &mut u64, to: u64| -> std::io::Result<()> {
         while *pos < to {
@@ -553,92 +572,150 @@ fn write_meta<W: Write>(
         }
         Ok(())
     };
-    let mut body_buf = Vec::new();
-    for &i in &plan.meta_order {
-        let inode = &tree.inodes[i];
-        let p = &plan.inodes[i];
-        pad(w, &mut pos, p.meta_offset)?;
-        let body = &plan.xattrs.bodies[i];
-        let format = InodeFormat {
-            extended: p.extended,
-            layout: p.layout,
-            bit4: false,
-        }
-        .encode();
-        let i_u = match &inode.kind {
-            Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => {
-                erofs_format::encode_rdev(*ma, *mi)
-            }
-            Kind::Fifo | Kind::Socket => 0,
-            _ => match &p.chunk {
-                Some(ch) => u32::from(ch.chunkbits - plan.blkszbits),
-                None => p.startblk,
-            },
-        };
-        let ino = (i + 1) as u32;
-        if p.extended {
-            let mut x = InodeExtended::default();
-            x.format.set(format);
-            x.xattr_icount.set(body.icount());
-            x.mode.set(inode.mode());
-            x.size.set(p.size);
-            x.i_u.set(i_u);
-            x.ino.set(ino);
-            x.uid.set(inode.uid);
-            x.gid.set(inode.gid);
-            x.mtime.set(inode.mtime as u64);
-            x.mtime_nsec.set(inode.mtime_nsec);
-            x.nlink.set(inode.nlink);
-            w.write_all(x.as_bytes())?;
-        } else {
-            let mut x = InodeCompact::default();
-            x.format.set(format);
-            x.xattr_icount.set(body.icount());
-            x.mode.set(inode.mode());
-            x.nlink.set(inode.nlink as u16);
-            x.size.set(p.size as u32);
-            x.i_u.set(i_u);
-            x.ino.set(ino);
-            x.uid.set(inode.uid as u16);
-            x.gid.set(inode.gid as u16);
-            w.write_all(x.as_bytes())?;
-        }
-        pos += p.inode_size();
-        if !body.bytes.is_empty() {
-            match (body.digest_offset, data.digests[i]) {
-                (Some(off), Some(d)) => {
-                    body_buf.clear();
-                    body_buf.extend_from_slice(&body.bytes);
-                    body_buf[off..off + 32].copy_from_slice(&d);
-                    w.write_all(&body_buf)?;
+    for batch in plan.meta_order.chunks(META_BATCH) {
+        let data_ref = &*data;
+        let items: Vec<Result<Item, BuildError>> = batch
+            .par_iter()
+            .map(|&i| encode_item(ctx, data_ref, i))
+            .collect();
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for (&i, item) in batch.iter().zip(items) {
+            let (item, digest) = item?;
+            let p = &plan.inodes[i];
+            pad(w, &mut pos, p.meta_offset).map_err(BuildError::Output)?;
+            w.write_all(&item).map_err(BuildError::Output)?;
+            pos += item.len() as u64;
+            if tail_only_file(&ctx.tree.inodes[i], p) {
+                files += 1;
+                bytes += p.size;
+                if let Some(d) = digest {
+                    fingerprinted.push((i, d));
                 }
-                (Some(_), None) => {
-                    return Err(std::io::Error::other(format!(
-                        "inode {i}: fingerprint missing"
-                    )));
-                }
-                _ => w.write_all(&body.bytes)?,
             }
-            pos += body.bytes.len() as u64;
+            // Tails from the data stage are no longer needed.
+            data.tails[i] = Vec::new();
         }
-        if let Some(ch) = &p.chunk {
-            let aligned = pos.next_multiple_of(4);
-            pad(w, &mut pos, aligned)?;
-            for &b in &ch.table {
-                w.write_all(&b.to_le_bytes())?;
-            }
-            pos += 4 * ch.table.len() as u64;
-        } else if p.tail_len > 0 {
-            let tail = &data.tails[i];
-            if tail.len() != p.tail_len as usize {
-                return Err(std::io::Error::other(format!("inode {i}: tail missing")));
-            }
-            w.write_all(tail)?;
-            pos += tail.len() as u64;
+        data.bytes += bytes;
+        if files > 0 {
+            progress.advance(files, bytes);
         }
-        debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
     }
     debug_assert_eq!(pos, plan.meta_size);
     let meta_bytes = (plan.total_blocks - plan.meta_start) * plan.blksz();
-    pad(w, &mut pos, meta_bytes)
+    pad(w, &mut pos, meta_bytes).map_err(BuildError::Output)
+}
+
+/// Encodes one metadata item: inode, xattr body (fingerprint filled in), then the inline
+/// tail or the chunk table. Returns the bytes and the digest computed here, if any.
+fn encode_item(
+    ctx: DataCtx<'_>,
+    data: &DataOut,
+    i: usize,
+) -> Result<Item, BuildError> {
+    let (tree, plan) = (ctx.tree, ctx.plan);
+    let inode = &tree.inodes[i];
+    let p = &plan.inodes[i];
+    let body = &plan.xattrs.bodies[i];
+    // The inline tail and the digest: from the data stage, or produced here.
+    let mut digest = data.digests[i];
+    let mut own_digest = None;
+    let generated;
+    let tail: &[u8] = if p.tail_len == 0 {
+        &[]
+    } else if tail_only_file(inode, p) {
+        let Kind::Regular(c) = &inode.kind else {
+            unreachable!()
+        };
+        let src = Source::open(c)?;
+        let mut buf = vec![0u8; c.size as usize];
+        src.read_at(0, &mut buf, c.size)?;
+        src.check_eof(c.size)?;
+        if ctx.hash {
+            own_digest = Some(Sha256::digest(&buf).into());
+            digest = own_digest;
+        }
+        generated = buf;
+        &generated
+    } else if p.data_blocks == 0 && !matches!(inode.kind, Kind::Regular(_)) {
+        generated = match &inode.kind {
+            Kind::Directory { parent, entries } => encode_dir(tree, plan, i, *parent, entries),
+            Kind::Symlink(t) => t.clone(),
+            _ => Vec::new(),
+        };
+        &generated
+    } else {
+        &data.tails[i]
+    };
+    if tail.len() != p.tail_len as usize {
+        return Err(BuildError::Output(std::io::Error::other(format!(
+            "inode {i}: inline tail of {} bytes, {} planned",
+            tail.len(),
+            p.tail_len
+        ))));
+    }
+    let mut out = Vec::with_capacity(64 + body.bytes.len() + tail.len());
+    let format = InodeFormat {
+        extended: p.extended,
+        layout: p.layout,
+        bit4: false,
+    }
+    .encode();
+    let i_u = match &inode.kind {
+        Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => erofs_format::encode_rdev(*ma, *mi),
+        Kind::Fifo | Kind::Socket => 0,
+        _ => match &p.chunk {
+            Some(ch) => u32::from(ch.chunkbits - plan.blkszbits),
+            None => p.startblk,
+        },
+    };
+    let ino = (i + 1) as u32;
+    if p.extended {
+        let mut x = InodeExtended::default();
+        x.format.set(format);
+        x.xattr_icount.set(body.icount());
+        x.mode.set(inode.mode());
+        x.size.set(p.size);
+        x.i_u.set(i_u);
+        x.ino.set(ino);
+        x.uid.set(inode.uid);
+        x.gid.set(inode.gid);
+        x.mtime.set(inode.mtime as u64);
+        x.mtime_nsec.set(inode.mtime_nsec);
+        x.nlink.set(inode.nlink);
+        out.extend_from_slice(x.as_bytes());
+    } else {
+        let mut x = InodeCompact::default();
+        x.format.set(format);
+        x.xattr_icount.set(body.icount());
+        x.mode.set(inode.mode());
+        x.nlink.set(inode.nlink as u16);
+        x.size.set(p.size as u32);
+        x.i_u.set(i_u);
+        x.ino.set(ino);
+        x.uid.set(inode.uid as u16);
+        x.gid.set(inode.gid as u16);
+        out.extend_from_slice(x.as_bytes());
+    }
+    if !body.bytes.is_empty() {
+        let start = out.len();
+        out.extend_from_slice(&body.bytes);
+        if let Some(off) = body.digest_offset {
+            let d = digest.ok_or_else(|| {
+                BuildError::Output(std::io::Error::other(format!(
+                    "inode {i}: fingerprint missing"
+                )))
+            })?;
+            out[start + off..start + off + 32].copy_from_slice(&d);
+        }
+    }
+    if let Some(ch) = &p.chunk {
+        out.resize(out.len().next_multiple_of(4), 0);
+        for &b in &ch.table {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+    } else {
+        out.extend_from_slice(tail);
+    }
+    debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
+    Ok((out, own_digest))
 }

@@ -172,6 +172,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
 struct Bar {
     bar: Option<indicatif::ProgressBar>,
     quiet: bool,
+    /// `MKFS_EROFS_RS_TIMINGS=1`: print when each stage starts, for profiling.
+    timings: Option<Instant>,
 }
 
 impl Bar {
@@ -182,12 +184,20 @@ impl Bar {
             b.enable_steady_tick(std::time::Duration::from_millis(120));
             b
         });
-        Self { bar, quiet }
+        let timings = std::env::var_os("MKFS_EROFS_RS_TIMINGS").map(|_| Instant::now());
+        Self {
+            bar,
+            quiet,
+            timings,
+        }
     }
 }
 
 impl Progress for Bar {
     fn phase(&self, phase: Phase) {
+        if let Some(t) = self.timings {
+            eprintln!("{:8.3}s {phase:?}", t.elapsed().as_secs_f64());
+        }
         if let Some(b) = &self.bar {
             match phase {
                 Phase::Scan => b.set_message("scanning"),
