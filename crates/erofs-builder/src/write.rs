@@ -607,11 +607,7 @@ fn write_meta<W: Write>(
 
 /// Encodes one metadata item: inode, xattr body (fingerprint filled in), then the inline
 /// tail or the chunk table. Returns the bytes and the digest computed here, if any.
-fn encode_item(
-    ctx: DataCtx<'_>,
-    data: &DataOut,
-    i: usize,
-) -> Result<Item, BuildError> {
+fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, BuildError> {
     let (tree, plan) = (ctx.tree, ctx.plan);
     let inode = &tree.inodes[i];
     let p = &plan.inodes[i];

@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -174,6 +175,8 @@ struct Bar {
     quiet: bool,
     /// `MKFS_EROFS_RS_TIMINGS=1`: print when each stage starts, for profiling.
     timings: Option<Instant>,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
 }
 
 impl Bar {
@@ -189,6 +192,8 @@ impl Bar {
             bar,
             quiet,
             timings,
+            files_done: AtomicU64::new(0),
+            files_total: AtomicU64::new(0),
         }
     }
 }
@@ -203,7 +208,7 @@ impl Progress for Bar {
                 Phase::Scan => b.set_message("scanning"),
                 Phase::Plan => b.set_message("planning"),
                 Phase::Data => {}
-                Phase::Metadata => b.set_message("writing metadata"),
+                Phase::Metadata => {}
                 Phase::Done => b.finish_and_clear(),
             }
         }
@@ -219,15 +224,17 @@ impl Progress for Bar {
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
+            self.files_total.store(files, Ordering::Relaxed);
             b.set_message(format!("0/{files} files"));
-            b.set_length(bytes);
         }
     }
 
     fn advance(&self, files: u64, bytes: u64) {
         if let Some(b) = &self.bar {
+            let done = self.files_done.fetch_add(files, Ordering::Relaxed) + files;
+            let total = self.files_total.load(Ordering::Relaxed);
+            b.set_message(format!("{done}/{total} files"));
             b.inc(bytes);
-            let _ = files;
         }
     }
 
