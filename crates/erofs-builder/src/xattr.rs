@@ -149,9 +149,13 @@ pub fn plan(
 ) -> Result<XattrPlan, BuildError> {
     let prefixes = Prefixes::new(user_prefixes, fingerprint)?;
     // Shared candidates: (name, value) pairs used by more than `tolerance` inodes.
+    // A negative tolerance drops the source xattrs (mkfs.erofs `-x -1`).
+    fn source_xattrs(inode: &crate::tree::Inode, tolerance: i32) -> &[(Vec<u8>, Vec<u8>)] {
+        if tolerance < 0 { &[] } else { &inode.xattrs }
+    }
     let mut counts: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
     for inode in &tree.inodes {
-        for (n, v) in &inode.xattrs {
+        for (n, v) in source_xattrs(inode, tolerance) {
             *counts.entry((n, v)).or_default() += 1;
         }
     }
@@ -181,14 +185,15 @@ pub fn plan(
     let mut any_filter = false;
     for inode in &tree.inodes {
         let has_fp = fp.is_some() && matches!(&inode.kind, Kind::Regular(c) if c.size > 0);
-        if inode.xattrs.is_empty() && !has_fp {
+        let xattrs = source_xattrs(inode, tolerance);
+        if xattrs.is_empty() && !has_fp {
             bodies.push(Body::default());
             continue;
         }
         let mut filter = XATTR_FILTER_EMPTY;
         let mut ids = Vec::new();
         let mut inline: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
-        for (n, v) in &inode.xattrs {
+        for (n, v) in xattrs {
             filter &= !(1u32 << filter_bit(n));
             match shared_ids.get(&(n.as_slice(), v.as_slice())) {
                 Some(&id) if ids.len() < MAX_SHARED_PER_INODE => ids.push(id),
