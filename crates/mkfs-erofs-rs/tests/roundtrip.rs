@@ -428,3 +428,71 @@ fn a_stale_fingerprint_in_the_source_is_replaced_with_a_warning() {
     assert_eq!(image.fingerprint(&f).unwrap(), Some(want));
     assert_eq!(image.xattrs(&f).unwrap().len(), 1);
 }
+
+/// Our fsck, built beside this test (`cargo test --workspace` builds it).
+fn our_fsck() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let fsck = dir.join("fsck-erofs-rs");
+    fsck.exists().then_some(fsck)
+}
+
+#[test]
+fn our_fsck_verifies_fingerprints_and_extracts_the_tree() {
+    let Some(fsck) = our_fsck() else {
+        skip("fsck-erofs-rs is not built (run cargo test --workspace)");
+        return;
+    };
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_tree(&src, features());
+    let want = with_epoch(add_fingerprints(snap_dir(&src, FULL, &[]), &src, FP));
+    for bs in ["512", "4096"] {
+        let img = tmp.path().join(format!("img-{bs}.erofs"));
+        mkfs(
+            &src,
+            &img,
+            &["-b", bs, "-T", &EPOCH.to_string(), "--fingerprint=sha256"],
+        );
+        let out = Command::new(&fsck)
+            .args(["-q", "--verify-fingerprints"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fsck.erofs-rs --verify-fingerprints, -b {bs}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dest = tmp.path().join(format!("extracted-{bs}"));
+        let out = Command::new(&fsck)
+            .arg("-q")
+            .arg(format!("--extract={}", dest.display()))
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fsck.erofs-rs --extract, -b {bs}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cmp = Compare {
+            owners: is_root(),
+            xattrs: is_root(),
+            mtime: true,
+            nlink: true,
+        };
+        let want = if is_root() {
+            want.clone()
+        } else {
+            with_epoch(snap_dir(&src, cmp, &[]))
+        };
+        assert_same(
+            &format!("fsck.erofs-rs --extract, -b {bs}"),
+            &want,
+            &snap_dir(&dest, cmp, &[]),
+        );
+    }
+}
