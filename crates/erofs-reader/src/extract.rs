@@ -3,7 +3,6 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -12,7 +11,6 @@ use erofs_format::FileType;
 use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps, XattrFlags};
 use serde::Serialize;
 
-use crate::data::ExtentKind;
 use crate::error::Error;
 use crate::image::Image;
 use crate::inode::Inode;
@@ -84,10 +82,18 @@ pub struct ExtractReport {
 }
 
 fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> ExtractError + 'p {
-    move |source| ExtractError::Io {
-        op,
-        path: path.to_owned(),
-        source,
+    move |source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            ExtractError::Exists {
+                path: path.to_owned(),
+            }
+        } else {
+            ExtractError::Io {
+                op,
+                path: path.to_owned(),
+                source,
+            }
+        }
     }
 }
 
@@ -95,11 +101,7 @@ fn rio<'p>(
     op: &'static str,
     path: &'p Path,
 ) -> impl FnOnce(rustix::io::Errno) -> ExtractError + 'p {
-    move |e| ExtractError::Io {
-        op,
-        path: path.to_owned(),
-        source: e.into(),
-    }
+    move |e| io(op, path)(e.into())
 }
 
 struct Extractor<'a> {
@@ -110,8 +112,12 @@ struct Extractor<'a> {
 }
 
 impl Extractor<'_> {
-    /// Makes room for a new non-directory at `path`.
+    /// Makes room for a new non-directory at `path`. Without `overwrite` nothing is
+    /// checked here: creation fails with `EEXIST`, reported as [`ExtractError::Exists`].
     fn clear(&self, path: &Path) -> Result<(), ExtractError> {
+        if !self.opts.overwrite {
+            return Ok(());
+        }
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("stat", path)(e)),
@@ -124,6 +130,9 @@ impl Extractor<'_> {
     }
 
     fn make_dir(&self, path: &Path, is_root: bool) -> Result<(), ExtractError> {
+        if !is_root && !self.opts.overwrite {
+            return fs::create_dir(path).map_err(io("mkdir", path));
+        }
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir(path).map_err(io("mkdir", path))
@@ -140,63 +149,67 @@ impl Extractor<'_> {
         }
     }
 
-    fn write_file(&mut self, path: &Path, inode: &Inode) -> Result<(), ExtractError> {
-        let mut f = OpenOptions::new()
+    fn write_file(&mut self, path: &Path, inode: &Inode) -> Result<fs::File, ExtractError> {
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(io("create", path))?;
-        let mut buf = vec![0u8; 128 * 1024];
+        // End of the last byte written; a trailing hole needs an explicit length.
+        let mut end = 0;
         for ext in self.img.data_extents(inode)? {
-            if ext.kind == ExtentKind::Hole {
-                continue;
-            }
-            f.seek(SeekFrom::Start(ext.logical))
-                .map_err(io("seek", path))?;
-            let mut pos = ext.logical;
-            while pos < ext.end() {
-                let n = ((ext.end() - pos) as usize).min(buf.len());
-                let got = self.img.read_at(inode, pos, &mut buf[..n])?;
-                if got == 0 {
-                    break;
-                }
-                f.write_all(&buf[..got]).map_err(io("write", path))?;
-                pos += got as u64;
-                self.report.bytes_written += got as u64;
-            }
+            let Some(phys) = ext.physical else {
+                continue; // a hole: left unwritten, so the file stays sparse
+            };
+            self.img
+                .copy_to_file(phys, ext.length, &f, ext.logical)
+                .map_err(io("write", path))?;
+            self.report.bytes_written += ext.length;
+            end = ext.end();
         }
-        f.set_len(inode.size).map_err(io("truncate", path))?;
-        Ok(())
+        if end < inode.size {
+            f.set_len(inode.size).map_err(io("truncate", path))?;
+        }
+        Ok(f)
     }
 
     /// Owner, mode, xattrs, then mtime (in that order: chown clears set-id bits and
     /// file capabilities).
-    fn set_meta(&self, path: &Path, inode: &Inode) -> Result<(), ExtractError> {
+    /// With `fd` (a regular file just written) the calls go through the descriptor.
+    fn set_meta(
+        &self,
+        path: &Path,
+        inode: &Inode,
+        fd: Option<&fs::File>,
+    ) -> Result<(), ExtractError> {
         let symlink = inode.is_symlink();
         if self.opts.preserve_owner {
-            std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid))
-                .map_err(io("chown", path))?;
+            match fd {
+                Some(f) => std::os::unix::fs::fchown(f, Some(inode.uid), Some(inode.gid)),
+                None => std::os::unix::fs::lchown(path, Some(inode.uid), Some(inode.gid)),
+            }
+            .map_err(io("chown", path))?;
         }
         if !symlink {
-            fs::set_permissions(
-                path,
-                fs::Permissions::from_mode(u32::from(inode.permissions())),
-            )
+            let perm = fs::Permissions::from_mode(u32::from(inode.permissions()));
+            match fd {
+                Some(f) => f.set_permissions(perm),
+                None => fs::set_permissions(path, perm),
+            }
             .map_err(io("chmod", path))?;
         }
-        if self.opts.xattrs {
+        if self.opts.xattrs && inode.xattr_icount != 0 {
             for x in self.img.xattrs(inode)? {
                 if x.name_index == 0 {
                     // Hidden names (index 0) have no VFS handler.
                     continue;
                 }
-                rustix::fs::lsetxattr(
-                    path,
-                    OsStr::from_bytes(&x.name),
-                    &x.value,
-                    XattrFlags::empty(),
-                )
+                let name = OsStr::from_bytes(&x.name);
+                match fd {
+                    Some(f) => rustix::fs::fsetxattr(f, name, &x.value, XattrFlags::empty()),
+                    None => rustix::fs::lsetxattr(path, name, &x.value, XattrFlags::empty()),
+                }
                 .map_err(rio("setxattr", path))?;
             }
         }
@@ -204,33 +217,39 @@ impl Extractor<'_> {
             tv_sec: inode.mtime,
             tv_nsec: i64::from(inode.mtime_nsec.min(999_999_999)) as _,
         };
-        rustix::fs::utimensat(
-            CWD,
-            path,
-            &Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
+        let times = Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        match fd {
+            Some(f) => rustix::fs::futimens(f, &times),
+            None => rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW),
+        }
         .map_err(rio("utimensat", path))?;
         Ok(())
     }
 
-    fn extract_one(&mut self, path: &Path, inode: &Inode) -> Result<bool, ExtractError> {
+    /// Creates the non-directory; `Ok(None)` for an extra hard link (no metadata to set),
+    /// else `Ok(Some(fd))` with the open file for regular files.
+    fn extract_one(
+        &mut self,
+        path: &Path,
+        inode: &Inode,
+    ) -> Result<Option<Option<fs::File>>, ExtractError> {
         if inode.nlink > 1
             && let Some(first) = self.first_path.get(&inode.nid)
         {
             self.clear(path)?;
             fs::hard_link(first, path).map_err(io("link", path))?;
             self.report.hard_links += 1;
-            return Ok(false);
+            return Ok(None);
         }
+        let mut fd = None;
         self.clear(path)?;
         let perm = Mode::from_raw_mode(0o600);
         match inode.file_type() {
             FileType::Regular => {
-                self.write_file(path, inode)?;
+                fd = Some(self.write_file(path, inode)?);
                 self.report.files += 1;
             }
             FileType::Symlink => {
@@ -265,7 +284,7 @@ impl Extractor<'_> {
         if inode.nlink > 1 {
             self.first_path.insert(inode.nid, path.to_owned());
         }
-        Ok(true)
+        Ok(Some(fd))
     }
 }
 
@@ -302,14 +321,14 @@ pub fn extract(
                 .map_err(io("chmod", &path))?;
             x.report.directories += 1;
             dirs.push((path, e.inode));
-        } else if x.extract_one(&path, &e.inode)? {
-            x.set_meta(&path, &e.inode)?;
+        } else if let Some(fd) = x.extract_one(&path, &e.inode)? {
+            x.set_meta(&path, &e.inode, fd.as_ref())?;
         }
     }
     // Directory metadata last, deepest first, so that adding children does not change
     // their mtime and read-only directories do not block their children.
     for (path, inode) in dirs.iter().rev() {
-        x.set_meta(path, inode)?;
+        x.set_meta(path, inode, None)?;
     }
     progress.finish();
     Ok(x.report)

@@ -124,7 +124,8 @@ fn run(cli: &Cli) -> Result<i32> {
         &img,
         CheckOptions {
             verify_checksum: !cli.no_sbcrc,
-            read_data: cli.extract.is_some(),
+            // Extraction to a directory reads every byte itself; read here only without one.
+            read_data: cli.extract.as_ref().is_some_and(|d| d.is_empty()),
         },
         &bar,
     );
