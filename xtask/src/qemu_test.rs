@@ -124,13 +124,19 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
         std::fs::remove_dir_all(&work).with_context(|| format!("cleaning {}", work.display()))?;
     }
     std::fs::create_dir_all(&work)?;
+    // Boot a copy, so a kernel rebuilt meanwhile (another checkout) cannot change under us.
+    let kernel_copy = work.join("bzImage");
+    std::fs::copy(&bzimage, &kernel_copy)
+        .with_context(|| format!("copying {}", bzimage.display()))?;
+    let shown_kernel = bzimage.clone();
+    let bzimage = kernel_copy;
     let base = Base { guest, busybox };
     let probe = work.join("probe.cpio");
     std::fs::write(&probe, base.initramfs(&Plan::default(), &[]))?;
     let accel = qemu::choose_accel(args.accel, &bzimage, &probe, &work);
     eprintln!(
         "qemu-test: kernel {} ({variant:?}{}), mkfs {}, {accel:?}; kernel ready in {}, tools in {}",
-        bzimage.display(),
+        shown_kernel.display(),
         if patches.is_empty() {
             String::new()
         } else {
