@@ -270,13 +270,12 @@ pub struct BuildReport {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// An I/O error on a source path.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (part of the message, so not a separate `source`).
+        error: std::io::Error,
     },
     /// The source is not a directory.
     #[error("{}: source is not a directory", .0.display())]
@@ -305,14 +304,14 @@ pub enum BuildError {
     TooLarge(String),
     /// Writing the image failed.
     #[error("writing the image: {0}")]
-    Output(#[source] std::io::Error),
+    Output(std::io::Error),
 }
 
 impl BuildError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }

@@ -313,7 +313,7 @@ impl Ctx<'_> {
 
 fn skip_reason(e: &BuildError) -> String {
     match e {
-        BuildError::Io { source, .. } => source.to_string(),
+        BuildError::Io { error, .. } => error.to_string(),
         BuildError::Unsupported { reason, .. } => reason.clone(),
         other => other.to_string(),
     }

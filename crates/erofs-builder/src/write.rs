@@ -715,3 +715,65 @@ fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, Build
     debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
     Ok((out, own_digest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Inode;
+    use std::sync::Arc;
+
+    fn one_file(declared: u64, actual: &[u8]) -> Tree {
+        let file = Inode {
+            kind: Kind::Regular(FileContent {
+                size: declared,
+                source: DataSource::Bytes(Arc::from(actual)),
+                data_ranges: None,
+                old_fingerprint: None,
+            }),
+            permissions: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            nlink: 1,
+            xattrs: Vec::new(),
+        };
+        let root = Inode {
+            kind: Kind::Directory {
+                parent: 0,
+                entries: vec![crate::tree::DirEntry {
+                    name: b"f".to_vec(),
+                    inode: 1,
+                }],
+            },
+            nlink: 2,
+            permissions: 0o755,
+            ..file.clone()
+        };
+        Tree {
+            inodes: vec![root, file],
+        }
+    }
+
+    #[test]
+    fn a_file_that_changed_size_fails_the_build() {
+        for (declared, actual) in [
+            (10u64, &b"short"[..]),
+            (3, b"longer"),
+            (9000, &[1u8; 100][..]),
+        ] {
+            let tree = one_file(declared, actual);
+            let err = crate::build_tree_to_writer(
+                &tree,
+                &mut Vec::new(),
+                &Options::default(),
+                &crate::NoProgress,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, BuildError::ChangedSize { expected, .. } if expected == declared),
+                "{err}"
+            );
+        }
+    }
+}

@@ -496,3 +496,106 @@ fn our_fsck_verifies_fingerprints_and_extracts_the_tree() {
         );
     }
 }
+
+#[test]
+fn keep_going_skips_unreadable_files_and_lists_them() {
+    use std::os::unix::fs::PermissionsExt;
+    // Root reads everything, so as root the build runs as nobody through setpriv.
+    let wrap: Vec<String> = if is_root() {
+        if !have("setpriv") {
+            skip("setpriv is not installed");
+            return;
+        }
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        Vec::new()
+    };
+    let tmp = tempdir();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("closed-dir")).unwrap();
+    std::fs::write(src.join("ok"), b"readable").unwrap();
+    std::fs::write(src.join("secret"), b"unreadable").unwrap();
+    std::fs::write(src.join("closed-dir/inside"), b"x").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(
+        src.join("closed-dir"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let img = tmp.path().join("img.erofs");
+    let run = |extra: &[&str]| {
+        let mut cmd = if wrap.is_empty() {
+            Command::new(mkfs_bin())
+        } else {
+            let mut c = Command::new(&wrap[0]);
+            c.args(&wrap[1..]).arg(mkfs_bin());
+            c
+        };
+        cmd.args(extra).arg(&src).arg(&img).output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success(), "an unreadable file fails the build");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secret") || err.contains("closed-dir"),
+        "the error names the path: {err}"
+    );
+    assert!(!img.exists());
+    let out = run(&["--keep-going"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "--keep-going: {err}");
+    assert!(err.contains("skipped 2 files"), "{err}");
+    assert!(
+        err.contains("secret") && err.contains("closed-dir"),
+        "{err}"
+    );
+    let got = snap_image(&img, FULL);
+    let paths: Vec<String> = got
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(paths, ["", "ok"]);
+}
+
+#[test]
+fn source_date_epoch_equals_dash_t_and_the_label_is_stored() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let a = tmp.path().join("a.erofs");
+    let b = tmp.path().join("b.erofs");
+    mkfs(&src, &a, &["-T", "86400", "-U", "clear", "-L", "my-label"]);
+    let out = Command::new(mkfs_bin())
+        .env("SOURCE_DATE_EPOCH", "86400")
+        .args(["-q", "-U", "clear", "-L", "my-label"])
+        .arg(&src)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap());
+    assert_eq!(&bytes[1024 + 64..1024 + 73], b"my-label\0");
+    assert_eq!(
+        u64::from_le_bytes(bytes[1024 + 24..1024 + 32].try_into().unwrap()),
+        86400,
+        "epoch"
+    );
+    let out = Command::new(mkfs_bin())
+        .args(["-L", "sixteen-bytes-xx"])
+        .arg(&src)
+        .arg(tmp.path().join("c.erofs"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "labels over 15 bytes are refused");
+}
