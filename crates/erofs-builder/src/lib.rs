@@ -8,7 +8,7 @@
 //! 2. **Tree → plan.** [`layout`] decides every on-disk fact before a byte is written: inode
 //!    kinds (compact or extended), xattr bodies and the shared xattr area, data layouts
 //!    (plain, inline tail, chunk-based for sparse files), nids and block addresses.
-//! 3. **Plan → image.** [`write`] streams the image front to back through one buffered
+//! 3. **Plan → image.** [`mod@write`] streams the image front to back through one buffered
 //!    writer. File data comes first (read and hashed in parallel, consumed in order, so the
 //!    output never depends on thread timing), metadata last, because inodes carry the
 //!    fingerprints computed while the data was copied.
