@@ -243,6 +243,14 @@ impl Image {
         if inode.is_compressed() {
             return Ok(u64::from(inode.raw_u) << self.block_bits());
         }
+        if !inode.has_data() || inode.size == 0 {
+            return Ok(0);
+        }
+        if inode.layout == DataLayout::FlatPlain {
+            // One extent: check it lies in the image, no allocation.
+            let e = self.map(inode, 0)?;
+            return Ok(e.length);
+        }
         Ok(self
             .data_extents(inode)?
             .iter()
