@@ -197,7 +197,7 @@ impl Checker<'_> {
                     }
                 }
                 if inode.is_file() {
-                    self.report.data_bytes += inode.size;
+                    self.report.data_bytes = self.report.data_bytes.saturating_add(inode.size);
                 }
             }
         }

@@ -165,7 +165,7 @@ impl Extractor<'_> {
             self.img
                 .copy_to_file(phys, ext.length, &f, ext.logical)
                 .map_err(io("write", path))?;
-            self.report.bytes_written += ext.length;
+            self.report.bytes_written = self.report.bytes_written.saturating_add(ext.length);
             end = ext.end();
         }
         if end < inode.size {

@@ -106,8 +106,8 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
         }
         if ft == FileType::Regular {
             let on_disk = img.on_disk_size(&e.inode)?;
-            s.original_size += e.inode.size;
-            s.on_disk_size += on_disk;
+            s.original_size = s.original_size.saturating_add(e.inode.size);
+            s.on_disk_size = s.on_disk_size.saturating_add(on_disk);
             add(&mut s.original_size_histogram, e.inode.size);
             add(&mut s.on_disk_size_histogram, on_disk);
             let name = e.path.rsplit(|&b| b == b'/').next().unwrap_or(&[]);

@@ -334,3 +334,15 @@ fn mutated_images_opened_from_files_never_panic_through_the_metadata_cache() {
         }
     }
 }
+
+#[test]
+fn inputs_that_once_crashed_the_fuzzer_are_handled() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        erofs_reader::fuzzing::open_and_walk_everything(std::fs::read(&p).unwrap());
+        n += 1;
+    }
+    assert!(n >= 1);
+}
