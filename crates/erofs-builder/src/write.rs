@@ -316,6 +316,8 @@ fn produce_all<'scope, 'env>(
 /// Reads a source exactly at `offset` into `buf`.
 struct Source<'a> {
     file: Option<File>,
+    /// The file position, to skip seeks for sequential reads.
+    pos: std::cell::Cell<u64>,
     bytes: Option<&'a [u8]>,
     path: &'a Path,
 }
@@ -325,11 +327,13 @@ impl<'a> Source<'a> {
         match &c.source {
             DataSource::Path(p) => Ok(Self {
                 file: Some(File::open(p).map_err(|e| BuildError::io(p, e))?),
+                pos: std::cell::Cell::new(0),
                 bytes: None,
                 path: p,
             }),
             DataSource::Bytes(b) => Ok(Self {
                 file: None,
+                pos: std::cell::Cell::new(0),
                 bytes: Some(b),
                 path: Path::new("<memory>"),
             }),
@@ -343,21 +347,37 @@ impl<'a> Source<'a> {
         }
     }
 
-    fn read_at(&self, offset: u64, buf: &mut [u8], size: u64) -> Result<(), BuildError> {
-        if let Some(f) = &self.file {
-            f.read_exact_at(buf, offset).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    self.changed(size)
-                } else {
-                    BuildError::io(self.path, e)
-                }
-            })
+    /// Appends exactly `len` bytes read at `offset` to `out`. Reads go straight into the
+    /// vector's spare capacity (no zero-filling first); sequential calls do not seek.
+    fn append(
+        &self,
+        offset: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+        size: u64,
+    ) -> Result<(), BuildError> {
+        use std::io::{Read, Seek, SeekFrom};
+        if let Some(mut f) = self.file.as_ref() {
+            if self.pos.get() != offset {
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| BuildError::io(self.path, e))?;
+            }
+            out.reserve_exact(len);
+            let n = f
+                .take(len as u64)
+                .read_to_end(out)
+                .map_err(|e| BuildError::io(self.path, e))?;
+            self.pos.set(offset + n as u64);
+            if n != len {
+                return Err(self.changed(size));
+            }
+            Ok(())
         } else {
             let b = self.bytes.unwrap_or_default();
             let src = b
-                .get(offset as usize..offset as usize + buf.len())
+                .get(offset as usize..offset as usize + len)
                 .ok_or_else(|| self.changed(size))?;
-            buf.copy_from_slice(src);
+            out.extend_from_slice(src);
             Ok(())
         }
     }
@@ -412,14 +432,15 @@ fn produce_small(ctx: DataCtx<'_>, i: usize) -> Result<Produced, BuildError> {
             let full = (p.data_blocks * blksz) as usize;
             let size = c.size as usize;
             let (blocks, tail) = if p.layout == DataLayout::FlatInline {
-                let mut buf = vec![0u8; size];
-                src.read_at(0, &mut buf, c.size)?;
+                let mut buf = Vec::with_capacity(size);
+                src.append(0, size, &mut buf, c.size)?;
                 let tail = buf[full..].to_vec();
                 buf.truncate(full);
                 (buf, tail)
             } else {
-                let mut buf = vec![0u8; full];
-                src.read_at(0, &mut buf[..size], c.size)?;
+                let mut buf = Vec::with_capacity(full);
+                src.append(0, size, &mut buf, c.size)?;
+                buf.resize(full, 0);
                 (buf, Vec::new())
             };
             src.check_eof(c.size)?;
@@ -495,8 +516,9 @@ fn stream_big(
             while off < end {
                 let len = ((end - off) as usize).min(PIECE);
                 let padded = (len as u64).next_multiple_of(blksz) as usize;
-                let mut buf = vec![0u8; padded];
-                src.read_at(off, &mut buf[..len], c.size)?;
+                let mut buf = Vec::with_capacity(padded);
+                src.append(off, len, &mut buf, c.size)?;
+                buf.resize(padded, 0);
                 if let Some(h) = hasher.as_mut() {
                     h.update(&buf[..len]);
                 }
@@ -518,8 +540,9 @@ fn stream_big(
         let full = p.data_blocks * blksz;
         if p.layout == DataLayout::FlatInline {
             send_range(&mut hasher, 0, full)?;
-            tail = vec![0u8; (c.size - full) as usize];
-            src.read_at(full, &mut tail, c.size)?;
+            let n = (c.size - full) as usize;
+            tail = Vec::with_capacity(n);
+            src.append(full, n, &mut tail, c.size)?;
             if let Some(h) = hasher.as_mut() {
                 h.update(&tail);
             }
@@ -623,8 +646,8 @@ fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, Build
             unreachable!()
         };
         let src = Source::open(c)?;
-        let mut buf = vec![0u8; c.size as usize];
-        src.read_at(0, &mut buf, c.size)?;
+        let mut buf = Vec::with_capacity(c.size as usize);
+        src.append(0, c.size as usize, &mut buf, c.size)?;
         src.check_eof(c.size)?;
         if ctx.hash {
             own_digest = Some(Sha256::digest(&buf).into());
