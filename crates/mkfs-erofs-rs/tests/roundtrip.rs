@@ -599,3 +599,24 @@ fn source_date_epoch_equals_dash_t_and_the_label_is_stored() {
         .unwrap();
     assert!(!out.status.success(), "labels over 15 bytes are refused");
 }
+
+#[test]
+fn a_tree_1000_directories_deep_round_trips() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    let rel: String = "d/".repeat(1000);
+    std::fs::create_dir_all(src.join(&rel)).unwrap();
+    std::fs::write(src.join(&rel).join("bottom"), b"deep").unwrap();
+    let img = tmp.path().join("img.erofs");
+    mkfs(&src, &img, &["-T", "0", "-b", "1024"]);
+    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let path = format!("/{rel}bottom");
+    let f = image.lookup(path.as_bytes()).unwrap();
+    assert_eq!(image.read_to_vec(&f, 100).unwrap(), b"deep");
+    if let Some(m) = Mount::new(&img) {
+        assert_eq!(
+            std::fs::read(m.path().join(&rel).join("bottom")).unwrap(),
+            b"deep"
+        );
+    }
+}
