@@ -320,7 +320,7 @@ impl BuildError {
 ///
 /// The image is written to a temporary file next to `image` and renamed over it only when
 /// everything succeeded, so a failed build leaves an existing `image` untouched. An `image`
-/// inside `source` is not part of the image.
+/// inside `source` is not part of the image. A block device is written in place.
 pub fn build_dir_to_path(
     source: &Path,
     image: &Path,
@@ -328,6 +328,16 @@ pub fn build_dir_to_path(
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
     options.validate()?;
+    if let Ok(meta) = std::fs::metadata(image)
+        && std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())
+    {
+        // A block device is written in place: renaming over it would replace the node.
+        let mut dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)
+            .map_err(|e| BuildError::io(image, e))?;
+        return build_dir_to_writer(source, &mut dev, options, progress);
+    }
     let image_parent = match image.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -348,17 +358,9 @@ pub fn build_dir_to_path(
             write::build_image(&tree, &options, tmp.as_file_mut(), progress, &mut report)?;
         Ok((tmp, written))
     })?;
-    tmp.as_file()
-        .sync_data()
-        .or_else(|e| {
-            // tmpfs and friends may refuse fsync; only real errors matter.
-            if e.kind() == std::io::ErrorKind::Unsupported {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(BuildError::Output)?;
+    // No fsync, like mkfs.erofs: the rename makes the new image visible only once it is
+    // complete, and filesystems order a replacing rename after the data (ext4
+    // auto_da_alloc, XFS, btrfs).
     tmp.persist(image)
         .map_err(|e| BuildError::io(image, e.error))?;
     // The temporary file is created 0600; give the image the usual mode.
