@@ -261,13 +261,14 @@ fn rules(t: &mut T) -> Result<()> {
         let od = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
-            .open(at("/mnt/a", &s1));
+            .open(at("/mnt/a", &s1))
+            .map(drop); // close at once, or the unmount below fails
         t.ctx.check(
             "O_DIRECT open of a shared file gives EINVAL",
             match od {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok("EINVAL".into()),
                 Err(e) => Err(format!("{e}")),
-                Ok(_) => Err("open succeeded".into()),
+                Ok(()) => Err("open succeeded".into()),
             },
         );
         let r = (|| {
@@ -426,7 +427,8 @@ fn rules(t: &mut T) -> Result<()> {
                         let od = std::fs::OpenOptions::new()
                             .read(true)
                             .custom_flags(libc::O_DIRECT)
-                            .open(at("/mnt/fa", &s1));
+                            .open(at("/mnt/fa", &s1))
+                            .map(drop);
                         t.ctx.check(
                             "file-backed: O_DIRECT gives EINVAL",
                             match od {
@@ -434,7 +436,7 @@ fn rules(t: &mut T) -> Result<()> {
                                     Ok("EINVAL".into())
                                 }
                                 Err(e) => Err(format!("{e}")),
-                                Ok(_) => Err("open succeeded".into()),
+                                Ok(()) => Err("open succeeded".into()),
                             },
                         );
                         t.umount("/mnt/fc");
