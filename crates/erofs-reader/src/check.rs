@@ -1,7 +1,7 @@
 //! Consistency checks behind `fsck.erofs-rs`: a full walk that collects every problem
 //! instead of stopping at the first.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::nidmap::NidMap;
 
 use erofs_format::FileType;
 use erofs_format::xattr::name_filter_bit;
@@ -84,12 +84,14 @@ struct Checker<'a> {
     opts: CheckOptions,
     report: CheckReport,
     /// nid -> (path, inode, references seen, subdirectories)
-    seen: HashMap<u64, Seen>,
+    seen: NidMap<Seen>,
 }
 
 struct Seen {
     path: Vec<u8>,
-    inode: Inode,
+    offset: u64,
+    nlink: u32,
+    is_dir: bool,
     refs: u32,
     subdirs: u64,
 }
@@ -305,7 +307,7 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
             block_size: img.block_size(),
             ..CheckReport::default()
         },
-        seen: HashMap::new(),
+        seen: NidMap::default(),
     };
     if opts.verify_checksum
         && let Some((stored, computed)) = img.checksum()
@@ -377,34 +379,36 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
             e.nid,
             Seen {
                 path: e.path,
-                inode: e.inode,
+                offset: e.inode.offset,
+                nlink: e.inode.nlink,
+                is_dir: e.inode.is_dir(),
                 refs: 1,
                 subdirs: 0,
             },
         );
     }
     // Link counts against the tree.
-    let seen: BTreeMap<_, _> = c.seen.iter().collect();
     let mut nlink_problems = Vec::new();
-    for (nid, s) in seen {
-        let expected = if s.inode.is_dir() {
+    for (nid, s) in &c.seen {
+        let expected = if s.is_dir {
             2 + s.subdirs
         } else {
             u64::from(s.refs)
         };
-        let stored = u64::from(s.inode.nlink);
+        let stored = u64::from(s.nlink);
         // mkfs stores 1 for a compact directory whose count does not fit 16 bits.
-        let overflow_ok = s.inode.is_dir() && stored == 1 && expected > 0xFFFF;
+        let overflow_ok = s.is_dir && stored == 1 && expected > 0xFFFF;
         if stored != expected && !overflow_ok {
             nlink_problems.push(Problem {
                 nid: Some(*nid),
-                offset: Some(s.inode.offset),
+                offset: Some(s.offset),
                 path: Some(esc(&s.path)),
                 kind: "nlink",
                 message: format!("nlink is {stored}, the directory tree gives {expected}"),
             });
         }
     }
+    nlink_problems.sort_by_key(|p| p.nid);
     c.report.inodes = c.seen.len() as u64;
     c.report.problems.extend(nlink_problems);
     progress.finish();

@@ -108,7 +108,7 @@ struct Extractor<'a> {
     img: &'a Image,
     opts: ExtractOptions,
     report: ExtractReport,
-    first_path: std::collections::HashMap<u64, PathBuf>,
+    first_path: crate::nidmap::NidMap<PathBuf>,
 }
 
 impl Extractor<'_> {
@@ -301,7 +301,7 @@ pub fn extract(
         img,
         opts,
         report: ExtractReport::default(),
-        first_path: std::collections::HashMap::new(),
+        first_path: crate::nidmap::NidMap::default(),
     };
     let mut dirs: Vec<(PathBuf, Inode)> = Vec::new();
     progress.start(Some(img.superblock().inos.get()));

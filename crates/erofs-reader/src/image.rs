@@ -1,6 +1,6 @@
 //! Opening an image: the source of bytes, superblock checks, bounded reads.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -35,7 +35,7 @@ const META_CACHE_UNITS: usize = 1024;
 /// few thousand reads instead of one per inode. File data never goes through it.
 #[derive(Debug, Default)]
 struct MetaCache {
-    blocks: HashMap<u64, Arc<[u8]>>,
+    blocks: crate::nidmap::NidMap<Arc<[u8]>>,
     order: VecDeque<u64>,
 }
 

@@ -25,6 +25,7 @@ pub mod extract;
 pub mod fuzzing;
 pub mod image;
 pub mod inode;
+mod nidmap;
 pub mod progress;
 pub mod stats;
 pub mod summary;

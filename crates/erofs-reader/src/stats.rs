@@ -87,7 +87,7 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
         on_disk_size_histogram: buckets(),
         ..Stats::default()
     };
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = crate::nidmap::NidSet::default();
     let mut ext: BTreeMap<String, u64> = BTreeMap::new();
     progress.start(Some(img.superblock().inos.get()));
     for e in img.walk()? {

@@ -1,7 +1,5 @@
 //! Walking the whole tree with cycle detection and a work budget.
 
-use std::collections::HashSet;
-
 use erofs_format::FileType;
 
 use crate::dir::DirEntry;
@@ -40,7 +38,7 @@ struct Frame {
 pub struct Walk<'a> {
     image: &'a Image,
     stack: Vec<Frame>,
-    visited: HashSet<u64>,
+    visited: crate::nidmap::NidSet,
     pending: Option<WalkEntry>,
     descend: Option<(Vec<u8>, Inode)>,
     dir_bytes: u64,
@@ -52,7 +50,7 @@ impl<'a> Walk<'a> {
         let mut w = Walk {
             image,
             stack: Vec::new(),
-            visited: HashSet::new(),
+            visited: crate::nidmap::NidSet::default(),
             pending: None,
             descend: None,
             dir_bytes: 0,
