@@ -111,7 +111,9 @@ pub struct FingerprintOptions {
 pub struct Options {
     /// log2 of the block size, 9..=12.
     pub blkszbits: u8,
-    /// `-T` / `SOURCE_DATE_EPOCH`: one timestamp for the superblock and every file.
+    /// `-T` / `SOURCE_DATE_EPOCH`: one timestamp for the superblock and every file. The
+    /// directory scan applies it to files; for a ready [`Tree`] it sets the epoch only.
+    /// `None`: the epoch is the build time.
     pub timestamp: Option<i64>,
     /// `-U`.
     pub uuid: UuidChoice,
