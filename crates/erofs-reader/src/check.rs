@@ -324,6 +324,7 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
         );
     }
     progress.start(Some(img.superblock().inos.get()));
+    let mut batch = crate::progress::Batched::new(progress);
     let walk = match img.walk() {
         Ok(w) => w,
         Err(e) => {
@@ -333,7 +334,7 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
         }
     };
     for entry in walk {
-        progress.advance(1);
+        batch.step();
         let e = match entry {
             Ok(e) => e,
             Err(err) => {
@@ -411,6 +412,7 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
     nlink_problems.sort_by_key(|p| p.nid);
     c.report.inodes = c.seen.len() as u64;
     c.report.problems.extend(nlink_problems);
+    batch.flush();
     progress.finish();
     c.report
 }

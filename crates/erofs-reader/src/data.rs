@@ -246,10 +246,17 @@ impl Image {
         if !inode.has_data() || inode.size == 0 {
             return Ok(0);
         }
-        if inode.layout == DataLayout::FlatPlain {
-            // One extent: check it lies in the image, no allocation.
-            let e = self.map(inode, 0)?;
-            return Ok(e.length);
+        match inode.layout {
+            // One or two extents: check they lie in the image, without allocating.
+            DataLayout::FlatPlain => return Ok(self.map(inode, 0)?.length),
+            DataLayout::FlatInline => {
+                let tail = self.map(inode, inode.size - 1)?;
+                if tail.logical > 0 {
+                    self.map(inode, 0)?;
+                }
+                return Ok(inode.size);
+            }
+            _ => {}
         }
         Ok(self
             .data_extents(inode)?

@@ -305,13 +305,14 @@ pub fn extract(
     };
     let mut dirs: Vec<(PathBuf, Inode)> = Vec::new();
     progress.start(Some(img.superblock().inos.get()));
+    let mut batch = crate::progress::Batched::new(progress);
     let root = img.inode(nid)?;
     if !root.is_dir() {
         return Err(Error::NotADirectory { nid }.into());
     }
     for entry in img.walk_from(nid, b"/".to_vec())? {
         let e = entry?;
-        progress.advance(1);
+        batch.step();
         let rel = e.path.strip_prefix(b"/").unwrap_or(&e.path);
         let path = dest.join(Path::new(OsStr::from_bytes(rel)));
         if e.inode.is_dir() {
@@ -330,6 +331,7 @@ pub fn extract(
     for (path, inode) in dirs.iter().rev() {
         x.set_meta(path, inode, None)?;
     }
+    batch.flush();
     progress.finish();
     Ok(x.report)
 }

@@ -11,6 +11,35 @@ pub trait Progress: Send + Sync {
     fn finish(&self) {}
 }
 
+/// Batches `advance(1)` calls so that renderers are called once per `BATCH` steps.
+pub(crate) struct Batched<'a> {
+    inner: &'a dyn Progress,
+    pending: u64,
+}
+
+impl<'a> Batched<'a> {
+    const BATCH: u64 = 1024;
+
+    pub(crate) fn new(inner: &'a dyn Progress) -> Self {
+        Self { inner, pending: 0 }
+    }
+
+    pub(crate) fn step(&mut self) {
+        self.pending += 1;
+        if self.pending >= Self::BATCH {
+            self.inner.advance(self.pending);
+            self.pending = 0;
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        if self.pending > 0 {
+            self.inner.advance(self.pending);
+            self.pending = 0;
+        }
+    }
+}
+
 /// A [`Progress`] that ignores everything.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoProgress;

@@ -90,9 +90,10 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
     let mut seen = crate::nidmap::NidSet::default();
     let mut ext: BTreeMap<String, u64> = BTreeMap::new();
     progress.start(Some(img.superblock().inos.get()));
+    let mut batch = crate::progress::Batched::new(progress);
     for e in img.walk()? {
         let e = e?;
-        progress.advance(1);
+        batch.step();
         s.files += 1;
         if seen.insert(e.nid) {
             s.inodes += 1;
@@ -118,6 +119,7 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
             *ext.entry(x).or_default() += 1;
         }
     }
+    batch.flush();
     progress.finish();
     let mut v: Vec<(String, u64)> = ext.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
