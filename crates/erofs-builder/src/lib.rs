@@ -67,6 +67,20 @@ impl UuidChoice {
     }
 }
 
+/// Which modification times files keep (mkfs.erofs `--all-time`, `--mkfs-time`,
+/// `--ignore-mtime`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MtimePolicy {
+    /// With a timestamp, every file gets it; without, files keep their own (the default).
+    #[default]
+    AllTime,
+    /// The timestamp is only the image's build time; files keep their own.
+    MkfsTime,
+    /// Every file gets the image's time (the timestamp, or the build time), so that inodes
+    /// can be compact.
+    IgnoreMtime,
+}
+
 /// How ownership is rewritten while scanning.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ownership {
@@ -111,10 +125,12 @@ pub struct FingerprintOptions {
 pub struct Options {
     /// log2 of the block size, 9..=12.
     pub blkszbits: u8,
-    /// `-T` / `SOURCE_DATE_EPOCH`: one timestamp for the superblock and every file. The
-    /// directory scan applies it to files; for a ready [`Tree`] it sets the epoch only.
-    /// `None`: the epoch is the build time.
+    /// `-T` / `SOURCE_DATE_EPOCH`: one timestamp for the superblock and (see [`Self::mtime`])
+    /// every file. The directory scan applies it to files; for a ready [`Tree`] it sets the
+    /// epoch only. `None`: the epoch is the build time.
     pub timestamp: Option<i64>,
+    /// Which files take the timestamp.
+    pub mtime: MtimePolicy,
     /// `-U`.
     pub uuid: UuidChoice,
     /// `-L`, at most 15 bytes.
@@ -147,6 +163,7 @@ impl Default for Options {
         Self {
             blkszbits: DEFAULT_BLOCK_SIZE_BITS,
             timestamp: None,
+            mtime: MtimePolicy::default(),
             uuid: UuidChoice::Random,
             label: Vec::new(),
             xattr_tolerance: 2,
@@ -164,6 +181,20 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Fixes the build time now when files are to take it, so that the scan and the layout
+    /// agree on it.
+    fn resolve_time(&self) -> Self {
+        let mut o = self.clone();
+        if o.mtime == MtimePolicy::IgnoreMtime && o.timestamp.is_none() {
+            o.timestamp = Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            );
+        }
+        o
+    }
+
     /// Checks option values that do not depend on the source.
     pub fn validate(&self) -> Result<(), BuildError> {
         if !(erofs_format::MIN_BLOCK_SIZE_BITS..=erofs_format::MAX_BLOCK_SIZE_BITS)
@@ -344,7 +375,7 @@ pub fn build_dir_to_path(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut options = options.clone();
+    let mut options = options.resolve_time();
     if let Some(rel) = image_inside_source(source, image, &image_parent) {
         options.exclude_paths.push(rel);
     }
@@ -383,6 +414,7 @@ pub fn build_dir_to_writer<W: std::io::Write + Send>(
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
     options.validate()?;
+    let options = &options.resolve_time();
     let mut report = BuildReport::default();
     in_pool(options, || {
         progress.phase(Phase::Scan);

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, Tree};
-use crate::{BuildError, BuildReport, Options, Progress, Skipped};
+use crate::{BuildError, BuildReport, MtimePolicy, Options, Progress, Skipped};
 
 /// Scans the directory `source` into a tree.
 pub fn scan_dir(
@@ -183,9 +183,9 @@ impl Ctx<'_> {
             });
         };
         let (uid, gid) = self.options.ownership.apply(meta.uid(), meta.gid());
-        let (mtime, mtime_nsec) = match self.options.timestamp {
-            Some(t) => (t, 0),
-            None => (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
+        let (mtime, mtime_nsec) = match (self.options.timestamp, self.options.mtime) {
+            (Some(t), MtimePolicy::AllTime | MtimePolicy::IgnoreMtime) => (t, 0),
+            _ => (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
         };
         Ok(Node {
             name,

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use erofs_builder::{FingerprintOptions, Options, Ownership, Phase, Progress, UuidChoice};
+use erofs_builder::{
+    FingerprintOptions, MtimePolicy, Options, Ownership, Phase, Progress, UuidChoice,
+};
 
 /// Build an EROFS image from a directory.
 #[derive(Parser, Debug)]
@@ -42,6 +44,18 @@ struct Cli {
     /// Fixed timestamp for the image and every file (also SOURCE_DATE_EPOCH).
     #[arg(short = 'T', value_name = "SECONDS", allow_hyphen_values = true)]
     timestamp: Option<i64>,
+    /// With -T: apply the timestamp to every file (the default).
+    #[arg(long, overrides_with_all = ["mkfs_time", "all_time"])]
+    all_time: bool,
+    /// With -T: use the timestamp only as the image's build time; files keep their mtimes.
+    #[arg(long, overrides_with_all = ["mkfs_time", "all_time"])]
+    mkfs_time: bool,
+    /// Give every file the image's time (the -T value or the build time): compact inodes.
+    #[arg(long, overrides_with_all = ["ignore_mtime", "preserve_mtime"])]
+    ignore_mtime: bool,
+    /// Keep each file's mtime (the default).
+    #[arg(long, overrides_with_all = ["ignore_mtime", "preserve_mtime"])]
+    preserve_mtime: bool,
     /// Extended options, comma separated: noinline_data, [^]xattr-name-filter.
     #[arg(short = 'E', value_name = "OPTS", action = clap::ArgAction::Append)]
     extended: Vec<String>,
@@ -140,6 +154,13 @@ fn options_from(cli: &Cli) -> Result<Options> {
     Ok(Options {
         blkszbits,
         timestamp,
+        mtime: if cli.ignore_mtime {
+            MtimePolicy::IgnoreMtime
+        } else if cli.mkfs_time {
+            MtimePolicy::MkfsTime
+        } else {
+            MtimePolicy::AllTime
+        },
         uuid,
         label: cli.label.clone().unwrap_or_default().into_bytes(),
         xattr_tolerance: cli.xattr_tolerance,

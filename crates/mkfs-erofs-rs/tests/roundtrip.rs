@@ -620,3 +620,34 @@ fn a_tree_1000_directories_deep_round_trips() {
         );
     }
 }
+
+#[test]
+fn mtime_options_choose_which_files_take_the_timestamp() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let real = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(src.join("f")).unwrap();
+        (m.mtime(), m.mtime_nsec() as u32)
+    };
+    let view = |args: &[&str]| {
+        let img = tmp.path().join("m.erofs");
+        mkfs(&src, &img, args);
+        let image = erofs_reader::image::Image::open(&img).unwrap();
+        let f = image.lookup(b"/f").unwrap();
+        let epoch = image.superblock().epoch.get() as i64;
+        ((f.mtime, f.mtime_nsec), f.extended, epoch)
+    };
+    assert_eq!(view(&["-T", "1000"]), ((1000, 0), false, 1000));
+    assert_eq!(
+        view(&["-T", "1000", "--all-time"]),
+        ((1000, 0), false, 1000)
+    );
+    assert_eq!(view(&["-T", "1000", "--mkfs-time"]), (real, true, 1000));
+    let ((mtime, nsec), extended, epoch) = view(&["--ignore-mtime"]);
+    assert_eq!((mtime, nsec, extended), (epoch, 0, false));
+    let (m, extended, _) = view(&[]);
+    assert_eq!((m, extended), (real, true));
+}
