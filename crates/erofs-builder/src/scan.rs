@@ -22,7 +22,17 @@ pub fn scan_dir(
     report: &mut BuildReport,
     progress: &dyn Progress,
 ) -> Result<Tree, BuildError> {
-    let meta = std::fs::symlink_metadata(source).map_err(|e| BuildError::io(source, e))?;
+    let mut meta = std::fs::symlink_metadata(source).map_err(|e| BuildError::io(source, e))?;
+    // A symlink to a directory is followed for the root only (its xattrs and owner are the
+    // directory's, so scan the resolved path).
+    let resolved;
+    let source = if meta.is_symlink() {
+        resolved = std::fs::canonicalize(source).map_err(|e| BuildError::io(source, e))?;
+        meta = std::fs::symlink_metadata(&resolved).map_err(|e| BuildError::io(source, e))?;
+        resolved.as_path()
+    } else {
+        source
+    };
     if !meta.is_dir() {
         return Err(BuildError::NotADirectory(source.to_path_buf()));
     }
