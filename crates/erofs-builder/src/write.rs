@@ -1,9 +1,19 @@
 //! The ordered writer: streams the planned image front to back.
 //!
-//! File data is read and hashed in parallel in batches (rayon) and handed, in inode order,
-//! to one writer thread through a bounded channel. Large files are streamed in pieces, so
-//! memory stays bounded by the batch size, not by the amount of data. Only inline tails
-//! (each smaller than a block) are kept until the metadata is written.
+//! Two stages, both parallel in batches and consumed strictly in image order:
+//!
+//! - **Data**: files with data blocks are read and hashed in parallel batches (rayon) and
+//!   handed, in inode order, to one writer thread through a bounded channel. Large and sparse
+//!   files stream in pieces from their own thread; the writer drains them in turn. Memory is
+//!   bounded by the batch size, not by the amount of data; only the inline tails of these
+//!   files (each under a block) wait for the metadata stage.
+//! - **Metadata**: inode items (inode, xattr body with the fingerprint filled in, inline tail
+//!   or chunk table) are encoded in parallel batches in `meta_order`; files that live entirely
+//!   in their inode's block are read and hashed here, once.
+//!
+//! Per-file data encoding is the plain copy in `produce_small` / `stream_big`; a compressed
+//! encoding would replace those two (producing pclusters and index bytes) and leave the
+//! ordering, the tree and the planner's nid assignment as they are.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
