@@ -223,7 +223,8 @@ impl Checker<'_> {
         }
     }
 
-    fn check_dir(&mut self, path: &[u8], dir: &Inode, parent: u64) {
+    /// `parent` is `None` for the root of a subtree check, whose parent is not known.
+    fn check_dir(&mut self, path: &[u8], dir: &Inode, parent: Option<u64>) {
         let img = self.img;
         let mut prev: Option<Vec<u8>> = None;
         let (mut dot, mut dotdot) = (None, None);
@@ -277,13 +278,16 @@ impl Checker<'_> {
             ),
         }
         match dotdot {
-            Some((n, _)) if n == parent => {}
+            Some((n, _)) if parent.is_none_or(|p| p == n) => {}
             Some((n, off)) => self.problem(
                 Some(dir.nid),
                 off,
                 Some(path),
                 "dotdot",
-                format!("\"..\" points to nid {n}, not to the parent nid {parent}"),
+                format!(
+                    "\"..\" points to nid {n}, not to the parent nid {}",
+                    parent.unwrap_or(n)
+                ),
             ),
             None => self.problem(
                 Some(dir.nid),
@@ -299,6 +303,21 @@ impl Checker<'_> {
 /// Walks the whole image and checks it; see the module docs. `progress` advances once per
 /// directory entry.
 pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckReport {
+    check_from(img, opts, img.root_nid(), b"/", progress)
+}
+
+/// Checks only the subtree at `nid` (reached by `path`), like `fsck.erofs --nid/--path`.
+/// Link counts of non-directories are checked only for the whole tree (`nid` = root),
+/// since links from outside the subtree are not seen; the subtree root's `..` is only
+/// required to exist.
+pub fn check_from(
+    img: &Image,
+    opts: CheckOptions,
+    nid: u64,
+    path: &[u8],
+    progress: &dyn Progress,
+) -> CheckReport {
+    let whole = nid == img.root_nid();
     let mut c = Checker {
         img,
         opts,
@@ -325,10 +344,10 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
     }
     progress.start(Some(img.superblock().inos.get()));
     let mut batch = crate::progress::Batched::new(progress);
-    let walk = match img.walk() {
+    let walk = match img.walk_from(nid, path.to_vec()) {
         Ok(w) => w,
         Err(e) => {
-            c.error(Some(b"/"), e);
+            c.error(Some(path), e);
             progress.finish();
             return c.report;
         }
@@ -343,7 +362,9 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
             }
         };
         let ft = e.inode.file_type();
-        if e.path != b"/" && e.dirent_type != ft {
+        // The walk's first entry is the start of the check: it has no dirent of its own.
+        let start = e.nid == nid && e.path == path;
+        if !start && e.dirent_type != ft {
             c.problem(
                 Some(e.nid),
                 None,
@@ -357,7 +378,7 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
             );
         }
         if ft == FileType::Directory
-            && e.path != b"/"
+            && !start
             && let Some(p) = c.seen.get_mut(&e.parent)
         {
             p.subdirs += 1;
@@ -368,7 +389,7 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
         }
         c.check_inode(&e.path, &e.inode);
         if ft == FileType::Directory {
-            c.check_dir(&e.path, &e.inode, e.parent);
+            c.check_dir(&e.path, &e.inode, (!start || whole).then_some(e.parent));
         }
         match ft {
             FileType::Directory => c.report.directories += 1,
@@ -391,6 +412,11 @@ pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckR
     // Link counts against the tree.
     let mut nlink_problems = Vec::new();
     for (nid, s) in &c.seen {
+        // In a subtree check, other names of a file may lie outside the subtree: only
+        // more names than links is an error there.
+        if !whole && !s.is_dir && u64::from(s.refs) <= u64::from(s.nlink) {
+            continue;
+        }
         let expected = if s.is_dir {
             2 + s.subdirs
         } else {

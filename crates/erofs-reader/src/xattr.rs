@@ -291,6 +291,12 @@ impl Image {
             return Ok(None);
         }
         let id = sb.ishare_xattr_prefix_id;
+        if let Some(alg) = self.long_prefixes_unavailable() {
+            return Err(Error::Compressed {
+                nid: sb.packed_nid.get(),
+                algorithm: alg.to_owned(),
+            });
+        }
         match self.long_prefixes().get(usize::from(id)) {
             Some(p) => Ok(Some(p.full_name())),
             None => Err(Error::corrupt(

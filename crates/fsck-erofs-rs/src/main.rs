@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use erofs_reader::check::{CheckOptions, CheckReport, check};
+use erofs_reader::check::{CheckOptions, CheckReport, check_from};
 use erofs_reader::extract::{ExtractOptions, ExtractReport, extract};
 use erofs_reader::{Image, OpenOptions, escape_bytes};
 use serde::Serialize;
@@ -41,11 +41,11 @@ pub struct Cli {
     #[arg(long)]
     pub overwrite: bool,
 
-    /// Extract only the subtree at this nid.
+    /// Check and extract only the subtree at this nid.
     #[arg(long, value_name = "NID")]
     pub nid: Option<u64>,
 
-    /// Extract only the subtree at this path (wins over --nid).
+    /// Check and extract only the subtree at this path (wins over --nid).
     #[arg(long, value_name = "PATH")]
     pub path: Option<OsString>,
 
@@ -120,13 +120,25 @@ fn run(cli: &Cli) -> Result<i32> {
         }
     };
     let bar = progress::Bar::new(!cli.quiet && !cli.json, "checking");
-    let report = check(
+    let (start_nid, start_path) = match subtree(cli, &img) {
+        Ok(s) => s,
+        Err(e) => {
+            if cli.json {
+                print_json(cli, None, None, None, Some(format!("{e:#}")))?;
+                return Ok(2);
+            }
+            return Err(e);
+        }
+    };
+    let report = check_from(
         &img,
         CheckOptions {
             verify_checksum: !cli.no_sbcrc,
             // Extraction to a directory reads every byte itself; read here only without one.
             read_data: cli.extract.as_ref().is_some_and(|d| d.is_empty()),
         },
+        start_nid,
+        &start_path,
         &bar,
     );
 
@@ -237,6 +249,22 @@ fn print_json(
     Ok(())
 }
 
+/// The nid and path selected by `--path` / `--nid` (the root by default).
+fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
+    Ok(match (&cli.path, cli.nid) {
+        (Some(p), _) => {
+            let bytes = p.as_bytes();
+            let nid = img
+                .lookup(bytes)
+                .with_context(|| format!("path {}", p.to_string_lossy()))?
+                .nid;
+            (nid, bytes.to_vec())
+        }
+        (None, Some(n)) => (n, format!("(nid {n})").into_bytes()),
+        (None, None) => (img.root_nid(), b"/".to_vec()),
+    })
+}
+
 fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
     if !cli.overwrite
         && let Ok(mut rd) = std::fs::read_dir(dest)
@@ -247,15 +275,7 @@ fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
             dest.display()
         );
     }
-    let nid = match (&cli.path, cli.nid) {
-        (Some(p), _) => {
-            img.lookup(p.as_bytes())
-                .with_context(|| format!("path {}", p.to_string_lossy()))?
-                .nid
-        }
-        (None, Some(n)) => n,
-        (None, None) => img.root_nid(),
-    };
+    let (nid, _) = subtree(cli, img)?;
     let mut opts = ExtractOptions {
         overwrite: cli.overwrite,
         xattrs: !cli.no_xattrs,

@@ -501,3 +501,31 @@ fn extract_refuses_to_overwrite_without_the_flag() {
     );
     assert_eq!(std::fs::read(&hello).unwrap(), b"hello\n");
 }
+
+#[test]
+fn path_limits_the_check_to_a_subtree() {
+    let img = Image::open(image("compact")).unwrap();
+    let hello = img.lookup(b"/dir/sub/hello").unwrap();
+    let mut b = std::fs::read(image("compact")).unwrap();
+    let at = hello.offset as usize + 6; // i_nlink of a compact inode
+    b[at..at + 2].copy_from_slice(&5u16.to_le_bytes());
+    fix_checksum(&mut b);
+    let (code, _) = fsck_bytes(&b, &["--path", "/links"]);
+    assert_eq!(code, Some(0), "the damage is outside /links");
+    let (code, v) = fsck_bytes(&b, &["--path", "/"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(kinds(&v), vec![("nlink".to_owned(), Some(hello.nid))]);
+    // Inside the subtree, directory checks still apply.
+    let dir = img.lookup(b"/dir/sub").unwrap();
+    let block = img.read_dir_block(&dir, 0).unwrap();
+    let dot = block.iter().find(|d| d.entry.name == b".").unwrap();
+    let off = dot.dirent_offset.unwrap() as usize;
+    let mut b = std::fs::read(image("compact")).unwrap();
+    b[off..off + 8].copy_from_slice(&img.root_nid().to_le_bytes());
+    fix_checksum(&mut b);
+    let (code, v) = fsck_bytes(&b, &["--path", "/dir"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(kinds(&v), vec![("dot".to_owned(), Some(dir.nid))]);
+    let (code, v) = fsck_bytes(&b, &["--path", "/links"]);
+    assert_eq!(code, Some(0), "{v}");
+}
