@@ -5,7 +5,10 @@ use zerocopy::FromBytes;
 
 #[test]
 fn checksum_of_block_0_from_byte_1024_matches_the_stored_value_in_a_mkfs_image() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/images/compact.erofs");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/images/compact.erofs"
+    );
     let image = std::fs::read(path).expect("testdata/images/compact.erofs");
     let sb = SuperBlock::read_from_bytes(&image[1024..1024 + 128]).expect("superblock");
     assert_eq!(sb.blkszbits, 12, "mkfs.erofs 1.5 writes 4 KiB blocks");
