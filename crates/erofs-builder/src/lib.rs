@@ -259,6 +259,8 @@ pub enum Phase {
 pub trait Progress: Sync {
     /// A new stage starts.
     fn phase(&self, _phase: Phase) {}
+    /// The scan has examined `entries` source entries so far (called every few thousand).
+    fn scanned(&self, _entries: u64) {}
     /// The data stage will copy `files` files with `bytes` bytes in total.
     fn totals(&self, _files: u64, _bytes: u64) {}
     /// `files` more files and `bytes` more bytes were copied.

@@ -50,6 +50,7 @@ pub fn scan_dir(
         skipped: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         progress,
+        entries: std::sync::atomic::AtomicU64::new(0),
     };
     let root = ctx.scan_entry(source.to_path_buf(), Vec::new(), Vec::new(), meta)?;
     let root = root.expect("the root is never skipped");
@@ -73,6 +74,7 @@ struct Ctx<'a> {
     skipped: Mutex<Vec<Skipped>>,
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
+    entries: std::sync::atomic::AtomicU64,
 }
 
 /// A scanned entry before flattening.
@@ -110,6 +112,13 @@ impl Ctx<'_> {
         meta: Metadata,
     ) -> Result<Option<Node>, BuildError> {
         let is_root = rel.is_empty();
+        let n = self
+            .entries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n % 4096 == 0 {
+            self.progress.scanned(n);
+        }
         match self.scan_entry_inner(&path, &rel, name, &meta) {
             Ok(node) => Ok(Some(node)),
             Err(e)

@@ -235,6 +235,12 @@ impl Progress for Bar {
         }
     }
 
+    fn scanned(&self, entries: u64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("scanning: {entries} entries"));
+        }
+    }
+
     fn totals(&self, files: u64, bytes: u64) {
         if let Some(b) = &self.bar {
             b.set_length(bytes);
