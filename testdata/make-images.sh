@@ -5,7 +5,9 @@
 # and dirs, 4095/4096-byte files and a directory with thousands of entries.
 #
 # Usage:
-#   testdata/make-images.sh [OUTDIR]        tree + manifest + every image (needs root)
+#   testdata/make-images.sh [OUTDIR]        tree + manifest + every image (needs root);
+#                                           ALL_VARIANTS=1 adds more (-x0, -x-1, lz4hc
+#                                           with ztailpacking, legacy lz4)
 #   testdata/make-images.sh tree DIR        only create the source tree in DIR
 #   testdata/make-images.sh manifest DIR    print the manifest of tree DIR
 #
@@ -160,6 +162,16 @@ build_all() {
         "chunk-indexes|-T0 --chunksize=8192 -Eforce-chunk-indexes"
         "lz4|-T0 -zlz4"
     )
+    # More variants for CI, which regenerates the images (ALL_VARIANTS=1); not shipped,
+    # to keep testdata small.
+    if [ "${ALL_VARIANTS:-0}" = 1 ]; then
+        variants+=(
+            "xattr-x0|-T0 -x0"
+            "xattr-off|-T0 -x-1"
+            "lz4hc-ztailpacking|-T0 -zlz4hc -Eztailpacking"
+            "lz4-legacy|-T0 -zlz4 -Elegacy-compress"
+        )
+    fi
     for v in "${variants[@]}"; do
         local name=${v%%|*} opts=${v#*|}
         # shellcheck disable=SC2086

@@ -56,6 +56,19 @@ fn check_inode(variant: &str, img: &Image, path: &[u8], inode: &Inode, exp: &Exp
     let want_mtime = if variant == "mtime" { exp.mtime } else { 0 };
     assert_eq!(inode.mtime, want_mtime, "{variant} {p}: mtime");
     match exp.ty {
+        'f' if inode.is_compressed() => {
+            assert_eq!(inode.size, exp.size, "{variant} {p}: size");
+            match img.read_to_vec(inode, 1 << 30) {
+                Err(Error::Compressed { nid, algorithm }) => {
+                    assert_eq!(
+                        (nid, algorithm.as_str()),
+                        (inode.nid, "lz4"),
+                        "{variant} {p}"
+                    );
+                }
+                other => panic!("{variant} {p}: compressed data must be refused: {other:?}"),
+            }
+        }
         'f' => {
             assert_eq!(inode.size, exp.size, "{variant} {p}: size");
             let data = img.read_to_vec(inode, 1 << 30).expect("read file");
@@ -76,7 +89,7 @@ fn check_inode(variant: &str, img: &Image, path: &[u8], inode: &Inode, exp: &Exp
 }
 
 #[test]
-fn every_uncompressed_reference_image_reads_like_its_source_tree() {
+fn every_reference_image_reads_like_its_source_tree() {
     check_images(&common::images_dir(), &manifest());
 }
 
@@ -88,8 +101,32 @@ fn images_regenerated_with_the_installed_mkfs_erofs_read_like_their_source_tree(
     check_images(dir.path(), &manifest_in(dir.path()));
 }
 
+/// Names of the images in `dir`, without `.erofs`.
+fn variants_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "erofs")
+                .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn check_images(dir: &Path, m: &Manifest) {
-    for variant in UNCOMPRESSED {
+    let variants = variants_in(dir);
+    for must in UNCOMPRESSED.iter().chain(&["lz4"]) {
+        assert!(
+            variants.iter().any(|v| v == must),
+            "{must}.erofs in {}",
+            dir.display()
+        );
+    }
+    let mut compressed_seen = 0;
+    for variant in &variants {
+        let variant = variant.as_str();
         let img = Image::open(dir.join(format!("{variant}.erofs"))).expect(variant);
         let tree = walk_all(&img);
         let walked: BTreeSet<_> = tree.keys().cloned().collect();
@@ -106,7 +143,13 @@ fn check_images(dir: &Path, m: &Manifest) {
                 .into_iter()
                 .map(|x| (x.name, x.value))
                 .collect();
-            let want = m.xattrs.get(path).cloned().unwrap_or_default();
+            compressed_seen += usize::from(inode.is_compressed());
+            // -x-1 disables xattrs.
+            let want = if variant == "xattr-off" {
+                BTreeMap::new()
+            } else {
+                m.xattrs.get(path).cloned().unwrap_or_default()
+            };
             assert_eq!(got, want, "{variant} {}: xattrs", path.escape_ascii());
             for (name, value) in &want {
                 assert_eq!(

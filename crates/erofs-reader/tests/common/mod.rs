@@ -40,6 +40,7 @@ pub fn regenerate() -> Option<tempfile::TempDir> {
     let out = std::process::Command::new("bash")
         .arg(script)
         .arg(dir.path())
+        .env("ALL_VARIANTS", "1")
         .output()
         .expect("run make-images.sh");
     assert!(
