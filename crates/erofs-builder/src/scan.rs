@@ -116,7 +116,7 @@ impl Ctx<'_> {
             .entries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             self.progress.scanned(n);
         }
         match self.scan_entry_inner(&path, &rel, name, &meta) {
