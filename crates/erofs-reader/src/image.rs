@@ -90,13 +90,21 @@ impl Image {
             path: path.to_owned(),
             source,
         })?;
-        let len = file
-            .metadata()
-            .map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
+        let meta = file.metadata().map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        // A block device reports length 0 in its metadata; its size is where it ends.
+        let len = if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0)).map_err(|source| {
+                Error::Open {
+                    path: path.to_owned(),
+                    source,
+                }
             })?
-            .len();
+        } else {
+            meta.len()
+        };
         Self::from_source(Source::File(file), len, opts)
     }
 
