@@ -134,6 +134,10 @@ impl Extractor<'_> {
             return fs::create_dir(path).map_err(io("mkdir", path));
         }
         match fs::symlink_metadata(path) {
+            // The destination itself may be several levels deep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_root => {
+                fs::create_dir_all(path).map_err(io("mkdir", path))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir(path).map_err(io("mkdir", path))
             }
