@@ -22,4 +22,6 @@ mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -Eforce-inode-extended "$o
 mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 --chunksize=4096 "$out/chunk.img" "$t/s" >/dev/null
 mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 --chunksize=4096 -Eforce-chunk-indexes "$out/chunk-indexes.img" "$t/s" >/dev/null
 mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -Enoinline_data "$out/noinline.img" "$t/s" >/dev/null
+mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -zlz4 "$out/lz4.img" "$t/s" >/dev/null
+mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -x0 "$out/shared-xattrs.img" "$t/s" >/dev/null
 ls -la "$out"
