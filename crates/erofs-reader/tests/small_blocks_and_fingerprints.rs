@@ -118,6 +118,13 @@ fn good_filter() -> u32 {
 
 #[test]
 fn small_block_images_read_with_long_prefixes_and_fingerprints() {
+    // `EROFS_FUZZ_SEEDS=DIR` also writes the images there, as fuzzer seeds.
+    if let Some(dir) = std::env::var_os("EROFS_FUZZ_SEEDS") {
+        for bits in [9u8, 10] {
+            let p = std::path::Path::new(&dir).join(format!("fingerprint-{}.img", 1 << bits));
+            std::fs::write(p, build(bits, good_filter())).unwrap();
+        }
+    }
     for bits in [9u8, 10, 12] {
         let img = Image::from_bytes(build(bits, good_filter())).expect("opens");
         assert_eq!(img.block_size(), 1 << bits);
