@@ -352,12 +352,13 @@ pub fn check_from(
             return c.report;
         }
     };
-    for entry in walk {
+    let mut walk = walk;
+    while let Some(entry) = walk.next() {
         batch.step();
         let e = match entry {
             Ok(e) => e,
             Err(err) => {
-                c.error(None, err);
+                c.error(walk.error_path(), err);
                 continue;
             }
         };

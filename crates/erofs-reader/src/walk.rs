@@ -42,9 +42,16 @@ pub struct Walk<'a> {
     pending: Option<WalkEntry>,
     descend: Option<(Vec<u8>, Inode)>,
     dir_bytes: u64,
+    error_path: Option<Vec<u8>>,
 }
 
 impl<'a> Walk<'a> {
+    /// The path the last error yielded concerns: the entry whose inode could not be read,
+    /// or the directory that could not be entered.
+    pub fn error_path(&self) -> Option<&[u8]> {
+        self.error_path.as_deref()
+    }
+
     fn new(image: &'a Image, nid: u64, path: Vec<u8>) -> Result<Self> {
         let inode = image.inode(nid)?;
         let mut w = Walk {
@@ -54,6 +61,7 @@ impl<'a> Walk<'a> {
             pending: None,
             descend: None,
             dir_bytes: 0,
+            error_path: None,
         };
         let dirent_type = inode.file_type();
         if inode.is_dir() {
@@ -110,8 +118,9 @@ impl Iterator for Walk<'_> {
             return Some(Ok(e));
         }
         if let Some((path, dir)) = self.descend.take()
-            && let Err(e) = self.enter(path, dir)
+            && let Err(e) = self.enter(path.clone(), dir)
         {
+            self.error_path = Some(path);
             return Some(Err(e));
         }
         loop {
@@ -127,10 +136,14 @@ impl Iterator for Walk<'_> {
             let parent = frame.nid;
             let inode = match self.image.inode(d.nid) {
                 Ok(i) => i,
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    self.error_path = Some(path);
+                    return Some(Err(e));
+                }
             };
             if inode.is_dir() {
                 if !self.visited.insert(d.nid) {
+                    self.error_path = Some(path.clone());
                     return Some(Err(Error::corrupt(
                         Some(d.nid),
                         None,
