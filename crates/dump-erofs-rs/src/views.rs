@@ -278,14 +278,15 @@ fn rwx(mode: u16) -> String {
 
 fn type_words(t: &str) -> &'static str {
     match t {
+        // dump.erofs's words.
         "file" => "regular file",
         "dir" => "directory",
-        "chardev" => "character device",
-        "blockdev" => "block device",
-        "fifo" => "fifo",
-        "socket" => "socket",
-        "symlink" => "symlink",
-        _ => "unknown",
+        "chardev" => "char dev",
+        "blockdev" => "block dev",
+        "fifo" => "FIFO file",
+        "socket" => "SOCK file",
+        "symlink" => "symlink file",
+        _ => "unknown type",
     }
 }
 

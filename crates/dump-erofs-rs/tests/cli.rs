@@ -261,3 +261,109 @@ fn compressed_file_is_reported_by_name_in_the_inode_view() {
         String::from_utf8_lossy(&out.stderr).contains("compressed data (lz4), not supported yet")
     );
 }
+
+/// `Key: value` pairs of a `dump.erofs --path` listing (pairs are separated by two or
+/// more spaces; the file type is the last chunk of the "Size" line).
+fn inode_facts(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().take(6) {
+        for chunk in line.split("  ").map(str::trim).filter(|c| !c.is_empty()) {
+            match chunk.split_once(": ") {
+                Some((k, v)) => {
+                    // Ours adds the layout name: "2 (flat_inline)".
+                    let v = v.split(" (").next().unwrap_or(v);
+                    out.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+                None => {
+                    out.insert("type".to_owned(), chunk.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `"1777/rwxrwxrwt"` -> `"0777/rwxrwxrwx"`: the access string without set-id and sticky.
+fn low_permissions(access: &str) -> String {
+    let (octal, rwx) = access.split_once('/').unwrap();
+    let mode = u32::from_str_radix(octal, 8).unwrap() & 0o777;
+    let rwx: String = rwx
+        .chars()
+        .map(|c| match c {
+            's' | 't' => 'x',
+            'S' | 'T' => '-',
+            c => c,
+        })
+        .collect();
+    format!("{mode:04o}/{rwx}")
+}
+
+#[test]
+fn inode_facts_agree_with_dump_erofs_path() {
+    if Command::new("dump.erofs").arg("-V").output().is_err() {
+        skip_or_fail("dump.erofs (erofs-utils) is not installed");
+        return;
+    }
+    let paths = [
+        "/",
+        "/dir/numbers.txt",
+        "/file-4095",
+        "/file-4096",
+        "/xattrs/f2",
+        "/special/chr",
+        "/special/blk",
+        "/special/fifo",
+        "/links/long-symlink",
+        "/links/a",
+        "/empty-dir",
+        "/many",
+    ];
+    for variant in ["compact", "mtime", "noinline", "chunk-indexes"] {
+        let img = images_dir().join(format!("{variant}.erofs"));
+        let img = img.to_str().unwrap();
+        for p in paths {
+            let theirs = Command::new("dump.erofs")
+                .args(["--path", p, img])
+                .env("TZ", "UTC")
+                .output()
+                .unwrap();
+            assert!(theirs.status.success(), "dump.erofs --path {p} {img}");
+            let theirs = inode_facts(&String::from_utf8_lossy(&theirs.stdout));
+            let ours = inode_facts(&String::from_utf8(dump_ok(&[img, "--path", p])).unwrap());
+            for key in [
+                "File",
+                "Size",
+                "type",
+                "NID",
+                "Links",
+                "Layout",
+                "Inode size",
+                "Xattr size",
+                "Uid",
+                "Gid",
+                "Access",
+                "Timestamp",
+            ] {
+                assert!(
+                    theirs.contains_key(key),
+                    "dump.erofs printed {key}: {theirs:?}"
+                );
+                if key == "File" && theirs["type"] != "directory" && theirs["Links"] != "1" {
+                    // dump.erofs names a hard-linked file by the first path it finds.
+                    continue;
+                }
+                if key == "Access" {
+                    // dump.erofs 1.5 prints only `mode & 0777`; ours keeps the set-id and
+                    // sticky bits, which must agree with the source tree (manifest).
+                    assert_eq!(
+                        low_permissions(&ours[key]),
+                        theirs[key],
+                        "{variant} {p}: {key}"
+                    );
+                    continue;
+                }
+                assert_eq!(ours.get(key), theirs.get(key), "{variant} {p}: {key}");
+            }
+        }
+    }
+}
