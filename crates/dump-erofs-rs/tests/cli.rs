@@ -367,3 +367,33 @@ fn inode_facts_agree_with_dump_erofs_path() {
         }
     }
 }
+
+#[test]
+fn ls_agrees_with_dump_erofs_ls() {
+    if Command::new("dump.erofs").arg("-V").output().is_err() {
+        skip_or_fail("dump.erofs (erofs-utils) is not installed");
+        return;
+    }
+    for variant in ["compact", "extended", "chunk-blockmap"] {
+        let img = images_dir().join(format!("{variant}.erofs"));
+        let img = img.to_str().unwrap();
+        for dir in ["/", "/dir", "/special", "/many", "/links"] {
+            let theirs = Command::new("dump.erofs")
+                .args(["--ls", "--path", dir, img])
+                .output()
+                .unwrap();
+            assert!(theirs.status.success());
+            let theirs = String::from_utf8(theirs.stdout).unwrap();
+            // dump.erofs prints the inode first, then a blank line and the listing.
+            let listing: Vec<&str> = theirs
+                .lines()
+                .skip_while(|l| !l.trim_start().starts_with("NID TYPE"))
+                .skip(1)
+                .collect();
+            let ours = String::from_utf8(dump_ok(&[img, "--ls", "--path", dir])).unwrap();
+            let ours: Vec<&str> = ours.lines().skip(1).collect();
+            assert!(listing.len() >= 3, "{variant} {dir}: {theirs}");
+            assert_eq!(ours, listing, "{variant} {dir}");
+        }
+    }
+}
