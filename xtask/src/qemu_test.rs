@@ -102,11 +102,20 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
     let t_kernel = t0.elapsed();
     let mkfs = Mkfs::prepare(args.mkfs)?;
     let guest = build_guest()?;
-    let busybox = std::fs::read("/bin/busybox").context("reading /bin/busybox")?;
+    let mut busybox = std::fs::read("/bin/busybox").context("reading /bin/busybox")?;
     if qemu::elf_is_dynamic(&busybox) {
-        bail!(
-            "/bin/busybox is dynamically linked; install busybox-static (apt-get install busybox-static)"
-        );
+        // Debian's plain `busybox` package also provides /bin/busybox, dynamically linked.
+        if !util::is_root() {
+            bail!(
+                "/bin/busybox is dynamically linked; install busybox-static (sudo apt-get install busybox-static)"
+            );
+        }
+        eprintln!("qemu-test: /bin/busybox is dynamically linked, installing busybox-static");
+        util::apt_install(&["busybox-static"])?;
+        busybox = std::fs::read("/bin/busybox").context("reading /bin/busybox")?;
+        if qemu::elf_is_dynamic(&busybox) {
+            bail!("/bin/busybox is still dynamically linked after installing busybox-static");
+        }
     }
     let t_tools = t0.elapsed() - t_kernel;
 

@@ -130,20 +130,7 @@ pub fn ensure_packages(what: &str, needs: &[Need]) -> Result<()> {
         );
     }
     eprintln!("xtask: {what}: installing {list} with apt-get");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    if !install().is_ok_and(|s| s.success()) {
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        let status = install().context("running apt-get install")?;
-        if !status.success() {
-            bail!("apt-get install {list} failed: {status}");
-        }
-    }
+    apt_install(&missing)?;
     let still: Vec<&str> = needs
         .iter()
         .filter(|n| !n.present())
@@ -154,6 +141,27 @@ pub fn ensure_packages(what: &str, needs: &[Need]) -> Result<()> {
             "after installing {list}, still missing: {}",
             still.join(" ")
         );
+    }
+    Ok(())
+}
+
+/// `apt-get install -y --no-install-recommends PACKAGES`, with one `apt-get update` and retry
+/// if the first attempt fails (stale package lists on a fresh machine).
+pub fn apt_install(missing: &[&str]) -> Result<()> {
+    let list = missing.join(" ");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    if !install().is_ok_and(|s| s.success()) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        let status = install().context("running apt-get install")?;
+        if !status.success() {
+            bail!("apt-get install {list} failed: {status}");
+        }
     }
     Ok(())
 }
