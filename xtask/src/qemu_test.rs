@@ -149,7 +149,7 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
         if patches.is_empty() {
             String::new()
         } else {
-            format!(": {}", patches.join(", "))
+            format!(", {} patch(es)", patches.len())
         },
         mkfs.name(),
         fmt_duration(t_kernel),

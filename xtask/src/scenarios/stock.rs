@@ -26,6 +26,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: |e| full(e, &[("b1024", opts(1024))]),
         },
         Scenario {
+            name: "blocks-2048",
+            about: "full tree, 2048-byte blocks, bdev + file-backed",
+            prepare: |e| full(e, &[("b2048", opts(2048))]),
+        },
+        Scenario {
             name: "blocks-512",
             about: "full tree, 512-byte blocks, bdev + file-backed",
             prepare: |e| full(e, &[("b512", opts(512))]),
@@ -145,7 +150,12 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "corrupt",
             about: "damaged images give mount or read errors, never an oops",
-            prepare: corrupt,
+            prepare: |e| corrupt(e, 4096),
+        },
+        Scenario {
+            name: "corrupt-1024",
+            about: "the same damage to a 1024-byte-block image",
+            prepare: |e| corrupt(e, 1024),
         },
     ]
 }
@@ -289,12 +299,16 @@ fn mount_options(env: &mut Env) -> Result<Prepared> {
     Ok(Prepared::Boot(boot))
 }
 
-fn corrupt(env: &mut Env) -> Result<Prepared> {
+fn corrupt(env: &mut Env, block_size: u32) -> Result<Prepared> {
+    if let Some(why) = env.mkfs.unsupported(&opts(block_size)) {
+        return Ok(Prepared::Skip(why));
+    }
+    let name = format!("corrupt-{block_size}");
     let src = env.tree(Tree::Small)?;
-    let clean = env.image(&src, "corrupt-base", &opts(4096))?;
+    let clean = env.image(&src, &format!("{name}-base"), &opts(block_size))?;
     let mut boot = Boot::default();
     let mut cases = Vec::new();
-    let dir = env.work.join("images/corrupt");
+    let dir = env.work.join("images").join(&name);
     std::fs::create_dir_all(&dir)?;
     let mut files = Vec::new();
     for (i, d) in env.damaged(&clean)?.into_iter().enumerate() {
@@ -315,7 +329,7 @@ fn corrupt(env: &mut Env) -> Result<Prepared> {
         .iter()
         .map(|(n, p, _)| (n.as_str(), p.as_path()))
         .collect();
-    let carrier = env.carrier("corrupt", &list)?;
+    let carrier = env.carrier(&name, &list)?;
     let cdev = boot.disk(&carrier);
     for (n, _, d) in &files {
         cases.push(CorruptCase {
@@ -328,7 +342,7 @@ fn corrupt(env: &mut Env) -> Result<Prepared> {
     boot.expected.errors = vec![String::new()];
     boot.run(
         "corrupt",
-        "corrupt",
+        &name,
         CorruptParams {
             carriers: vec![erofs_mount(&cdev, "/carrier", "")],
             cases,
