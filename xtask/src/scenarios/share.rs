@@ -25,6 +25,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: layouts,
         },
         Scenario {
+            name: "share-compressed",
+            about: "inode_share: lz4hc files (Debian's mkfs.erofs + a fingerprint prefix) shared across bdev and file-backed mounts, unmount while reading",
+            prepare: compressed,
+        },
+        Scenario {
             name: "share-umount",
             about: "inode_share: unmount one member over and over while another is being read",
             prepare: umount,
@@ -305,6 +310,155 @@ fn stress(env: &mut Env) -> Result<Prepared> {
         "share",
         "share-stress",
         json!({ "mode": "stress", "big": devs, "digests": dg, "secs": 60 }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+/// Compressible content: runs of text with a counter, so lz4 really compresses it.
+fn compressible(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n + 64);
+    let mut i = 0u64;
+    while v.len() < n {
+        v.extend_from_slice(format!("seed {seed} line {i}: the quick brown fox\n").as_bytes());
+        i += 1;
+    }
+    v.truncate(n);
+    v
+}
+
+/// Our mkfs writes no compressed images yet: build one with Debian's mkfs.erofs 1.5 from a tree
+/// whose files carry `user.erofs.fingerprint` (sha256: + 32 raw bytes) as an ordinary xattr, then
+/// register that name as long xattr prefix 0 in a block appended to the image and point
+/// `ishare_xattr_prefix_id` at it. The kernel looks the fingerprint up by its full name, so it
+/// finds the short-prefix entries mkfs.erofs wrote.
+fn debian_fingerprinted(src: &Path, img: &Path, opts: &[&str]) -> Result<()> {
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            let data = std::fs::read(e.path())?;
+            let value = [b"sha256:".as_slice(), Sha256::digest(&data).as_slice()].concat();
+            erofs_guest::sys::set_xattr(&e.path(), b"user.erofs.fingerprint", &value)
+                .with_context(|| {
+                    format!("setting user.erofs.fingerprint on {}", e.path().display())
+                })?;
+        }
+    }
+    std::fs::write(img, b"")?;
+    let out = std::process::Command::new("mkfs.erofs")
+        .arg("--quiet")
+        .arg(format!("-T{}", crate::mkfs::EPOCH))
+        .arg(format!("-U{}", crate::mkfs::UUID))
+        .args(opts)
+        .arg(img)
+        .arg(src)
+        .output()
+        .context("running mkfs.erofs")?;
+    if !out.status.success() {
+        bail!(
+            "mkfs.erofs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut b = std::fs::read(img)?;
+    if b.len() % 4096 != 0 || b[SB + 12] != 12 || b[SB + 91] != 0 {
+        bail!("unexpected mkfs.erofs output in {}", img.display());
+    }
+    let at = b.len();
+    let infix = b"erofs.fingerprint";
+    let mut block = vec![0u8; 4096];
+    block[..2].copy_from_slice(&(1 + infix.len() as u16).to_le_bytes());
+    block[2] = 1; // base index: "user."
+    block[3..3 + infix.len()].copy_from_slice(infix);
+    b.extend_from_slice(&block);
+    let get32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let compat = get32(&b, SB + 8) | 0x20 | 0x10; // ISHARE_XATTRS | PLAIN_XATTR_PFX
+    let incompat = get32(&b, SB + 80) | 0x40; // XATTR_PREFIXES
+    let blocks = get32(&b, SB + 36) + 1;
+    b[SB + 8..SB + 12].copy_from_slice(&compat.to_le_bytes());
+    b[SB + 80..SB + 84].copy_from_slice(&incompat.to_le_bytes());
+    b[SB + 36..SB + 40].copy_from_slice(&blocks.to_le_bytes());
+    b[SB + 91] = 1;
+    b[SB + 92..SB + 96].copy_from_slice(&((at / 4) as u32).to_le_bytes());
+    b[SB + 105] = 0;
+    fix_checksum(&mut b);
+    std::fs::write(img, &b)?;
+    Ok(())
+}
+
+fn compressed(env: &mut Env) -> Result<Prepared> {
+    if env.variant == Variant::Stock {
+        return Ok(Prepared::Skip(
+            "needs the patched kernel (inode_share)".into(),
+        ));
+    }
+    if crate::util::ensure_packages(
+        "Debian's mkfs.erofs",
+        &[crate::util::Need {
+            package: "erofs-utils",
+            probe: "mkfs.erofs",
+        }],
+    )
+    .is_err()
+    {
+        return Ok(Prepared::Skip(
+            "needs Debian's mkfs.erofs for compressed images".into(),
+        ));
+    }
+    let dir = env.work.join("trees/share-compressed");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let same = compressible(1, (2 << 20) + 123);
+    std::fs::write(dir.join(SAME[0]), &same)?;
+    std::fs::write(dir.join(SAME[1]), &same)?;
+    std::fs::write(dir.join("other"), compressible(2, 700_000))?;
+    let images = env.work.join("images");
+    std::fs::create_dir_all(&images)?;
+    let (z1, z2, zp) = (
+        images.join("share-lz4hc.erofs"),
+        images.join("share-lz4hc-2.erofs"),
+        images.join("share-z-plain.erofs"),
+    );
+    debian_fingerprinted(&dir, &z1, &["-zlz4hc", "-C16384"])?;
+    debian_fingerprinted(&dir, &z2, &["-zlz4hc", "-C16384"])?;
+    debian_fingerprinted(&dir, &zp, &[])?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    if size(&z1) * 4 > size(&zp) {
+        bail!(
+            "{} is not compressed ({} vs {} bytes)",
+            z1.display(),
+            size(&z1),
+            size(&zp)
+        );
+    }
+    let dg = digests(&dir)?;
+    let mut boot = Boot::default();
+    let disks = BTreeMap::from([
+        ("z", boot.disk(&z1)),
+        ("z2", boot.disk(&z2)),
+        ("zplain", boot.disk(&zp)),
+    ]);
+    let carrier = env.carrier("share-compressed", &[("z2.erofs", &z2)])?;
+    let cdev = boot.disk(&carrier);
+    boot.run(
+        "share",
+        "share-compressed",
+        json!({
+            "mode": "compressed",
+            "disks": disks,
+            "carrier": erofs_mount(&cdev, "/carrier", ""),
+            "files": { "z2": "/carrier/z2.erofs" },
+            "same": SAME,
+            "digests": dg,
+        }),
+    )?;
+    let umount_disks = BTreeMap::from([
+        ("share", disks["z"].clone()),
+        ("share2", disks["z2"].clone()),
+    ]);
+    boot.run(
+        "share",
+        "share-compressed-umount",
+        json!({ "mode": "umount", "disks": umount_disks, "same": SAME, "digests": dg }),
     )?;
     Ok(Prepared::Boot(boot))
 }

@@ -202,6 +202,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "rules" => rules(&mut t),
         "layouts" => layouts(&mut t),
         "umount" => umount_while_reading(&mut t),
+        "compressed" => compressed(&mut t),
         "headline" => headline(&mut t),
         "stress" => stress(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
@@ -507,6 +508,72 @@ fn layouts(t: &mut T) -> Result<()> {
         }
         t.umount(&m);
     }
+    Ok(())
+}
+
+/// Compressed files: shared within an image and across block-device and file-backed mounts
+/// (one read path for both), never with an uncompressed copy.
+fn compressed(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let (z, zplain) = (t.dev("z")?, t.dev("zplain")?);
+    let z2 = t.file("z2")?;
+    let Some(c) = t.p.carrier.clone() else {
+        anyhow::bail!("no carrier");
+    };
+    let at = |m: &str, f: &str| format!("{m}/{f}");
+    if !t.mount(&c.source, &c.target, "") {
+        return Ok(());
+    }
+    if t.mount(&z, "/mnt/z", "inode_share,domain_id=z") {
+        t.pair(
+            "compressed, one image: shared",
+            &at("/mnt/z", &s1),
+            &at("/mnt/z", &s2),
+            &dg,
+            true,
+        );
+        if t.mount(&z2, "/mnt/zf", "inode_share,domain_id=z") {
+            t.pair(
+                "compressed, block device vs file-backed: shared",
+                &at("/mnt/z", &s1),
+                &at("/mnt/zf", &s2),
+                &dg,
+                true,
+            );
+            t.pair(
+                "compressed, file-backed vs block device: shared",
+                &at("/mnt/zf", &s1),
+                &at("/mnt/z", &s2),
+                &dg,
+                true,
+            );
+            let r = (|| {
+                dontneed(&at("/mnt/z", &s1))?;
+                let a = mmap_sha(&at("/mnt/zf", &s1))?;
+                let b = mmap_sha(&at("/mnt/z", &s2))?;
+                ok_or(a == dg && b == dg, format!("mmap digests {a} {b}"))
+            })();
+            t.ctx.check("compressed: mmap content", r);
+            for (f, want) in t.p.digests.clone() {
+                let r = read_sha(&at("/mnt/zf", &f)).and_then(|(_, d)| ok_or(d == want, d));
+                t.ctx.check(&format!("compressed: {f} content"), r);
+            }
+            t.umount("/mnt/zf");
+        }
+        if t.mount(&zplain, "/mnt/zp", "inode_share,domain_id=z") {
+            t.pair(
+                "compressed vs uncompressed copy: not shared",
+                &at("/mnt/z", &s1),
+                &at("/mnt/zp", &s1),
+                &dg,
+                false,
+            );
+            t.umount("/mnt/zp");
+        }
+        t.umount("/mnt/z");
+    }
+    t.umount(&c.target);
     Ok(())
 }
 
