@@ -215,6 +215,17 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
         fmt_duration(t0.elapsed()),
         fmt_duration(t_kernel)
     );
+    // The plain closing line that CI runners recognise: scenarios, not individual checks.
+    let skipped = verdicts.iter().filter(|v| v.skipped.is_some()).count();
+    let line = format!(
+        "qemu-test: {} passed, {failed} failed",
+        verdicts.len() - failed - skipped
+    );
+    if skipped > 0 {
+        println!("{line}, {skipped} skipped");
+    } else {
+        println!("{line}");
+    }
     if failed > 0 {
         bail!("{failed} scenario(s) failed; logs in {}", work.display());
     }
