@@ -1,46 +1,18 @@
 //! `--verify-fingerprints` (alias `--xattr-inode-digest`): recompute every content
 //! fingerprint in parallel and compare it with the stored value.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use erofs_reader::{Image, Progress};
+use erofs_reader::Image;
 use erofs_share::verify::{Issue, VerifyReport, verify_fingerprints};
-use indicatif::{ProgressBar, ProgressStyle};
-
-/// A byte-counting bar on stderr, drawn only on a terminal.
-struct BytesBar(ProgressBar);
-
-impl Progress for BytesBar {
-    fn start(&self, total: Option<u64>) {
-        if let Some(t) = total {
-            self.0.set_length(t);
-        }
-    }
-    fn advance(&self, n: u64) {
-        self.0.inc(n);
-    }
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
-}
 
 /// Verifies `img` and prints the human report unless `json`. Returns the report.
 pub fn run(img: &Image, image_name: &str, show_progress: bool, json: bool) -> Result<VerifyReport> {
-    let bar = if show_progress && std::io::stderr().is_terminal() {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} verifying fingerprints {bytes}/{total_bytes} [{bytes_per_sec}, ETA {eta}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::Bar::bytes(show_progress, "verifying fingerprints");
     let started = Instant::now();
-    let report = verify_fingerprints(img, &BytesBar(bar))?;
+    let report = verify_fingerprints(img, &bar)?;
     if json {
         return Ok(report);
     }

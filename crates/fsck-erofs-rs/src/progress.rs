@@ -11,14 +11,30 @@ pub struct Bar(ProgressBar);
 impl Bar {
     /// A bar that draws only when `enabled` and stderr is a terminal.
     pub fn new(enabled: bool, what: &'static str) -> Self {
+        Self::with_template(
+            enabled,
+            what,
+            "{spinner} {msg} {pos}/{len} inodes [{elapsed}]",
+        )
+    }
+
+    /// A bar that counts bytes, with rate and ETA.
+    pub fn bytes(enabled: bool, what: &'static str) -> Self {
+        Self::with_template(
+            enabled,
+            what,
+            "{spinner} {msg} {bytes}/{total_bytes} [{bytes_per_sec}, ETA {eta}]",
+        )
+    }
+
+    fn with_template(enabled: bool, what: &'static str, template: &str) -> Self {
         let bar = if enabled && std::io::stderr().is_terminal() {
             ProgressBar::new(0)
         } else {
             ProgressBar::hidden()
         };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {pos}/{len} inodes [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message(what);
         Bar(bar)
