@@ -102,6 +102,14 @@ impl VerifyReport {
     }
 }
 
+/// What verifying one file found.
+struct Outcome {
+    /// Bytes hashed, when the fingerprint was recomputed.
+    hashed: Option<u64>,
+    /// The problem, if any.
+    issue: Option<FileIssue>,
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -176,82 +184,80 @@ pub fn verify_fingerprints(
         return Ok(report);
     };
 
-    let mut work = Vec::new();
-    for f in files {
-        let paths: Vec<String> = f.paths.iter().map(|p| escape_bytes(p)).collect();
-        let value = match image.get_xattr(&f.inode, &name) {
-            Ok(v) => v,
-            Err(e) => {
-                report.issues.push(FileIssue {
+    // Everything per file (xattr lookup, read, hash) runs on the pool; largest files first
+    // so that a big file does not start last and run alone.
+    let mut files = files;
+    files.sort_by(|a, b| {
+        b.inode
+            .size
+            .cmp(&a.inode.size)
+            .then(a.inode.nid.cmp(&b.inode.nid))
+    });
+    progress.start(Some(files.iter().map(|f| f.inode.size).sum()));
+    let outcomes: Vec<Outcome> = files
+        .par_iter()
+        .map(|f| {
+            let issue = |issue| {
+                let paths = f.paths.iter().map(|p| escape_bytes(p)).collect();
+                Some(FileIssue {
                     nid: f.inode.nid,
                     paths,
                     size: f.inode.size,
-                    issue: Issue::ReadError {
-                        error: e.to_string(),
-                    },
-                });
-                continue;
-            }
-        };
-        match (value, f.inode.size) {
-            (None, 0) => {}
-            (Some(_), 0) => report.issues.push(FileIssue {
-                nid: f.inode.nid,
-                paths,
-                size: 0,
-                issue: Issue::OnEmptyFile,
-            }),
-            (None, size) => report.issues.push(FileIssue {
-                nid: f.inode.nid,
-                paths,
-                size,
-                issue: Issue::Missing,
-            }),
-            (Some(v), size) => match parse_sha256_fingerprint(&v) {
-                Some(d) => work.push((f.inode, paths, *d)),
-                None => report.issues.push(FileIssue {
-                    nid: f.inode.nid,
-                    paths,
-                    size,
-                    issue: Issue::Unidentified { value_len: v.len() },
-                }),
-            },
-        }
-    }
-
-    let total: u64 = work.iter().map(|(i, _, _)| i.size).sum();
-    progress.start(Some(total));
-    work.sort_by(|a, b| b.0.size.cmp(&a.0.size).then(a.0.nid.cmp(&b.0.nid)));
-    let results: Vec<(u64, Option<FileIssue>)> = work
-        .par_iter()
-        .map(|(inode, paths, stored)| {
-            let issue = match sha256_of(image, inode, progress) {
-                Ok(computed) if &computed == stored => None,
-                Ok(computed) => Some(Issue::Mismatch {
-                    stored: hex(stored),
-                    computed: hex(&computed),
-                }),
-                Err(e) => Some(Issue::ReadError {
-                    error: e.to_string(),
-                }),
+                    issue,
+                })
             };
-            let issue = issue.map(|issue| FileIssue {
-                nid: inode.nid,
-                paths: paths.clone(),
-                size: inode.size,
-                issue,
-            });
-            (inode.size, issue)
+            let value = match image.get_xattr(&f.inode, &name) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Outcome {
+                        hashed: None,
+                        issue: issue(Issue::ReadError {
+                            error: e.to_string(),
+                        }),
+                    };
+                }
+            };
+            let found = match (value, f.inode.size) {
+                (None, 0) => None,
+                (Some(_), 0) => issue(Issue::OnEmptyFile),
+                (None, _) => issue(Issue::Missing),
+                (Some(v), size) => match parse_sha256_fingerprint(&v) {
+                    None => issue(Issue::Unidentified { value_len: v.len() }),
+                    Some(stored) => {
+                        let found = match sha256_of(image, &f.inode, progress) {
+                            Ok(computed) if &computed == stored => None,
+                            Ok(computed) => issue(Issue::Mismatch {
+                                stored: hex(stored),
+                                computed: hex(&computed),
+                            }),
+                            Err(e) => issue(Issue::ReadError {
+                                error: e.to_string(),
+                            }),
+                        };
+                        return Outcome {
+                            hashed: Some(size),
+                            issue: found,
+                        };
+                    }
+                },
+            };
+            progress.advance(f.inode.size);
+            Outcome {
+                hashed: None,
+                issue: found,
+            }
         })
         .collect();
     progress.finish();
-    for (size, issue) in results {
-        report.verified += 1;
-        report.bytes_hashed += size;
-        match issue {
-            None => report.matched += 1,
-            Some(i) => report.issues.push(i),
+    for o in outcomes {
+        if let Some(size) = o.hashed {
+            report.verified += 1;
+            report.bytes_hashed += size;
+            if o.issue.is_none() {
+                report.matched += 1;
+            }
         }
+        report.issues.extend(o.issue);
     }
     report.issues.sort_by_key(|i| i.nid);
     Ok(report)
