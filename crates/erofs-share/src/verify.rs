@@ -102,6 +102,11 @@ impl VerifyReport {
     }
 }
 
+thread_local! {
+    /// The read buffer of each pool thread.
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What verifying one file found.
 struct Outcome {
     /// Bytes hashed, when the fingerprint was recomputed.
@@ -201,7 +206,10 @@ pub fn verify_fingerprints(
     progress.start(Some(files.iter().map(|f| f.inode.size).sum()));
     let outcomes: Vec<Outcome> = files
         .par_iter()
-        .map_init(Vec::new, |buf, f| {
+        // One file per job: sizes range from bytes to tens of MiB, and rayon's default
+        // splitting leaves a quarter of the (largest) files on one thread.
+        .with_max_len(1)
+        .map(|f| {
             let issue = |issue| {
                 let paths = f.paths.iter().map(|p| escape_bytes(p)).collect();
                 Some(FileIssue {
@@ -229,7 +237,9 @@ pub fn verify_fingerprints(
                 (Some(v), size) => match parse_sha256_fingerprint(&v) {
                     None => issue(Issue::Unidentified { value_len: v.len() }),
                     Some(stored) => {
-                        let found = match sha256_of(image, &f.inode, buf, progress) {
+                        let found = match BUF
+                            .with(|b| sha256_of(image, &f.inode, &mut b.borrow_mut(), progress))
+                        {
                             Ok(computed) if &computed == stored => None,
                             Ok(computed) => issue(Issue::Mismatch {
                                 stored: hex(stored),
