@@ -88,34 +88,6 @@ fn digests(dir: &Path) -> Result<BTreeMap<String, String>> {
     Ok(m)
 }
 
-/// CRC-32C as Linux `crc32c(~0, ...)` computes it (no final inversion).
-fn crc32c_raw(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-fn fix_checksum(img: &mut [u8]) {
-    let compat = u32::from_le_bytes(img[SB + 8..SB + 12].try_into().unwrap());
-    if compat & 1 == 0 {
-        return;
-    }
-    let blksz = 1usize << img[SB + 12];
-    let len = if blksz > SB { blksz - SB } else { blksz };
-    img[SB + 4..SB + 8].fill(0);
-    let crc = crc32c_raw(&img[SB..SB + len]);
-    img[SB + 4..SB + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// The two small images with the same content (`share`, `share2`) and the tree's digests.
 fn share_pair(env: &mut Env) -> Result<(PathBuf, PathBuf, BTreeMap<String, String>)> {
     let src = env.tree(Tree::SameContent)?;
@@ -166,7 +138,8 @@ fn rules(env: &mut Env) -> Result<Prepared> {
         );
     }
     img[SB + 105] = img[SB + 91] + 5;
-    fix_checksum(&mut img);
+    let blkszbits = img[SB + 12];
+    crate::corrupt::reseal(&mut img, blkszbits);
     let badid = env.work.join("images/share-badid.erofs");
     std::fs::write(&badid, &img)?;
 
@@ -380,7 +353,8 @@ fn debian_fingerprinted(src: &Path, img: &Path, opts: &[&str]) -> Result<()> {
     b[SB + 91] = 1;
     b[SB + 92..SB + 96].copy_from_slice(&((at / 4) as u32).to_le_bytes());
     b[SB + 105] = 0;
-    fix_checksum(&mut b);
+    let blkszbits = b[SB + 12];
+    crate::corrupt::reseal(&mut b, blkszbits);
     std::fs::write(img, &b)?;
     Ok(())
 }
