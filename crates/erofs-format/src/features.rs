@@ -38,6 +38,18 @@ macro_rules! feature_set {
                 }
                 out
             }
+            /// [`Self::names`], then `unknown(0x...)` for each bit without a name, lowest
+            /// first, so that nothing set goes unreported.
+            pub fn names_with_unknown(self) -> Vec<String> {
+                let mut out: Vec<String> = self.names().into_iter().map(str::to_owned).collect();
+                let unknown = self.unknown();
+                for bit in 0..32 {
+                    if unknown & (1 << bit) != 0 {
+                        out.push(format!("unknown({:#x})", 1u32 << bit));
+                    }
+                }
+                out
+            }
             /// Bits that have no name here.
             pub fn unknown(self) -> u32 {
                 let mut known = 0u32;
@@ -155,6 +167,10 @@ mod tests {
         let f = Incompat::from_bits(0x22 | 0x400);
         assert_eq!(f.names(), vec!["compr_cfgs", "fragments"]);
         assert_eq!(f.unknown(), 0x400);
+        assert_eq!(
+            f.names_with_unknown(),
+            vec!["compr_cfgs", "fragments", "unknown(0x400)"]
+        );
         assert_eq!(
             Compat::from_bits(0x37).names(),
             vec![

@@ -469,26 +469,10 @@ impl Image {
 
 /// Names of incompat bits, with `unknown(0x...)` for bits without a name.
 pub fn incompat_names(bits: u32) -> Vec<String> {
-    let f = Incompat::from_bits(bits);
-    let mut names: Vec<String> = f.names().into_iter().map(str::to_owned).collect();
-    let unknown = f.unknown();
-    for bit in 0..32 {
-        if unknown & (1 << bit) != 0 {
-            names.push(format!("unknown({:#x})", 1u32 << bit));
-        }
-    }
-    names
+    Incompat::from_bits(bits).names_with_unknown()
 }
 
 /// Names of compat bits, with `unknown(0x...)` for bits without a name.
 pub fn compat_names(bits: u32) -> Vec<String> {
-    let f = Compat::from_bits(bits);
-    let mut names: Vec<String> = f.names().into_iter().map(str::to_owned).collect();
-    let unknown = f.unknown();
-    for bit in 0..32 {
-        if unknown & (1 << bit) != 0 {
-            names.push(format!("unknown({:#x})", 1u32 << bit));
-        }
-    }
-    names
+    Compat::from_bits(bits).names_with_unknown()
 }
