@@ -5,7 +5,6 @@
 //! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs. `--json` turns
 //! every view into one JSON object (see docs/json.md).
 
-mod progress;
 mod shared_report;
 mod views;
 
@@ -164,7 +163,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     if cli.stats {
-        let bar = progress::Bar::new(!cli.quiet && !cli.json, "walking");
+        let bar = erofs_progress::Bar::new(!cli.quiet && !cli.json, "walking");
         let stats = erofs_reader::stats::stats(&img, &bar).context("statistics")?;
         if cli.json {
             json.insert("stats".into(), serde_json::to_value(&stats)?);

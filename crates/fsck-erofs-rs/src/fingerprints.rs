@@ -10,7 +10,7 @@ use erofs_share::verify::{Issue, VerifyReport, verify_fingerprints};
 
 /// Verifies `img` and prints the human report unless `json`. Returns the report.
 pub fn run(img: &Image, image_name: &str, show_progress: bool, json: bool) -> Result<VerifyReport> {
-    let bar = crate::progress::Bar::bytes(show_progress, "verifying fingerprints");
+    let bar = erofs_progress::Bar::bytes(show_progress, "verifying fingerprints");
     let started = Instant::now();
     let report = verify_fingerprints(img, &bar)?;
     if json {

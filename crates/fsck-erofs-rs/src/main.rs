@@ -4,7 +4,6 @@
 //! 1 when problems were found or extraction failed, 2 when the image cannot be opened.
 
 mod fingerprints;
-mod progress;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -119,7 +118,7 @@ fn run(cli: &Cli) -> Result<i32> {
             bail!(msg);
         }
     };
-    let bar = progress::Bar::new(!cli.quiet && !cli.json, "checking");
+    let bar = erofs_progress::Bar::new(!cli.quiet && !cli.json, "checking");
     let (start_nid, start_path) = match subtree(cli, &img) {
         Ok(s) => s,
         Err(e) => {
@@ -284,6 +283,6 @@ fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
     if cli.no_preserve_owner {
         opts.preserve_owner = false;
     }
-    let bar = progress::Bar::new(!cli.quiet && !cli.json, "extracting");
+    let bar = erofs_progress::Bar::new(!cli.quiet && !cli.json, "extracting");
     Ok(extract(img, nid, dest, opts, &bar)?)
 }

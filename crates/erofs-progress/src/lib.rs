@@ -1,4 +1,5 @@
-//! Renders reader progress with indicatif, on a terminal only.
+//! Renders `erofs-reader` progress with indicatif, on a terminal only. Shared by
+//! `dump.erofs-rs` and `fsck.erofs-rs`, so both draw the same bars.
 
 use std::io::IsTerminal;
 
