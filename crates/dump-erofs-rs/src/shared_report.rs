@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use erofs_reader::{Image, NoProgress, OpenOptions};
-use erofs_share::collect::{file_facts, image_facts};
-use erofs_share::verify::{Issue, verify_fingerprints};
+use erofs_share::collect::{facts_of, image_facts, regular_files};
+use erofs_share::verify::{Issue, verify_files};
 use erofs_share::{FileFacts, ImageFacts, analyze, render_text};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -43,9 +43,11 @@ pub fn run(
             )
             .with_context(|| format!("cannot read {name}"))?;
             let facts = image_facts(&name, &img);
-            let mut files = file_facts(i, &img).with_context(|| format!("walking {name}"))?;
+            let regular = regular_files(&img).with_context(|| format!("walking {name}"))?;
+            let mut files =
+                facts_of(i, &img, &regular).with_context(|| format!("reading {name}"))?;
             if verify_content {
-                let v = verify_fingerprints(&img, &NoProgress)
+                let v = verify_files(&img, regular, &NoProgress)
                     .with_context(|| format!("verifying {name}"))?;
                 let bad: HashMap<u64, String> = v
                     .issues

@@ -55,13 +55,18 @@ pub fn regular_files(image: &Image) -> Result<Vec<RegularFile>> {
 
 /// The facts of every regular file of `image`, which is image number `index` in the report.
 pub fn file_facts(index: usize, image: &Image) -> Result<Vec<FileFacts>> {
-    let mut out = Vec::new();
-    let has_fingerprints = image.fingerprint_name().ok().flatten().is_some();
-    for f in regular_files(image)? {
-        let fingerprint = if has_fingerprints {
-            image.fingerprint(&f.inode)?
-        } else {
-            None
+    facts_of(index, image, &regular_files(image)?)
+}
+
+/// [`file_facts`] for `files`, the image's regular files as [`regular_files`] returns them.
+pub fn facts_of(index: usize, image: &Image, files: &[RegularFile]) -> Result<Vec<FileFacts>> {
+    // The name is resolved once, not per file.
+    let name = image.fingerprint_name().ok().flatten();
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let fingerprint = match &name {
+            Some(n) => image.get_xattr(&f.inode, n)?,
+            None => None,
         };
         out.push(FileFacts {
             image: index,

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::collect::regular_files;
+use crate::collect::{RegularFile, regular_files};
 
 /// Bytes read per call while hashing: the size of each thread's buffer.
 pub const READ_CHUNK: usize = 256 << 10;
@@ -160,6 +160,16 @@ pub fn verify_fingerprints(
     image: &Image,
     progress: &dyn Progress,
 ) -> erofs_reader::Result<VerifyReport> {
+    verify_files(image, regular_files(image)?, progress)
+}
+
+/// [`verify_fingerprints`] over `files`, the image's regular files as [`regular_files`]
+/// returns them, for callers that already walked the image.
+pub fn verify_files(
+    image: &Image,
+    files: Vec<RegularFile>,
+    progress: &dyn Progress,
+) -> erofs_reader::Result<VerifyReport> {
     let sb = image.superblock();
     let mut superblock_problems = Vec::new();
     let compat = sb.compat().contains(Compat::ISHARE_XATTRS);
@@ -180,7 +190,6 @@ pub fn verify_fingerprints(
             image.long_prefixes().len()
         ));
     }
-    let files = regular_files(image)?;
     let mut report = VerifyReport {
         fingerprint_name: fingerprint_name.as_deref().map(escape_bytes),
         superblock_problems,
