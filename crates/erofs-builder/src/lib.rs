@@ -20,6 +20,7 @@
 
 pub mod dir;
 pub mod layout;
+mod pipeline;
 pub mod scan;
 pub mod tree;
 pub mod write;

@@ -1,43 +1,54 @@
 //! The ordered writer: streams the planned image front to back.
 //!
-//! Two stages, both parallel in batches and consumed strictly in image order:
+//! Both stages cut their work into jobs of about a megabyte, run them on a pool of worker
+//! threads and write the results strictly in job order ([`crate::pipeline`]), so the image
+//! never depends on thread timing:
 //!
-//! - **Data**: files with data blocks are read and hashed in parallel batches (rayon) and
-//!   handed, in inode order, to one writer thread through a bounded channel. Large and sparse
-//!   files stream in pieces from their own thread; the writer drains them in turn. Memory is
-//!   bounded by the batch size, not by the amount of data; only the inline tails of these
-//!   files (each under a block) wait for the metadata stage.
-//! - **Metadata**: inode items (inode, xattr body with the fingerprint filled in, inline tail
-//!   or chunk table) are encoded in parallel batches in `meta_order`; files that live entirely
-//!   in their inode's block are read and hashed here, once.
+//! - **Data**: a job reads consecutive files with data blocks into one block-aligned buffer,
+//!   hashing each file as it is read, or reads one piece of a large file. The pieces of a
+//!   file are read in parallel, so they cannot be hashed where they are read; they are
+//!   hashed where they are written, in order. Either way each byte is read once. Only the
+//!   inline tails of files with data blocks (each under a block) wait for the metadata
+//!   stage.
+//! - **Metadata**: a job encodes consecutive inode items (inode, xattr body with the
+//!   fingerprint filled in, inline tail or chunk table) into one buffer, padding included;
+//!   files that live entirely in their inode's block are read and hashed here, once.
 //!
-//! Per-file data encoding is the plain copy in `produce_small` / `stream_big`; a compressed
-//! encoding would replace those two (producing pclusters and index bytes) and leave the
-//! ordering, the tree and the planner's nid assignment as they are.
+//! Memory is bounded by the jobs in flight, not by the amount of data. Buffers go back to a
+//! pool after they are written, so their pages are faulted in once.
+//!
+//! The per-file data encoding is the plain copy in `run_files` and `run_piece`; a compressed
+//! encoding would produce pclusters and index bytes there and leave the job order, the tree
+//! and the planner's nid assignment as they are.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Mutex;
 
 use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_ADDR};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use zerocopy::IntoBytes;
 
 use crate::layout::{InodePlan, Plan, dir_names};
+use crate::pipeline::run_ordered;
 use crate::tree::{DataSource, FileContent, Kind, Tree};
 use crate::{BuildError, BuildReport, Options, Phase, Progress};
 
-/// Bytes of file data gathered into one parallel batch.
-const BATCH_BYTES: u64 = 4 << 20;
-/// Files per batch at most.
-const BATCH_FILES: usize = 2048;
-/// Files at least this large are streamed in pieces instead of read whole.
+/// Bytes of file data gathered into one job.
+const JOB_BYTES: u64 = 1 << 20;
+/// Files per job at most.
+const JOB_FILES: usize = 256;
+/// Files at least this large are read in pieces, by several jobs.
 const BIG_FILE: u64 = 4 << 20;
-/// Piece size for streamed files.
-const PIECE: usize = 1 << 20;
+/// Piece size for large files (a multiple of every block size).
+const PIECE: u64 = 1 << 20;
+/// Jobs in flight per worker thread; this bounds memory (about a megabyte each).
+const WINDOW_PER_THREAD: usize = 4;
+/// Inode items per metadata job.
+const META_JOB: usize = 1024;
 
 /// Plans and writes the image of `tree` to `out`. Returns the number of bytes written.
 pub fn build_image<W: Write + Send>(
@@ -51,17 +62,19 @@ pub fn build_image<W: Write + Send>(
     let plan = crate::layout::plan(tree, options)?;
     let mut w = BufWriter::with_capacity(1 << 20, out);
     write_head(&plan, &mut w).map_err(BuildError::Output)?;
-
-    progress.phase(Phase::Data);
-    let mut data = write_data(tree, &plan, &mut w, progress)?;
-    progress.phase(Phase::Metadata);
     let ctx = DataCtx {
         tree,
         plan: &plan,
         hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
+        threads: rayon::current_num_threads(),
     };
+    let buffers = BufPool::new(ctx.window() + 2);
+
+    progress.phase(Phase::Data);
+    let mut data = write_data(ctx, &buffers, &mut w, progress)?;
+    progress.phase(Phase::Metadata);
     let mut late = Vec::new();
-    write_meta(ctx, &mut data, &mut w, progress, &mut late)?;
+    write_meta(ctx, &buffers, &mut data, &mut w, progress, &mut late)?;
     for (i, d) in late {
         data.digests[i] = Some(d);
     }
@@ -122,55 +135,179 @@ struct DataOut {
     bytes: u64,
 }
 
-/// One unit of output from a batch worker.
-struct Produced {
-    blocks: Vec<u8>,
-    tail: Vec<u8>,
-    digest: Option<[u8; 32]>,
-}
-
-/// What the writer thread receives, in image order.
-enum Msg {
-    /// Data blocks of consecutive small inodes.
-    Blocks(Vec<Vec<u8>>),
-    /// A large file, streamed in pieces by its own thread; drained completely before the
-    /// next message.
-    Stream(Receiver<Vec<u8>>),
-}
-
-fn writer_thread<W: Write>(w: &mut W, rx: Receiver<Msg>) -> std::io::Result<()> {
-    for msg in rx {
-        match msg {
-            Msg::Blocks(list) => {
-                for b in list {
-                    w.write_all(&b)?;
-                }
-            }
-            Msg::Stream(pieces) => {
-                for b in pieces {
-                    w.write_all(&b)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Settings of the data stage.
+/// Settings shared by every job.
 #[derive(Clone, Copy)]
 struct DataCtx<'a> {
     tree: &'a Tree,
     plan: &'a Plan,
     /// Compute sha256 digests (only when fingerprints are on).
     hash: bool,
+    /// Worker threads.
+    threads: usize,
+}
+
+impl DataCtx<'_> {
+    fn window(&self) -> usize {
+        WINDOW_PER_THREAD * self.threads.max(1)
+    }
+}
+
+/// Recycled output buffers. A buffer's length is how much of it is initialised, so a reused
+/// buffer is never zeroed again.
+struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufPool {
+    fn new(keep: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A buffer of at least `len` initialised bytes (their values are arbitrary).
+    fn get(&self, len: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match reused {
+            Some(mut b) => {
+                if b.len() < len {
+                    b.resize(len, 0);
+                }
+                b
+            }
+            // Zeroed memory straight from the allocator costs no pass over it.
+            None => vec![0; len],
+        }
+    }
+
+    fn put(&self, b: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.keep {
+            free.push(b);
+        }
+    }
+}
+
+/// One unit of work of the data stage.
+enum DataJob {
+    /// Consecutive inodes, in image order, each with data blocks and smaller than
+    /// [`BIG_FILE`]: read whole into one buffer.
+    Files(Vec<usize>),
+    /// The file bytes `range` of regular file `inode`, a piece of a large or sparse file.
+    /// The last piece of a file also reads its inline tail and checks its size.
+    Piece {
+        inode: usize,
+        range: Range<u64>,
+        last: bool,
+    },
+}
+
+/// What a data job hands to the writing thread.
+struct DataDone {
+    /// `buf[..len]` is written to the image; the buffer then goes back to the pool.
+    buf: Vec<u8>,
+    len: usize,
+    /// Per-file results of a [`DataJob::Files`] job: inode, inline tail, digest.
+    files: Vec<(usize, Vec<u8>, Option<[u8; 32]>)>,
+    /// For a piece: where it belongs in its file, for the digest.
+    piece: Option<PieceDone>,
+}
+
+struct PieceDone {
+    inode: usize,
+    /// File offset of the piece's first byte.
+    start: u64,
+    /// Data bytes in the piece (the rest of `len` is block padding).
+    data: usize,
+    /// The last piece carries the inline tail (empty if none).
+    last: Option<Vec<u8>>,
+}
+
+/// Inodes handled by the data stage: those with blocks in the data area.
+fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
+    match &inode.kind {
+        Kind::Regular(c) => c.size > 0 && (p.data_blocks > 0 || p.chunk.is_some()),
+        Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,
+        _ => false,
+    }
+}
+
+/// The data stage's jobs, in image order.
+fn data_jobs(tree: &Tree, plan: &Plan) -> Vec<DataJob> {
+    let blksz = plan.blksz();
+    let mut jobs = Vec::new();
+    let mut files = Vec::new();
+    let mut bytes = 0u64;
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let p = &plan.inodes[i];
+        if !needs_data(inode, p) {
+            continue;
+        }
+        let big = match &inode.kind {
+            Kind::Regular(c) => c.size >= BIG_FILE || p.chunk.is_some(),
+            _ => false,
+        };
+        if !big {
+            files.push(i);
+            bytes += p.data_blocks * blksz;
+            if bytes >= JOB_BYTES || files.len() >= JOB_FILES {
+                jobs.push(DataJob::Files(std::mem::take(&mut files)));
+                bytes = 0;
+            }
+            continue;
+        }
+        if !files.is_empty() {
+            jobs.push(DataJob::Files(std::mem::take(&mut files)));
+            bytes = 0;
+        }
+        let whole = if p.layout == DataLayout::FlatInline {
+            0..p.data_blocks * blksz
+        } else {
+            0..p.size
+        };
+        let ranges = match &p.chunk {
+            Some(ch) => ch.data_chunks.clone(),
+            None => std::iter::once(whole).collect(),
+        };
+        let first = jobs.len();
+        for r in ranges {
+            let mut at = r.start;
+            while at < r.end {
+                let end = (at + PIECE).min(r.end);
+                jobs.push(DataJob::Piece {
+                    inode: i,
+                    range: at..end,
+                    last: false,
+                });
+                at = end;
+            }
+        }
+        if jobs.len() == first {
+            // All holes: one empty piece still checks the size and finishes the digest.
+            jobs.push(DataJob::Piece {
+                inode: i,
+                range: 0..0,
+                last: true,
+            });
+        } else if let Some(DataJob::Piece { last, .. }) = jobs.last_mut() {
+            *last = true;
+        }
+    }
+    if !files.is_empty() {
+        jobs.push(DataJob::Files(files));
+    }
+    jobs
 }
 
 fn write_data<W: Write + Send>(
-    tree: &Tree,
-    plan: &Plan,
+    ctx: DataCtx<'_>,
+    buffers: &BufPool,
     w: &mut W,
     progress: &dyn Progress,
 ) -> Result<DataOut, BuildError> {
+    let (tree, plan) = (ctx.tree, ctx.plan);
     let n = tree.inodes.len();
     let mut out = DataOut {
         tails: vec![Vec::new(); n],
@@ -185,293 +322,366 @@ fn write_data<W: Write + Send>(
             _ => (f, b),
         });
     progress.totals(files, bytes);
-    let ctx = DataCtx {
-        tree,
-        plan,
-        hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
-    };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(3);
-    std::thread::scope(|s| {
-        let writer = s.spawn(move || writer_thread(w, rx));
-        let produced = produce_all(ctx, s, &tx, &mut out, progress);
-        drop(tx);
-        let written = writer.join().expect("writer thread panicked");
-        // A write error makes the producers fail on a closed channel; report the cause.
-        written.map_err(BuildError::Output)?;
-        produced
-    })?;
+    let jobs = data_jobs(tree, plan);
+    let mut written = 0u64;
+    let mut hasher = PieceHasher::default();
+    run_ordered(
+        jobs.len(),
+        ctx.threads,
+        ctx.window(),
+        |k| match &jobs[k] {
+            DataJob::Files(list) => run_files(ctx, list, buffers),
+            DataJob::Piece { inode, range, last } => {
+                run_piece(ctx, *inode, range.clone(), *last, buffers)
+            }
+        },
+        |done| {
+            w.write_all(&done.buf[..done.len])
+                .map_err(BuildError::Output)?;
+            written += done.len as u64;
+            let (mut nfiles, mut nbytes) = (0u64, 0u64);
+            for (i, tail, digest) in done.files {
+                if let Kind::Regular(c) = &tree.inodes[i].kind {
+                    nfiles += 1;
+                    nbytes += c.size;
+                }
+                out.tails[i] = tail;
+                out.digests[i] = digest;
+            }
+            match done.piece {
+                Some(piece) => {
+                    let Kind::Regular(c) = &tree.inodes[piece.inode].kind else {
+                        unreachable!("only regular files are read in pieces")
+                    };
+                    nbytes += piece.data as u64;
+                    if let Some(tail) = &piece.last {
+                        nfiles += 1;
+                        nbytes += tail.len() as u64;
+                        out.tails[piece.inode] = tail.clone();
+                    }
+                    if ctx.hash {
+                        hasher.feed(&done.buf[..piece.data], &piece, c.size);
+                    }
+                    buffers.put(done.buf);
+                }
+                None => buffers.put(done.buf),
+            }
+            out.bytes += nbytes;
+            progress.advance(nfiles, nbytes);
+            Ok(())
+        },
+    )?;
+    for (i, d) in hasher.digests {
+        out.digests[i] = Some(d);
+    }
+    debug_assert_eq!(written, (plan.meta_start - plan.data_start) * plan.blksz());
     Ok(out)
 }
 
-/// Inodes handled by the data stage: those with blocks in the data area.
-fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
-    match &inode.kind {
-        Kind::Regular(c) => c.size > 0 && (p.data_blocks > 0 || p.chunk.is_some()),
-        Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,
-        _ => false,
+/// Digests of files read in pieces, fed in image order. Holes (the parts of sparse files
+/// between pieces) hash as zeroes.
+#[derive(Default)]
+struct PieceHasher {
+    current: Option<(usize, Sha256, u64)>,
+    digests: Vec<(usize, [u8; 32])>,
+}
+
+impl PieceHasher {
+    fn feed(&mut self, data: &[u8], piece: &PieceDone, size: u64) {
+        let (inode, h, pos) = self
+            .current
+            .get_or_insert_with(|| (piece.inode, Sha256::new(), 0));
+        debug_assert_eq!(*inode, piece.inode, "pieces of one file arrive together");
+        hash_zeros(h, piece.start - *pos);
+        h.update(data);
+        *pos = piece.start + data.len() as u64;
+        if let Some(tail) = &piece.last {
+            h.update(tail);
+            *pos += tail.len() as u64;
+            hash_zeros(h, size - *pos);
+            if let Some((inode, h, _)) = self.current.take() {
+                self.digests.push((inode, h.finalize().into()));
+            }
+        }
     }
 }
 
-fn is_big(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
-    matches!(&inode.kind, Kind::Regular(c) if c.size >= BIG_FILE) || p.chunk.is_some()
+fn hash_zeros(h: &mut Sha256, mut n: u64) {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
 }
 
-fn closed() -> BuildError {
-    BuildError::Output(std::io::Error::other("image writer stopped"))
+/// The directory of the last file a job opened. Files of one directory sit next to each
+/// other in inode order, so opening them relative to it saves walking the whole path again
+/// for each one.
+#[derive(Default)]
+struct DirCache<'a> {
+    dir: Option<(&'a Path, rustix::fd::OwnedFd)>,
 }
 
-type BigResult = Result<(Option<[u8; 32]>, Vec<u8>), BuildError>;
-
-fn produce_all<'scope, 'env>(
-    ctx: DataCtx<'env>,
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    tx: &SyncSender<Msg>,
-    out: &mut DataOut,
-    progress: &'env dyn Progress,
-) -> Result<(), BuildError> {
-    let mut batch: Vec<usize> = Vec::new();
-    let mut batch_bytes = 0u64;
-    let mut big: Vec<(usize, std::thread::ScopedJoinHandle<'scope, BigResult>)> = Vec::new();
-    let flush = |batch: &mut Vec<usize>, out: &mut DataOut| -> Result<(), BuildError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let results: Vec<Result<Produced, BuildError>> =
-            batch.par_iter().map(|&i| produce_small(ctx, i)).collect();
-        let mut blocks = Vec::with_capacity(results.len());
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for (&i, r) in batch.iter().zip(results) {
-            let r = r?;
-            if let Kind::Regular(c) = &ctx.tree.inodes[i].kind {
-                files += 1;
-                bytes += c.size;
-            }
-            if !r.blocks.is_empty() {
-                blocks.push(r.blocks);
-            }
-            out.tails[i] = r.tail;
-            out.digests[i] = r.digest;
-        }
-        out.bytes += bytes;
-        tx.send(Msg::Blocks(blocks)).map_err(|_| closed())?;
-        progress.advance(files, bytes);
-        batch.clear();
-        Ok(())
-    };
-    let mut result = Ok(());
-    for (i, inode) in ctx.tree.inodes.iter().enumerate() {
-        let p = &ctx.plan.inodes[i];
-        if !needs_data(inode, p) {
-            continue;
-        }
-        if is_big(inode, p) {
-            if let Err(e) = flush(&mut batch, out) {
-                result = Err(e);
-                break;
-            }
-            batch_bytes = 0;
-            let Kind::Regular(c) = &inode.kind else {
-                unreachable!("only regular files are big")
+impl<'a> DirCache<'a> {
+    /// Opens the regular file `path` for reading. `O_NOFOLLOW`: the scan saw a regular file
+    /// there, and a symlink put in its place must not pull another file into the image.
+    fn open(&mut self, path: &'a Path) -> std::io::Result<File> {
+        use rustix::fs::{Mode, OFlags, open, openat};
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(File::from(open(path, flags, Mode::empty())?));
+        };
+        if self.dir.as_ref().is_none_or(|(d, _)| *d != parent) {
+            let base = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
             };
-            // The file streams from its own thread while later batches are prepared; the
-            // writer drains its pieces in order.
-            let (ptx, prx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-            if tx.send(Msg::Stream(prx)).is_err() {
-                result = Err(closed());
-                break;
-            }
-            let handle = scope.spawn(move || {
-                let r = stream_big(ctx, c, p, &ptx);
-                progress.advance(1, c.size);
-                r
-            });
-            big.push((i, handle));
-            continue;
+            let fd = open(
+                base,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.dir = Some((parent, fd));
         }
-        batch.push(i);
-        batch_bytes += p.size;
-        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES {
-            if let Err(e) = flush(&mut batch, out) {
-                result = Err(e);
-                break;
-            }
-            batch_bytes = 0;
-        }
+        let (_, dir) = self.dir.as_ref().expect("just set");
+        Ok(File::from(openat(dir, name, flags, Mode::empty())?))
     }
-    if result.is_ok() {
-        result = flush(&mut batch, out);
-    }
-    // Join every streaming thread; the first error in image order wins, but an earlier
-    // batch error takes precedence.
-    for (i, handle) in big {
-        let r = handle.join().expect("streaming thread panicked");
-        match r {
-            Ok((digest, tail)) => {
-                out.digests[i] = digest;
-                out.tails[i] = tail;
-                if let Kind::Regular(c) = &ctx.tree.inodes[i].kind {
-                    out.bytes += c.size;
-                }
-            }
-            Err(e) => {
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
-        }
-    }
-    result
 }
 
-/// Reads a source exactly at `offset` into `buf`.
-struct Source<'a> {
-    file: Option<File>,
-    /// The file position, to skip seeks for sequential reads.
-    pos: std::cell::Cell<u64>,
-    bytes: Option<&'a [u8]>,
-    path: &'a Path,
+/// Reads a file's bytes from the source tree or from memory.
+enum Source<'a> {
+    File(File, &'a Path),
+    Bytes(&'a [u8]),
 }
 
 impl<'a> Source<'a> {
-    fn open(c: &'a FileContent) -> Result<Self, BuildError> {
+    /// Opens `c`, relative to its directory when `dirs` has that directory open.
+    fn open(c: &'a FileContent, dirs: &mut DirCache<'a>) -> Result<Self, BuildError> {
         match &c.source {
-            DataSource::Path(p) => Ok(Self {
-                file: Some(File::open(p).map_err(|e| BuildError::io(p, e))?),
-                pos: std::cell::Cell::new(0),
-                bytes: None,
-                path: p,
-            }),
-            DataSource::Bytes(b) => Ok(Self {
-                file: None,
-                pos: std::cell::Cell::new(0),
-                bytes: Some(b),
-                path: Path::new("<memory>"),
-            }),
+            DataSource::Path(p) => Ok(Self::File(
+                dirs.open(p).map_err(|e| BuildError::io(p, e))?,
+                p,
+            )),
+            DataSource::Bytes(b) => Ok(Self::Bytes(b)),
         }
     }
 
     fn changed(&self, expected: u64) -> BuildError {
+        let path = match self {
+            Self::File(_, p) => p,
+            Self::Bytes(_) => Path::new("<memory>"),
+        };
         BuildError::ChangedSize {
-            path: self.path.to_path_buf(),
+            path: path.to_path_buf(),
             expected,
         }
     }
 
-    /// Appends exactly `len` bytes read at `offset` to `out`. Reads go straight into the
-    /// vector's spare capacity (no zero-filling first); sequential calls do not seek.
-    fn append(
-        &self,
-        offset: u64,
-        len: usize,
-        out: &mut Vec<u8>,
-        size: u64,
-    ) -> Result<(), BuildError> {
-        use std::io::{Read, Seek, SeekFrom};
-        if let Some(mut f) = self.file.as_ref() {
-            if self.pos.get() != offset {
-                f.seek(SeekFrom::Start(offset))
-                    .map_err(|e| BuildError::io(self.path, e))?;
-            }
-            out.reserve_exact(len);
-            let n = f
-                .take(len as u64)
-                .read_to_end(out)
-                .map_err(|e| BuildError::io(self.path, e))?;
-            self.pos.set(offset + n as u64);
-            if n != len {
-                return Err(self.changed(size));
-            }
-            Ok(())
-        } else {
-            let b = self.bytes.unwrap_or_default();
-            let src = b
-                .get(offset as usize..offset as usize + len)
-                .ok_or_else(|| self.changed(size))?;
-            out.extend_from_slice(src);
-            Ok(())
+    fn io(&self, e: std::io::Error) -> BuildError {
+        match self {
+            Self::File(_, p) => BuildError::io(p, e),
+            Self::Bytes(_) => BuildError::Output(e),
         }
     }
 
-    /// Fails if the source holds more than `size` bytes.
-    fn check_eof(&self, size: u64) -> Result<(), BuildError> {
-        if let Some(f) = &self.file {
-            let mut one = [0u8; 1];
-            match f.read_at(&mut one, size) {
-                Ok(0) => Ok(()),
-                Ok(_) => Err(self.changed(size)),
-                Err(e) => Err(BuildError::io(self.path, e)),
+    /// Reads the whole file into `dst`, which is one byte longer than the file should be:
+    /// the spare byte tells a file that grew from one that did not, in the same read.
+    fn read_whole(&mut self, dst: &mut [u8]) -> Result<(), BuildError> {
+        let size = dst.len() - 1;
+        match self {
+            Self::Bytes(b) => {
+                if b.len() != size {
+                    return Err(self.changed(size as u64));
+                }
+                dst[..size].copy_from_slice(b);
+                Ok(())
             }
-        } else if self.bytes.map_or(0, |b| b.len() as u64) != size {
-            Err(self.changed(size))
-        } else {
-            Ok(())
+            Self::File(f, _) => {
+                let mut got = 0;
+                loop {
+                    let asked = dst.len() - got;
+                    let n = match f.read(&mut dst[got..]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(self.io(e)),
+                    };
+                    got += n;
+                    // A short read of a regular file stops at its end.
+                    if n == 0 || (n < asked && got == size) || got > size {
+                        break;
+                    }
+                }
+                if got == size {
+                    Ok(())
+                } else {
+                    Err(self.changed(size as u64))
+                }
+            }
         }
     }
-}
 
-/// Splits generated content (directory or symlink) into data blocks and an inline tail.
-fn split_content(mut content: Vec<u8>, p: &InodePlan, blksz: u64) -> Produced {
-    let full = (p.data_blocks * blksz) as usize;
-    let tail = if p.layout == DataLayout::FlatInline {
-        content.split_off(full.min(content.len()))
-    } else {
-        Vec::new()
-    };
-    content.resize(full, 0);
-    Produced {
-        blocks: content,
-        tail,
-        digest: None,
+    /// Fills `dst` from file offset `at`; a file that ends early changed size.
+    fn read_exact_at(&self, dst: &mut [u8], at: u64, size: u64) -> Result<(), BuildError> {
+        match self {
+            Self::Bytes(b) => {
+                let src = usize::try_from(at)
+                    .ok()
+                    .and_then(|a| b.get(a..a.checked_add(dst.len())?))
+                    .ok_or_else(|| self.changed(size))?;
+                dst.copy_from_slice(src);
+                Ok(())
+            }
+            Self::File(f, _) => f.read_exact_at(dst, at).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    self.changed(size)
+                } else {
+                    self.io(e)
+                }
+            }),
+        }
+    }
+
+    /// Reads the last `size - at` bytes of the file (its inline tail, or nothing) and checks
+    /// that the file ends there.
+    fn read_end(&self, at: u64, size: u64) -> Result<Vec<u8>, BuildError> {
+        let n = (size - at) as usize;
+        let mut tail = vec![0u8; n + 1];
+        let got = match self {
+            Self::Bytes(b) => {
+                let rest = b.get(at as usize..).unwrap_or_default();
+                let k = rest.len().min(n + 1);
+                tail[..k].copy_from_slice(&rest[..k]);
+                k
+            }
+            Self::File(f, _) => {
+                let mut got = 0;
+                loop {
+                    match f.read_at(&mut tail[got..], at + got as u64) {
+                        Ok(0) => break,
+                        Ok(k) => {
+                            got += k;
+                            if got == tail.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(self.io(e)),
+                    }
+                }
+                got
+            }
+        };
+        if got != n {
+            return Err(self.changed(size));
+        }
+        tail.truncate(n);
+        Ok(tail)
     }
 }
 
-fn produce_small(ctx: DataCtx<'_>, i: usize) -> Result<Produced, BuildError> {
+/// A [`DataJob::Files`] job: every file's data blocks, back to back, in one buffer.
+fn run_files(ctx: DataCtx<'_>, list: &[usize], buffers: &BufPool) -> Result<DataDone, BuildError> {
     let (tree, plan) = (ctx.tree, ctx.plan);
-    let inode = &tree.inodes[i];
-    let p = &plan.inodes[i];
-    let blksz = plan.blksz();
-    match &inode.kind {
-        Kind::Directory { parent, entries } => {
-            let content = encode_dir(tree, plan, i, *parent, entries);
-            debug_assert_eq!(content.len() as u64, p.size);
-            Ok(split_content(content, p, blksz))
-        }
-        Kind::Symlink(t) => Ok(split_content(t.clone(), p, blksz)),
-        Kind::Regular(c) => {
-            let src = Source::open(c)?;
-            let full = (p.data_blocks * blksz) as usize;
-            let size = c.size as usize;
-            let (blocks, tail) = if p.layout == DataLayout::FlatInline {
-                let mut buf = Vec::with_capacity(size);
-                src.append(0, size, &mut buf, c.size)?;
-                let tail = buf[full..].to_vec();
-                buf.truncate(full);
-                (buf, tail)
-            } else {
-                let mut buf = Vec::with_capacity(full);
-                src.append(0, size, &mut buf, c.size)?;
-                buf.resize(full, 0);
-                (buf, Vec::new())
-            };
-            src.check_eof(c.size)?;
-            let digest = ctx.hash.then(|| {
-                let mut h = Sha256::new();
-                h.update(&blocks[..blocks.len().min(size)]);
-                h.update(&tail);
-                h.finalize().into()
-            });
-            Ok(Produced {
-                blocks,
-                tail,
-                digest,
-            })
-        }
-        _ => Ok(Produced {
-            blocks: Vec::new(),
-            tail: Vec::new(),
-            digest: None,
-        }),
+    let blksz = plan.blksz() as usize;
+    let total: usize = list
+        .iter()
+        .map(|&i| plan.inodes[i].data_blocks as usize * blksz)
+        .sum();
+    // Room for one more block: each file is read whole (tail included, plus a spare byte)
+    // at its place, and the next file then overwrites the part past its blocks.
+    let mut buf = buffers.get(total + blksz + 1);
+    let mut files = Vec::with_capacity(list.len());
+    let mut dirs = DirCache::default();
+    let mut at = 0usize;
+    for &i in list {
+        let inode = &tree.inodes[i];
+        let p = &plan.inodes[i];
+        let full = p.data_blocks as usize * blksz;
+        let inline = p.layout == DataLayout::FlatInline;
+        let (tail, digest) = match &inode.kind {
+            Kind::Regular(c) => {
+                let size = c.size as usize;
+                Source::open(c, &mut dirs)?.read_whole(&mut buf[at..at + size + 1])?;
+                let digest = ctx.hash.then(|| Sha256::digest(&buf[at..at + size]).into());
+                (place(&mut buf[at..], size, full, inline), digest)
+            }
+            Kind::Directory { parent, entries } => {
+                let content = encode_dir(tree, plan, i, *parent, entries);
+                debug_assert_eq!(content.len() as u64, p.size);
+                buf[at..at + content.len()].copy_from_slice(&content);
+                (place(&mut buf[at..], content.len(), full, inline), None)
+            }
+            Kind::Symlink(t) => {
+                buf[at..at + t.len()].copy_from_slice(t);
+                (place(&mut buf[at..], t.len(), full, inline), None)
+            }
+            _ => unreachable!("only files, directories and symlinks have data blocks"),
+        };
+        files.push((i, tail, digest));
+        at += full;
     }
+    debug_assert_eq!(at, total);
+    Ok(DataDone {
+        buf,
+        len: total,
+        files,
+        piece: None,
+    })
+}
+
+/// Content of `len` bytes sits at the start of `buf` and gets `full` bytes of data blocks:
+/// an inline layout takes the rest out as the tail, a plain one pads the last block with
+/// zeroes.
+fn place(buf: &mut [u8], len: usize, full: usize, inline: bool) -> Vec<u8> {
+    if inline {
+        buf[full..len].to_vec()
+    } else {
+        buf[len..full].fill(0);
+        Vec::new()
+    }
+}
+
+/// A [`DataJob::Piece`] job.
+fn run_piece(
+    ctx: DataCtx<'_>,
+    inode: usize,
+    range: Range<u64>,
+    last: bool,
+    buffers: &BufPool,
+) -> Result<DataDone, BuildError> {
+    let Kind::Regular(c) = &ctx.tree.inodes[inode].kind else {
+        unreachable!("only regular files are read in pieces")
+    };
+    let p = &ctx.plan.inodes[inode];
+    let data = (range.end - range.start) as usize;
+    let len = data.next_multiple_of(ctx.plan.blksz() as usize);
+    let mut buf = buffers.get(len);
+    let src = Source::open(c, &mut DirCache::default())?;
+    src.read_exact_at(&mut buf[..data], range.start, c.size)?;
+    buf[data..len].fill(0);
+    let last = if last {
+        let tail_from = if p.layout == DataLayout::FlatInline {
+            p.data_blocks * ctx.plan.blksz()
+        } else {
+            c.size
+        };
+        Some(src.read_end(tail_from, c.size)?)
+    } else {
+        None
+    };
+    Ok(DataDone {
+        buf,
+        len,
+        files: Vec::new(),
+        piece: Some(PieceDone {
+            inode,
+            start: range.start,
+            data,
+            last,
+        }),
+    })
 }
 
 fn encode_dir(
@@ -508,139 +718,111 @@ fn encode_dir(
     crate::dir::encode(&list, plan.blksz() as usize)
 }
 
-/// Streams a large or sparse file in pieces: hashes every byte (holes as zeroes) when
-/// fingerprints are on, and sends its data blocks. Returns the digest and the inline tail.
-fn stream_big(
-    ctx: DataCtx<'_>,
-    c: &FileContent,
-    p: &InodePlan,
-    tx: &SyncSender<Vec<u8>>,
-) -> BigResult {
-    let blksz = ctx.plan.blksz();
-    let src = Source::open(c)?;
-    let mut hasher = ctx.hash.then(Sha256::new);
-    let mut tail = Vec::new();
-    let send_range =
-        |hasher: &mut Option<Sha256>, start: u64, end: u64| -> Result<(), BuildError> {
-            let mut off = start;
-            while off < end {
-                let len = ((end - off) as usize).min(PIECE);
-                let padded = (len as u64).next_multiple_of(blksz) as usize;
-                let mut buf = Vec::with_capacity(padded);
-                src.append(off, len, &mut buf, c.size)?;
-                buf.resize(padded, 0);
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf[..len]);
-                }
-                tx.send(buf).map_err(|_| closed())?;
-                off += len as u64;
-            }
-            Ok(())
-        };
-    if let Some(chunk) = &p.chunk {
-        let zeros = vec![0u8; PIECE];
-        let mut pos = 0u64;
-        for r in &chunk.data_chunks {
-            hash_zeros(hasher.as_mut(), &zeros, r.start - pos);
-            send_range(&mut hasher, r.start, r.end)?;
-            pos = r.end;
-        }
-        hash_zeros(hasher.as_mut(), &zeros, c.size - pos);
-    } else {
-        let full = p.data_blocks * blksz;
-        if p.layout == DataLayout::FlatInline {
-            send_range(&mut hasher, 0, full)?;
-            let n = (c.size - full) as usize;
-            tail = Vec::with_capacity(n);
-            src.append(full, n, &mut tail, c.size)?;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&tail);
-            }
-        } else {
-            send_range(&mut hasher, 0, c.size)?;
-        }
-    }
-    src.check_eof(c.size)?;
-    Ok((hasher.map(|h| h.finalize().into()), tail))
-}
-
-fn hash_zeros(hasher: Option<&mut Sha256>, zeros: &[u8], mut n: u64) {
-    let Some(hasher) = hasher else { return };
-    while n > 0 {
-        let k = (n as usize).min(zeros.len());
-        hasher.update(&zeros[..k]);
-        n -= k as u64;
-    }
-}
-
 /// Files read in the metadata stage: regular files whose whole content is an inline tail.
 fn tail_only_file(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     matches!(&inode.kind, Kind::Regular(c) if c.size > 0) && p.data_blocks == 0 && p.chunk.is_none()
 }
 
-/// An encoded metadata item and the digest computed while encoding it.
-type Item = (Vec<u8>, Option<[u8; 32]>);
+/// What a metadata job hands to the writing thread.
+struct MetaDone {
+    buf: Vec<u8>,
+    /// Digests of the files read by this job.
+    digests: Vec<(usize, [u8; 32])>,
+    files: u64,
+    bytes: u64,
+}
 
-/// Inodes per parallel batch in the metadata stage.
-const META_BATCH: usize = 4096;
-
-/// The metadata area: inodes in `meta_order` with their xattr bodies, inline tails and chunk
-/// tables. Items are encoded in parallel batches (files that live entirely in their inode's
-/// block are read and hashed here, once) and written in order.
-fn write_meta<W: Write>(
+/// The metadata area: inode items in `meta_order` with their xattr bodies, inline tails and
+/// chunk tables, then zeroes to the end of the image.
+fn write_meta<W: Write + Send>(
     ctx: DataCtx<'_>,
+    buffers: &BufPool,
     data: &mut DataOut,
     w: &mut W,
     progress: &dyn Progress,
     fingerprinted: &mut Vec<(usize, [u8; 32])>,
 ) -> Result<(), BuildError> {
-    const ZEROS: [u8; 4096] = [0; 4096];
     let plan = ctx.plan;
-    let mut pos = 0u64;
-    let pad = |w: &mut W, pos: &mut u64, to: u64| -> std::io::Result<()> {
-        while *pos < to {
-            let k = ((to - *pos) as usize).min(ZEROS.len());
-            w.write_all(&ZEROS[..k])?;
-            *pos += k as u64;
+    let order = &plan.meta_order;
+    let jobs = order.len().div_ceil(META_JOB);
+    let meta_bytes = (plan.total_blocks - plan.meta_start) * plan.blksz();
+    // Job k covers the area from its first item to the next job's first item, so padding
+    // between items is part of the job before it.
+    let start_of = |k: usize| -> u64 {
+        if k == 0 {
+            0
+        } else if k >= jobs {
+            meta_bytes
+        } else {
+            plan.inodes[order[k * META_JOB]].meta_offset
         }
-        Ok(())
     };
-    for batch in plan.meta_order.chunks(META_BATCH) {
-        let data_ref = &*data;
-        let items: Vec<Result<Item, BuildError>> = batch
-            .par_iter()
-            .map(|&i| encode_item(ctx, data_ref, i))
-            .collect();
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for (&i, item) in batch.iter().zip(items) {
-            let (item, digest) = item?;
-            let p = &plan.inodes[i];
-            pad(w, &mut pos, p.meta_offset).map_err(BuildError::Output)?;
-            w.write_all(&item).map_err(BuildError::Output)?;
-            pos += item.len() as u64;
-            if tail_only_file(&ctx.tree.inodes[i], p) {
-                files += 1;
-                bytes += p.size;
-                if let Some(d) = digest {
-                    fingerprinted.push((i, d));
+    let shared: &DataOut = data;
+    let mut done_digests = Vec::new();
+    let mut bytes = 0u64;
+    run_ordered(
+        jobs,
+        ctx.threads,
+        ctx.window(),
+        |k| {
+            let (from, to) = (start_of(k), start_of(k + 1));
+            let mut buf = buffers.get(0);
+            buf.clear();
+            let mut out = MetaDone {
+                buf: Vec::new(),
+                digests: Vec::new(),
+                files: 0,
+                bytes: 0,
+            };
+            let mut dirs = DirCache::default();
+            for &i in &order[k * META_JOB..((k + 1) * META_JOB).min(order.len())] {
+                let p = &plan.inodes[i];
+                buf.resize((p.meta_offset - from) as usize, 0);
+                let digest = encode_item(ctx, shared, i, &mut buf, &mut dirs)?;
+                if tail_only_file(&ctx.tree.inodes[i], p) {
+                    out.files += 1;
+                    out.bytes += p.size;
+                    if let Some(d) = digest {
+                        out.digests.push((i, d));
+                    }
                 }
             }
-            // Tails from the data stage are no longer needed.
-            data.tails[i] = Vec::new();
-        }
-        data.bytes += bytes;
-        if files > 0 {
-            progress.advance(files, bytes);
-        }
+            debug_assert!(buf.len() as u64 <= to - from);
+            buf.resize((to - from) as usize, 0);
+            out.buf = buf;
+            Ok(out)
+        },
+        |done| {
+            w.write_all(&done.buf).map_err(BuildError::Output)?;
+            buffers.put(done.buf);
+            done_digests.extend(done.digests);
+            bytes += done.bytes;
+            if done.files > 0 {
+                progress.advance(done.files, done.bytes);
+            }
+            Ok(())
+        },
+    )?;
+    if jobs == 0 {
+        w.write_all(&vec![0u8; meta_bytes as usize])
+            .map_err(BuildError::Output)?;
     }
-    debug_assert_eq!(pos, plan.meta_size);
-    let meta_bytes = (plan.total_blocks - plan.meta_start) * plan.blksz();
-    pad(w, &mut pos, meta_bytes).map_err(BuildError::Output)
+    data.bytes += bytes;
+    fingerprinted.extend(done_digests);
+    // The data stage's tails are written now.
+    data.tails = Vec::new();
+    Ok(())
 }
 
-/// Encodes one metadata item: inode, xattr body (fingerprint filled in), then the inline
-/// tail or the chunk table. Returns the bytes and the digest computed here, if any.
-fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, BuildError> {
+/// Appends one metadata item to `out`: inode, xattr body (fingerprint filled in), then the
+/// inline tail or the chunk table. Returns the digest computed here, if any.
+fn encode_item<'a>(
+    ctx: DataCtx<'a>,
+    data: &DataOut,
+    i: usize,
+    out: &mut Vec<u8>,
+    dirs: &mut DirCache<'a>,
+) -> Result<Option<[u8; 32]>, BuildError> {
     let (tree, plan) = (ctx.tree, ctx.plan);
     let inode = &tree.inodes[i];
     let p = &plan.inodes[i];
@@ -655,10 +837,9 @@ fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, Build
         let Kind::Regular(c) = &inode.kind else {
             unreachable!()
         };
-        let src = Source::open(c)?;
-        let mut buf = Vec::with_capacity(c.size as usize);
-        src.append(0, c.size as usize, &mut buf, c.size)?;
-        src.check_eof(c.size)?;
+        let mut buf = vec![0u8; c.size as usize + 1];
+        Source::open(c, dirs)?.read_whole(&mut buf)?;
+        buf.truncate(c.size as usize);
         if ctx.hash {
             own_digest = Some(Sha256::digest(&buf).into());
             digest = own_digest;
@@ -682,7 +863,7 @@ fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, Build
             p.tail_len
         ))));
     }
-    let mut out = Vec::with_capacity(64 + body.bytes.len() + tail.len());
+    let item_start = out.len();
     let format = InodeFormat {
         extended: p.extended,
         layout: p.layout,
@@ -738,7 +919,9 @@ fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, Build
         }
     }
     if let Some(ch) = &p.chunk {
-        out.resize(out.len().next_multiple_of(4), 0);
+        // The chunk table is 4-byte aligned within the item.
+        let aligned = item_start + (out.len() - item_start).next_multiple_of(4);
+        out.resize(aligned, 0);
         for &b in &ch.table {
             out.extend_from_slice(&b.to_le_bytes());
         }
@@ -746,7 +929,7 @@ fn encode_item(ctx: DataCtx<'_>, data: &DataOut, i: usize) -> Result<Item, Build
         out.extend_from_slice(tail);
     }
     debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
-    Ok((out, own_digest))
+    Ok(own_digest)
 }
 
 #[cfg(test)]
