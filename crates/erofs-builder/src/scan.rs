@@ -4,9 +4,8 @@
 //! (lstat, xattrs, symlink targets, holes of sparse files). The result is flattened in a
 //! fixed order afterwards, so the tree never depends on thread timing.
 
-use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -52,6 +51,7 @@ pub fn scan_dir(
         progress,
         entries: std::sync::atomic::AtomicU64::new(0),
     };
+    let meta = Stat::of_metadata(&meta);
     let root = ctx.scan_entry(source.to_path_buf(), Vec::new(), Vec::new(), meta)?;
     let root = root.expect("the root is never skipped");
     let tree = flatten(root);
@@ -67,6 +67,63 @@ pub fn scan_dir(
 
 /// A full xattr name and its value.
 type Xattr = (Vec<u8>, Vec<u8>);
+
+/// What the scan keeps of an entry's `lstat`.
+#[derive(Clone, Copy, Debug)]
+struct Stat {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    blocks: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    dev: u64,
+    ino: u64,
+    nlink: u64,
+    rdev: u64,
+}
+
+impl Stat {
+    fn of_metadata(m: &std::fs::Metadata) -> Self {
+        Self {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            blocks: m.blocks(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            rdev: m.rdev(),
+        }
+    }
+
+    /// `lstat` of `name` in the open directory `dir`: no walk of the whole path.
+    fn at(dir: &rustix::fd::OwnedFd, name: &std::ffi::CStr) -> std::io::Result<Self> {
+        let s = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+        Ok(Self {
+            mode: s.st_mode as u32,
+            uid: s.st_uid,
+            gid: s.st_gid,
+            size: s.st_size as u64,
+            blocks: s.st_blocks as u64,
+            mtime: s.st_mtime as i64,
+            mtime_nsec: s.st_mtime_nsec as i64,
+            dev: s.st_dev as u64,
+            ino: s.st_ino as u64,
+            nlink: s.st_nlink as u64,
+            rdev: s.st_rdev as u64,
+        })
+    }
+
+    fn file_type(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.mode as rustix::fs::RawMode)
+    }
+}
 
 struct Ctx<'a> {
     options: &'a Options,
@@ -109,7 +166,7 @@ impl Ctx<'_> {
         path: PathBuf,
         rel: Vec<u8>,
         name: Vec<u8>,
-        meta: Metadata,
+        meta: Stat,
     ) -> Result<Option<Node>, BuildError> {
         let is_root = rel.is_empty();
         let n = self
@@ -144,21 +201,22 @@ impl Ctx<'_> {
         path: &Path,
         rel: &[u8],
         name: Vec<u8>,
-        meta: &Metadata,
+        meta: &Stat,
     ) -> Result<Node, BuildError> {
+        use rustix::fs::FileType;
         let ft = meta.file_type();
         let mut old_fingerprint = None;
         let xattrs = self.read_xattrs(path, &mut old_fingerprint)?;
         let mut children = Vec::new();
-        let kind = if ft.is_dir() {
+        let kind = if ft == FileType::Directory {
             children = self.scan_children(path, rel)?;
             Kind::Directory {
                 parent: 0,
                 entries: Vec::new(),
             }
-        } else if ft.is_file() {
-            let size = meta.len();
-            let sparse = meta.blocks().saturating_mul(512) < size;
+        } else if ft == FileType::RegularFile {
+            let size = meta.size;
+            let sparse = meta.blocks.saturating_mul(512) < size;
             let data_ranges = if sparse || self.options.keep_going {
                 let file = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
                 if sparse {
@@ -175,7 +233,7 @@ impl Ctx<'_> {
                 data_ranges,
                 old_fingerprint,
             })
-        } else if ft.is_symlink() {
+        } else if ft == FileType::Symlink {
             let target = std::fs::read_link(path).map_err(|e| BuildError::io(path, e))?;
             let target = target.as_os_str().as_bytes().to_vec();
             if target.is_empty() || target.len() > 4095 {
@@ -185,15 +243,15 @@ impl Ctx<'_> {
                 });
             }
             Kind::Symlink(target)
-        } else if ft.is_char_device() {
-            let (ma, mi) = split_dev(meta.rdev());
+        } else if ft == FileType::CharacterDevice {
+            let (ma, mi) = split_dev(meta.rdev);
             Kind::CharDevice(ma, mi)
-        } else if ft.is_block_device() {
-            let (ma, mi) = split_dev(meta.rdev());
+        } else if ft == FileType::BlockDevice {
+            let (ma, mi) = split_dev(meta.rdev);
             Kind::BlockDevice(ma, mi)
-        } else if ft.is_fifo() {
+        } else if ft == FileType::Fifo {
             Kind::Fifo
-        } else if ft.is_socket() {
+        } else if ft == FileType::Socket {
             Kind::Socket
         } else {
             return Err(BuildError::Unsupported {
@@ -201,19 +259,19 @@ impl Ctx<'_> {
                 reason: "unknown file type".into(),
             });
         };
-        let (uid, gid) = self.options.ownership.apply(meta.uid(), meta.gid());
+        let (uid, gid) = self.options.ownership.apply(meta.uid, meta.gid);
         let (mtime, mtime_nsec) = match (self.options.timestamp, self.options.mtime) {
             (Some(t), MtimePolicy::AllTime | MtimePolicy::IgnoreMtime) => (t, 0),
-            _ => (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32),
+            _ => (meta.mtime, meta.mtime_nsec.clamp(0, 999_999_999) as u32),
         };
         Ok(Node {
             name,
-            dev: meta.dev(),
-            ino: meta.ino(),
-            st_nlink: meta.nlink(),
+            dev: meta.dev,
+            ino: meta.ino,
+            st_nlink: meta.nlink,
             inode: Inode {
                 kind,
-                permissions: (meta.mode() & 0o7777) as u16,
+                permissions: (meta.mode & 0o7777) as u16,
                 uid,
                 gid,
                 mtime,
@@ -225,23 +283,46 @@ impl Ctx<'_> {
         })
     }
 
+    /// Scans a directory's entries in two passes: first every `lstat`, relative to the open
+    /// directory; then, with the directory closed again, each entry in full. Closing it
+    /// before descending keeps the open descriptors to a few per thread, however deep the
+    /// tree.
     fn scan_children(&self, dir: &Path, rel: &[u8]) -> Result<Vec<Node>, BuildError> {
+        use rustix::fs::{Mode, OFlags};
+        let io = |e: rustix::io::Errno| BuildError::io(dir, e.into());
+        let dirfd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(io)?;
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))? {
-            let entry = entry.map_err(|e| BuildError::io(dir, e))?;
-            let name = entry.file_name().as_bytes().to_vec();
-            let child_rel = join_rel(rel, &name);
+        for entry in rustix::fs::Dir::read_from(&dirfd).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
+            }
+            let child_rel = join_rel(rel, name.to_bytes());
             if self.excluded(&child_rel) {
                 continue;
             }
-            names.push((name, child_rel));
+            names.push((name.to_owned(), child_rel));
         }
         names.sort_unstable();
-        let results: Vec<Result<Option<Node>, BuildError>> = names
+        let stats: Vec<_> = names
             .into_par_iter()
             .map(|(name, child_rel)| {
+                let stat = Stat::at(&dirfd, &name);
+                (name.into_bytes(), child_rel, stat)
+            })
+            .collect();
+        drop(dirfd);
+        let results: Vec<Result<Option<Node>, BuildError>> = stats
+            .into_par_iter()
+            .map(|(name, child_rel, stat)| {
                 let path = dir.join(std::ffi::OsStr::from_bytes(&name));
-                let meta = match std::fs::symlink_metadata(&path) {
+                let meta = match stat {
                     Ok(m) => m,
                     Err(e) => {
                         let e = BuildError::io(&path, e);
