@@ -222,7 +222,11 @@ impl Bar {
 impl Progress for Bar {
     fn phase(&self, phase: Phase) {
         if let Some(t) = self.timings {
-            eprintln!("{:8.3}s {phase:?}", t.elapsed().as_secs_f64());
+            eprintln!(
+                "{:8.3}s {:>7} cpu {phase:?}",
+                t.elapsed().as_secs_f64(),
+                cpu_seconds().map_or("?".into(), |c| format!("{c:.2}s"))
+            );
         }
         if let Some(b) = &self.bar {
             match phase {
@@ -313,4 +317,15 @@ fn run(cli: &Cli) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// User plus system CPU time of this process so far, from /proc (for the timings only).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace().skip(11);
+    let user: f64 = f.next()?.parse().ok()?;
+    let sys: f64 = f.next()?.parse().ok()?;
+    Some((user + sys) / 100.0)
 }
