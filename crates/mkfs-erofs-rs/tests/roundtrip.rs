@@ -109,6 +109,108 @@ fn files_over_4_gib_are_stored_with_holes_not_data() {
     }
 }
 
+/// One MiB of file data whose first bytes name its index, so that a piece written at the
+/// wrong offset cannot go unnoticed.
+fn stamp_mib(mib: &mut [u8], index: u64) {
+    mib[..8].copy_from_slice(&index.to_le_bytes());
+}
+
+#[test]
+fn a_dense_file_over_4_gib_is_stored_flat_with_an_extended_inode() {
+    const SIZE: u64 = (4 << 30) + 5000;
+    let tmp = tempdir();
+    // The source and the image take 8.6 GB; the page cache keeps most of it in memory.
+    let free = rustix::fs::statvfs(tmp.path())
+        .map(|v| v.f_bavail * v.f_frsize)
+        .unwrap_or(0);
+    if free < 12 << 30 {
+        eprintln!(
+            "SKIPPED: a 4 GiB file needs 12 GiB free under {}, {} MiB are",
+            tmp.path().display(),
+            free >> 20
+        );
+        return;
+    }
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut hasher = Sha256::new();
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(src.join("dense")).unwrap());
+        let mut left = SIZE;
+        let mut mib = bytes(0x5eed, 1 << 20);
+        for i in 0.. {
+            if left == 0 {
+                break;
+            }
+            stamp_mib(&mut mib, i);
+            let n = left.min(mib.len() as u64) as usize;
+            f.write_all(&mib[..n]).unwrap();
+            hasher.update(&mib[..n]);
+            left -= n as u64;
+        }
+        f.flush().unwrap();
+    }
+    let want_fp = [b"sha256:".as_slice(), &hasher.finalize()].concat();
+
+    let img = tmp.path().join("img.erofs");
+    mkfs(&src, &img, &["-T", "0", "--fingerprint=sha256"]);
+    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let f = image.lookup(b"/dense").unwrap();
+    assert_eq!(f.size, SIZE);
+    assert!(f.extended, "a size over 4 GiB needs an extended inode");
+    assert_eq!(
+        f.layout,
+        erofs_format::DataLayout::FlatInline,
+        "whole blocks, then the 904-byte tail in the inode's block"
+    );
+    assert_eq!(
+        image.get_xattr(&f, FP.as_bytes()).unwrap(),
+        Some(want_fp.clone())
+    );
+    // Every byte, through our reader: the last MiBs sit past 4 GiB and the tail is inline.
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < SIZE {
+        let n = image.read_at(&f, at, &mut buf).unwrap();
+        assert!(n > 0, "short read at {at}");
+        if at % (1 << 20) == 0 {
+            assert_eq!(
+                buf[..8],
+                (at >> 20).to_le_bytes(),
+                "MiB {} misplaced",
+                at >> 20
+            );
+        }
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    assert_eq!([b"sha256:".as_slice(), &h.finalize()].concat(), want_fp);
+    assert!(
+        std::fs::metadata(&img).unwrap().len() > SIZE,
+        "the data is stored"
+    );
+
+    if let Some(m) = Mount::new(&img) {
+        use std::os::unix::fs::FileExt;
+        let path = m.path().join("dense");
+        let f = std::fs::File::open(&path).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), SIZE);
+        let mut stamp = [0u8; 8];
+        for i in [0u64, 4095, 4096] {
+            f.read_exact_at(&mut stamp, i << 20).unwrap();
+            assert_eq!(stamp, i.to_le_bytes(), "kernel: MiB {i}");
+        }
+        let mut tail = vec![0u8; 5000];
+        f.read_exact_at(&mut tail, 4 << 30).unwrap();
+        let mut want = bytes(0x5eed, 5000);
+        stamp_mib(&mut want, 4096);
+        assert_eq!(tail, want);
+        assert_eq!(read_xattrs(&path).get(FP.as_bytes()), Some(&want_fp));
+    }
+}
+
 #[test]
 fn real_mtimes_are_kept_to_the_nanosecond() {
     let tmp = tempdir();
