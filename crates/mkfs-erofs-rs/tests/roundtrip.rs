@@ -175,7 +175,7 @@ fn a_dense_file_over_4_gib_is_stored_flat_with_an_extended_inode() {
     while at < SIZE {
         let n = image.read_at(&f, at, &mut buf).unwrap();
         assert!(n > 0, "short read at {at}");
-        if at % (1 << 20) == 0 {
+        if at.is_multiple_of(1 << 20) {
             assert_eq!(
                 buf[..8],
                 (at >> 20).to_le_bytes(),
