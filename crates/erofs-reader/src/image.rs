@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use erofs_format::xattr::{LongPrefix, MAX_LONG_PREFIXES};
 use erofs_format::{
@@ -30,13 +30,33 @@ const MAX_SB_SIZE: usize = 4096 - SUPERBLOCK_OFFSET;
 const META_CACHE_UNIT_BITS: u8 = 12;
 /// At most this many units are cached (4 MiB at 4 KiB units).
 const META_CACHE_UNITS: usize = 1024;
+/// Independently locked parts of the cache, so that threads walking one image at once
+/// (directories read in parallel, xattr lookups while hashing) rarely wait for each other.
+const META_CACHE_SHARDS: usize = 16;
 
 /// A small FIFO cache of whole metadata blocks, so that walking 50,000 inodes costs a
 /// few thousand reads instead of one per inode. File data never goes through it.
 #[derive(Debug, Default)]
-struct MetaCache {
-    blocks: crate::nidmap::NidMap<Arc<[u8]>>,
+struct MetaCacheShard {
+    blocks: crate::nidmap::NidMap<Vec<u8>>,
     order: VecDeque<u64>,
+}
+
+/// [`MetaCacheShard`]s by unit number modulo [`META_CACHE_SHARDS`]: consecutive units,
+/// which a walk reads together, land in different shards.
+#[derive(Debug, Default)]
+struct MetaCache {
+    shards: [Mutex<MetaCacheShard>; META_CACHE_SHARDS],
+}
+
+impl MetaCache {
+    fn shard(&self, unit: u64) -> std::sync::MutexGuard<'_, MetaCacheShard> {
+        // Nothing panics while a shard is held, and a shard is consistent after every
+        // statement, so a poisoned lock is still usable.
+        self.shards[(unit % META_CACHE_SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Where the image bytes come from. Both kinds are read with positional reads, so an
@@ -73,7 +93,7 @@ pub struct Image {
     prefixes: Vec<LongPrefix>,
     prefixes_compressed: Option<String>,
     checksum: Option<(u32, u32)>,
-    cache: Mutex<MetaCache>,
+    cache: MetaCache,
 }
 
 impl Image {
@@ -131,7 +151,7 @@ impl Image {
             prefixes: Vec::new(),
             prefixes_compressed: None,
             checksum: None,
-            cache: Mutex::new(MetaCache::default()),
+            cache: MetaCache::default(),
         };
         let raw = image.read_vec(SUPERBLOCK_OFFSET as u64, SUPERBLOCK_SIZE as u64)?;
         let sb = SuperBlock::read_from_bytes(&raw).map_err(|_| {
@@ -344,39 +364,68 @@ impl Image {
             return self.read_exact(offset, buf);
         }
         let bits = META_CACHE_UNIT_BITS;
-        let blksz = 1u64 << bits;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let blk = pos >> bits;
-            let block = self.cached_block(blk, blksz)?;
-            let in_blk = (pos - (blk << bits)) as usize;
-            let n = (block.len() - in_blk).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&block[in_blk..in_blk + n]);
+            let unit = pos >> bits;
+            let start = unit << bits;
+            // The last unit may be partial; check_range made sure the caller's bytes exist.
+            let unit_len = (1u64 << bits).min(self.len - start) as usize;
+            let in_unit = (pos - start) as usize;
+            let n = (unit_len - in_unit).min(buf.len() - done);
+            self.read_cached(unit, unit_len, in_unit, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())
     }
 
-    fn cached_block(&self, blk: u64, blksz: u64) -> Result<Arc<[u8]>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = cache.blocks.get(&blk) {
-            return Ok(b.clone());
-        }
-        let start = blk * blksz;
-        // The last block may be partial; check_range made sure the caller's bytes exist.
-        let len = blksz.min(self.len - start);
-        let mut v = vec![0u8; len as usize];
-        self.read_exact(start, &mut v)?;
-        let b: Arc<[u8]> = v.into();
-        if cache.order.len() >= META_CACHE_UNITS
-            && let Some(old) = cache.order.pop_front()
+    /// Copies `dst.len()` bytes at `in_unit` of cache unit `unit` (`unit_len` bytes long)
+    /// into `dst`, reading the unit on a miss.
+    ///
+    /// The cache keeps at most [`META_CACHE_UNITS`] buffers and reuses the evicted one for
+    /// the unit read in: once it is full, a miss allocates and frees nothing, so threads
+    /// reading one image do not wait on each other's allocator arenas to free units that
+    /// another thread allocated.
+    fn read_cached(
+        &self,
+        unit: u64,
+        unit_len: usize,
+        in_unit: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let range = in_unit..in_unit + dst.len();
+        if let Some(src) = self
+            .cache
+            .shard(unit)
+            .blocks
+            .get(&unit)
+            .and_then(|b| b.get(range.clone()))
         {
-            cache.blocks.remove(&old);
+            dst.copy_from_slice(src);
+            return Ok(());
         }
-        cache.order.push_back(blk);
-        cache.blocks.insert(blk, b.clone());
-        Ok(b)
+        // Read with the shard unlocked: holding it across the system call would make
+        // every other thread's lookup in the shard wait for this miss.
+        let mut read = [0u8; 1 << META_CACHE_UNIT_BITS];
+        let read = &mut read[..unit_len];
+        self.read_exact(unit << META_CACHE_UNIT_BITS, read)?;
+        dst.copy_from_slice(&read[range]);
+        let mut shard = self.cache.shard(unit);
+        // Another thread may have read the same unit meanwhile: keep one copy.
+        if shard.blocks.contains_key(&unit) {
+            return Ok(());
+        }
+        let mut slot = Vec::new();
+        if shard.order.len() >= META_CACHE_UNITS / META_CACHE_SHARDS
+            && let Some(old) = shard.order.pop_front()
+        {
+            slot = shard.blocks.remove(&old).unwrap_or_default();
+        }
+        slot.clear();
+        slot.extend_from_slice(read);
+        shard.order.push_back(unit);
+        shard.blocks.insert(unit, slot);
+        Ok(())
     }
 
     /// Like [`Image::read_vec`], through the metadata cache.

@@ -1,8 +1,9 @@
 //! Recomputing every fingerprint of an image, in parallel.
 //!
-//! Verification is data-bound: the metadata walk is serial and fast, then the files are
-//! read and hashed on the rayon pool, largest first so that one big file does not end up
-//! alone at the tail. Results are sorted by nid, so the report never depends on timing.
+//! Verification is data-bound: the metadata walk reads directories in parallel, then the
+//! files are read and hashed on the rayon pool, largest first so that one big file does not
+//! end up alone at the tail. Results are sorted by nid, so the report never depends on
+//! timing or on the number of threads.
 
 use erofs_format::Compat;
 use erofs_format::xattr::parse_sha256_fingerprint;
@@ -153,6 +154,67 @@ pub fn sha256_of(
     Ok(h.finalize().into())
 }
 
+/// One file to verify, with its fingerprint xattr (or the error looking it up).
+struct Job {
+    file: RegularFile,
+    value: std::result::Result<Option<Vec<u8>>, String>,
+}
+
+/// Reads, hashes and judges one file.
+fn verify_one(image: &Image, job: Job, progress: &dyn Progress) -> Outcome {
+    let Job {
+        file: RegularFile { inode, paths },
+        value,
+    } = job;
+    let issue = |issue| {
+        Some(FileIssue {
+            nid: inode.nid,
+            paths: paths.iter().map(|p| escape_bytes(p)).collect(),
+            size: inode.size,
+            issue,
+        })
+    };
+    let value = match value {
+        Ok(v) => v,
+        Err(error) => {
+            return Outcome {
+                hashed: None,
+                issue: issue(Issue::ReadError { error }),
+            };
+        }
+    };
+    let found = match (value, inode.size) {
+        (None, 0) => None,
+        (Some(_), 0) => issue(Issue::OnEmptyFile),
+        (None, _) => issue(Issue::Missing),
+        (Some(v), size) => match parse_sha256_fingerprint(&v) {
+            None => issue(Issue::Unidentified { value_len: v.len() }),
+            Some(stored) => {
+                let found =
+                    match BUF.with(|b| sha256_of(image, &inode, &mut b.borrow_mut(), progress)) {
+                        Ok(computed) if &computed == stored => None,
+                        Ok(computed) => issue(Issue::Mismatch {
+                            stored: hex(stored),
+                            computed: hex(&computed),
+                        }),
+                        Err(e) => issue(Issue::ReadError {
+                            error: e.to_string(),
+                        }),
+                    };
+                return Outcome {
+                    hashed: Some(size),
+                    issue: found,
+                };
+            }
+        },
+    };
+    progress.advance(inode.size);
+    Outcome {
+        hashed: None,
+        issue: found,
+    }
+}
+
 /// Recomputes the SHA-256 of every fingerprinted file and compares it with the stored value.
 ///
 /// Runs on the current rayon pool. `progress` counts bytes.
@@ -203,74 +265,36 @@ pub fn verify_files(
         return Ok(report);
     };
 
-    // Everything per file (xattr lookup, read, hash) runs on the pool; largest files first
-    // so that a big file does not start last and run alone.
-    let mut files = files;
-    files.sort_by(|a, b| {
-        b.inode
+    // Fingerprints are looked up in the given (nid) order, in contiguous runs per thread:
+    // inodes and their xattrs are laid out by nid, so neighbouring lookups share cached
+    // metadata blocks, where in size order nearly every lookup would read a block.
+    let mut jobs: Vec<Job> = files
+        .into_par_iter()
+        .map(|file| {
+            let value = image
+                .get_xattr(&file.inode, &name)
+                .map_err(|e| e.to_string());
+            Job { file, value }
+        })
+        .collect();
+    // Reading and hashing run on the pool, largest files first so that a big file does not
+    // start last and run alone. (size, nid) is unique, so the unstable sort gives one order.
+    jobs.par_sort_unstable_by(|a, b| {
+        b.file
+            .inode
             .size
-            .cmp(&a.inode.size)
-            .then(a.inode.nid.cmp(&b.inode.nid))
+            .cmp(&a.file.inode.size)
+            .then(a.file.inode.nid.cmp(&b.file.inode.nid))
     });
-    progress.start(Some(files.iter().map(|f| f.inode.size).sum()));
-    let outcomes: Vec<Outcome> = files
-        .par_iter()
+    progress.start(Some(jobs.iter().map(|j| j.file.inode.size).sum()));
+    let outcomes: Vec<Outcome> = jobs
+        // By value, so that each file's paths are freed on the pool as it is done instead of
+        // all at once on one thread at the end.
+        .into_par_iter()
         // One file per job: sizes range from bytes to tens of MiB, and rayon's default
         // splitting leaves a quarter of the (largest) files on one thread.
         .with_max_len(1)
-        .map(|f| {
-            let issue = |issue| {
-                let paths = f.paths.iter().map(|p| escape_bytes(p)).collect();
-                Some(FileIssue {
-                    nid: f.inode.nid,
-                    paths,
-                    size: f.inode.size,
-                    issue,
-                })
-            };
-            let value = match image.get_xattr(&f.inode, &name) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Outcome {
-                        hashed: None,
-                        issue: issue(Issue::ReadError {
-                            error: e.to_string(),
-                        }),
-                    };
-                }
-            };
-            let found = match (value, f.inode.size) {
-                (None, 0) => None,
-                (Some(_), 0) => issue(Issue::OnEmptyFile),
-                (None, _) => issue(Issue::Missing),
-                (Some(v), size) => match parse_sha256_fingerprint(&v) {
-                    None => issue(Issue::Unidentified { value_len: v.len() }),
-                    Some(stored) => {
-                        let found = match BUF
-                            .with(|b| sha256_of(image, &f.inode, &mut b.borrow_mut(), progress))
-                        {
-                            Ok(computed) if &computed == stored => None,
-                            Ok(computed) => issue(Issue::Mismatch {
-                                stored: hex(stored),
-                                computed: hex(&computed),
-                            }),
-                            Err(e) => issue(Issue::ReadError {
-                                error: e.to_string(),
-                            }),
-                        };
-                        return Outcome {
-                            hashed: Some(size),
-                            issue: found,
-                        };
-                    }
-                },
-            };
-            progress.advance(f.inode.size);
-            Outcome {
-                hashed: None,
-                issue: found,
-            }
-        })
+        .map(|job| verify_one(image, job, progress))
         .collect();
     progress.finish();
     for o in outcomes {

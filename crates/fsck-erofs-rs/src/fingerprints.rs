@@ -2,17 +2,32 @@
 //! fingerprint in parallel and compare it with the stored value.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use erofs_reader::Image;
 use erofs_share::verify::{Issue, VerifyReport, verify_fingerprints};
 
-/// Verifies `img` and prints the human report unless `json`. Returns the report.
-pub fn run(img: &Image, image_name: &str, show_progress: bool, json: bool) -> Result<VerifyReport> {
+/// A finished verification and how long it took.
+pub struct Verified {
+    report: VerifyReport,
+    took: Duration,
+}
+
+/// Verifies `img`, printing nothing (see [`print`]) so that it can run alongside the check.
+pub fn verify(img: &Image, show_progress: bool) -> erofs_reader::Result<Verified> {
     let bar = erofs_progress::Bar::bytes(show_progress, "verifying fingerprints");
     let started = Instant::now();
     let report = verify_fingerprints(img, &bar)?;
+    Ok(Verified {
+        report,
+        took: started.elapsed(),
+    })
+}
+
+/// Prints the human report of `verified` unless `json`. Returns the report.
+pub fn print(verified: Verified, image_name: &str, json: bool) -> Result<VerifyReport> {
+    let Verified { report, took } = verified;
     if json {
         return Ok(report);
     }
@@ -47,7 +62,7 @@ pub fn run(img: &Image, image_name: &str, show_progress: bool, json: bool) -> Re
         )?;
         return Ok(report);
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = took.as_secs_f64();
     let mismatched = report
         .issues
         .iter()

@@ -118,7 +118,12 @@ fn run(cli: &Cli) -> Result<i32> {
             bail!(msg);
         }
     };
-    let bar = erofs_progress::Bar::new(!cli.quiet && !cli.json, "checking");
+    // With --verify-fingerprints the check runs alongside the verification, whose bar is
+    // the one shown: two bars redrawing one line would garble it.
+    let bar = erofs_progress::Bar::new(
+        !cli.quiet && !cli.json && !cli.verify_fingerprints,
+        "checking",
+    );
     let (start_nid, start_path) = match subtree(cli, &img) {
         Ok(s) => s,
         Err(e) => {
@@ -129,17 +134,30 @@ fn run(cli: &Cli) -> Result<i32> {
             return Err(e);
         }
     };
-    let report = check_from(
-        &img,
-        CheckOptions {
-            verify_checksum: !cli.no_sbcrc,
-            // Extraction to a directory reads every byte itself; read here only without one.
-            read_data: cli.extract.as_ref().is_some_and(|d| d.is_empty()),
-        },
-        start_nid,
-        &start_path,
-        &bar,
-    );
+    let check = || {
+        check_from(
+            &img,
+            CheckOptions {
+                verify_checksum: !cli.no_sbcrc,
+                // Extraction to a directory reads every byte itself; read here only without one.
+                read_data: cli.extract.as_ref().is_some_and(|d| d.is_empty()),
+            },
+            start_nid,
+            &start_path,
+            &bar,
+        )
+    };
+    // The check and the verification only read the image: the check (a serial walk) runs
+    // on one pool thread while the others walk and hash, instead of before them. Both
+    // reports are printed afterwards, in the usual order.
+    let (report, verified) = if cli.verify_fingerprints {
+        let (report, verified) = rayon::join(check, || {
+            fingerprints::verify(&img, !cli.quiet && !cli.json)
+        });
+        (report, Some(verified))
+    } else {
+        (check(), None)
+    };
 
     let mut extract_report = None;
     let mut extract_error = None;
@@ -151,15 +169,9 @@ fn run(cli: &Cli) -> Result<i32> {
     }
 
     let image_name = cli.image.display().to_string();
-    let fingerprints = if cli.verify_fingerprints {
-        Some(fingerprints::run(
-            &img,
-            &image_name,
-            !cli.quiet && !cli.json,
-            cli.json,
-        )?)
-    } else {
-        None
+    let fingerprints = match verified {
+        Some(v) => Some(fingerprints::print(v?, &image_name, cli.json)?),
+        None => None,
     };
     let clean = report.is_clean()
         && extract_error.is_none()

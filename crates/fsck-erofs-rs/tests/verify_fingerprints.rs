@@ -194,3 +194,80 @@ fn json_report_is_stable() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     insta::assert_json_snapshot!("verify_fingerprints_clean", v["fingerprints"]);
 }
+
+fn fsck_on_threads(threads: usize, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fsck-erofs-rs"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .output()
+        .expect("run fsck.erofs-rs")
+}
+
+/// The directories are walked and the files hashed in parallel, and the check runs
+/// alongside: none of that may show in the output, problems included.
+#[test]
+fn reports_are_identical_with_one_and_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in 0..12u32 {
+        let sub = src.join(format!("d{d:02}/inner{}", d % 3));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..(3 + d % 4) {
+            let body: Vec<u8> = (0..(d * 7919 + f * 104_729) % 70_000)
+                .map(|i| (i * (d + 3) + f) as u8)
+                .collect();
+            std::fs::write(sub.join(format!("f{f}")), &body).unwrap();
+            std::fs::write(src.join(format!("d{d:02}/top{f}")), &body[..body.len() / 2]).unwrap();
+        }
+    }
+    std::fs::hard_link(src.join("d01/inner1/f0"), src.join("d07/link-to-f0")).unwrap();
+    std::fs::write(src.join("d03/empty"), b"").unwrap();
+    let image = dir.path().join("image.erofs");
+    build(&src, &image, true);
+    // Two damaged files, so that the report has issues to order.
+    let img = Image::open(&image).unwrap();
+    let mut bytes = std::fs::read(&image).unwrap();
+    for path in [&b"/d05/inner2/f1"[..], b"/d10/inner1/f2"] {
+        let inode = img.lookup(path).unwrap();
+        let at = img
+            .data_extents(&inode)
+            .unwrap()
+            .into_iter()
+            .find_map(|e| e.physical)
+            .expect("data blocks");
+        bytes[at as usize + 17] ^= 0x40;
+    }
+    drop(img);
+    std::fs::write(&image, bytes).unwrap();
+    let image = image.to_str().unwrap();
+
+    let json = |threads| {
+        let o = fsck_on_threads(threads, &["--verify-fingerprints", "--json", image]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let one = json(1);
+    let v: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(
+        v["fingerprints"]["issues"].as_array().unwrap().len(),
+        2,
+        "{v:#}"
+    );
+    assert!(
+        v["fingerprints"]["verified"].as_u64().unwrap() > 60,
+        "{v:#}"
+    );
+    // The text report names its hashing time and rate; everything else must match.
+    let human = |threads| {
+        let o = fsck_on_threads(threads, &["--verify-fingerprints", image]);
+        let t = text(&o);
+        let timing = t.find(" MiB hashed in ").expect("summary line");
+        let rest = t[timing..].find(");").expect("end of the timing") + timing;
+        format!("{}{}", &t[..timing], &t[rest..])
+    };
+    let one_text = human(1);
+    for threads in [2, 3, 8] {
+        assert_eq!(json(threads), one, "{threads} threads");
+        assert_eq!(human(threads), one_text, "{threads} threads");
+    }
+}
