@@ -99,6 +99,17 @@ fn log_len() -> usize {
     sys::kernel_log().map(|l| l.len()).unwrap_or(0)
 }
 
+/// The /proc/mounts line of the mount at `target`.
+fn mounts_line(target: &str) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let needle = format!(" {target} ");
+    mounts
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or("")
+        .to_string()
+}
+
 fn log_since(mark: usize) -> String {
     let l = sys::kernel_log().unwrap_or_default();
     l.get(mark.min(l.len())..).unwrap_or("").to_string()
@@ -172,6 +183,59 @@ impl T<'_> {
         self.p.digests.get(name).cloned().unwrap_or_default()
     }
 
+    /// Mounts `(source, target, options)` in order, runs `body`, and unmounts in reverse.
+    /// A mount that fails is reported as a check; the ones before it are unmounted again and
+    /// `body` does not run.
+    fn with_mounts(&mut self, mounts: &[(&str, &str, &str)], body: impl FnOnce(&mut Self)) {
+        let mut done = 0;
+        for (source, target, data) in mounts {
+            if !self.mount(source, target, data) {
+                break;
+            }
+            done += 1;
+        }
+        if done == mounts.len() {
+            body(self);
+        }
+        for (_, target, _) in mounts[..done].iter().rev() {
+            self.umount(target);
+        }
+    }
+
+    /// Drops `dropped` from the page cache, then maps each of `paths`: every one must
+    /// still show `digest`.
+    fn mmap_check(&mut self, check: &str, dropped: &str, paths: &[&str], digest: &str) {
+        let r = (|| {
+            dontneed(dropped)?;
+            let got = paths
+                .iter()
+                .map(|p| mmap_sha(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            ok_or(
+                got.iter().all(|d| d == digest),
+                format!("mmap digests {got:?}"),
+            )
+        })();
+        self.ctx.check(check, r);
+    }
+
+    /// O_DIRECT opens of a shared file must fail with EINVAL.
+    fn o_direct_einval(&mut self, check: &str, path: &str) {
+        let od = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .map(drop); // close at once, or the unmount after the check fails
+        self.ctx.check(
+            check,
+            match od {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok("EINVAL".into()),
+                Err(e) => Err(format!("{e}")),
+                Ok(()) => Err("open succeeded".into()),
+            },
+        );
+    }
+
     /// The test-028 check: read both, drop `b`, count `a`'s resident pages.
     fn pair(&mut self, check: &str, a: &str, b: &str, digest: &str, expect_shared: bool) {
         let r = (|| {
@@ -215,22 +279,20 @@ fn rules(t: &mut T) -> Result<()> {
     let share = t.dev("share")?;
     let share2 = t.dev("share2")?;
     let at = |m: &str, f: &str| format!("{m}/{f}");
+    let (a1, a2, b1, b2) = (
+        at("/mnt/a", &s1),
+        at("/mnt/a", &s2),
+        at("/mnt/b", &s1),
+        at("/mnt/b", &s2),
+    );
 
-    // Without inode_share nothing is shared.
-    if t.mount(&share, "/mnt/a", "") {
-        t.pair(
-            "no inode_share: not shared",
-            &at("/mnt/a", &s1),
-            &at("/mnt/a", &s2),
-            &dg,
-            false,
-        );
-        t.umount("/mnt/a");
-    }
+    t.with_mounts(&[(&share, "/mnt/a", "")], |t| {
+        t.pair("no inode_share: not shared", &a1, &a2, &dg, false);
+    });
 
     // Two identical files in one image.
     let mark = log_len();
-    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d1") {
+    t.with_mounts(&[(&share, "/mnt/a", "inode_share,domain_id=d1")], |t| {
         let log = log_since(mark);
         t.ctx.check(
             "EXPERIMENTAL banner",
@@ -239,19 +301,8 @@ fn rules(t: &mut T) -> Result<()> {
                 "banner".into(),
             ),
         );
-        t.pair(
-            "one image: identical files shared",
-            &at("/mnt/a", &s1),
-            &at("/mnt/a", &s2),
-            &dg,
-            true,
-        );
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let line = mounts
-            .lines()
-            .find(|l| l.contains(" /mnt/a "))
-            .unwrap_or("")
-            .to_string();
+        t.pair("one image: identical files shared", &a1, &a2, &dg, true);
+        let line = mounts_line("/mnt/a");
         t.ctx.check(
             "/proc/mounts shows inode_share, never domain_id",
             ok_or(
@@ -259,77 +310,45 @@ fn rules(t: &mut T) -> Result<()> {
                 line,
             ),
         );
-        let od = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(at("/mnt/a", &s1))
-            .map(drop); // close at once, or the unmount below fails
-        t.ctx.check(
-            "O_DIRECT open of a shared file gives EINVAL",
-            match od {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok("EINVAL".into()),
-                Err(e) => Err(format!("{e}")),
-                Ok(()) => Err("open succeeded".into()),
-            },
+        t.o_direct_einval("O_DIRECT open of a shared file gives EINVAL", &a1);
+        t.mmap_check(
+            "mmap of shared files has the right content",
+            &a2,
+            &[&a1, &a2],
+            &dg,
         );
-        let r = (|| {
-            dontneed(&at("/mnt/a", &s2))?;
-            let a = mmap_sha(&at("/mnt/a", &s1))?;
-            let b = mmap_sha(&at("/mnt/a", &s2))?;
-            ok_or(a == dg && b == dg, format!("mmap digests {a} {b}"))
-        })();
-        t.ctx.check("mmap of shared files has the right content", r);
-        t.umount("/mnt/a");
-    }
+    });
 
-    // Two images, same domain, both ways.
-    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d2") {
-        if t.mount(&share2, "/mnt/b", "inode_share,domain_id=d2") {
-            t.pair(
-                "two images, same domain: shared (1)",
-                &at("/mnt/a", &s1),
-                &at("/mnt/b", &s2),
-                &dg,
-                true,
-            );
-            t.pair(
-                "two images, same domain: shared (2)",
-                &at("/mnt/b", &s1),
-                &at("/mnt/a", &s2),
-                &dg,
-                true,
-            );
-            t.umount("/mnt/b");
-        }
-        t.umount("/mnt/a");
-    }
+    t.with_mounts(
+        &[
+            (&share, "/mnt/a", "inode_share,domain_id=d2"),
+            (&share2, "/mnt/b", "inode_share,domain_id=d2"),
+        ],
+        |t| {
+            t.pair("two images, same domain: shared (1)", &a1, &b2, &dg, true);
+            t.pair("two images, same domain: shared (2)", &b1, &a2, &dg, true);
+        },
+    );
+    t.with_mounts(
+        &[
+            (&share, "/mnt/a", "inode_share,domain_id=d3"),
+            (&share2, "/mnt/b", "inode_share,domain_id=d4"),
+        ],
+        |t| {
+            let check = "two images, different domains: not shared";
+            t.pair(check, &a1, &b1, &dg, false);
+        },
+    );
 
-    // Two images, different domains.
-    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d3") {
-        if t.mount(&share2, "/mnt/b", "inode_share,domain_id=d4") {
-            t.pair(
-                "two images, different domains: not shared",
-                &at("/mnt/a", &s1),
-                &at("/mnt/b", &s1),
-                &dg,
-                false,
-            );
-            t.umount("/mnt/b");
-        }
-        t.umount("/mnt/a");
-    }
-
-    // inode_share without domain_id.
     let e = t.mount_errno(&share, "/mnt/a", "inode_share");
     t.ctx.check(
         "inode_share without domain_id fails with EINVAL",
         ok_or(e == Some(libc::EINVAL), format!("errno {e:?}")),
     );
 
-    // An image without fingerprints.
     let nofp = t.dev("nofp")?;
     let mark = log_len();
-    if t.mount(&nofp, "/mnt/a", "inode_share,domain_id=d5") {
+    t.with_mounts(&[(&nofp, "/mnt/a", "inode_share,domain_id=d5")], |t| {
         let log = log_since(mark);
         t.ctx.check(
             "no fingerprints: mounts with the info message",
@@ -338,38 +357,29 @@ fn rules(t: &mut T) -> Result<()> {
                 "message".into(),
             ),
         );
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let line = mounts
-            .lines()
-            .find(|l| l.contains(" /mnt/a "))
-            .unwrap_or("")
-            .to_string();
+        let line = mounts_line("/mnt/a");
         t.ctx.check(
             "no fingerprints: inode_share is off",
             ok_or(!line.contains("inode_share"), line),
         );
-        t.pair(
-            "no fingerprints: not shared",
-            &at("/mnt/a", &s1),
-            &at("/mnt/a", &s2),
-            &dg,
-            false,
-        );
-        t.umount("/mnt/a");
-    }
+        t.pair("no fingerprints: not shared", &a1, &a2, &dg, false);
+    });
 
     // The same fingerprint with different sizes.
     let sizemm = t.dev("sizemm")?;
     let mark = log_len();
-    if t.mount(&share, "/mnt/a", "inode_share,domain_id=d6") {
-        if t.mount(&sizemm, "/mnt/b", "inode_share,domain_id=d6") {
+    t.with_mounts(
+        &[
+            (&share, "/mnt/a", "inode_share,domain_id=d6"),
+            (&sizemm, "/mnt/b", "inode_share,domain_id=d6"),
+        ],
+        |t| {
             let r = (|| {
-                read_sha(&at("/mnt/a", &s1))?;
-                read_sha(&at("/mnt/b", &s1))?;
-                dontneed(&at("/mnt/b", &s1))?;
-                let (res, total) = resident(&at("/mnt/a", &s1))?;
-                let log = log_since(mark);
-                let warned = log.contains("not matches for the same fingerprint");
+                read_sha(&a1)?;
+                read_sha(&b1)?;
+                dontneed(&b1)?;
+                let (res, total) = resident(&a1)?;
+                let warned = log_since(mark).contains("not matches for the same fingerprint");
                 ok_or(
                     res == total && warned,
                     format!("{res}/{total} pages resident, warning {warned}"),
@@ -377,12 +387,9 @@ fn rules(t: &mut T) -> Result<()> {
             })();
             t.ctx
                 .check("same fingerprint, different size: not shared, warning", r);
-            t.umount("/mnt/b");
-        }
-        t.umount("/mnt/a");
-    }
+        },
+    );
 
-    // A prefix id past the prefix table.
     let badid = t.dev("badid")?;
     let e = t.mount_errno(&badid, "/mnt/a", "");
     t.ctx.check(
@@ -391,87 +398,60 @@ fn rules(t: &mut T) -> Result<()> {
     );
 
     // File-backed mounts.
-    if let Some(c) = &t.p.carrier {
-        let c = c.clone();
-        if t.mount(&c.source, &c.target, "") {
-            let (f1, f2) = (t.file("share")?, t.file("share2")?);
-            if t.mount(&f1, "/mnt/fa", "inode_share,domain_id=f1") {
-                if t.mount(&f2, "/mnt/fb", "inode_share,domain_id=f1") {
-                    if t.mount(&share, "/mnt/fc", "inode_share,domain_id=f1") {
-                        t.pair(
-                            "file-backed, one image: shared",
-                            &at("/mnt/fa", &s1),
-                            &at("/mnt/fa", &s2),
-                            &dg,
-                            true,
-                        );
-                        t.pair(
-                            "file-backed, two images: shared",
-                            &at("/mnt/fa", &s1),
-                            &at("/mnt/fb", &s2),
-                            &dg,
-                            true,
-                        );
-                        t.pair(
-                            "file-backed vs block device: not shared (other read path)",
-                            &at("/mnt/fa", &s1),
-                            &at("/mnt/fc", &s1),
-                            &dg,
-                            false,
-                        );
-                        let r = (|| {
-                            dontneed(&at("/mnt/fb", &s1))?;
-                            let d = mmap_sha(&at("/mnt/fb", &s1))?;
-                            ok_or(d == dg, d)
-                        })();
-                        t.ctx.check("file-backed: mmap content", r);
-                        let od = std::fs::OpenOptions::new()
-                            .read(true)
-                            .custom_flags(libc::O_DIRECT)
-                            .open(at("/mnt/fa", &s1))
-                            .map(drop);
-                        t.ctx.check(
-                            "file-backed: O_DIRECT gives EINVAL",
-                            match od {
-                                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                                    Ok("EINVAL".into())
-                                }
-                                Err(e) => Err(format!("{e}")),
-                                Ok(()) => Err("open succeeded".into()),
-                            },
-                        );
-                        t.umount("/mnt/fc");
-                    }
-                    t.umount("/mnt/fb");
-                }
-                t.umount("/mnt/fa");
-            }
-            t.umount(&c.target);
-        }
+    if let Some(c) = t.p.carrier.clone() {
+        let (f1, f2) = (t.file("share")?, t.file("share2")?);
+        let (fa1, fa2, fb1, fb2, fc1) = (
+            at("/mnt/fa", &s1),
+            at("/mnt/fa", &s2),
+            at("/mnt/fb", &s1),
+            at("/mnt/fb", &s2),
+            at("/mnt/fc", &s1),
+        );
+        t.with_mounts(
+            &[
+                (&c.source, &c.target, ""),
+                (&f1, "/mnt/fa", "inode_share,domain_id=f1"),
+                (&f2, "/mnt/fb", "inode_share,domain_id=f1"),
+                (&share, "/mnt/fc", "inode_share,domain_id=f1"),
+            ],
+            |t| {
+                t.pair("file-backed, one image: shared", &fa1, &fa2, &dg, true);
+                t.pair("file-backed, two images: shared", &fa1, &fb2, &dg, true);
+                t.pair(
+                    "file-backed vs block device: not shared (other read path)",
+                    &fa1,
+                    &fc1,
+                    &dg,
+                    false,
+                );
+                t.mmap_check("file-backed: mmap content", &fb1, &[&fb1], &dg);
+                t.o_direct_einval("file-backed: O_DIRECT gives EINVAL", &fa1);
+            },
+        );
     }
 
-    // The shared inode lives while a member does, and goes away with the last one.
+    // The shared inode lives while a member does, and goes away with the last one. The
+    // members are unmounted one by one here, so no with_mounts.
     if t.mount(&share, "/mnt/a", "inode_share,domain_id=lt") {
         if t.mount(&share2, "/mnt/b", "inode_share,domain_id=lt") {
-            let _ = std::fs::metadata(at("/mnt/b", &s2)); // b's inode joins now
-            let _ = read_sha(&at("/mnt/a", &s1));
+            let _ = std::fs::metadata(&b2); // b's inode joins now
+            let _ = read_sha(&a1);
             t.umount("/mnt/a");
-            let r = resident(&at("/mnt/b", &s2))
-                .and_then(|(r, n)| ok_or(r == n, format!("{r}/{n} pages resident")));
+            let r =
+                resident(&b2).and_then(|(r, n)| ok_or(r == n, format!("{r}/{n} pages resident")));
             t.ctx
                 .check("lifetime: pages survive unmounting the first member", r);
             t.umount("/mnt/b");
-            if t.mount(&share2, "/mnt/b", "inode_share,domain_id=lt") {
-                let r = resident(&at("/mnt/b", &s2))
+            t.with_mounts(&[(&share2, "/mnt/b", "inode_share,domain_id=lt")], |t| {
+                let r = resident(&b2)
                     .and_then(|(r, n)| ok_or(r == 0, format!("{r}/{n} pages resident")));
                 t.ctx.check(
                     "lifetime: the shared inode went away with its last member",
                     r,
                 );
-                let r = read_sha(&at("/mnt/b", &s2)).and_then(|(_, d)| ok_or(d == dg, d));
+                let r = read_sha(&b2).and_then(|(_, d)| ok_or(d == dg, d));
                 t.ctx.check("lifetime: content read again", r);
-                t.umount("/mnt/b");
-            }
+            });
         } else {
             t.umount("/mnt/a");
         }
@@ -496,12 +476,7 @@ fn layouts(t: &mut T) -> Result<()> {
             &dg,
             true,
         );
-        let r = (|| {
-            dontneed(&b)?;
-            let d = mmap_sha(&a)?;
-            ok_or(d == dg, d)
-        })();
-        t.ctx.check(&format!("{name}: mmap content"), r);
+        t.mmap_check(&format!("{name}: mmap content"), &b, &[&a], &dg);
         for (f, want) in t.p.digests.clone() {
             let r = read_sha(&format!("{m}/{f}")).and_then(|(_, d)| ok_or(d == want, d));
             t.ctx.check(&format!("{name}: {f} content"), r);
@@ -522,58 +497,35 @@ fn compressed(t: &mut T) -> Result<()> {
         anyhow::bail!("no carrier");
     };
     let at = |m: &str, f: &str| format!("{m}/{f}");
-    if !t.mount(&c.source, &c.target, "") {
-        return Ok(());
-    }
-    if t.mount(&z, "/mnt/z", "inode_share,domain_id=z") {
-        t.pair(
-            "compressed, one image: shared",
-            &at("/mnt/z", &s1),
-            &at("/mnt/z", &s2),
-            &dg,
-            true,
-        );
-        if t.mount(&z2, "/mnt/zf", "inode_share,domain_id=z") {
-            t.pair(
-                "compressed, block device vs file-backed: shared",
-                &at("/mnt/z", &s1),
-                &at("/mnt/zf", &s2),
-                &dg,
-                true,
-            );
-            t.pair(
-                "compressed, file-backed vs block device: shared",
-                &at("/mnt/zf", &s1),
-                &at("/mnt/z", &s2),
-                &dg,
-                true,
-            );
-            let r = (|| {
-                dontneed(&at("/mnt/z", &s1))?;
-                let a = mmap_sha(&at("/mnt/zf", &s1))?;
-                let b = mmap_sha(&at("/mnt/z", &s2))?;
-                ok_or(a == dg && b == dg, format!("mmap digests {a} {b}"))
-            })();
-            t.ctx.check("compressed: mmap content", r);
+    let (z1, z2s, zf1, zf2, zp1) = (
+        at("/mnt/z", &s1),
+        at("/mnt/z", &s2),
+        at("/mnt/zf", &s1),
+        at("/mnt/zf", &s2),
+        at("/mnt/zp", &s1),
+    );
+    let carrier_and_z = [
+        (c.source.as_str(), c.target.as_str(), ""),
+        (z.as_str(), "/mnt/z", "inode_share,domain_id=z"),
+    ];
+    t.with_mounts(&carrier_and_z, |t| {
+        t.pair("compressed, one image: shared", &z1, &z2s, &dg, true);
+        t.with_mounts(&[(&z2, "/mnt/zf", "inode_share,domain_id=z")], |t| {
+            let check = "compressed, block device vs file-backed: shared";
+            t.pair(check, &z1, &zf2, &dg, true);
+            let check = "compressed, file-backed vs block device: shared";
+            t.pair(check, &zf1, &z2s, &dg, true);
+            t.mmap_check("compressed: mmap content", &z1, &[&zf1, &z2s], &dg);
             for (f, want) in t.p.digests.clone() {
                 let r = read_sha(&at("/mnt/zf", &f)).and_then(|(_, d)| ok_or(d == want, d));
                 t.ctx.check(&format!("compressed: {f} content"), r);
             }
-            t.umount("/mnt/zf");
-        }
-        if t.mount(&zplain, "/mnt/zp", "inode_share,domain_id=z") {
-            t.pair(
-                "compressed vs uncompressed copy: not shared",
-                &at("/mnt/z", &s1),
-                &at("/mnt/zp", &s1),
-                &dg,
-                false,
-            );
-            t.umount("/mnt/zp");
-        }
-        t.umount("/mnt/z");
-    }
-    t.umount(&c.target);
+        });
+        t.with_mounts(&[(&zplain, "/mnt/zp", "inode_share,domain_id=z")], |t| {
+            let check = "compressed vs uncompressed copy: not shared";
+            t.pair(check, &z1, &zp1, &dg, false);
+        });
+    });
     Ok(())
 }
 
@@ -609,6 +561,7 @@ fn umount_while_reading(t: &mut T) -> Result<()> {
         t.umount("/mnt/u1");
         return Ok(());
     }
+    // u1 is unmounted and mounted again below, so no with_mounts here.
     // u1's inode joins first, so page-cache misses go to u1 while it is mounted.
     let _ = read_sha(&format!("/mnt/u1/{s1}"));
     let (a, b) = (format!("/mnt/u2/{s1}"), format!("/mnt/u2/{s2}"));
