@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
+use erofs_testkit::skip_or_fail;
+
 fn images_dir() -> PathBuf {
     match std::env::var_os("EROFS_TESTDATA_IMAGES") {
         Some(d) => PathBuf::from(d),
@@ -43,13 +45,6 @@ fn dump_json(args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.push("--json");
     serde_json::from_slice(&dump_ok(&a)).expect("valid JSON")
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required peer missing under CI=true: {why}");
-    }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
 }
 
 /// `label: value` lines of a superblock listing.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice, build_dir_to_path};
 use erofs_reader::Image;
+use erofs_testkit::{build_image as build, fingerprint_of, write_file as write};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -25,28 +25,6 @@ fn report(images: &[&Path], extra: &[&str]) -> Value {
     let o = dump(images, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).expect("JSON report")
-}
-
-fn build(src: &Path, image: &Path, fingerprints: bool) {
-    let opts = Options {
-        timestamp: Some(1_700_000_000),
-        uuid: UuidChoice::Clear,
-        fingerprint: fingerprints.then(|| FingerprintOptions {
-            xattr_name: b"trusted.erofs.fingerprint".to_vec(),
-        }),
-        ..Options::default()
-    };
-    build_dir_to_path(src, image, &opts, &NoProgress).expect("build image");
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, data).unwrap();
-}
-
-fn fingerprint_of(content: &[u8]) -> Vec<u8> {
-    erofs_format::xattr::sha256_fingerprint(&Sha256::digest(content).into()).to_vec()
 }
 
 /// Two images: v1 has `/lib` twice (two paths) and a unique file; v2 has `/lib` once and

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use erofs_reader::Image;
+use erofs_testkit::{have, hex, is_root, read_xattrs, skip_or_fail};
 use sha2::{Digest, Sha256};
 
 fn repo() -> PathBuf {
@@ -38,25 +39,6 @@ fn fsck_s(args: &[&str]) -> Output {
     fsck(&a)
 }
 
-fn skip_or_fail(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required peer missing under CI=true: {why}");
-    }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
-    false
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 // ---------------------------------------------------------------- tree snapshots
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,23 +53,6 @@ struct Node {
     rdev: Option<(u32, u32)>,
     mtime: i64,
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-}
-
-fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut names = vec![0u8; 65536];
-    let n = rustix::fs::llistxattr(p, &mut names[..]).expect("llistxattr");
-    let mut out = BTreeMap::new();
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut v = vec![0u8; 65536];
-        let len = rustix::fs::lgetxattr(p, OsStr::from_bytes(name), &mut v[..]).expect("lgetxattr");
-        v.truncate(len);
-        out.insert(name.to_vec(), v);
-    }
-    out
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Path -> node.
@@ -137,7 +102,7 @@ fn snapshot(root: &Path) -> (Nodes, LinkGroups) {
                 (rustix::fs::major(d), rustix::fs::minor(d))
             }),
             mtime: m.mtime(),
-            xattrs: xattrs_of(&p),
+            xattrs: read_xattrs(&p),
         };
         if ty != 'd' {
             by_ino.entry(m.ino()).or_default().insert(rel.clone());

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice, build_dir_to_path};
 use erofs_reader::Image;
-use sha2::{Digest, Sha256};
+use erofs_testkit::{build_image as build, fingerprint_of};
 
 fn fsck(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fsck-erofs-rs"))
@@ -34,28 +33,12 @@ fn tree(dir: &Path) {
     std::fs::write(dir.join("tail"), vec![b'x'; 5000]).unwrap();
 }
 
-fn build(src: &Path, image: &Path, fingerprints: bool) {
-    let opts = Options {
-        timestamp: Some(1_700_000_000),
-        uuid: UuidChoice::Clear,
-        fingerprint: fingerprints.then(|| FingerprintOptions {
-            xattr_name: b"trusted.erofs.fingerprint".to_vec(),
-        }),
-        ..Options::default()
-    };
-    build_dir_to_path(src, image, &opts, &NoProgress).expect("build image");
-}
-
 fn fixture(fingerprints: bool) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     tree(&dir.path().join("src"));
     let image = dir.path().join("image.erofs");
     build(&dir.path().join("src"), &image, fingerprints);
     (dir, image)
-}
-
-fn fingerprint_of(content: &[u8]) -> Vec<u8> {
-    erofs_format::xattr::sha256_fingerprint(&Sha256::digest(content).into()).to_vec()
 }
 
 /// Replaces the only occurrence of `from` in the image with `to` (same length).

@@ -239,7 +239,7 @@ fn real_mtimes_are_kept_to_the_nanosecond() {
 #[test]
 fn debian_fsck_erofs_1_5_checks_and_extracts_the_tree() {
     if !have("fsck.erofs") {
-        skip("fsck.erofs is not installed");
+        skip_or_fail("fsck.erofs is not installed");
         return;
     }
     let tmp = tempdir();
@@ -496,7 +496,7 @@ fn a_directory_with_100k_entries_round_trips() {
 #[test]
 fn a_stale_fingerprint_in_the_source_is_replaced_with_a_warning() {
     if !is_root() {
-        skip("setting trusted.* xattrs needs root");
+        skip_or_fail("setting trusted.* xattrs needs root");
         return;
     }
     let tmp = tempdir();
@@ -542,7 +542,7 @@ fn our_fsck() -> Option<std::path::PathBuf> {
 #[test]
 fn our_fsck_verifies_fingerprints_and_extracts_the_tree() {
     let Some(fsck) = our_fsck() else {
-        skip("fsck-erofs-rs is not built (run cargo test --workspace)");
+        skip_or_fail("fsck-erofs-rs is not built (run cargo test --workspace)");
         return;
     };
     let tmp = tempdir();
@@ -605,7 +605,7 @@ fn keep_going_skips_unreadable_files_and_lists_them() {
     // Root reads everything, so as root the build runs as nobody through setpriv.
     let wrap: Vec<String> = if is_root() {
         if !have("setpriv") {
-            skip("setpriv is not installed");
+            skip_or_fail("setpriv is not installed");
             return;
         }
         [

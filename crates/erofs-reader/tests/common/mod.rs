@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use erofs_testkit::{have, is_root, skip_or_fail};
+
 /// Directory of the reference images: `$EROFS_TESTDATA_IMAGES` (CI regenerates them with
 /// the installed mkfs.erofs) or the shipped `testdata/images`.
 pub fn images_dir() -> PathBuf {
@@ -21,17 +23,11 @@ pub fn image(name: &str) -> PathBuf {
 /// directory (needs root and erofs-utils). `None` (after saying so, or failing under CI)
 /// when that is not possible.
 pub fn regenerate() -> Option<tempfile::TempDir> {
-    let have = |t: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
     if !have("mkfs.erofs") || !have("setfattr") || !have("getfattr") {
         skip_or_fail("mkfs.erofs (erofs-utils) and attr are needed to regenerate the images");
         return None;
     }
-    if !rustix_is_root() {
+    if !is_root() {
         skip_or_fail("regenerating the images needs root (device nodes, owners, trusted xattrs)");
         return None;
     }
@@ -49,10 +45,6 @@ pub fn regenerate() -> Option<tempfile::TempDir> {
         String::from_utf8_lossy(&out.stderr)
     );
     Some(dir)
-}
-
-fn rustix_is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// One `i` line of the manifest.
@@ -125,12 +117,4 @@ pub fn manifest_in(dir: &std::path::Path) -> Manifest {
         }
     }
     m
-}
-
-/// Fails under CI=true, otherwise says loudly on stderr that a check was skipped.
-pub fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required peer missing under CI=true: {why}");
-    }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
 }

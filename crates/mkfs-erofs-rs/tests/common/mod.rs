@@ -11,26 +11,10 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+pub use erofs_testkit::{have, is_root, read_xattrs, skip_or_fail};
+
 /// The -T value the tests use.
 pub const EPOCH: i64 = 1_700_000_000;
-
-pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-/// Under `CI=true` a missing peer or a failed mount is an error, not a skip.
-pub fn strict() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-pub fn skip(why: &str) {
-    if strict() {
-        panic!("CI=true and {why}");
-    }
-    eprintln!("skipped: {why}");
-}
 
 pub fn mkfs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mkfs-erofs-rs")
@@ -50,14 +34,6 @@ pub fn mkfs(source: &Path, image: &Path, args: &[&str]) {
         "mkfs {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Deterministic pseudo-random bytes.
@@ -296,21 +272,6 @@ fn hash_content(data: &[u8]) -> String {
     format!("{} {:x}", data.len(), Sha256::digest(data))
 }
 
-/// Reads all xattrs of `path` without following symlinks.
-pub fn read_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut names = vec![0u8; 65536];
-    let n = rustix::fs::llistxattr(path, &mut names[..]).unwrap_or(0);
-    let mut out = BTreeMap::new();
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut v = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::lgetxattr(path, OsStr::from_bytes(name), &mut v[..]) {
-            v.truncate(len);
-            out.insert(name.to_vec(), v);
-        }
-    }
-    out
-}
-
 /// Snapshot of a tree on disk (source, extraction or mount). Keys are paths relative to
 /// `root` ("" for the root). Directory link counts are computed from the tree.
 pub fn snap_dir(root: &Path, cmp: Compare, skip: &[&[u8]]) -> BTreeMap<Vec<u8>, Snap> {
@@ -471,7 +432,7 @@ pub struct Mount {
 impl Mount {
     pub fn new(image: &Path) -> Option<Self> {
         if !is_root() {
-            skip("host mount needs root");
+            skip_or_fail("host mount needs root");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -482,7 +443,7 @@ impl Mount {
             .output()
             .expect("run mount");
         if !out.status.success() {
-            skip(&format!(
+            skip_or_fail(&format!(
                 "mount -t erofs failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             ));
