@@ -1,7 +1,7 @@
 //! The ordered writer: streams the planned image front to back.
 //!
 //! Both stages cut their work into jobs of about a megabyte, run them on a pool of worker
-//! threads and write the results strictly in job order ([`crate::pipeline`]), so the image
+//! threads and write the results strictly in job order (the `pipeline` module), so the image
 //! never depends on thread timing:
 //!
 //! - **Data**: a job reads consecutive files with data blocks into one block-aligned buffer,

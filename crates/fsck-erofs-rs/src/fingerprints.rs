@@ -14,7 +14,7 @@ pub struct Verified {
     took: Duration,
 }
 
-/// Verifies `img`, printing nothing (see [`print`]) so that it can run alongside the check.
+/// Verifies `img`, printing nothing (see [`print()`]) so that it can run alongside the check.
 pub fn verify(img: &Image, show_progress: bool) -> erofs_reader::Result<Verified> {
     let bar = erofs_progress::Bar::bytes(show_progress, "verifying fingerprints");
     let started = Instant::now();
