@@ -460,10 +460,20 @@ impl<'a> Source<'a> {
     /// Opens `c`, relative to its directory when `dirs` has that directory open.
     fn open(c: &'a FileContent, dirs: &mut DirCache<'a>) -> Result<Self, BuildError> {
         match &c.source {
-            DataSource::Path(p) => Ok(Self::File(
-                dirs.open(p).map_err(|e| BuildError::io(p, e))?,
-                p,
-            )),
+            DataSource::Path(p) => {
+                let file = dirs.open(p).map_err(|e| {
+                    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                        // O_NOFOLLOW met a symlink where the scan saw a regular file.
+                        let e = std::io::Error::other(
+                            "changed during the build: it is a symbolic link now",
+                        );
+                        BuildError::io(p, e)
+                    } else {
+                        BuildError::io(p, e)
+                    }
+                })?;
+                Ok(Self::File(file, p))
+            }
             DataSource::Bytes(b) => Ok(Self::Bytes(b)),
         }
     }
@@ -969,6 +979,30 @@ mod tests {
         Tree {
             inodes: vec![root, file],
         }
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("other"), b"not this file's data").unwrap();
+        let link = dir.path().join("f");
+        std::os::unix::fs::symlink("other", &link).unwrap();
+        let mut tree = one_file(20, b"");
+        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
+            c.source = DataSource::Path(link.clone());
+        }
+        let err = crate::build_tree_to_writer(
+            &tree,
+            &mut Vec::new(),
+            &Options::default(),
+            &crate::NoProgress,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&*link.to_string_lossy()) && msg.contains("symbolic link now"),
+            "{msg}"
+        );
     }
 
     #[test]
