@@ -26,7 +26,7 @@ use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_ADDR};
 use sha2::{Digest, Sha256};
@@ -196,12 +196,51 @@ enum DataJob {
     /// [`BIG_FILE`]: read whole into one buffer.
     Files(Vec<usize>),
     /// The file bytes `range` of regular file `inode`, a piece of a large or sparse file.
-    /// The last piece of a file also reads its inline tail and checks its size.
+    /// The last piece of a file also reads its inline tail and checks its size. `file`
+    /// indexes the file's [`OpenOnce`], so that every piece reads the same open file.
     Piece {
         inode: usize,
         range: Range<u64>,
         last: bool,
+        file: usize,
     },
+}
+
+/// One open file shared by the pieces of a large file. Opening it again per piece could
+/// read two different files, if it were replaced (same size, new inode) mid-build. The last
+/// piece to take it lets go, so at most the files in flight are open.
+struct OpenOnce {
+    slot: Mutex<(Option<Arc<File>>, usize)>,
+}
+
+impl OpenOnce {
+    fn new(pieces: usize) -> Self {
+        Self {
+            slot: Mutex::new((None, pieces)),
+        }
+    }
+
+    fn take<'a>(&self, c: &'a FileContent) -> Result<Source<'a>, BuildError> {
+        let DataSource::Path(path) = &c.source else {
+            return Source::open(c, &mut DirCache::default());
+        };
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match &slot.0 {
+            Some(f) => Arc::clone(f),
+            None => match Source::open(c, &mut DirCache::default())? {
+                Source::File(f, _) => {
+                    slot.0 = Some(Arc::clone(&f));
+                    f
+                }
+                Source::Bytes(_) => unreachable!("a path opens as a file"),
+            },
+        };
+        slot.1 = slot.1.saturating_sub(1);
+        if slot.1 == 0 {
+            slot.0 = None;
+        }
+        Ok(Source::File(file, path))
+    }
 }
 
 /// What a data job hands to the writing thread.
@@ -234,10 +273,11 @@ fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     }
 }
 
-/// The data stage's jobs, in image order.
-fn data_jobs(tree: &Tree, plan: &Plan) -> Vec<DataJob> {
+/// The data stage's jobs, in image order, and the shared handles of the files read in pieces.
+fn data_jobs(tree: &Tree, plan: &Plan) -> (Vec<DataJob>, Vec<OpenOnce>) {
     let blksz = plan.blksz();
     let mut jobs = Vec::new();
+    let mut opened = Vec::new();
     let mut files = Vec::new();
     let mut bytes = 0u64;
     for (i, inode) in tree.inodes.iter().enumerate() {
@@ -250,12 +290,15 @@ fn data_jobs(tree: &Tree, plan: &Plan) -> Vec<DataJob> {
             _ => false,
         };
         if !big {
-            files.push(i);
-            bytes += p.data_blocks * blksz;
-            if bytes >= JOB_BYTES || files.len() >= JOB_FILES {
+            let size = p.data_blocks * blksz;
+            // A job stays near JOB_BYTES (a single file may exceed it, up to BIG_FILE), so
+            // that the window bounds memory.
+            if !files.is_empty() && (bytes + size > JOB_BYTES || files.len() >= JOB_FILES) {
                 jobs.push(DataJob::Files(std::mem::take(&mut files)));
                 bytes = 0;
             }
+            files.push(i);
+            bytes += size;
             continue;
         }
         if !files.is_empty() {
@@ -272,6 +315,7 @@ fn data_jobs(tree: &Tree, plan: &Plan) -> Vec<DataJob> {
             None => std::iter::once(whole).collect(),
         };
         let first = jobs.len();
+        let file = opened.len();
         for r in ranges {
             let mut at = r.start;
             while at < r.end {
@@ -280,6 +324,7 @@ fn data_jobs(tree: &Tree, plan: &Plan) -> Vec<DataJob> {
                     inode: i,
                     range: at..end,
                     last: false,
+                    file,
                 });
                 at = end;
             }
@@ -290,15 +335,17 @@ fn data_jobs(tree: &Tree, plan: &Plan) -> Vec<DataJob> {
                 inode: i,
                 range: 0..0,
                 last: true,
+                file,
             });
         } else if let Some(DataJob::Piece { last, .. }) = jobs.last_mut() {
             *last = true;
         }
+        opened.push(OpenOnce::new(jobs.len() - first));
     }
     if !files.is_empty() {
         jobs.push(DataJob::Files(files));
     }
-    jobs
+    (jobs, opened)
 }
 
 fn write_data<W: Write + Send>(
@@ -322,7 +369,7 @@ fn write_data<W: Write + Send>(
             _ => (f, b),
         });
     progress.totals(files, bytes);
-    let jobs = data_jobs(tree, plan);
+    let (jobs, opened) = data_jobs(tree, plan);
     let mut written = 0u64;
     let mut hasher = PieceHasher::default();
     run_ordered(
@@ -331,15 +378,18 @@ fn write_data<W: Write + Send>(
         ctx.window(),
         |k| match &jobs[k] {
             DataJob::Files(list) => run_files(ctx, list, buffers),
-            DataJob::Piece { inode, range, last } => {
-                run_piece(ctx, *inode, range.clone(), *last, buffers)
-            }
+            DataJob::Piece {
+                inode,
+                range,
+                last,
+                file,
+            } => run_piece(ctx, *inode, range.clone(), *last, &opened[*file], buffers),
         },
         |done| {
             w.write_all(&done.buf[..done.len])
                 .map_err(BuildError::Output)?;
             written += done.len as u64;
-            let (mut nfiles, mut nbytes) = (0u64, 0u64);
+            let (mut nfiles, mut nbytes, mut holes) = (0u64, 0u64, 0u64);
             for (i, tail, digest) in done.files {
                 if let Kind::Regular(c) = &tree.inodes[i].kind {
                     nfiles += 1;
@@ -358,6 +408,11 @@ fn write_data<W: Write + Send>(
                         nfiles += 1;
                         nbytes += tail.len() as u64;
                         out.tails[piece.inode] = tail.clone();
+                        // Holes are never read, but the bar counts them as done.
+                        if let Some(ch) = &plan.inodes[piece.inode].chunk {
+                            let stored: u64 = ch.data_chunks.iter().map(|r| r.end - r.start).sum();
+                            holes = c.size - stored;
+                        }
                     }
                     if ctx.hash {
                         hasher.feed(&done.buf[..piece.data], &piece, c.size);
@@ -367,7 +422,7 @@ fn write_data<W: Write + Send>(
                 None => buffers.put(done.buf),
             }
             out.bytes += nbytes;
-            progress.advance(nfiles, nbytes);
+            progress.advance(nfiles, nbytes + holes);
             Ok(())
         },
     )?;
@@ -452,7 +507,7 @@ impl<'a> DirCache<'a> {
 
 /// Reads a file's bytes from the source tree or from memory.
 enum Source<'a> {
-    File(File, &'a Path),
+    File(Arc<File>, &'a Path),
     Bytes(&'a [u8]),
 }
 
@@ -472,7 +527,7 @@ impl<'a> Source<'a> {
                         BuildError::io(p, e)
                     }
                 })?;
-                Ok(Self::File(file, p))
+                Ok(Self::File(Arc::new(file), p))
             }
             DataSource::Bytes(b) => Ok(Self::Bytes(b)),
         }
@@ -512,7 +567,7 @@ impl<'a> Source<'a> {
                 let mut got = 0;
                 loop {
                     let asked = dst.len() - got;
-                    let n = match f.read(&mut dst[got..]) {
+                    let n = match (&**f).read(&mut dst[got..]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(self.io(e)),
@@ -554,25 +609,31 @@ impl<'a> Source<'a> {
     }
 
     /// Reads the last `size - at` bytes of the file (its inline tail, or nothing) and checks
-    /// that the file ends there.
+    /// that the file ends exactly at `size`. With no tail to read, the probe starts one byte
+    /// early: a file that shrank into a trailing hole reads nothing there, while an intact
+    /// one reads a byte (a zero, in a hole).
     fn read_end(&self, at: u64, size: u64) -> Result<Vec<u8>, BuildError> {
         let n = (size - at) as usize;
-        let mut tail = vec![0u8; n + 1];
+        let from = if n == 0 { size.saturating_sub(1) } else { at };
+        let want = (size - from) as usize;
+        let mut probe = vec![0u8; want + 1];
         let got = match self {
             Self::Bytes(b) => {
-                let rest = b.get(at as usize..).unwrap_or_default();
-                let k = rest.len().min(n + 1);
-                tail[..k].copy_from_slice(&rest[..k]);
-                k
+                if b.len() as u64 != size {
+                    return Err(self.changed(size));
+                }
+                let rest = &b[from as usize..];
+                probe[..rest.len()].copy_from_slice(rest);
+                rest.len()
             }
             Self::File(f, _) => {
                 let mut got = 0;
                 loop {
-                    match f.read_at(&mut tail[got..], at + got as u64) {
+                    match f.read_at(&mut probe[got..], from + got as u64) {
                         Ok(0) => break,
                         Ok(k) => {
                             got += k;
-                            if got == tail.len() {
+                            if got == probe.len() {
                                 break;
                             }
                         }
@@ -583,11 +644,11 @@ impl<'a> Source<'a> {
                 got
             }
         };
-        if got != n {
+        if got != want {
             return Err(self.changed(size));
         }
-        tail.truncate(n);
-        Ok(tail)
+        probe.truncate(want);
+        Ok(if n == 0 { Vec::new() } else { probe })
     }
 }
 
@@ -659,6 +720,7 @@ fn run_piece(
     inode: usize,
     range: Range<u64>,
     last: bool,
+    opened: &OpenOnce,
     buffers: &BufPool,
 ) -> Result<DataDone, BuildError> {
     let Kind::Regular(c) = &ctx.tree.inodes[inode].kind else {
@@ -668,7 +730,7 @@ fn run_piece(
     let data = (range.end - range.start) as usize;
     let len = data.next_multiple_of(ctx.plan.blksz() as usize);
     let mut buf = buffers.get(len);
-    let src = Source::open(c, &mut DirCache::default())?;
+    let src = opened.take(c)?;
     src.read_exact_at(&mut buf[..data], range.start, c.size)?;
     buf[data..len].fill(0);
     let last = if last {
@@ -979,6 +1041,57 @@ mod tests {
         Tree {
             inodes: vec![root, file],
         }
+    }
+
+    #[test]
+    fn a_sparse_file_that_shrank_into_its_trailing_hole_fails_the_build() {
+        let first_page: Vec<Range<u64>> = std::iter::once(0..4096).collect();
+        for (ranges, actual) in [(first_page, 4096usize), (Vec::new(), 0)] {
+            let mut tree = one_file(1 << 20, &vec![7u8; actual]);
+            if let Kind::Regular(c) = &mut tree.inodes[1].kind {
+                c.data_ranges = Some(ranges.clone());
+            }
+            let err = crate::build_tree_to_writer(
+                &tree,
+                &mut Vec::new(),
+                &Options::default(),
+                &crate::NoProgress,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, BuildError::ChangedSize { expected, .. } if expected == 1 << 20),
+                "data ranges {ranges:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_piece_of_a_file_reads_the_file_first_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, b"old!").unwrap();
+        let content = FileContent {
+            size: 4,
+            source: DataSource::Path(path.clone()),
+            data_ranges: None,
+            old_fingerprint: None,
+        };
+        let once = OpenOnce::new(3);
+        let read = |src: &Source<'_>| {
+            let mut b = [0u8; 4];
+            src.read_exact_at(&mut b, 0, 4).unwrap();
+            b
+        };
+        assert_eq!(&read(&once.take(&content).unwrap()), b"old!");
+        // Replaced by a file of the same size, as an editor's atomic save does.
+        std::fs::write(dir.path().join("new"), b"new!").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        assert_eq!(&read(&once.take(&content).unwrap()), b"old!");
+        assert_eq!(&read(&once.take(&content).unwrap()), b"old!");
+        assert!(
+            once.slot.lock().unwrap().0.is_none(),
+            "the last piece lets the file go"
+        );
     }
 
     #[test]
