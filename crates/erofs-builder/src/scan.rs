@@ -102,7 +102,7 @@ impl Stat {
     }
 
     /// `lstat` of `name` in the open directory `dir`: no walk of the whole path.
-    fn at(dir: &rustix::fd::OwnedFd, name: &std::ffi::CStr) -> std::io::Result<Self> {
+    fn at(dir: rustix::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<Self> {
         let s = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
         #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
         Ok(Self {
@@ -296,8 +296,11 @@ impl Ctx<'_> {
             Mode::empty(),
         )
         .map_err(io)?;
+        // Dir::new reads through this descriptor; Dir::read_from would reopen "." through
+        // it, which needs search permission that a readable directory may lack.
+        let mut dir_stream = rustix::fs::Dir::new(dirfd).map_err(io)?;
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&dirfd).map_err(io)? {
+        for entry in &mut dir_stream {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
             if matches!(name.to_bytes(), b"." | b"..") {
@@ -310,14 +313,15 @@ impl Ctx<'_> {
             names.push((name.to_owned(), child_rel));
         }
         names.sort_unstable();
+        let dirfd = dir_stream.fd().map_err(io)?;
         let stats: Vec<_> = names
             .into_par_iter()
             .map(|(name, child_rel)| {
-                let stat = Stat::at(&dirfd, &name);
+                let stat = Stat::at(dirfd, &name);
                 (name.into_bytes(), child_rel, stat)
             })
             .collect();
-        drop(dirfd);
+        drop(dir_stream);
         let results: Vec<Result<Option<Node>, BuildError>> = stats
             .into_par_iter()
             .map(|(name, child_rel, stat)| {
