@@ -220,7 +220,9 @@ fn plan_chunks(
     let n = size.div_ceil(csz) as usize;
     let mut has_data = vec![false; n];
     for r in ranges {
-        if r.start >= r.end {
+        // Ranges come from SEEK_DATA (clamped to the size) or from API callers: ignore
+        // anything empty or past the end rather than index past the chunk map.
+        if r.start >= r.end || r.start >= size {
             continue;
         }
         let first = (r.start / csz) as usize;

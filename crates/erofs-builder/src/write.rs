@@ -483,7 +483,9 @@ impl<'a> DirCache<'a> {
     /// there, and a symlink put in its place must not pull another file into the image.
     fn open(&mut self, path: &'a Path) -> std::io::Result<File> {
         use rustix::fs::{Mode, OFlags, open, openat};
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        // NONBLOCK: a fifo put in place of a file must fail the size check, not hang the
+        // open; regular files ignore the flag.
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Ok(File::from(open(path, flags, Mode::empty())?));
         };
@@ -1092,6 +1094,32 @@ mod tests {
             once.slot.lock().unwrap().0.is_none(),
             "the last piece lets the file go"
         );
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_fifo_fails_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let mut tree = one_file(20, b"");
+        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
+            c.source = DataSource::Path(fifo);
+        }
+        let err = crate::build_tree_to_writer(
+            &tree,
+            &mut Vec::new(),
+            &Options::default(),
+            &crate::NoProgress,
+        )
+        .unwrap_err();
+        assert!(matches!(err, BuildError::ChangedSize { .. }), "{err}");
     }
 
     #[test]
