@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod collect;
+pub mod fuzzing;
 mod report;
 mod text;
 pub mod verify;

@@ -361,11 +361,12 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
         };
         let s = &mut summaries[f.image];
         s.files += 1;
-        s.bytes += f.size;
+        // Sizes come from possibly corrupt images: sums saturate rather than overflow.
+        s.bytes = s.bytes.saturating_add(f.size);
         s.fingerprinted += u64::from(f.fingerprint.is_some());
         totals.files += 1;
-        totals.bytes += f.size;
-        totals.pages_without_sharing += pages(f.size);
+        totals.bytes = totals.bytes.saturating_add(f.size);
+        totals.pages_without_sharing = totals.pages_without_sharing.saturating_add(pages(f.size));
         if f.size == 0 {
             *empty.entry(f.image).or_default() += 1;
             continue;
@@ -376,7 +377,7 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
         let Some(value) = f.fingerprint.as_deref() else {
             let e = no_fp.entry(f.image).or_default();
             e.0.push(member(f));
-            e.1 += f.size;
+            e.1 = e.1.saturating_add(f.size);
             continue;
         };
         if value.is_empty() || value.len() > img.block_size as usize {
@@ -454,7 +455,9 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
         }
         // Only one variant can own the shared inode at a time; the kernel picks whichever
         // inode is instantiated first. Count the variant that saves the most.
-        variants.sort_by_key(|v| std::cmp::Reverse((v.members.len() as u64 - 1) * pages(v.size)));
+        variants.sort_by_key(|v| {
+            std::cmp::Reverse((v.members.len() as u64 - 1).saturating_mul(pages(v.size)))
+        });
         let best = variants.swap_remove(0);
         if best.members.len() < 2 {
             continue;
@@ -466,7 +469,7 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
             fingerprint: hex(value),
             size: best.size,
             read_path: best.read_path,
-            saved_pages: (n - 1) * pages(best.size),
+            saved_pages: (n - 1).saturating_mul(pages(best.size)),
             cross_image,
             members: best.members,
         });
@@ -485,10 +488,12 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
             totals.within_image_groups += 1;
         }
         totals.deduplicated_files += g.members.len() as u64 - 1;
-        totals.saved_pages += g.saved_pages;
+        totals.saved_pages = totals.saved_pages.saturating_add(g.saved_pages);
     }
-    totals.saved_bytes = totals.saved_pages * PAGE_SIZE;
-    totals.pages_with_sharing = totals.pages_without_sharing - totals.saved_pages;
+    totals.saved_bytes = totals.saved_pages.saturating_mul(PAGE_SIZE);
+    totals.pages_with_sharing = totals
+        .pages_without_sharing
+        .saturating_sub(totals.saved_pages);
 
     Report {
         assumptions: vec![

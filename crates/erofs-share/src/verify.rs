@@ -286,7 +286,11 @@ pub fn verify_files(
             .cmp(&a.file.inode.size)
             .then(a.file.inode.nid.cmp(&b.file.inode.nid))
     });
-    progress.start(Some(jobs.iter().map(|j| j.file.inode.size).sum()));
+    // Sizes come from the image, which may be corrupt: saturate rather than overflow.
+    let total = jobs
+        .iter()
+        .fold(0u64, |t, j| t.saturating_add(j.file.inode.size));
+    progress.start(Some(total));
     let outcomes: Vec<Outcome> = jobs
         // By value, so that each file's paths are freed on the pool as it is done instead of
         // all at once on one thread at the end.
@@ -300,7 +304,7 @@ pub fn verify_files(
     for o in outcomes {
         if let Some(size) = o.hashed {
             report.verified += 1;
-            report.bytes_hashed += size;
+            report.bytes_hashed = report.bytes_hashed.saturating_add(size);
             if o.issue.is_none() {
                 report.matched += 1;
             }
