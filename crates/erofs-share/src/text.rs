@@ -116,13 +116,13 @@ pub fn render_text(r: &Report, top: usize) -> String {
         o,
         "  page cache, no sharing:  {} pages ({})",
         t.pages_without_sharing,
-        size(t.pages_without_sharing * PAGE_SIZE)
+        size(t.pages_without_sharing.saturating_mul(PAGE_SIZE))
     );
     let _ = writeln!(
         o,
         "  page cache, sharing:     {} pages ({})",
         t.pages_with_sharing,
-        size(t.pages_with_sharing * PAGE_SIZE)
+        size(t.pages_with_sharing.saturating_mul(PAGE_SIZE))
     );
     let _ = writeln!(
         o,
@@ -140,7 +140,7 @@ pub fn render_text(r: &Report, top: usize) -> String {
                 n + 1,
                 size(g.size),
                 g.members.len(),
-                size(g.saved_pages * PAGE_SIZE),
+                size(g.saved_pages.saturating_mul(PAGE_SIZE)),
                 short_fp(&g.fingerprint),
                 if g.cross_image {
                     ""
