@@ -232,6 +232,7 @@ impl Ctx<'_> {
                 source: DataSource::Path(path.to_path_buf()),
                 data_ranges,
                 old_fingerprint,
+                source_id: Some((meta.dev, meta.ino)),
             })
         } else if ft == FileType::Symlink {
             let target = std::fs::read_link(path).map_err(|e| BuildError::io(path, e))?;

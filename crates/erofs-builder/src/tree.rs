@@ -30,6 +30,10 @@ pub struct FileContent {
     pub data_ranges: Option<Vec<Range<u64>>>,
     /// A fingerprint xattr value the source already carried; replaced by the computed one.
     pub old_fingerprint: Option<Vec<u8>>,
+    /// For a file in the source tree: the device and inode number the scan saw, so that a
+    /// file replaced at the same path before its data is read is caught, not mixed with
+    /// the original's metadata.
+    pub source_id: Option<(u64, u64)>,
 }
 
 /// A directory entry.

@@ -529,6 +529,17 @@ impl<'a> Source<'a> {
                         BuildError::io(p, e)
                     }
                 })?;
+                if let Some((dev, ino)) = c.source_id {
+                    let st = rustix::fs::fstat(&file).map_err(|e| BuildError::io(p, e.into()))?;
+                    #[allow(clippy::unnecessary_cast)]
+                    // the field types differ between architectures
+                    if (st.st_dev as u64, st.st_ino as u64) != (dev, ino) {
+                        let e = std::io::Error::other(
+                            "replaced during the build: another file is at this path now",
+                        );
+                        return Err(BuildError::io(p, e));
+                    }
+                }
                 Ok(Self::File(Arc::new(file), p))
             }
             DataSource::Bytes(b) => Ok(Self::Bytes(b)),
@@ -1019,6 +1030,7 @@ mod tests {
                 source: DataSource::Bytes(Arc::from(actual)),
                 data_ranges: None,
                 old_fingerprint: None,
+                source_id: None,
             }),
             permissions: 0o644,
             uid: 0,
@@ -1077,6 +1089,7 @@ mod tests {
             source: DataSource::Path(path.clone()),
             data_ranges: None,
             old_fingerprint: None,
+            source_id: None,
         };
         let once = OpenOnce::new(3);
         let read = |src: &Source<'_>| {
@@ -1120,6 +1133,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, BuildError::ChangedSize { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_replaced_at_its_path_after_the_scan_fails_the_build() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"scanned content!").unwrap();
+        let scanned = std::fs::metadata(&path).unwrap();
+        // An atomic save: same size, new inode.
+        std::fs::write(dir.path().join("new"), b"replaced content").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        let mut tree = one_file(16, b"");
+        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
+            c.source = DataSource::Path(path.clone());
+            c.source_id = Some((scanned.dev(), scanned.ino()));
+        }
+        let err = crate::build_tree_to_writer(
+            &tree,
+            &mut Vec::new(),
+            &Options::default(),
+            &crate::NoProgress,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("replaced during the build"), "{msg}");
+        assert!(msg.contains(&*path.to_string_lossy()), "{msg}");
     }
 
     #[test]

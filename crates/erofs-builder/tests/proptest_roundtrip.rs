@@ -162,6 +162,7 @@ fn build_tree(entries: &[Entry]) -> Tree {
                     source: DataSource::Bytes(Arc::from(data)),
                     data_ranges,
                     old_fingerprint: None,
+                    source_id: None,
                 })
             }
             Gen::Dir => Kind::Directory {
