@@ -100,7 +100,9 @@ impl<'a> Walk<'a> {
     }
 }
 
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+/// `parent/name`, the way [`Image::walk`](crate::Image::walk) builds the paths it reports,
+/// for callers that walk directories their own way and must report the same paths.
+pub fn join_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
     p.extend_from_slice(parent);
     if p.last() != Some(&b'/') {
@@ -132,7 +134,7 @@ impl Iterator for Walk<'_> {
             if d.name == b"." || d.name == b".." {
                 continue;
             }
-            let path = join(&frame.path, &d.name);
+            let path = join_path(&frame.path, &d.name);
             let parent = frame.nid;
             let inode = match self.image.inode(d.nid) {
                 Ok(i) => i,

@@ -137,7 +137,7 @@ impl ParWalk<'_> {
             if d.name == b"." || d.name == b".." {
                 continue;
             }
-            let child = join(&path, &d.name);
+            let child = erofs_reader::walk::join_path(&path, &d.name);
             let Ok(inode) = self.image.inode(d.nid) else {
                 return self.fail();
             };
@@ -213,17 +213,6 @@ fn parallel_regular_files(image: &Image) -> Option<Vec<RegularFile>> {
         }
     }
     Some(files)
-}
-
-/// `parent/name`, like [`Image::walk`] builds its paths.
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
-    p.extend_from_slice(parent);
-    if p.last() != Some(&b'/') {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
 }
 
 /// The facts of every regular file of `image`, which is image number `index` in the report.
