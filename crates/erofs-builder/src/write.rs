@@ -829,6 +829,7 @@ fn write_meta<W: Write + Send>(
 ) -> Result<(), BuildError> {
     let plan = ctx.plan;
     let order = &plan.meta_order;
+    // The root is always an item, so there is a last job, and it pads to the image end.
     let jobs = order.len().div_ceil(META_JOB);
     let meta_bytes = (plan.total_blocks - plan.meta_start) * plan.blksz();
     // Job k covers the area from its first item to the next job's first item, so padding
@@ -888,10 +889,6 @@ fn write_meta<W: Write + Send>(
             Ok(())
         },
     )?;
-    if jobs == 0 {
-        w.write_all(&vec![0u8; meta_bytes as usize])
-            .map_err(BuildError::Output)?;
-    }
     data.bytes += bytes;
     fingerprinted.extend(done_digests);
     // The data stage's tails are written now.
@@ -1057,6 +1054,26 @@ mod tests {
         }
     }
 
+    /// Builds `tree` with the default options and returns the error it must fail with.
+    fn build_error(tree: &Tree) -> BuildError {
+        crate::build_tree_to_writer(
+            tree,
+            &mut Vec::new(),
+            &Options::default(),
+            &crate::NoProgress,
+        )
+        .unwrap_err()
+    }
+
+    /// [`one_file`] whose file is read from `path`.
+    fn file_at(path: &std::path::Path, size: u64) -> Tree {
+        let mut tree = one_file(size, b"");
+        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
+            c.source = DataSource::Path(path.to_path_buf());
+        }
+        tree
+    }
+
     #[test]
     fn a_sparse_file_that_shrank_into_its_trailing_hole_fails_the_build() {
         let first_page: Vec<Range<u64>> = std::iter::once(0..4096).collect();
@@ -1065,13 +1082,7 @@ mod tests {
             if let Kind::Regular(c) = &mut tree.inodes[1].kind {
                 c.data_ranges = Some(ranges.clone());
             }
-            let err = crate::build_tree_to_writer(
-                &tree,
-                &mut Vec::new(),
-                &Options::default(),
-                &crate::NoProgress,
-            )
-            .unwrap_err();
+            let err = build_error(&tree);
             assert!(
                 matches!(err, BuildError::ChangedSize { expected, .. } if expected == 1 << 20),
                 "data ranges {ranges:?}: {err}"
@@ -1121,17 +1132,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let mut tree = one_file(20, b"");
-        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
-            c.source = DataSource::Path(fifo);
-        }
-        let err = crate::build_tree_to_writer(
-            &tree,
-            &mut Vec::new(),
-            &Options::default(),
-            &crate::NoProgress,
-        )
-        .unwrap_err();
+        let err = build_error(&file_at(&fifo, 20));
         assert!(matches!(err, BuildError::ChangedSize { .. }), "{err}");
     }
 
@@ -1145,18 +1146,11 @@ mod tests {
         // An atomic save: same size, new inode.
         std::fs::write(dir.path().join("new"), b"replaced content").unwrap();
         std::fs::rename(dir.path().join("new"), &path).unwrap();
-        let mut tree = one_file(16, b"");
+        let mut tree = file_at(&path, 16);
         if let Kind::Regular(c) = &mut tree.inodes[1].kind {
-            c.source = DataSource::Path(path.clone());
             c.source_id = Some((scanned.dev(), scanned.ino()));
         }
-        let err = crate::build_tree_to_writer(
-            &tree,
-            &mut Vec::new(),
-            &Options::default(),
-            &crate::NoProgress,
-        )
-        .unwrap_err();
+        let err = build_error(&tree);
         let msg = err.to_string();
         assert!(msg.contains("replaced during the build"), "{msg}");
         assert!(msg.contains(&*path.to_string_lossy()), "{msg}");
@@ -1168,17 +1162,7 @@ mod tests {
         std::fs::write(dir.path().join("other"), b"not this file's data").unwrap();
         let link = dir.path().join("f");
         std::os::unix::fs::symlink("other", &link).unwrap();
-        let mut tree = one_file(20, b"");
-        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
-            c.source = DataSource::Path(link.clone());
-        }
-        let err = crate::build_tree_to_writer(
-            &tree,
-            &mut Vec::new(),
-            &Options::default(),
-            &crate::NoProgress,
-        )
-        .unwrap_err();
+        let err = build_error(&file_at(&link, 20));
         let msg = err.to_string();
         assert!(
             msg.contains(&*link.to_string_lossy()) && msg.contains("symbolic link now"),
@@ -1194,13 +1178,7 @@ mod tests {
             (9000, &[1u8; 100][..]),
         ] {
             let tree = one_file(declared, actual);
-            let err = crate::build_tree_to_writer(
-                &tree,
-                &mut Vec::new(),
-                &Options::default(),
-                &crate::NoProgress,
-            )
-            .unwrap_err();
+            let err = build_error(&tree);
             assert!(
                 matches!(err, BuildError::ChangedSize { expected, .. } if expected == declared),
                 "{err}"
