@@ -9,16 +9,23 @@ use crate::progress::NoProgress;
 /// many files map the same blocks.
 const READ_BUDGET: u64 = 64 << 20;
 
-/// Opens `bytes` as an image without the checksum check and exercises every reader
-/// function on everything reachable. Errors are expected and ignored; the property under
-/// test is the absence of panics, hangs and unbounded allocation.
-pub fn open_and_walk_everything(bytes: Vec<u8>) {
-    let Ok(img) = Image::from_bytes_with(
+/// Opens `bytes` as an image without the checksum check, so that mutated bytes reach the
+/// inodes instead of stopping at the superblock.
+pub fn open_unchecked(bytes: Vec<u8>) -> Option<Image> {
+    Image::from_bytes_with(
         bytes,
         OpenOptions {
             verify_checksum: false,
         },
-    ) else {
+    )
+    .ok()
+}
+
+/// Opens `bytes` with [`open_unchecked`] and exercises every reader function on
+/// everything reachable. Errors are expected and ignored; the property under test is the
+/// absence of panics, hangs and unbounded allocation.
+pub fn open_and_walk_everything(bytes: Vec<u8>) {
+    let Some(img) = open_unchecked(bytes) else {
         return;
     };
     let _ = crate::summary::SuperblockInfo::of(&img);

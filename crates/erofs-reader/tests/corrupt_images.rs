@@ -4,6 +4,7 @@ mod common;
 
 use common::image;
 use erofs_reader::{Corruption, Error, Image};
+use erofs_testkit::Rng;
 
 fn pristine() -> Vec<u8> {
     std::fs::read(image("compact")).expect("compact.erofs")
@@ -254,17 +255,6 @@ fn an_inline_xattr_overrunning_its_body_is_an_error() {
     assert!(err.to_string().contains("xattr"), "{err}");
 }
 
-/// A deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn random_byte_flips_in_metadata_never_panic() {
     let full = pristine();
@@ -274,9 +264,9 @@ fn random_byte_flips_in_metadata_never_panic() {
     let mut opened = 0;
     for _ in 0..400 {
         let mut b = full.clone();
-        for _ in 0..1 + rng.next() % 4 {
-            let at = (rng.next() % (full.len() as u64 / 2)) as usize;
-            b[at] ^= 1 << (rng.next() % 8);
+        for _ in 0..1 + rng.next_u64() % 4 {
+            let at = (rng.next_u64() % (full.len() as u64 / 2)) as usize;
+            b[at] ^= 1 << (rng.next_u64() % 8);
         }
         fix_checksum(&mut b);
         let errs = read_everything(b);
@@ -294,9 +284,9 @@ fn the_fuzz_target_body_survives_the_pristine_and_mutated_images() {
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     for _ in 0..25 {
         let mut b = full.clone();
-        for _ in 0..1 + rng.next() % 8 {
-            let at = (rng.next() % full.len() as u64) as usize;
-            b[at] = rng.next() as u8;
+        for _ in 0..1 + rng.next_u64() % 8 {
+            let at = (rng.next_u64() % full.len() as u64) as usize;
+            b[at] = rng.next_u64() as u8;
         }
         erofs_reader::fuzzing::open_and_walk_everything(b);
     }
@@ -309,13 +299,13 @@ fn mutated_images_opened_from_files_never_panic_through_the_metadata_cache() {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     for i in 0..30 {
         let mut b = full.clone();
-        for _ in 0..1 + rng.next() % 6 {
-            let at = (rng.next() % full.len() as u64) as usize;
-            b[at] ^= rng.next() as u8 | 1;
+        for _ in 0..1 + rng.next_u64() % 6 {
+            let at = (rng.next_u64() % full.len() as u64) as usize;
+            b[at] ^= rng.next_u64() as u8 | 1;
         }
         fix_checksum(&mut b);
         if i % 3 == 0 {
-            b.truncate((rng.next() % full.len() as u64) as usize);
+            b.truncate((rng.next_u64() % full.len() as u64) as usize);
         }
         let p = dir.path().join(format!("m{i}.erofs"));
         std::fs::write(&p, &b).unwrap();
@@ -338,11 +328,7 @@ fn mutated_images_opened_from_files_never_panic_through_the_metadata_cache() {
 #[test]
 fn inputs_that_once_crashed_the_fuzzer_are_handled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        erofs_reader::fuzzing::open_and_walk_everything(std::fs::read(&p).unwrap());
-        n += 1;
+    for bytes in erofs_testkit::files_in(&dir) {
+        erofs_reader::fuzzing::open_and_walk_everything(bytes);
     }
-    assert!(n >= 1);
 }

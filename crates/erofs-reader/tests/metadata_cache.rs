@@ -4,17 +4,7 @@
 mod common;
 
 use erofs_reader::Image;
-
-/// A deterministic xorshift generator, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use erofs_testkit::Rng;
 
 #[test]
 fn concurrent_metadata_reads_through_a_full_cache_return_the_image_bytes() {
@@ -37,8 +27,8 @@ fn concurrent_metadata_reads_through_a_full_cache_return_the_image_bytes() {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t + 1));
                 let mut buf = vec![0u8; 10_000];
                 for _ in 0..20_000 {
-                    let len = (rng.next() % 10_000) as usize;
-                    let at = rng.next() % (bytes.len() - len + 1) as u64;
+                    let len = (rng.next_u64() % 10_000) as usize;
+                    let at = rng.next_u64() % (bytes.len() - len + 1) as u64;
                     img.read_meta(at, &mut buf[..len]).unwrap();
                     assert_eq!(
                         &buf[..len],

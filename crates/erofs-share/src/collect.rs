@@ -336,28 +336,11 @@ mod tests {
         let at = deeper.dirent_offset.unwrap() as usize;
         let mut bytes = std::fs::read(reference("compact")).unwrap();
         bytes[at..at + 8].copy_from_slice(&img.root_nid().to_le_bytes());
-        let img = Image::from_bytes_with(
-            bytes,
-            erofs_reader::OpenOptions {
-                verify_checksum: false,
-            },
-        )
-        .unwrap();
+        let img = erofs_reader::fuzzing::open_unchecked(bytes).unwrap();
         assert!(on_threads(4, || parallel_regular_files(&img)).is_none());
         let err = on_threads(4, || regular_files(&img)).unwrap_err();
         assert!(err.to_string().contains("/dir/sub/deeper"), "{err}");
         assert_eq!(Err(err.to_string()), outcome(&serial_regular_files(&img)));
-    }
-
-    /// A deterministic xorshift generator, so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     /// Whatever the corruption, the parallel walk succeeds exactly when the serial walk
@@ -365,20 +348,15 @@ mod tests {
     #[test]
     fn damaged_images_give_the_serial_walks_outcome() {
         let pristine = std::fs::read(reference("compact")).unwrap();
-        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut rng = erofs_testkit::Rng(0x2545_F491_4F6C_DD1D);
         let (mut ok, mut failed) = (0, 0);
         for _ in 0..300 {
             let mut b = pristine.clone();
-            for _ in 0..1 + rng.next() % 3 {
-                let at = 1024 + (rng.next() % (pristine.len() as u64 / 2 - 1024)) as usize;
-                b[at] ^= 1 << (rng.next() % 8);
+            for _ in 0..1 + rng.next_u64() % 3 {
+                let at = 1024 + (rng.next_u64() % (pristine.len() as u64 / 2 - 1024)) as usize;
+                b[at] ^= 1 << (rng.next_u64() % 8);
             }
-            let Ok(img) = Image::from_bytes_with(
-                b,
-                erofs_reader::OpenOptions {
-                    verify_checksum: false,
-                },
-            ) else {
+            let Some(img) = erofs_reader::fuzzing::open_unchecked(b) else {
                 continue;
             };
             let serial = outcome(&serial_regular_files(&img));

@@ -1,7 +1,8 @@
 //! What the `share_walk` fuzz target runs, kept here so that its regressions run as
 //! ordinary tests too.
 
-use erofs_reader::{Image, NoProgress, OpenOptions};
+use erofs_reader::NoProgress;
+use erofs_reader::fuzzing::open_unchecked;
 
 use crate::collect::{facts_of, image_facts, regular_files};
 use crate::verify::verify_files;
@@ -11,12 +12,7 @@ use crate::{analyze, render_text};
 /// shared report and fingerprint verification do on it. The property: no panic, no hang,
 /// no unbounded allocation.
 pub fn exercise(bytes: Vec<u8>) {
-    let Ok(img) = Image::from_bytes_with(
-        bytes,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    ) else {
+    let Some(img) = open_unchecked(bytes) else {
         return;
     };
     let Ok(files) = regular_files(&img) else {

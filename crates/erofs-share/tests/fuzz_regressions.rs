@@ -3,11 +3,7 @@
 #[test]
 fn inputs_that_once_crashed_the_fuzzer_are_handled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        erofs_share::fuzzing::exercise(std::fs::read(&p).unwrap());
-        n += 1;
+    for bytes in erofs_testkit::files_in(&dir) {
+        erofs_share::fuzzing::exercise(bytes);
     }
-    assert!(n >= 1);
 }

@@ -89,3 +89,27 @@ pub fn build_image(src: &Path, image: &Path, fingerprints: bool) {
 pub fn fingerprint_of(content: &[u8]) -> Vec<u8> {
     erofs_format::xattr::sha256_fingerprint(&Sha256::digest(content).into()).to_vec()
 }
+
+/// A deterministic xorshift generator, so that randomised tests reproduce.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value; the seed must not be 0.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The contents of every file in `dir` (the inputs that once crashed a fuzz target).
+pub fn files_in(dir: &Path) -> Vec<Vec<u8>> {
+    let files: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!files.is_empty(), "no files in {}", dir.display());
+    files
+}
