@@ -255,22 +255,13 @@ fn debian_fsck_erofs_1_5_checks_and_extracts_the_tree() {
     );
     let img = tmp.path().join("img.erofs");
     mkfs(&src, &img, &["-T", &EPOCH.to_string()]);
-    let out = Command::new("fsck.erofs").arg(&img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "fsck.erofs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("fsck.erofs").arg(&img), "fsck.erofs");
     let dest = tmp.path().join("extracted");
-    let out = Command::new("fsck.erofs")
-        .arg(format!("--extract={}", dest.display()))
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fsck.erofs --extract: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("fsck.erofs")
+            .arg(format!("--extract={}", dest.display()))
+            .arg(&img),
+        "fsck.erofs --extract",
     );
     let cmp = Compare {
         owners: is_root(),
@@ -556,29 +547,19 @@ fn our_fsck_verifies_fingerprints_and_extracts_the_tree() {
             &img,
             &["-b", bs, "-T", &EPOCH.to_string(), "--fingerprint=sha256"],
         );
-        let out = Command::new(&fsck)
-            .args(["-q", "--verify-fingerprints"])
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fsck.erofs-rs --verify-fingerprints, -b {bs}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(&fsck)
+                .args(["-q", "--verify-fingerprints"])
+                .arg(&img),
+            &format!("fsck.erofs-rs --verify-fingerprints, -b {bs}"),
         );
         let dest = tmp.path().join(format!("extracted-{bs}"));
-        let out = Command::new(&fsck)
-            .arg("-q")
-            .arg(format!("--extract={}", dest.display()))
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fsck.erofs-rs --extract, -b {bs}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(&fsck)
+                .arg("-q")
+                .arg(format!("--extract={}", dest.display()))
+                .arg(&img),
+            &format!("fsck.erofs-rs --extract, -b {bs}"),
         );
         let cmp = Compare {
             owners: is_root(),

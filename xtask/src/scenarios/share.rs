@@ -250,25 +250,26 @@ fn big(env: &mut Env) -> Result<(PathBuf, BTreeMap<String, String>)> {
 }
 
 fn headline(env: &mut Env) -> Result<Prepared> {
-    if let Some(p) = unsupported(env) {
-        return Ok(p);
-    }
-    let (img, dg) = big(env)?;
-    let mut boot = Boot {
-        memory_mib: 1024,
-        timeout_secs: 600,
-        ..Default::default()
-    };
-    let devs: Vec<String> = (0..4).map(|_| boot.disk(&img)).collect();
-    boot.run(
-        "share",
-        "share-headline",
-        json!({ "mode": "headline", "big": devs, "digests": dg }),
-    )?;
-    Ok(Prepared::Boot(boot))
+    big_boot(env, "share-headline", 4, json!({ "mode": "headline" }))
 }
 
 fn stress(env: &mut Env) -> Result<Prepared> {
+    big_boot(
+        env,
+        "share-stress",
+        3,
+        json!({ "mode": "stress", "secs": 60 }),
+    )
+}
+
+/// A boot with the big fingerprinted image on `mounts` disks; `params` gets the disks as
+/// `big` and the file digests as `digests`.
+fn big_boot(
+    env: &mut Env,
+    name: &str,
+    mounts: usize,
+    mut params: serde_json::Value,
+) -> Result<Prepared> {
     if let Some(p) = unsupported(env) {
         return Ok(p);
     }
@@ -278,12 +279,10 @@ fn stress(env: &mut Env) -> Result<Prepared> {
         timeout_secs: 600,
         ..Default::default()
     };
-    let devs: Vec<String> = (0..3).map(|_| boot.disk(&img)).collect();
-    boot.run(
-        "share",
-        "share-stress",
-        json!({ "mode": "stress", "big": devs, "digests": dg, "secs": 60 }),
-    )?;
+    let devs: Vec<String> = (0..mounts).map(|_| boot.disk(&img)).collect();
+    params["big"] = json!(devs);
+    params["digests"] = json!(dg);
+    boot.run("share", name, params)?;
     Ok(Prepared::Boot(boot))
 }
 

@@ -20,33 +20,33 @@ pub fn mkfs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mkfs-erofs-rs")
 }
 
-/// Runs mkfs with `args` then `source image`; panics with its stderr on failure.
-pub fn mkfs(source: &Path, image: &Path, args: &[&str]) {
-    let out = Command::new(mkfs_bin())
-        .args(args)
-        .arg("-q")
-        .arg(source)
-        .arg(image)
-        .output()
-        .expect("run mkfs");
+/// Runs `cmd` and panics with its output, labelled `what`, unless it succeeds.
+pub fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
-        "mkfs {args:?} failed: {}",
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs mkfs with `args` then `source image`; panics with its output on failure.
+pub fn mkfs(source: &Path, image: &Path, args: &[&str]) {
+    run_ok(
+        Command::new(mkfs_bin())
+            .args(args)
+            .arg("-q")
+            .arg(source)
+            .arg(image),
+        &format!("mkfs {args:?}"),
     );
 }
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut rng = erofs_testkit::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..len).map(|_| (rng.next_u64() >> 24) as u8).collect()
 }
 
 #[derive(Clone, Copy, Debug)]
