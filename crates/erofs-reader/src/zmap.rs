@@ -920,6 +920,36 @@ impl Image {
         Ok(())
     }
 
+    /// Decodes one extent of `inode` (as [`Image::z_extents`] returned it) without the cache:
+    /// exactly `ext.length` bytes, at most [`compress::MAX_EXTENT_DECODED`]. Fragments are
+    /// refused: read them with [`Image::z_read_extent`].
+    pub fn z_decode_extent(&self, inode: &Inode, ext: &ZExtent) -> Result<Vec<u8>> {
+        let zi = self.zinfo(inode)?;
+        self.z_decode(&zi, ext)
+    }
+
+    /// Streams the decoded bytes of one extent to `sink` in pieces of at most 1 MiB (through
+    /// the pcluster cache); returns the byte count.
+    pub fn z_read_extent(
+        &self,
+        inode: &Inode,
+        ext: &ZExtent,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64> {
+        let mut buf = vec![0u8; ext.length.min(1 << 20) as usize];
+        let mut pos = ext.logical;
+        while pos < ext.end() {
+            let n = ((ext.end() - pos) as usize).min(buf.len());
+            let got = self.read_at(inode, pos, &mut buf[..n])?;
+            if got != n {
+                return Err(Error::corrupt(Some(inode.nid), None, Corruption::Overflow));
+            }
+            sink(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok(ext.length)
+    }
+
     /// Bytes of pclusters a compressed inode occupies (inline tails counted, fragments not).
     pub fn z_stored_bytes(&self, inode: &Inode) -> Result<u64> {
         Ok(self
