@@ -293,7 +293,7 @@ impl Image {
             Some(p) => Ok(Some(p.full_name())),
             None => Err(Error::corrupt(
                 None,
-                Some(1024 + 105),
+                Some(erofs_format::sb_field!(ishare_xattr_prefix_id)),
                 Corruption::LongPrefixIndex {
                     index: id,
                     count: self.long_prefixes().len(),
