@@ -250,60 +250,56 @@ impl Checker<'_> {
         if inode.is_file() {
             self.report.compressed_files += 1;
         }
-        let extents = match img.z_extents(inode) {
-            Ok(v) => v,
-            Err(e) => return self.error(Some(path), e),
-        };
         let lz4_limit = match img.compression_config(erofs_format::compress::Algorithm::Lz4) {
             Ok(Some(erofs_format::compress::ComprCfg::Lz4 {
                 max_pclusterblks, ..
             })) => Some(u64::from(max_pclusterblks.max(1)) << img.block_bits()),
             _ => None,
         };
-        for e in &extents {
+        // Pclusters already counted: dedupe points several extents at one pcluster.
+        let mut pclusters = std::collections::HashSet::new();
+        let mut stored = 0u64;
+        let mut oversized = Vec::new();
+        let mut decoded = 0u64;
+        let mut compressed = 0u64;
+        let r = img.z_for_each_extent(inode, &mut |e| {
             if let (Some(limit), crate::ZStorage::Compressed { algorithm }) = (lz4_limit, e.storage)
                 && algorithm == erofs_format::compress::Algorithm::Lz4
                 && !e.inline
                 && e.plen > limit
             {
-                self.problem(
-                    Some(inode.nid),
-                    Some(e.physical),
-                    Some(path),
-                    "pcluster-size",
-                    format!(
-                        "pcluster of {} bytes at logical {} exceeds the lz4 limit of {limit} bytes",
-                        e.plen, e.logical
-                    ),
-                );
+                oversized.push((e.physical, e.plen, e.logical, limit));
             }
-            let r = match e.storage {
-                crate::ZStorage::Fragment { .. } => img.z_read_extent(inode, e, &mut |_| {}),
-                _ => img.z_decode_extent(inode, e).map(|v| {
-                    self.report.compressed_bytes =
-                        self.report.compressed_bytes.saturating_add(e.plen);
-                    v.len() as u64
-                }),
-            };
-            match r {
-                Ok(n) => self.report.decoded_bytes = self.report.decoded_bytes.saturating_add(n),
-                Err(err) => return self.error(Some(path), err),
+            decoded = decoded.saturating_add(match e.storage {
+                crate::ZStorage::Fragment { .. } => img.z_read_extent(inode, e, &mut |_| {})?,
+                _ => {
+                    compressed = compressed.saturating_add(e.plen);
+                    img.z_decode_extent(inode, e)?.len() as u64
+                }
+            });
+            if !e.inline && e.plen > 0 && pclusters.insert((e.physical, e.plen)) {
+                stored = stored.saturating_add(e.plen.div_ceil(img.block_size()));
             }
+            Ok(())
+        });
+        for (physical, plen, logical, limit) in oversized {
+            self.problem(
+                Some(inode.nid),
+                Some(physical),
+                Some(path),
+                "pcluster-size",
+                format!(
+                    "pcluster of {plen} bytes at logical {logical} exceeds the lz4 limit of {limit} bytes"
+                ),
+            );
+        }
+        self.report.compressed_bytes = self.report.compressed_bytes.saturating_add(compressed);
+        self.report.decoded_bytes = self.report.decoded_bytes.saturating_add(decoded);
+        if let Err(err) = r {
+            return self.error(Some(path), err);
         }
         if inode.is_file() {
             self.report.data_bytes = self.report.data_bytes.saturating_add(inode.size);
-            let mut pclusters: Vec<(u64, u64)> = extents
-                .iter()
-                .filter(|e| !e.inline && e.plen > 0)
-                .map(|e| (e.physical, e.plen))
-                .collect();
-            // Dedupe points several extents at one pcluster: count its blocks once.
-            pclusters.sort_unstable();
-            pclusters.dedup();
-            let stored = pclusters
-                .iter()
-                .map(|p| p.1.div_ceil(img.block_size()))
-                .sum();
             self.count_blocks(inode, stored);
         }
     }

@@ -755,8 +755,22 @@ impl Image {
     /// Every extent of a compressed inode, in logical order. The count is bounded by the
     /// index area, which lies inside the image.
     pub fn z_extents(&self, inode: &Inode) -> Result<Vec<ZExtent>> {
-        let zi = self.zinfo(inode)?;
         let mut out = Vec::new();
+        self.z_for_each_extent(inode, &mut |e| {
+            out.push(*e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every extent of a compressed inode in logical order, without
+    /// collecting them (a huge file's extent list is never held in memory).
+    pub fn z_for_each_extent(
+        &self,
+        inode: &Inode,
+        f: &mut dyn FnMut(&ZExtent) -> Result<()>,
+    ) -> Result<()> {
+        let zi = self.zinfo(inode)?;
         let mut pos = 0;
         while pos < inode.size {
             let e = self.z_map_with(&zi, pos)?;
@@ -764,9 +778,9 @@ impl Image {
                 return Err(zi.corrupt(None, pos >> zi.lclusterbits, "extents do not advance"));
             }
             pos = e.end();
-            out.push(e);
+            f(&e)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The decoded bytes of a non-fragment extent, through the pcluster cache.
