@@ -349,7 +349,10 @@ fn compressed_reference_images_share_decoded_pages_and_verify() {
     let Some(dir) = erofs_testkit::reference_images_1_9_3() else {
         return;
     };
-    let (a, b) = (dir.join("lz4-default.erofs"), dir.join("zstd-default.erofs"));
+    let (a, b) = (
+        dir.join("lz4-default.erofs"),
+        dir.join("zstd-default.erofs"),
+    );
     let r = report(&[&a, &b], &["--verify-content", "--top", "1000"]);
     let mixed = Image::open(&a).unwrap().lookup(b"/big/mixed.bin").unwrap();
     assert!(mixed.is_compressed());
