@@ -41,11 +41,7 @@ pub fn reseal(img: &mut [u8], blkszbits: u8) {
     if u32_at(img, SB + 8) & COMPAT_SB_CHKSUM == 0 {
         return;
     }
-    let range = erofs_format::superblock_checksum_range(blkszbits);
-    let end = range.end.min(img.len());
-    put32(img, SB + 4, 0);
-    let c = erofs_format::superblock_checksum(&img[range.start..end]);
-    put32(img, SB + 4, c);
+    erofs_format::seal_checksum(img, blkszbits);
 }
 
 /// A directory entry found in a block: (name, nid, byte offset of the dirent in the image).

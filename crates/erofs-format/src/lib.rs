@@ -16,7 +16,9 @@ pub mod inode;
 pub mod superblock;
 pub mod xattr;
 
-pub use checksum::{superblock_checksum, superblock_checksum_range};
+pub use checksum::{
+    checksum_of_head, seal_checksum, superblock_checksum, superblock_checksum_range,
+};
 pub use chunk::{
     CHUNK_FORMAT_48BIT, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, ChunkIndex, NULL_ADDR,
 };
@@ -28,7 +30,9 @@ pub use inode::{
     DataLayout, INODE_COMPACT_SIZE, INODE_EXTENDED_SIZE, INODE_SLOT_SIZE, InodeCompact,
     InodeExtended, InodeFormat, decode_rdev, encode_rdev,
 };
-pub use superblock::{DeviceSlot, EROFS_MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, SuperBlock};
+pub use superblock::{
+    DeviceSlot, EROFS_MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, SuperBlock, sb_field_offset,
+};
 pub use xattr::{
     FINGERPRINT_ALGORITHM_SHA256, FINGERPRINT_VALUE_LEN, XATTR_ENTRY_HEADER_SIZE,
     XATTR_IBODY_HEADER_SIZE, XattrEntry, XattrIbodyHeader,

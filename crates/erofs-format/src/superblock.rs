@@ -10,6 +10,12 @@ pub const SUPERBLOCK_OFFSET: usize = 1024;
 /// Size of the base superblock (without extension slots).
 pub const SUPERBLOCK_SIZE: usize = 128;
 
+/// Byte offset in the image of a superblock field, for error locations:
+/// `sb_field_offset(core::mem::offset_of!(SuperBlock, dirblkbits))`.
+pub const fn sb_field_offset(field_offset: usize) -> u64 {
+    (SUPERBLOCK_OFFSET + field_offset) as u64
+}
+
 /// The 128-byte base superblock at byte 1024.
 ///
 /// Field names follow erofs-utils 1.9.3. Linux 6.12 calls `epoch` `build_time`, `fixed_nsec`

@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use erofs_format::xattr::{LongPrefix, MAX_LONG_PREFIXES};
 use erofs_format::{
     Compat, EROFS_MAGIC, Incompat, MAX_BLOCK_SIZE_BITS, MIN_BLOCK_SIZE_BITS, SUPERBLOCK_OFFSET,
-    SUPERBLOCK_SIZE, SuperBlock, superblock_checksum, superblock_checksum_range,
+    SUPERBLOCK_SIZE, SuperBlock, checksum_of_head, sb_field_offset, superblock_checksum_range,
 };
+use std::mem::offset_of;
 use zerocopy::FromBytes;
 
 use crate::error::{Corruption, Error, Result};
@@ -176,7 +177,7 @@ impl Image {
         if sb_size > MAX_SB_SIZE {
             return Err(Error::corrupt(
                 None,
-                Some(1024 + 13),
+                Some(sb_field_offset(offset_of!(SuperBlock, sb_extslots))),
                 Corruption::Superblock(format!("superblock size {sb_size} too large")),
             ));
         }
@@ -193,7 +194,7 @@ impl Image {
         if sb.dirblkbits != 0 {
             return Err(Error::corrupt(
                 None,
-                Some(1024 + 90),
+                Some(sb_field_offset(offset_of!(SuperBlock, dirblkbits))),
                 Corruption::Superblock(format!("dirblkbits {} is not 0", sb.dirblkbits)),
             ));
         }
@@ -210,7 +211,7 @@ impl Image {
         if !root.is_dir() {
             return Err(Error::corrupt(
                 Some(root.nid),
-                Some(1024 + 14),
+                Some(sb_field_offset(offset_of!(SuperBlock, root_nid))),
                 Corruption::Superblock(format!("root nid {} is not a directory", root.nid)),
             ));
         }
@@ -219,9 +220,8 @@ impl Image {
 
     fn compute_checksum(&self) -> Result<u32> {
         let range = superblock_checksum_range(self.sb.blkszbits);
-        let mut covered = self.read_vec(range.start as u64, (range.end - range.start) as u64)?;
-        covered[4..8].fill(0);
-        Ok(superblock_checksum(&covered))
+        let head = self.read_vec(0, range.end as u64)?;
+        Ok(checksum_of_head(&head, self.sb.blkszbits))
     }
 
     /// The checksum as `(stored, computed)` when compat `SB_CHKSUM` is set.
@@ -237,7 +237,7 @@ impl Image {
         if count > MAX_LONG_PREFIXES {
             return Err(Error::corrupt(
                 None,
-                Some(1024 + 91),
+                Some(sb_field_offset(offset_of!(SuperBlock, xattr_prefix_count))),
                 Corruption::LongPrefixes(format!("{count} prefixes, at most 128 allowed")),
             ));
         }

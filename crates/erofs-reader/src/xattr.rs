@@ -301,7 +301,10 @@ impl Image {
             Some(p) => Ok(Some(p.full_name())),
             None => Err(Error::corrupt(
                 None,
-                Some(1024 + 105),
+                Some(erofs_format::sb_field_offset(core::mem::offset_of!(
+                    erofs_format::SuperBlock,
+                    ishare_xattr_prefix_id
+                ))),
                 Corruption::LongPrefixIndex {
                     index: id,
                     count: self.long_prefixes().len(),
