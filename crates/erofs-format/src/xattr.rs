@@ -41,6 +41,23 @@ pub struct XattrIbodyHeader {
 
 const _: () = assert!(size_of::<XattrIbodyHeader>() == XATTR_IBODY_HEADER_SIZE);
 
+impl XattrIbodyHeader {
+    /// Byte offset of `shared_count` in the header, for error locations.
+    pub const SHARED_COUNT_OFFSET: usize = core::mem::offset_of!(Self, shared_count);
+
+    /// Decodes the header at the start of an xattr body and the shared xattr ids after it;
+    /// `None` when the body is too short for the header or for the ids it announces.
+    pub fn decode(body: &[u8]) -> Option<(Self, impl Iterator<Item = u32> + '_)> {
+        let (hdr, rest) = Self::read_from_prefix(body).ok()?;
+        let ids = rest.get(..4 * usize::from(hdr.shared_count))?;
+        Some((
+            hdr,
+            ids.chunks_exact(4)
+                .map(|c| U32::read_from_bytes(c).map_or(0, |v| v.get())),
+        ))
+    }
+}
+
 /// The 4-byte header of an xattr record; name suffix and value follow, padded to 4.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
@@ -54,6 +71,48 @@ pub struct XattrEntry {
 }
 
 const _: () = assert!(size_of::<XattrEntry>() == XATTR_ENTRY_HEADER_SIZE);
+
+impl XattrEntry {
+    /// Decodes the header at the start of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(e, _)| e)
+    }
+
+    /// Header, name suffix and value, without the padding to 4.
+    pub fn record_len(&self) -> usize {
+        XATTR_ENTRY_HEADER_SIZE + usize::from(self.name_len) + usize::from(self.value_size.get())
+    }
+}
+
+/// The length field of a long-prefix record in the packed inode: `u16` length, then
+/// `base_index` and the infix; records are padded to 4 bytes.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct LongPrefixRecordHeader {
+    /// Bytes that follow: `base_index` and the infix.
+    pub len: U16,
+}
+
+impl LongPrefixRecordHeader {
+    /// Decodes the 2-byte header.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(h, _)| h)
+    }
+
+    /// Decodes the body that follows the header.
+    pub fn body(body: &[u8]) -> Option<LongPrefix> {
+        let (&base_index, infix) = body.split_first()?;
+        Some(LongPrefix {
+            base_index,
+            infix: infix.to_vec(),
+        })
+    }
+
+    /// Bytes from this record's start to the next record's.
+    pub fn stride(&self) -> u64 {
+        (2 + u64::from(self.len.get())).next_multiple_of(4)
+    }
+}
 
 /// Size of the xattr body for `i_xattr_icount` (0 = no body).
 pub const fn ibody_size(icount: u16) -> usize {

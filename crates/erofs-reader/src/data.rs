@@ -4,9 +4,7 @@
 use std::io;
 
 use erofs_format::compress::{Algorithm, MapHeader};
-use erofs_format::{
-    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, DataLayout, Incompat, NULL_ADDR, round_up,
-};
+use erofs_format::{ChunkFormat, DataLayout, Incompat, NULL_ADDR, round_up};
 use serde::Serialize;
 use zerocopy::FromBytes;
 
@@ -167,18 +165,16 @@ impl Image {
 
     fn map_chunk(&self, inode: &Inode, logical: u64) -> Result<Extent> {
         let nid = inode.nid;
-        let format = (inode.raw_u & 0xFFFF) as u16;
-        if format & !(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES) != 0 {
-            return Err(Error::corrupt(
+        let format = ChunkFormat::decode((inode.raw_u & 0xFFFF) as u16).map_err(|raw| {
+            Error::corrupt(
                 Some(nid),
-                Some(inode.offset + 16),
-                Corruption::ChunkFormat(format),
-            ));
-        }
+                Some(inode.offset + std::mem::offset_of!(erofs_format::InodeCompact, i_u) as u64),
+                Corruption::ChunkFormat(raw),
+            )
+        })?;
         let bits = self.block_bits();
-        let chunkbits = u32::from(bits) + u32::from(format & CHUNK_FORMAT_BLKBITS_MASK);
-        let indexes = format & CHUNK_FORMAT_INDEXES != 0;
-        let entry = if indexes { 8u64 } else { 4u64 };
+        let chunkbits = u32::from(bits) + u32::from(format.blkbits);
+        let entry = format.entry_size();
         let table = round_up(inode.meta_end(), entry)
             .ok_or_else(|| Error::corrupt(Some(nid), None, Corruption::Overflow))?;
         let count = inode.size.div_ceil(1u64 << chunkbits);
@@ -192,17 +188,11 @@ impl Image {
         let mut raw = [0u8; 8];
         self.read_meta(at, &mut raw[..entry as usize])
             .map_err(|e| e.with_nid(nid))?;
-        let (device, blk) = if indexes {
-            let dev = u16::from_le_bytes([raw[2], raw[3]]);
-            let mask =
-                (u32::from(self.superblock().extra_devices.get()) + 1).next_power_of_two() - 1;
-            (
-                dev & mask as u16,
-                u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-            )
-        } else {
-            (0, u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
-        };
+        let e = format
+            .entry(&raw[..entry as usize])
+            .ok_or_else(|| Error::corrupt(Some(nid), Some(at), Corruption::Overflow))?;
+        let mask = (u32::from(self.superblock().extra_devices.get()) + 1).next_power_of_two() - 1;
+        let (device, blk) = (e.device_id & mask as u16, e.block);
         let start = idx << chunkbits;
         let length = (1u64 << chunkbits).min(inode.size - start);
         if blk == NULL_ADDR {

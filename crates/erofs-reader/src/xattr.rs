@@ -5,7 +5,7 @@ use erofs_format::xattr::{
     LongPrefix, XATTR_ENTRY_HEADER_SIZE, XATTR_IBODY_HEADER_SIZE, XATTR_LONG_PREFIX,
     name_filter_bit, short_prefix, split_short_prefix,
 };
-use erofs_format::{Compat, XattrEntry};
+use erofs_format::{Compat, XattrEntry, XattrIbodyHeader};
 use serde::Serialize;
 use zerocopy::FromBytes;
 
@@ -79,23 +79,22 @@ impl Image {
 
     fn parse_header(&self, inode: &Inode, body: &[u8]) -> Result<XattrHeader> {
         let at = inode.offset + inode.inode_size();
-        let filter = u32::from_le_bytes(body[0..4].try_into().unwrap_or_default());
-        let count = usize::from(body[4]);
-        let end = XATTR_IBODY_HEADER_SIZE + 4 * count;
-        if end > body.len() {
+        let Some((hdr, ids)) = XattrIbodyHeader::decode(body) else {
+            let count = body
+                .get(XattrIbodyHeader::SHARED_COUNT_OFFSET)
+                .copied()
+                .unwrap_or(0);
             return Err(Self::xattr_err(
                 inode.nid,
-                at + 4,
+                at + XattrIbodyHeader::SHARED_COUNT_OFFSET as u64,
                 format!(
                     "{count} shared ids do not fit in a body of {} bytes",
                     body.len()
                 ),
             ));
-        }
-        let shared_ids = body[XATTR_IBODY_HEADER_SIZE..end]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect();
+        };
+        let filter = hdr.name_filter.get();
+        let shared_ids = ids.collect();
         Ok(XattrHeader {
             name_filter: filter,
             shared_ids,
@@ -215,9 +214,7 @@ impl Image {
         }
         let mut hdr = [0u8; XATTR_ENTRY_HEADER_SIZE];
         self.read_meta(at, &mut hdr).map_err(|e| e.with_nid(nid))?;
-        let total = XATTR_ENTRY_HEADER_SIZE
-            + usize::from(hdr[0])
-            + usize::from(u16::from_le_bytes([hdr[2], hdr[3]]));
+        let total = XattrEntry::decode(&hdr).map_or(XATTR_ENTRY_HEADER_SIZE, |e| e.record_len());
         let buf = self
             .read_meta_vec(at, total as u64)
             .map_err(|_| Error::corrupt(Some(nid), Some(at), Corruption::SharedXattrId { id }))?;
