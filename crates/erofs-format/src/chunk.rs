@@ -26,87 +26,34 @@ pub struct ChunkIndex {
 
 const _: () = assert!(size_of::<ChunkIndex>() == 8);
 
-/// One entry of a chunk table, whichever form the table has.
+/// One chunk table entry, decoded from either format (§9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkEntry {
-    /// Device id (always 0 in a 4-byte block map).
+    /// Device id (0 = primary), unmasked; always 0 for a 4-byte block map.
     pub device_id: u16,
-    /// Start block; [`NULL_ADDR`] = a hole.
-    pub block: u32,
+    /// Start block, low 32 bits; [`NULL_ADDR`] = hole.
+    pub startblk_lo: u32,
+    /// Bits 32..47 of the start block (8-byte indexes on 48-bit images).
+    pub startblk_hi: u16,
 }
 
-/// The chunk format of a chunk-based inode's `i_u` (§9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkFormat {
-    /// chunkbits − blkszbits.
-    pub blkbits: u8,
-    /// 8-byte [`ChunkIndex`] entries instead of a 4-byte block map.
-    pub indexes: bool,
-}
-
-impl ChunkFormat {
-    /// Decodes the low 16 bits of `i_u`; unknown bits (and 48-bit addresses, which this
-    /// project does not read in chunk tables) are returned as the error.
-    pub const fn decode(raw: u16) -> Result<Self, u16> {
-        if raw & !(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES) != 0 {
-            return Err(raw);
-        }
-        Ok(Self {
-            blkbits: (raw & CHUNK_FORMAT_BLKBITS_MASK) as u8,
-            indexes: raw & CHUNK_FORMAT_INDEXES != 0,
-        })
-    }
-
-    /// Bytes per table entry.
-    pub const fn entry_size(self) -> u64 {
-        if self.indexes { 8 } else { 4 }
-    }
-
-    /// Decodes one table entry of [`Self::entry_size`] bytes.
-    pub fn entry(self, raw: &[u8]) -> Option<ChunkEntry> {
-        if self.indexes {
-            let (i, _) = ChunkIndex::read_from_prefix(raw).ok()?;
-            Some(ChunkEntry {
-                device_id: i.device_id.get(),
-                block: i.startblk_lo.get(),
+impl ChunkEntry {
+    /// Decodes an entry of `raw.len()` bytes: 8 for chunk indexes, 4 for a block map.
+    pub fn decode(raw: &[u8]) -> Option<Self> {
+        if raw.len() == 8 {
+            let c = ChunkIndex::read_from_bytes(raw).ok()?;
+            Some(Self {
+                device_id: c.device_id.get(),
+                startblk_lo: c.startblk_lo.get(),
+                startblk_hi: c.startblk_hi.get(),
             })
         } else {
-            let (b, _) = U32::read_from_prefix(raw).ok()?;
-            Some(ChunkEntry {
+            let b = U32::read_from_bytes(raw).ok()?;
+            Some(Self {
                 device_id: 0,
-                block: b.get(),
+                startblk_lo: b.get(),
+                startblk_hi: 0,
             })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_block_map_entry_is_an_address_and_an_index_has_the_device_then_the_address() {
-        let map = ChunkFormat::decode(2).unwrap();
-        assert_eq!((map.blkbits, map.indexes, map.entry_size()), (2, false, 4));
-        assert_eq!(
-            map.entry(&[1, 0, 0, 0]),
-            Some(ChunkEntry {
-                device_id: 0,
-                block: 1
-            })
-        );
-        let idx = ChunkFormat::decode(CHUNK_FORMAT_INDEXES | 3).unwrap();
-        assert_eq!(
-            idx.entry(&[0, 0, 2, 0, 0xff, 0xff, 0xff, 0xff]),
-            Some(ChunkEntry {
-                device_id: 2,
-                block: NULL_ADDR
-            })
-        );
-        assert_eq!(idx.entry(&[0; 7]), None);
-        assert_eq!(
-            ChunkFormat::decode(CHUNK_FORMAT_48BIT),
-            Err(CHUNK_FORMAT_48BIT)
-        );
     }
 }

@@ -20,8 +20,8 @@ pub use checksum::{
     checksum_of_head, seal_checksum, superblock_checksum, superblock_checksum_range,
 };
 pub use chunk::{
-    CHUNK_FORMAT_48BIT, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, ChunkEntry, ChunkFormat,
-    ChunkIndex, NULL_ADDR,
+    CHUNK_FORMAT_48BIT, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, ChunkEntry, ChunkIndex,
+    NULL_ADDR,
 };
 pub use dirent::{
     DIRENT_SIZE, DirBlock, DirBlockError, DirEntryRef, Dirent, FileType, MAX_NAME_LEN,

@@ -42,19 +42,20 @@ pub struct XattrIbodyHeader {
 const _: () = assert!(size_of::<XattrIbodyHeader>() == XATTR_IBODY_HEADER_SIZE);
 
 impl XattrIbodyHeader {
-    /// Byte offset of `shared_count` in the header, for error locations.
-    pub const SHARED_COUNT_OFFSET: usize = core::mem::offset_of!(Self, shared_count);
+    /// The header at the start of an inode's xattr body and the shared ids that follow it,
+    /// or `None` when the body is too short for them.
+    pub fn decode(body: &[u8]) -> Option<(XattrIbodyHeader, Vec<u32>)> {
+        let (h, rest) = XattrIbodyHeader::read_from_prefix(body).ok()?;
+        let (ids, _) =
+            <[U32]>::ref_from_prefix_with_elems(rest, usize::from(h.shared_count)).ok()?;
+        Some((h, ids.iter().map(|i| i.get()).collect()))
+    }
+}
 
-    /// Decodes the header at the start of an xattr body and the shared xattr ids after it;
-    /// `None` when the body is too short for the header or for the ids it announces.
-    pub fn decode(body: &[u8]) -> Option<(Self, impl Iterator<Item = u32> + '_)> {
-        let (hdr, rest) = Self::read_from_prefix(body).ok()?;
-        let ids = rest.get(..4 * usize::from(hdr.shared_count))?;
-        Some((
-            hdr,
-            ids.chunks_exact(4)
-                .map(|c| U32::read_from_bytes(c).map_or(0, |v| v.get())),
-        ))
+impl XattrEntry {
+    /// Bytes of the record: header, name suffix and value (without padding).
+    pub fn record_len(&self) -> usize {
+        XATTR_ENTRY_HEADER_SIZE + usize::from(self.name_len) + usize::from(self.value_size.get())
     }
 }
 
@@ -71,18 +72,6 @@ pub struct XattrEntry {
 }
 
 const _: () = assert!(size_of::<XattrEntry>() == XATTR_ENTRY_HEADER_SIZE);
-
-impl XattrEntry {
-    /// Decodes the header at the start of `bytes`.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        Self::read_from_prefix(bytes).ok().map(|(e, _)| e)
-    }
-
-    /// Header, name suffix and value, without the padding to 4.
-    pub fn record_len(&self) -> usize {
-        XATTR_ENTRY_HEADER_SIZE + usize::from(self.name_len) + usize::from(self.value_size.get())
-    }
-}
 
 /// The length field of a long-prefix record in the packed inode: `u16` length, then
 /// `base_index` and the infix; records are padded to 4 bytes.

@@ -3,8 +3,11 @@
 
 use std::io;
 
+use erofs_format::chunk::ChunkEntry;
 use erofs_format::compress::{Algorithm, MapHeader};
-use erofs_format::{ChunkFormat, DataLayout, Incompat, NULL_ADDR, round_up};
+use erofs_format::{
+    CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, DataLayout, Incompat, NULL_ADDR, round_up,
+};
 use serde::Serialize;
 use zerocopy::FromBytes;
 
@@ -165,16 +168,18 @@ impl Image {
 
     fn map_chunk(&self, inode: &Inode, logical: u64) -> Result<Extent> {
         let nid = inode.nid;
-        let format = ChunkFormat::decode((inode.raw_u & 0xFFFF) as u16).map_err(|raw| {
-            Error::corrupt(
+        let format = (inode.raw_u & 0xFFFF) as u16;
+        if format & !(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES) != 0 {
+            return Err(Error::corrupt(
                 Some(nid),
                 Some(inode.offset + std::mem::offset_of!(erofs_format::InodeCompact, i_u) as u64),
-                Corruption::ChunkFormat(raw),
-            )
-        })?;
+                Corruption::ChunkFormat(format),
+            ));
+        }
         let bits = self.block_bits();
-        let chunkbits = u32::from(bits) + u32::from(format.blkbits);
-        let entry = format.entry_size();
+        let chunkbits = u32::from(bits) + u32::from(format & CHUNK_FORMAT_BLKBITS_MASK);
+        let indexes = format & CHUNK_FORMAT_INDEXES != 0;
+        let entry = if indexes { 8u64 } else { 4u64 };
         let table = round_up(inode.meta_end(), entry)
             .ok_or_else(|| Error::corrupt(Some(nid), None, Corruption::Overflow))?;
         let count = inode.size.div_ceil(1u64 << chunkbits);
@@ -188,11 +193,13 @@ impl Image {
         let mut raw = [0u8; 8];
         self.read_meta(at, &mut raw[..entry as usize])
             .map_err(|e| e.with_nid(nid))?;
-        let e = format
-            .entry(&raw[..entry as usize])
-            .ok_or_else(|| Error::corrupt(Some(nid), Some(at), Corruption::Overflow))?;
+        let c = ChunkEntry::decode(&raw[..entry as usize]).unwrap_or(ChunkEntry {
+            device_id: 0,
+            startblk_lo: NULL_ADDR,
+            startblk_hi: 0,
+        });
         let mask = (u32::from(self.superblock().extra_devices.get()) + 1).next_power_of_two() - 1;
-        let (device, blk) = (e.device_id & mask as u16, e.block);
+        let (device, blk) = (c.device_id & mask as u16, c.startblk_lo);
         let start = idx << chunkbits;
         let length = (1u64 << chunkbits).min(inode.size - start);
         if blk == NULL_ADDR {

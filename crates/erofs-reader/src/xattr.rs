@@ -79,24 +79,19 @@ impl Image {
 
     fn parse_header(&self, inode: &Inode, body: &[u8]) -> Result<XattrHeader> {
         let at = inode.offset + inode.inode_size();
-        let Some((hdr, ids)) = XattrIbodyHeader::decode(body) else {
-            let count = body
-                .get(XattrIbodyHeader::SHARED_COUNT_OFFSET)
-                .copied()
-                .unwrap_or(0);
+        let count = body.get(4).map_or(0, |&c| usize::from(c));
+        let Some((header, shared_ids)) = XattrIbodyHeader::decode(body) else {
             return Err(Self::xattr_err(
                 inode.nid,
-                at + XattrIbodyHeader::SHARED_COUNT_OFFSET as u64,
+                at + 4,
                 format!(
                     "{count} shared ids do not fit in a body of {} bytes",
                     body.len()
                 ),
             ));
         };
-        let filter = hdr.name_filter.get();
-        let shared_ids = ids.collect();
         Ok(XattrHeader {
-            name_filter: filter,
+            name_filter: header.name_filter.get(),
             shared_ids,
         })
     }
@@ -214,7 +209,7 @@ impl Image {
         }
         let mut hdr = [0u8; XATTR_ENTRY_HEADER_SIZE];
         self.read_meta(at, &mut hdr).map_err(|e| e.with_nid(nid))?;
-        let total = XattrEntry::decode(&hdr).map_or(XATTR_ENTRY_HEADER_SIZE, |e| e.record_len());
+        let total = XattrEntry::read_from_bytes(&hdr[..]).map_or(0, |e| e.record_len());
         let buf = self
             .read_meta_vec(at, total as u64)
             .map_err(|_| Error::corrupt(Some(nid), Some(at), Corruption::SharedXattrId { id }))?;
@@ -298,7 +293,7 @@ impl Image {
             Some(p) => Ok(Some(p.full_name())),
             None => Err(Error::corrupt(
                 None,
-                Some(erofs_format::sb_field_offset(core::mem::offset_of!(
+                Some(erofs_format::sb_field_offset(std::mem::offset_of!(
                     erofs_format::SuperBlock,
                     ishare_xattr_prefix_id
                 ))),
