@@ -3,11 +3,15 @@
 //! checksum), so the kernel gets past it and meets the broken structure itself.
 
 use anyhow::{Context, Result, bail};
+use erofs_format::{
+    Compat, DataLayout, DirBlock, EROFS_MAGIC, InodeCompact, InodeExtended, InodeFormat,
+    SUPERBLOCK_SIZE, SuperBlock,
+};
 use erofs_guest::plan::CorruptExpect;
+use std::mem::offset_of;
+use zerocopy::FromBytes;
 
-const SB: usize = 1024;
-const MAGIC: u32 = 0xE0F5_E1E2;
-const COMPAT_SB_CHKSUM: u32 = 1;
+const SB: usize = erofs_format::SUPERBLOCK_OFFSET;
 
 /// One damaged image.
 pub struct Damaged {
@@ -21,31 +25,27 @@ pub struct Damaged {
     pub file_expect: Option<CorruptExpect>,
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+/// The superblock of `img`, for editing in place.
+fn sb(img: &mut [u8]) -> &mut SuperBlock {
+    SuperBlock::mut_from_bytes(&mut img[SB..SB + SUPERBLOCK_SIZE]).expect("a whole superblock")
 }
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn put16(b: &mut [u8], o: usize, v: u16) {
-    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
-}
-fn put32(b: &mut [u8], o: usize, v: u32) {
-    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+
+/// The compact or extended inode header at `o`, for editing in place (the first 32 bytes
+/// have the same fields in both forms where the damage touches them).
+fn inode(img: &mut [u8], o: usize) -> &mut InodeCompact {
+    InodeCompact::mut_from_prefix(&mut img[o..])
+        .expect("a whole inode")
+        .0
 }
 
 /// Recomputes the superblock checksum of an image with `1 << blkszbits`-byte blocks, if the
 /// image has one. Damage that should reach the kernel's deeper checks is resealed with this,
 /// so that the mount does not stop at the checksum.
 pub fn reseal(img: &mut [u8], blkszbits: u8) {
-    if u32_at(img, SB + 8) & COMPAT_SB_CHKSUM == 0 {
+    if !sb(img).compat().contains(Compat::SB_CHKSUM) {
         return;
     }
-    let range = erofs_format::superblock_checksum_range(blkszbits);
-    let end = range.end.min(img.len());
-    put32(img, SB + 4, 0);
-    let c = erofs_format::superblock_checksum(&img[range.start..end]);
-    put32(img, SB + 4, c);
+    erofs_format::seal_checksum(img, blkszbits);
 }
 
 /// A directory entry found in a block: (name, nid, byte offset of the dirent in the image).
@@ -65,44 +65,36 @@ impl Layout {
     /// (offset of the first directory block, dirents in it as (name, nid, dirent offset)).
     fn dir_block(&self, img: &[u8], nid: u64) -> Result<(usize, Vec<Dirent>)> {
         let io = self.inode_off(nid);
-        let fmt = u16_at(img, io);
-        let extended = fmt & 1 != 0;
-        let layout = (fmt >> 1) & 7;
-        let icount = u16_at(img, io + 2) as usize;
-        let size = if extended {
-            u64::from_le_bytes(img[io + 8..io + 16].try_into()?) as usize
+        let slot = &img[io..];
+        let format = InodeFormat::of_slot(slot)
+            .and_then(Result::ok)
+            .context("the root inode's i_format")?;
+        let (icount, size, startblk) = if format.extended {
+            let (d, _) = InodeExtended::read_from_prefix(slot)
+                .map_err(|_| anyhow::anyhow!("short inode"))?;
+            (d.xattr_icount.get(), d.size.get() as usize, d.i_u.get())
         } else {
-            u32_at(img, io + 8) as usize
+            let (d, _) =
+                InodeCompact::read_from_prefix(slot).map_err(|_| anyhow::anyhow!("short inode"))?;
+            (d.xattr_icount.get(), d.size.get() as usize, d.i_u.get())
         };
-        let isize = if extended { 64 } else { 32 };
-        let xsize = if icount == 0 {
-            0
-        } else {
-            12 + 4 * (icount - 1)
-        };
-        let start = match layout {
-            2 if size < self.bs => io + isize + xsize,
-            0 | 2 => u32_at(img, io + 16) as usize * self.bs,
-            l => bail!("root directory has layout {l}, cannot locate its dirents"),
+        let xsize = erofs_format::xattr::ibody_size(icount);
+        let start = match format.layout {
+            DataLayout::FlatInline if size < self.bs => io + format.inode_size() + xsize,
+            DataLayout::FlatPlain | DataLayout::FlatInline => startblk as usize * self.bs,
+            l => bail!("root directory has layout {l:?}, cannot locate its dirents"),
         };
         let blen = size.min(self.bs);
-        let blk = &img[start..start + blen];
-        let n = u16_at(blk, 8) as usize / 12;
-        let mut out = Vec::new();
-        for i in 0..n {
-            let off = u16_at(blk, i * 12 + 8) as usize;
-            let end = if i + 1 < n {
-                u16_at(blk, (i + 1) * 12 + 8) as usize
-            } else {
-                blk[off..]
-                    .iter()
-                    .position(|&c| c == 0)
-                    .map_or(blen, |p| off + p)
-            };
-            let nid = u64::from_le_bytes(blk[i * 12..i * 12 + 8].try_into()?);
-            out.push((blk[off..end].to_vec(), nid, start + i * 12));
-        }
-        Ok((start, out))
+        let block = DirBlock::parse(&img[start..start + blen], blen)
+            .map_err(|e| anyhow::anyhow!("root directory block: {e}"))?;
+        block
+            .entries()
+            .map(|e| {
+                let e = e.map_err(|e| anyhow::anyhow!("root directory block: {e}"))?;
+                Ok((e.name.to_vec(), e.nid, start + e.dirent_offset))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|d| (start, d))
     }
 }
 
@@ -117,15 +109,19 @@ fn splitmix(state: &mut u64) -> u64 {
 /// All damaged variants of `clean` (built from [`crate::trees::small`]: root holds `a` (10
 /// bytes, an xattr), `b` (5000 bytes), `c` (8192 bytes), `d/`, `s`).
 pub fn variants(clean: &[u8]) -> Result<Vec<Damaged>> {
-    if clean.len() < SB + 128 || u32_at(clean, SB) != MAGIC {
+    let Some(super_block) = clean
+        .get(SB..SB + SUPERBLOCK_SIZE)
+        .and_then(|b| SuperBlock::read_from_bytes(b).ok())
+        .filter(|s| s.magic.get() == EROFS_MAGIC)
+    else {
         bail!("not an EROFS image");
-    }
-    let bs = 1usize << clean[SB + 12];
+    };
+    let bs = 1usize << super_block.blkszbits;
     let l = Layout {
         bs,
-        meta: u32_at(clean, SB + 40) as usize,
+        meta: super_block.meta_blkaddr.get() as usize,
     };
-    let root = u16_at(clean, SB + 14) as u64;
+    let root = super_block.root_nid();
     let (_, dirents) = l
         .dir_block(clean, root)
         .context("reading the root directory")?;
@@ -138,7 +134,12 @@ pub fn variants(clean: &[u8]) -> Result<Vec<Damaged>> {
     };
     let (a, b, c) = (nid_of(b"a")?, nid_of(b"b")?, nid_of(b"c")?);
     let first_dirent = dirents[0].2;
-    let nameoff0 = u16_at(clean, first_dirent + 8);
+    let nameoff_at = offset_of!(erofs_format::Dirent, nameoff);
+    let nameoff0 = erofs_format::Dirent::read_from_prefix(&clean[first_dirent..])
+        .map_err(|_| anyhow::anyhow!("short dirent"))?
+        .0
+        .nameoff
+        .get();
 
     let mut out = Vec::new();
     let mut add =
@@ -157,82 +158,86 @@ pub fn variants(clean: &[u8]) -> Result<Vec<Damaged>> {
         };
     use CorruptExpect::*;
     add("bad magic", MountFails, true, &|i| i[SB] ^= 0xff);
-    if u32_at(clean, SB + 8) & COMPAT_SB_CHKSUM != 0 {
+    if super_block.compat().contains(Compat::SB_CHKSUM) {
         add("bad superblock checksum", MountFails, false, &|i| {
-            i[SB + 64 + 15] ^= 0x5a
+            sb(i).volume_name[15] ^= 0x5a
         });
     }
-    add("blkszbits 8", MountFails, true, &|i| i[SB + 12] = 8);
-    add("blkszbits 16", MountFails, true, &|i| i[SB + 12] = 16);
+    add("blkszbits 8", MountFails, true, &|i| sb(i).blkszbits = 8);
+    add("blkszbits 16", MountFails, true, &|i| sb(i).blkszbits = 16);
     add("unknown incompat feature", MountFails, true, &|i| {
-        let v = u32_at(i, SB + 80) | 0x8000_0000;
-        put32(i, SB + 80, v)
+        let s = sb(i);
+        let v = s.feature_incompat.get() | 0x8000_0000;
+        s.feature_incompat.set(v)
     });
-    add("dirblkbits 1", MountFails, true, &|i| i[SB + 90] = 1);
+    add("dirblkbits 1", MountFails, true, &|i| sb(i).dirblkbits = 1);
     add("volume name without NUL", MountFails, true, &|i| {
-        i[SB + 64..SB + 80].fill(b'L')
+        sb(i).volume_name.fill(b'L')
     });
     add("root nid is a regular file", MountFails, true, &|i| {
-        put16(i, SB + 14, a as u16)
+        sb(i).root_nid.set(a as u16)
     });
     add("root nid beyond the image", SomeError, true, &|i| {
-        put16(i, SB + 14, 0xffff)
+        sb(i).root_nid.set(0xffff)
     });
+    let set_nameoff = |i: &mut Vec<u8>, dirent: usize, v: u16| {
+        i[dirent + nameoff_at..dirent + nameoff_at + 2].copy_from_slice(&v.to_le_bytes())
+    };
     add("dirent nameoff 0", SomeError, true, &|i| {
-        put16(i, first_dirent + 8, 0)
+        set_nameoff(i, first_dirent, 0)
     });
     add("dirent nameoff beyond the block", SomeError, true, &|i| {
-        put16(i, first_dirent + 8, bs as u16 + 12)
+        set_nameoff(i, first_dirent, bs as u16 + 12)
     });
     add(
         "dirent nameoff not a multiple of 12",
         SomeError,
         true,
-        &|i| put16(i, first_dirent + 8, nameoff0 + 1),
+        &|i| set_nameoff(i, first_dirent, nameoff0 + 1),
     );
     add("dirent nameoff names overlap", SomeError, true, &|i| {
         // second name starts before the first
-        let second = first_dirent + 12 + 8;
-        put16(i, second, nameoff0 - 1)
+        set_nameoff(i, first_dirent + erofs_format::DIRENT_SIZE, nameoff0 - 1)
     });
     add("inode with unknown data layout", SomeError, true, &|i| {
-        let o = l.inode_off(b);
-        let f = u16_at(i, o) | (7 << 1);
-        put16(i, o, f)
+        let n = inode(i, l.inode_off(b));
+        let f = n.format.get() | (7 << 1);
+        n.format.set(f)
     });
     add("inode with unknown i_format bits", SomeError, true, &|i| {
-        let o = l.inode_off(b);
-        let f = u16_at(i, o) | 0x8000;
-        put16(i, o, f)
+        let n = inode(i, l.inode_off(b));
+        let f = n.format.get() | 0x8000;
+        n.format.set(f)
     });
     add(
         "data block address beyond the image",
         SomeError,
         true,
-        &|i| put32(i, l.inode_off(c) + 16, 0x00ff_ff00),
+        &|i| inode(i, l.inode_off(c)).i_u.set(0x00ff_ff00),
     );
     // The xattr body (and the inline tail of `a`) now run past the end of the image; with
     // buffer heads the block device and the file-backed path both read zeros there, so the
     // kernel may see nothing wrong. Only "no crash" can be asked.
     add("huge xattr count", NoCrash, true, &|i| {
-        put16(i, l.inode_off(a) + 2, 0xffff)
+        inode(i, l.inode_off(a)).xattr_icount.set(0xffff)
     });
     add("file type in mode is zero", SomeError, true, &|i| {
-        let o = l.inode_off(b) + 4;
-        let m = u16_at(i, o) & 0o7777;
-        put16(i, o, m)
+        let n = inode(i, l.inode_off(b));
+        let m = n.mode.get() & 0o7777;
+        n.mode.set(m)
     });
     let half = clean.len() / 2;
     add("truncated to half", SomeError, false, &|i| {
-        i.truncate(half.max(SB + 128 + 1))
+        i.truncate(half.max(SB + SUPERBLOCK_SIZE + 1))
     });
     // Random damage to the metadata area: anything but a crash is fine.
-    let meta_end = clean.len().min(8 * bs).max(SB + 256);
+    let meta_end = clean.len().min(8 * bs).max(SB + 2 * SUPERBLOCK_SIZE);
     for seed in 0..8u64 {
         add(&format!("random flips seed {seed}"), NoCrash, true, &|i| {
             let mut s = seed.wrapping_mul(0x1234_5678_9abc_def1);
             for _ in 0..24 {
-                let off = SB + 128 + (splitmix(&mut s) as usize % (meta_end - SB - 128));
+                let first = SB + SUPERBLOCK_SIZE;
+                let off = first + (splitmix(&mut s) as usize % (meta_end - first));
                 i[off] ^= 1 << (splitmix(&mut s) % 8);
             }
         });
@@ -249,8 +254,9 @@ mod tests {
         let path = crate::util::workspace_root().join("testdata/images/compact.erofs");
         let clean = std::fs::read(&path).expect("reference image");
         let mut img = clean.clone();
-        put32(&mut img, SB + 4, 0);
-        reseal(&mut img, clean[SB + 12]);
+        sb(&mut img).checksum.set(0);
+        let bits = sb(&mut img).blkszbits;
+        reseal(&mut img, bits);
         assert_eq!(img, clean);
     }
 }

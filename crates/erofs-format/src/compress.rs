@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use zerocopy::little_endian::{U16, U32};
+use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Compression algorithm ids (`h_algorithmtype` nibbles, bits of `available_compr_algs`).
@@ -759,6 +759,22 @@ pub struct ExtentRecord {
 }
 
 const _: () = assert!(size_of::<ExtentRecord>() == 32);
+
+/// With 4-byte extent records (length only), the start byte of the first pcluster comes
+/// first, as a little-endian 64-bit value; the records follow it.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct ExtentsStart {
+    /// Start byte of the first pcluster.
+    pub pstart: U64,
+}
+
+impl ExtentsStart {
+    /// Decodes the 8 bytes.
+    pub fn decode(raw: [u8; 8]) -> u64 {
+        Self::read_from_bytes(&raw).map_or(0, |s| s.pstart.get())
+    }
+}
 
 /// `plen` bit: the extent decodes only a prefix of its pcluster.
 pub const EXTENT_PLEN_PARTIAL: u32 = 1 << 27;

@@ -78,6 +78,13 @@ pub struct InodeFormat {
 }
 
 impl InodeFormat {
+    /// Decodes the `i_format` field at the start of an inode slot; `None` when the slot is
+    /// shorter than the field.
+    pub fn of_slot(slot: &[u8]) -> Option<Result<Self, u16>> {
+        let (raw, _) = U16::read_from_prefix(slot).ok()?;
+        Some(Self::decode(raw.get()))
+    }
+
     /// Decodes `i_format`. Returns `Err(raw)` for reserved layouts or bits 5..15.
     pub const fn decode(raw: u16) -> Result<Self, u16> {
         if raw & !0x1F != 0 {

@@ -16,11 +16,16 @@ pub mod inode;
 pub mod superblock;
 pub mod xattr;
 
-pub use checksum::{superblock_checksum, superblock_checksum_range};
-pub use chunk::{
-    CHUNK_FORMAT_48BIT, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, ChunkIndex, NULL_ADDR,
+pub use checksum::{
+    checksum_of_head, seal_checksum, superblock_checksum, superblock_checksum_range,
 };
-pub use dirent::{DIRENT_SIZE, Dirent, FileType, MAX_NAME_LEN};
+pub use chunk::{
+    CHUNK_FORMAT_48BIT, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, ChunkEntry, ChunkIndex,
+    NULL_ADDR,
+};
+pub use dirent::{
+    DIRENT_SIZE, DirBlock, DirBlockError, DirEntryRef, Dirent, FileType, MAX_NAME_LEN,
+};
 pub use features::{Compat, Incompat};
 pub use inode::{
     DataLayout, INODE_COMPACT_SIZE, INODE_EXTENDED_SIZE, INODE_SLOT_SIZE, InodeCompact,

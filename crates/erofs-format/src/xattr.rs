@@ -73,6 +73,36 @@ pub struct XattrEntry {
 
 const _: () = assert!(size_of::<XattrEntry>() == XATTR_ENTRY_HEADER_SIZE);
 
+/// The length field of a long-prefix record in the packed inode: `u16` length, then
+/// `base_index` and the infix; records are padded to 4 bytes.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub struct LongPrefixRecordHeader {
+    /// Bytes that follow: `base_index` and the infix.
+    pub len: U16,
+}
+
+impl LongPrefixRecordHeader {
+    /// Decodes the 2-byte header.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(h, _)| h)
+    }
+
+    /// Decodes the body that follows the header.
+    pub fn body(body: &[u8]) -> Option<LongPrefix> {
+        let (&base_index, infix) = body.split_first()?;
+        Some(LongPrefix {
+            base_index,
+            infix: infix.to_vec(),
+        })
+    }
+
+    /// Bytes from this record's start to the next record's.
+    pub fn stride(&self) -> u64 {
+        (2 + u64::from(self.len.get())).next_multiple_of(4)
+    }
+}
+
 /// Size of the xattr body for `i_xattr_icount` (0 = no body).
 pub const fn ibody_size(icount: u16) -> usize {
     if icount == 0 {

@@ -172,7 +172,7 @@ impl Image {
         if format & !(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES) != 0 {
             return Err(Error::corrupt(
                 Some(nid),
-                Some(inode.offset + 16),
+                Some(inode.offset + std::mem::offset_of!(erofs_format::InodeCompact, i_u) as u64),
                 Corruption::ChunkFormat(format),
             ));
         }

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use erofs_format::{DIRENT_SIZE, Dirent, FileType, MAX_NAME_LEN};
+use erofs_format::{DIRENT_SIZE, DirBlock, DirBlockError, FileType};
 use serde::Serialize;
 
 use crate::error::{Corruption, Error, Result};
@@ -45,86 +45,41 @@ pub struct RawDirent {
 /// `nameoff` gives the dirent count and must be a non-zero multiple of 12 below `valid`;
 /// names lie inside the valid bytes, are 1..=255 bytes long, and contain no `/` or NUL.
 pub fn parse_dir_block(block: &[u8], valid: usize, block_index: u64) -> Result<Vec<RawDirent>> {
-    let bad = |reason: String| Corruption::DirBlock {
-        block: block_index,
-        reason,
-    };
-    let valid = valid.min(block.len());
-    if valid < DIRENT_SIZE {
-        return Err(Error::corrupt(
-            None,
-            None,
-            bad(format!("only {valid} bytes, less than one dirent")),
-        ));
-    }
-    let nameoff0 = usize::from(Dirent::first(block).map_or(0, |d| d.nameoff.get()));
-    if nameoff0 < DIRENT_SIZE || nameoff0 >= valid || nameoff0 % DIRENT_SIZE != 0 {
-        return Err(Error::corrupt(
-            None,
-            None,
-            bad(format!("first nameoff {nameoff0} is invalid")),
-        ));
-    }
-    let count = nameoff0 / DIRENT_SIZE;
-    // nameoff0 < valid <= block.len(), so the dirent array lies inside the block.
-    let dirents = Dirent::slice(block, count).unwrap_or(&[]);
-    let mut out = Vec::with_capacity(count);
-    for (i, d) in dirents.iter().enumerate() {
-        let nid = d.nid.get();
-        let nameoff = usize::from(d.nameoff.get());
-        let ft = d.file_type;
-        let end = if let Some(n) = dirents.get(i + 1) {
-            usize::from(n.nameoff.get())
-        } else {
-            // Last name: up to the first NUL, bounded by the valid bytes.
-            let tail = block.get(nameoff..valid).unwrap_or(&[]);
-            nameoff + tail.iter().position(|&b| b == 0).unwrap_or(tail.len())
-        };
-        if nameoff < nameoff0 || end > valid || end <= nameoff {
-            return Err(Error::corrupt(
-                None,
-                None,
-                bad(format!(
-                    "dirent {i}: name at {nameoff}..{end} outside the name area {nameoff0}..{valid}"
-                )),
-            ));
-        }
-        let name = &block[nameoff..end];
-        if name.len() > MAX_NAME_LEN {
-            return Err(Error::corrupt(
-                None,
-                None,
-                bad(format!("dirent {i}: name of {} bytes", name.len())),
-            ));
-        }
-        if name.contains(&b'/') || name.contains(&0) {
-            return Err(Error::corrupt(
-                None,
-                None,
+    let bad = |e: DirBlockError| {
+        let c = match e {
+            DirBlockError::BadName { index } => {
+                let name = DirBlock::parse(block, valid)
+                    .ok()
+                    .and_then(|d| d.dirents().get(index).map(|r| usize::from(r.nameoff.get())))
+                    .and_then(|o| block.get(o..valid.min(block.len())))
+                    .unwrap_or(&[]);
                 Corruption::BadName {
                     name: name.escape_ascii().to_string(),
                     reason: "contains '/' or NUL",
-                },
-            ));
-        }
-        let file_type = FileType::from_raw(ft).ok_or_else(|| {
-            Error::corrupt(
-                None,
-                None,
-                bad(format!("dirent {i}: file_type {ft} is invalid")),
-            )
-        })?;
-        out.push(RawDirent {
-            entry: DirEntry {
-                name: name.to_vec(),
-                nid,
-                file_type,
+                }
+            }
+            other => Corruption::DirBlock {
+                block: block_index,
+                reason: other.to_string(),
             },
-            dirent_offset: None,
-            nameoff: nameoff as u16,
-        });
-    }
-    Ok(out)
+        };
+        Error::corrupt(None, None, c)
+    };
+    let d = DirBlock::parse(block, valid).map_err(bad)?;
+    d.entries()
+        .map(|e| {
+            let e = e.map_err(bad)?;
+            Ok(RawDirent {
+                entry: DirEntry {
+                    name: e.name.to_vec(),
+                    nid: e.nid,
+                    file_type: e.file_type,
+                },
+                dirent_offset: None,
+                nameoff: e.nameoff,
+            })
+        })
+        .collect()
 }
 
 impl Image {

@@ -67,9 +67,10 @@ impl Inode {
         let mut buf = [0u8; INODE_EXTENDED_SIZE];
         img.read_meta(offset, &mut buf[..avail as usize])
             .map_err(|e| e.with_nid(nid))?;
-        let raw_format = u16::from_le_bytes([buf[0], buf[1]]);
-        let format = InodeFormat::decode(raw_format)
+        let format = InodeFormat::of_slot(&buf)
+            .unwrap_or(Err(0))
             .map_err(|raw| Error::corrupt(Some(nid), Some(offset), Corruption::InodeFormat(raw)))?;
+        let raw_format = format.encode();
         let sb = img.superblock();
         let is48 = sb.incompat().contains(erofs_format::Incompat::BIT48);
         if format.bit4 && (!is48 || format.extended) {
@@ -141,7 +142,7 @@ impl Inode {
         if FileType::from_mode(inode.mode).is_none() {
             return Err(Error::corrupt(
                 Some(nid),
-                Some(offset + 4),
+                Some(offset + std::mem::offset_of!(erofs_format::InodeCompact, mode) as u64),
                 Corruption::InodeMode(inode.mode),
             ));
         }

@@ -4,7 +4,6 @@
 use erofs_format::xattr::{LongPrefix, XATTR_FILTER_EMPTY, name_filter_bit, sha256_fingerprint};
 use erofs_format::{
     Compat, DataLayout, Dirent, FileType, Incompat, InodeCompact, InodeFormat, SuperBlock,
-    superblock_checksum, superblock_checksum_range,
 };
 use erofs_reader::check::{CheckOptions, check};
 use erofs_reader::{Image, NoProgress};
@@ -101,11 +100,7 @@ fn build(blkszbits: u8, filter: u32) -> Vec<u8> {
     sb.xattr_prefix_start.set(1152 / 4);
     sb.ishare_xattr_prefix_id = 0;
     img[1024..1152].copy_from_slice(sb.as_bytes());
-    let range = superblock_checksum_range(blkszbits);
-    let mut covered = img[range.clone()].to_vec();
-    covered[4..8].fill(0);
-    let sum = superblock_checksum(&covered);
-    img[1028..1032].copy_from_slice(&sum.to_le_bytes());
+    erofs_format::seal_checksum(&mut img, blkszbits);
     img
 }
 
@@ -184,11 +179,7 @@ fn name_filter_bit_set_for_a_present_name_hides_it_and_fsck_reports_it() {
 fn an_ishare_prefix_id_beyond_the_prefix_count_is_corrupt() {
     let mut b = build(10, good_filter());
     b[1024 + 105] = 1; // ishare_xattr_prefix_id, with only one prefix registered
-    let range = superblock_checksum_range(10);
-    let mut covered = b[range].to_vec();
-    covered[4..8].fill(0);
-    let sum = superblock_checksum(&covered);
-    b[1028..1032].copy_from_slice(&sum.to_le_bytes());
+    erofs_format::seal_checksum(&mut b, 10);
     let img = Image::from_bytes(b).unwrap();
     let file = img.lookup(b"/file").unwrap();
     assert!(img.fingerprint(&file).is_err());
