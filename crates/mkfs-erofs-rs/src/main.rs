@@ -300,6 +300,20 @@ fn run(cli: &Cli) -> Result<()> {
     if let Some(b) = &bar.bar {
         b.finish_and_clear();
     }
+    if bar.timings.is_some() {
+        // The serial share of the build: CPU time on the in-order path over all CPU time.
+        let cpu = cpu_seconds().unwrap_or(0.0);
+        let ordered = report.timings.ordered_cpu.as_secs_f64();
+        eprintln!(
+            "in-order cpu {ordered:.3}s ({:.1}% of {cpu:.2}s cpu), workers waited {:.3}s",
+            if cpu > 0.0 {
+                100.0 * ordered / cpu
+            } else {
+                0.0
+            },
+            report.timings.worker_wait.as_secs_f64()
+        );
+    }
     if !report.skipped.is_empty() {
         eprintln!("skipped {} files (--keep-going):", report.skipped.len());
         for s in &report.skipped {
