@@ -114,9 +114,8 @@ feature_set! {
 }
 
 impl Incompat {
-    /// Bits this project's reader understands. Compression, fragments, 48-bit and metabox
-    /// images are recognised and reported, not misread.
-    pub const SUPPORTED_BY_READER: Self = Self(0x1FF);
+    /// Bits this project's reader reads: all but `METABOX`.
+    pub const READ_SUPPORTED: Self = Self(0x0FF);
 
     /// Bits erofs-utils 1.5 (Debian 12) knows; it refuses anything else.
     pub const KNOWN_TO_EROFS_UTILS_1_5: Self = Self(0x1F);

@@ -14,6 +14,9 @@ use crate::error::{Corruption, Error, Result};
 use crate::image::Image;
 use crate::inode::Inode;
 
+/// The all-ones 48-bit block address.
+const NULL_ADDR_48: u64 = (1 << 48) - 1;
+
 /// Longest symlink target accepted (Linux `PATH_MAX`).
 pub const MAX_SYMLINK_LEN: u64 = 4096;
 
@@ -85,7 +88,8 @@ impl Image {
     }
 
     /// The extent containing logical byte `logical` (which must be below `inode.size`).
-    /// Checks that the bytes it maps lie inside the image.
+    /// Checks that the bytes it maps lie inside the image. Compressed inodes are mapped by
+    /// [`Image::z_map`] instead; here they give [`Error::Compressed`].
     pub fn map(&self, inode: &Inode, logical: u64) -> Result<Extent> {
         let nid = inode.nid;
         if logical >= inode.size {
@@ -105,11 +109,23 @@ impl Image {
             DataLayout::CompressedFull | DataLayout::CompressedCompact => {
                 return Err(self.compressed_error(inode));
             }
+            // 48-bit images mark a file of zeroes by an all-ones 48-bit start block.
+            DataLayout::FlatPlain
+                if self.superblock().incompat().contains(Incompat::BIT48)
+                    && inode.start_block() == NULL_ADDR_48 =>
+            {
+                Extent {
+                    logical: 0,
+                    length: inode.size,
+                    kind: ExtentKind::Hole,
+                    physical: None,
+                }
+            }
             DataLayout::FlatPlain => Extent {
                 logical: 0,
                 length: inode.size,
                 kind: ExtentKind::Mapped,
-                physical: Some(u64::from(inode.raw_u) << bits),
+                physical: Some(inode.start_block() << bits),
             },
             DataLayout::FlatInline => {
                 let nblocks = inode.size.div_ceil(blksz);
@@ -119,7 +135,7 @@ impl Image {
                         logical: 0,
                         length: full,
                         kind: ExtentKind::Mapped,
-                        physical: Some(u64::from(inode.raw_u) << bits),
+                        physical: Some(inode.start_block() << bits),
                     }
                 } else {
                     let tail_len = inode.size - full;
@@ -269,8 +285,22 @@ impl Image {
     /// Reads file data at `offset` into `buf`. Returns the number of bytes read, less than
     /// `buf.len()` only at the end of the file. Holes read as zeroes.
     pub fn read_at(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_at_depth(inode, offset, buf, 0)
+    }
+
+    /// [`Image::read_at`]; `depth` counts reads of the packed inode on behalf of fragments.
+    pub(crate) fn read_at_depth(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        buf: &mut [u8],
+        depth: u8,
+    ) -> Result<usize> {
         if offset >= inode.size || !inode.has_data() {
             return Ok(0);
+        }
+        if inode.is_compressed() {
+            return self.z_read_at(inode, offset, buf, depth);
         }
         let want = (buf.len() as u64).min(inode.size - offset) as usize;
         // Directories and symlinks are metadata: read them through the block cache.

@@ -122,6 +122,32 @@ pub enum Corruption {
     /// The superblock holds an inconsistent value.
     #[error("superblock: {0}")]
     Superblock(String),
+    /// A compressed inode's map header or lcluster index is inconsistent.
+    #[error("compressed index, lcluster {lcn}: {reason}")]
+    CompressedIndex {
+        /// The logical cluster number.
+        lcn: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A pcluster did not decode to its extent (the location's offset is the pcluster's).
+    #[error("extent at logical offset {logical} ({algorithm}): {reason}")]
+    Decode {
+        /// First logical byte of the extent.
+        logical: u64,
+        /// Algorithm name, `plain` or `fragment`.
+        algorithm: &'static str,
+        /// What the decoder reported.
+        reason: String,
+    },
+    /// A fragment lies outside the packed inode.
+    #[error("fragment at packed-inode offset {offset}: {reason}")]
+    Fragment {
+        /// Offset in the packed inode.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A symlink target is empty or too long.
     #[error("symlink target of {0} bytes is empty or too long")]
     Symlink(u64),
@@ -195,8 +221,8 @@ pub enum Error {
         /// What.
         what: Corruption,
     },
-    /// The inode's data is compressed, which this reader cannot decode yet.
-    #[error("nid {nid}: compressed data ({algorithm}), not supported yet")]
+    /// The inode's data is compressed with an algorithm this reader does not know.
+    #[error("nid {nid}: compressed data ({algorithm}), not supported")]
     Compressed {
         /// The inode.
         nid: u64,

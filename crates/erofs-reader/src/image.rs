@@ -16,9 +16,9 @@ use zerocopy::FromBytes;
 use crate::error::{Corruption, Error, Result};
 use crate::inode::Inode;
 
-/// Incompat bits whose images this reader reads (compressed inodes are recognised and reported,
-/// never misread). `48BIT` and `METABOX` change how inodes are addressed, so they are refused.
-pub const READABLE_INCOMPAT: u32 = 0x7F;
+/// Incompat bits whose images this reader reads: everything but `METABOX`, which moves
+/// inodes into a compressed inode.
+pub const READABLE_INCOMPAT: u32 = erofs_format::Incompat::READ_SUPPORTED.bits();
 
 /// Longest superblock (with extension slots) accepted: it must fit in a 4 KiB page after
 /// byte 1024, like Linux requires.
@@ -94,6 +94,7 @@ pub struct Image {
     prefixes_compressed: Option<String>,
     checksum: Option<(u32, u32)>,
     cache: MetaCache,
+    zcache: crate::zmap::PclusterCache,
 }
 
 impl Image {
@@ -152,6 +153,7 @@ impl Image {
             prefixes_compressed: None,
             checksum: None,
             cache: MetaCache::default(),
+            zcache: Default::default(),
         };
         let raw = image.read_vec(SUPERBLOCK_OFFSET as u64, SUPERBLOCK_SIZE as u64)?;
         let sb = SuperBlock::read_from_bytes(&raw).map_err(|_| {
@@ -288,6 +290,10 @@ impl Image {
         }
         self.prefixes = prefixes;
         Ok(())
+    }
+
+    pub(crate) fn zcache(&self) -> &crate::zmap::PclusterCache {
+        &self.zcache
     }
 
     /// The superblock.

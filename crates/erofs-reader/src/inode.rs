@@ -40,6 +40,8 @@ pub struct Inode {
     pub ino: u32,
     /// The raw `i_u` union: start block, rdev, chunk format or compressed block count.
     pub raw_u: u32,
+    /// Bits 32..47 of the start block (48-bit layout: `i_nb`), else 0.
+    pub startblk_hi: u16,
     /// `i_xattr_icount`.
     pub xattr_icount: u16,
 }
@@ -68,15 +70,17 @@ impl Inode {
         let raw_format = u16::from_le_bytes([buf[0], buf[1]]);
         let format = InodeFormat::decode(raw_format)
             .map_err(|raw| Error::corrupt(Some(nid), Some(offset), Corruption::InodeFormat(raw)))?;
-        if format.bit4 {
-            // Only 48-bit images use bit 4, and those are refused at open.
+        let sb = img.superblock();
+        let is48 = sb.incompat().contains(erofs_format::Incompat::BIT48);
+        if format.bit4 && (!is48 || format.extended) {
+            // Bit 4 (nlink is 1, `i_nb` holds startblk_hi) exists only in compact inodes
+            // of 48-bit images.
             return Err(Error::corrupt(
                 Some(nid),
                 Some(offset),
                 Corruption::InodeFormat(raw_format),
             ));
         }
-        let sb = img.superblock();
         let inode = if format.extended {
             if avail < INODE_EXTENDED_SIZE as u64 {
                 return Err(Error::corrupt(
@@ -105,6 +109,7 @@ impl Inode {
                 mtime_nsec: d.mtime_nsec.get(),
                 ino: d.ino.get(),
                 raw_u: d.i_u.get(),
+                startblk_hi: if is48 { d.i_nb.get() } else { 0 },
                 xattr_icount: d.xattr_icount.get(),
             }
         } else {
@@ -117,7 +122,11 @@ impl Inode {
                 extended: false,
                 layout: format.layout,
                 mode: d.mode.get(),
-                nlink: u32::from(d.nlink.get()),
+                nlink: if format.bit4 {
+                    1
+                } else {
+                    u32::from(d.nlink.get())
+                },
                 size: u64::from(d.size.get()),
                 uid: u32::from(d.uid.get()),
                 gid: u32::from(d.gid.get()),
@@ -125,6 +134,7 @@ impl Inode {
                 mtime_nsec: sb.fixed_nsec.get(),
                 ino: d.ino.get(),
                 raw_u: d.i_u.get(),
+                startblk_hi: if format.bit4 { d.nlink.get() } else { 0 },
                 xattr_icount: d.xattr_icount.get(),
             }
         };
@@ -177,6 +187,11 @@ impl Inode {
     /// table / compression map begins.
     pub fn meta_end(&self) -> u64 {
         self.offset + self.inode_size() + self.xattr_size()
+    }
+
+    /// The start block of flat data: `i_u`, with bits 32..47 from `i_nb` on 48-bit images.
+    pub fn start_block(&self) -> u64 {
+        u64::from(self.raw_u) | u64::from(self.startblk_hi) << 32
     }
 
     /// Whether the data is compressed.

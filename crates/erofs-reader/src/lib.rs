@@ -19,6 +19,7 @@
 
 pub mod check;
 pub mod data;
+mod decompress;
 pub mod dir;
 pub mod error;
 pub mod extract;
@@ -31,6 +32,7 @@ pub mod stats;
 pub mod summary;
 pub mod walk;
 pub mod xattr;
+pub mod zmap;
 
 pub use data::{Extent, ExtentKind, FileReader};
 pub use dir::DirEntry;
@@ -41,6 +43,7 @@ pub use inode::Inode;
 pub use progress::{NoProgress, Progress};
 pub use walk::{Walk, WalkEntry};
 pub use xattr::Xattr;
+pub use zmap::{ZExtent, ZStorage};
 
 /// Serializes raw bytes as a string: UTF-8 as is, other bytes escaped `\xNN`.
 pub fn serde_bytes_lossy<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -120,14 +120,15 @@ fn blkszbits_outside_9_to_12_is_refused() {
 #[test]
 fn unknown_and_unsupported_incompat_bits_are_refused_by_name() {
     let mut b = pristine();
-    b[1024 + 80..1024 + 84].copy_from_slice(&0x0000_0280u32.to_le_bytes());
+    // 48BIT (0x80) is read; METABOX (0x100) is not, nor is an unknown bit.
+    b[1024 + 80..1024 + 84].copy_from_slice(&0x0000_0380u32.to_le_bytes());
     fix_checksum(&mut b);
     match Image::from_bytes(b) {
         Err(Error::UnsupportedFeatures { bits, names }) => {
-            assert_eq!(bits, 0x280);
+            assert_eq!(bits, 0x300);
             assert_eq!(
                 names,
-                vec!["48bit".to_string(), "unknown(0x200)".to_string()]
+                vec!["metabox".to_string(), "unknown(0x200)".to_string()]
             );
         }
         other => panic!("{other:?}"),

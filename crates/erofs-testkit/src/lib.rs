@@ -113,3 +113,16 @@ pub fn files_in(dir: &Path) -> Vec<Vec<u8>> {
     assert!(!files.is_empty(), "no files in {}", dir.display());
     files
 }
+
+/// The mkfs.erofs 1.9.3 reference images and their tree (`SHA256SUMS`, `make-tree.py`):
+/// `../shared/testdata/erofs-utils-1.9.3/` beside the repository, as CI lays it out. `None`
+/// after [`skip_or_fail`] when it is missing.
+pub fn reference_images_1_9_3() -> Option<std::path::PathBuf> {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/erofs-utils-1.9.3");
+    if dir.join("SHA256SUMS").is_file() {
+        return Some(dir);
+    }
+    skip_or_fail(&format!("reference images not found at {}", dir.display()));
+    None
+}
