@@ -56,6 +56,10 @@ pub struct InodePlan {
     pub tail_len: u32,
     /// Chunk table for sparse files.
     pub chunk: Option<ChunkPlan>,
+    /// A compressed regular file: its data goes to the compressed area, its item holds the
+    /// map header and full lcluster indexes (or, if compression gains nothing, a flat inode
+    /// followed by unused bytes).
+    pub compressed: bool,
 }
 
 impl InodePlan {
@@ -78,6 +82,9 @@ pub struct Plan {
     pub xattr_blkaddr: u32,
     /// First block of the data area.
     pub data_start: u64,
+    /// First block of the compressed area (compressed files' pclusters, placed in file
+    /// order as they are produced); it ends where the metadata area starts.
+    pub compressed_start: u64,
     /// First block of the metadata area.
     pub meta_start: u64,
     /// Bytes of the metadata area before the final padding.
@@ -104,6 +111,22 @@ impl Plan {
     /// Image size in bytes.
     pub fn image_bytes(&self) -> u64 {
         self.total_blocks << self.blkszbits
+    }
+
+    /// Records that the compressed area holds `blocks` blocks: the metadata area and the
+    /// image end move behind it (nids, relative to `meta_blkaddr`, do not change).
+    pub fn place_compressed(&mut self, blocks: u64) -> Result<(), BuildError> {
+        let meta_blocks = self.total_blocks - self.meta_start;
+        self.meta_start = self.compressed_start + blocks;
+        self.total_blocks = self.meta_start + meta_blocks;
+        if self.total_blocks > u64::from(u32::MAX) {
+            return Err(BuildError::TooLarge("more than 2^32 blocks".into()));
+        }
+        self.superblock.blocks_lo.set(self.total_blocks as u32);
+        self.superblock
+            .meta_blkaddr
+            .set((self.meta_start - 1) as u32);
+        Ok(())
     }
 
     /// Whether compact inodes are possible for this inode (§4.6).
@@ -256,6 +279,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
+    let mut any_compressed = false;
     for (i, inode) in tree.inodes.iter().enumerate() {
         let body = &xattrs.bodies[i];
         let xsize = body.bytes.len() as u64;
@@ -271,7 +295,11 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         let extended = Plan::wants_extended(inode, size, epoch);
         let isize = if extended { 64 } else { 32 };
         let mut chunk_map = None;
-        if let Kind::Regular(FileContent {
+        let compressed = options.compression.is_some()
+            && matches!(&inode.kind, Kind::Regular(c) if c.size > blksz);
+        if compressed {
+            any_compressed = true;
+        } else if let Kind::Regular(FileContent {
             size,
             data_ranges: Some(ranges),
             ..
@@ -289,12 +317,23 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             data_blocks: 0,
             tail_len: 0,
             chunk: None,
+            compressed,
         };
         let has_data = matches!(
             inode.kind,
             Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
         );
-        if let Some((bits, map)) = &chunk_map {
+        if compressed {
+            // Map header (8-byte aligned), 8 reserved bytes, one full index per lcluster.
+            p.layout = DataLayout::CompressedFull;
+            let indexes = size.div_ceil(blksz);
+            p.meta_offset = alloc.place(
+                (isize + xsize).next_multiple_of(8)
+                    + erofs_format::compress::MAP_HEADER_SIZE
+                    + erofs_format::compress::FULL_INDEX_RESERVED
+                    + indexes * erofs_format::compress::FULL_INDEX_SIZE,
+            );
+        } else if let Some((bits, map)) = &chunk_map {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
             let n = map.len() as u64;
@@ -371,6 +410,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             ));
         }
     }
+    let compressed_start = next_block;
     let meta_start = next_block.max(1);
     let total_blocks = meta_start + meta_size.div_ceil(blksz).max(1);
     if total_blocks > u64::from(u32::MAX) {
@@ -399,6 +439,12 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
     }
+    if any_compressed {
+        // Pclusters are zero-padded in front; one-block pclusters need no config records,
+        // and the field then holds LZ4's largest match distance.
+        incompat.insert(Incompat::LZ4_0PADDING);
+        sb.available_compr_algs.set(u16::MAX);
+    }
     sb.feature_compat.set(compat.bits());
     sb.feature_incompat.set(incompat.bits());
     sb.blkszbits = blkszbits;
@@ -424,6 +470,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         xattrs,
         xattr_blkaddr: xattr_blkaddr as u32,
         data_start,
+        compressed_start,
         meta_start,
         meta_size,
         meta_order,

@@ -19,6 +19,7 @@
 //!
 //! Libraries do not print: progress and warnings go through the [`Progress`] trait.
 
+pub mod compress;
 pub mod dir;
 pub mod layout;
 mod pipeline;
@@ -158,6 +159,8 @@ pub struct Options {
     pub keep_going: bool,
     /// Worker threads for scanning and hashing; 0 = one per CPU.
     pub threads: usize,
+    /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
+    pub compression: Option<compress::CompressOptions>,
 }
 
 impl Default for Options {
@@ -178,6 +181,7 @@ impl Default for Options {
             exclude_regexes: Vec::new(),
             keep_going: false,
             threads: 0,
+            compression: None,
         }
     }
 }
@@ -216,6 +220,9 @@ impl Options {
             return Err(BuildError::InvalidOption(
                 "volume label contains a NUL byte".into(),
             ));
+        }
+        if let Some(c) = &self.compression {
+            c.validate(self.blkszbits)?;
         }
         if let Some(fp) = &self.fingerprint
             && (fp.xattr_name.is_empty() || fp.xattr_name.contains(&0))

@@ -42,6 +42,7 @@ use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_AD
 use sha2::{Digest, Sha256};
 use zerocopy::IntoBytes;
 
+use crate::compress::{CompressOptions, Compressed, Extent, compress_segment};
 use crate::layout::{InodePlan, Plan, dir_names};
 use crate::pipeline::{Clock, run_ordered, run_unordered};
 use crate::tree::{DataSource, FileContent, Kind, Tree};
@@ -60,6 +61,9 @@ const PIECE: u64 = 1 << 20;
 const WINDOW_PER_THREAD: usize = 4;
 /// Inode items per metadata job.
 const META_JOB: usize = 1024;
+
+mod zdata;
+use zdata::write_compressed;
 
 /// Where the image goes.
 enum Out<'a> {
@@ -113,21 +117,49 @@ fn build(
     progress: &dyn Progress,
     report: &mut BuildReport,
 ) -> Result<u64, BuildError> {
+    if options.compression.is_some()
+        && let Out::Stream(w) = &mut out
+    {
+        // Compressed sizes are known only once the data is compressed, and the superblock
+        // and metadata come after: build into a spool file, then stream it.
+        let spool = tempfile::tempfile().map_err(BuildError::Output)?;
+        let n = build(tree, options, Out::At(&spool), progress, report)?;
+        let mut r = std::io::BufReader::new(&spool);
+        std::io::copy(&mut r, w).map_err(BuildError::Output)?;
+        return Ok(n);
+    }
     progress.phase(Phase::Plan);
-    let plan = crate::layout::plan(tree, options)?;
+    let mut plan = crate::layout::plan(tree, options)?;
     let clock = Clock::default();
-    out.write(0, &head(&plan))?;
+    let compressing = options.compression.is_some();
+    if !compressing {
+        out.write(0, &head(&plan))?;
+    }
+    let ctx_hash = plan.xattrs.prefixes.fingerprint_id().is_some();
+    let threads = rayon::current_num_threads();
     let ctx = DataCtx {
         tree,
         plan: &plan,
-        hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
-        threads: rayon::current_num_threads(),
+        hash: ctx_hash,
+        threads,
         clock: &clock,
     };
     let buffers = BufPool::new(ctx.window() + 2);
 
     progress.phase(Phase::Data);
     let mut data = write_data(ctx, &buffers, &mut out, progress)?;
+    if let (Some(z), Out::At(file)) = (&options.compression, &out) {
+        let blocks = write_compressed(ctx, z, &buffers, file, progress, &mut data)?;
+        plan.place_compressed(blocks)?;
+        out.write(0, &head(&plan))?;
+    }
+    let ctx = DataCtx {
+        tree,
+        plan: &plan,
+        hash: ctx_hash,
+        threads,
+        clock: &clock,
+    };
     progress.phase(Phase::Metadata);
     let mut late = Vec::new();
     write_meta(ctx, &buffers, &mut data, &mut out, progress, &mut late)?;
@@ -193,6 +225,16 @@ struct DataOut {
     tails: Vec<Vec<u8>>,
     digests: Vec<Option<[u8; 32]>>,
     bytes: u64,
+    /// How each compressed file was stored.
+    zfiles: Vec<Option<ZFile>>,
+}
+
+/// How a file planned as compressed was stored.
+enum ZFile {
+    /// Compression gained nothing: plain blocks from this block on.
+    Flat(u32),
+    /// Pclusters at absolute addresses.
+    Compressed(Vec<Extent>),
 }
 
 /// Settings shared by every job.
@@ -535,6 +577,7 @@ fn write_data_at(
         tails: vec![Vec::new(); n],
         digests: vec![None; n],
         bytes: 0,
+        zfiles: Vec::new(),
     };
     ctx.clock.in_order(|| {
         for r in results {
@@ -625,6 +668,7 @@ fn write_data_stream(
         tails: vec![Vec::new(); n],
         digests: vec![None; n],
         bytes: 0,
+        zfiles: Vec::new(),
     };
     let (jobs, opened) = data_jobs(tree, plan, false);
     let mut written = 0u64;
@@ -1061,7 +1105,10 @@ fn encode_dir(
 
 /// Files read in the metadata stage: regular files whose whole content is an inline tail.
 fn tail_only_file(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
-    matches!(&inode.kind, Kind::Regular(c) if c.size > 0) && p.data_blocks == 0 && p.chunk.is_none()
+    matches!(&inode.kind, Kind::Regular(c) if c.size > 0)
+        && p.data_blocks == 0
+        && p.chunk.is_none()
+        && !p.compressed
 }
 
 /// What a metadata job hands to the writing thread.
@@ -1221,18 +1268,27 @@ fn encode_item<'a>(
         ))));
     }
     let item_start = out.len();
+    let z = data.zfiles.get(i).and_then(|z| z.as_ref());
+    let layout = match z {
+        Some(ZFile::Flat(_)) => DataLayout::FlatPlain,
+        Some(ZFile::Compressed(_)) => DataLayout::CompressedFull,
+        None => p.layout,
+    };
     let format = InodeFormat {
         extended: p.extended,
-        layout: p.layout,
+        layout,
         bit4: false,
     }
     .encode();
     let i_u = match &inode.kind {
         Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => erofs_format::encode_rdev(*ma, *mi),
         Kind::Fifo | Kind::Socket => 0,
-        _ => match &p.chunk {
-            Some(ch) => u32::from(ch.chunkbits - plan.blkszbits),
-            None => p.startblk,
+        _ => match (&p.chunk, z) {
+            (Some(ch), _) => u32::from(ch.chunkbits - plan.blkszbits),
+            (None, Some(ZFile::Flat(blk))) => *blk,
+            // `compressed_blocks`: the blocks of the file's pclusters.
+            (None, Some(ZFile::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
+            (None, None) => p.startblk,
         },
     };
     let ino = (i + 1) as u32;
@@ -1282,10 +1338,12 @@ fn encode_item<'a>(
         for &b in &ch.table {
             out.extend_from_slice(&b.to_le_bytes());
         }
+    } else if let Some(ZFile::Compressed(ext)) = z {
+        zdata::encode_indexes(ext, p.size, plan.blkszbits, item_start, out);
     } else {
         out.extend_from_slice(tail);
     }
-    debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
+    debug_assert!(p.startblk != NULL_ADDR || layout == DataLayout::FlatInline);
     Ok(own_digest)
 }
 

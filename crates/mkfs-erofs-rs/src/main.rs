@@ -105,6 +105,12 @@ struct Cli {
     /// Worker threads (default: one per CPU).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
     threads: usize,
+    /// Compress regular files: `ALG[,LEVEL]` with lz4 or lz4hc (levels 0..=12, default 9).
+    #[arg(short = 'z', value_name = "ALG[,LEVEL]")]
+    compress: Option<String>,
+    /// Largest pcluster in bytes, a multiple of the block size (default: one block).
+    #[arg(short = 'C', value_name = "BYTES", requires = "compress")]
+    pcluster: Option<u32>,
 }
 
 fn options_from(cli: &Cli) -> Result<Options> {
@@ -187,6 +193,14 @@ fn options_from(cli: &Cli) -> Result<Options> {
         exclude_regexes: cli.exclude_regex.clone(),
         keep_going: cli.keep_going,
         threads: cli.threads,
+        compression: match &cli.compress {
+            Some(z) => {
+                let mut c = erofs_builder::compress::CompressOptions::parse(z)?;
+                c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
+                Some(c)
+            }
+            None => None,
+        },
     })
 }
 
