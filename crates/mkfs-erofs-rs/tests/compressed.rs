@@ -25,7 +25,7 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
         for k in 0..(2 + r % 7) {
             out.push(b'a' + ((r >> (8 + 4 * k)) % 10) as u8);
         }
-        out.push(if r % 13 == 0 { b'\n' } else { b' ' });
+        out.push(if r.is_multiple_of(13) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
