@@ -56,9 +56,8 @@ pub struct InodePlan {
     pub tail_len: u32,
     /// Chunk table for sparse files.
     pub chunk: Option<ChunkPlan>,
-    /// A compressed regular file: its data goes to the compressed area, its item holds the
-    /// map header and full lcluster indexes (or, if compression gains nothing, a flat inode
-    /// followed by unused bytes).
+    /// A file of the compressed area: its item holds the map header and full lcluster
+    /// indexes, or (compression gained nothing) a flat inode whose blocks are there.
     pub compressed: bool,
 }
 
@@ -83,7 +82,7 @@ pub struct Plan {
     /// First block of the data area.
     pub data_start: u64,
     /// First block of the compressed area (compressed files' pclusters, placed in file
-    /// order as they are produced); it ends where the metadata area starts.
+    /// order as they are produced), the start of the data area.
     pub compressed_start: u64,
     /// First block of the metadata area.
     pub meta_start: u64,
@@ -111,22 +110,6 @@ impl Plan {
     /// Image size in bytes.
     pub fn image_bytes(&self) -> u64 {
         self.total_blocks << self.blkszbits
-    }
-
-    /// Records that the compressed area holds `blocks` blocks: the metadata area and the
-    /// image end move behind it (nids, relative to `meta_blkaddr`, do not change).
-    pub fn place_compressed(&mut self, blocks: u64) -> Result<(), BuildError> {
-        let meta_blocks = self.total_blocks - self.meta_start;
-        self.meta_start = self.compressed_start + blocks;
-        self.total_blocks = self.meta_start + meta_blocks;
-        if self.total_blocks > u64::from(u32::MAX) {
-            return Err(BuildError::TooLarge("more than 2^32 blocks".into()));
-        }
-        self.superblock.blocks_lo.set(self.total_blocks as u32);
-        self.superblock
-            .meta_blkaddr
-            .set((self.meta_start - 1) as u32);
-        Ok(())
     }
 
     /// Whether compact inodes are possible for this inode (§4.6).
@@ -257,10 +240,69 @@ fn plan_chunks(
     has_data.iter().any(|d| !d).then_some((bits, has_data))
 }
 
-/// Plans the image for `tree`.
-pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
-    let blkszbits = options.blkszbits;
-    let blksz = 1u64 << blkszbits;
+/// What is decided before any data is written: the xattr plan, the epoch and the first
+/// data block. The compressed stage needs it (compressed files go first in the data area),
+/// and [`plan_with`] completes it.
+pub struct Prelude {
+    /// Xattr bodies, prefixes and the shared area.
+    pub xattrs: XattrPlan,
+    /// The image's time (`-T`, or the build time).
+    pub epoch: u64,
+    /// First block of the data area.
+    pub data_start: u64,
+    /// First block of the shared xattr area (0 if none).
+    pub xattr_blkaddr: u64,
+}
+
+/// How a file of the compressed area was stored, as the compressed stage reports it.
+#[derive(Clone, Debug)]
+pub enum ZStored {
+    /// Pclusters at absolute addresses.
+    Compressed(Vec<crate::compress::Extent>),
+    /// Compression gained nothing: plain blocks from `startblk`, and an inline tail (empty
+    /// when the last block was written too).
+    Flat {
+        /// First block.
+        startblk: u32,
+        /// The inline tail.
+        tail: Vec<u8>,
+    },
+}
+
+/// The compressed area: first in the data area, `blocks` long.
+#[derive(Clone, Debug, Default)]
+pub struct ZArea {
+    /// Blocks used.
+    pub blocks: u64,
+    /// Per inode: how its data was stored, for the files of the compressed area.
+    pub files: Vec<Option<ZStored>>,
+}
+
+/// Whether a regular file is compressed (`-z`): one that fits a block would gain nothing.
+pub fn compressible(inode: &Inode, options: &Options) -> bool {
+    options.compression.is_some()
+        && matches!(&inode.kind, Kind::Regular(c) if c.size > 1u64 << options.blkszbits)
+}
+
+/// Whether an inline tail of `tail` bytes fits the block of inode `i`.
+pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail: u64) -> bool {
+    let inode = &tree.inodes[i];
+    let size = match &inode.kind {
+        Kind::Regular(c) => c.size,
+        _ => 0,
+    };
+    let isize = if Plan::wants_extended(inode, size, pre.epoch) {
+        64
+    } else {
+        32
+    };
+    let xsize = pre.xattrs.bodies[i].bytes.len() as u64;
+    tail > 0 && !options.noinline_data && isize + xsize + tail <= 1u64 << options.blkszbits
+}
+
+/// The first planning step: xattrs, epoch, the head's size.
+pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
+    let blksz = 1u64 << options.blkszbits;
     let epoch = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
     let fp_name = options
         .fingerprint
@@ -273,13 +315,51 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         fp_name,
         options.xattr_name_filter,
     )?;
+    // Block 0 and the shared xattr area.
+    let prefix_records = xattrs.prefixes.records();
+    let head_end = PREFIX_RECORDS_OFFSET + prefix_records.len() as u64;
+    let mut next_block = head_end.div_ceil(blksz);
+    let xattr_blkaddr = if xattrs.shared_area.is_empty() {
+        0
+    } else {
+        let b = next_block;
+        next_block += (xattrs.shared_area.len() as u64).div_ceil(blksz);
+        b
+    };
+    Ok(Prelude {
+        xattrs,
+        epoch,
+        data_start: next_block,
+        xattr_blkaddr,
+    })
+}
+
+/// Plans the image for `tree` (no compressed files).
+pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
+    plan_with(tree, options, prelude(tree, options)?, None)
+}
+
+/// Plans the image for `tree` once the compressed area `z` (if any) is written.
+pub fn plan_with(
+    tree: &Tree,
+    options: &Options,
+    pre: Prelude,
+    z: Option<&ZArea>,
+) -> Result<Plan, BuildError> {
+    let blkszbits = options.blkszbits;
+    let blksz = 1u64 << blkszbits;
+    let Prelude {
+        xattrs,
+        epoch,
+        data_start,
+        xattr_blkaddr,
+    } = pre;
 
     // Pass 1: sizes, kinds, data layouts; metadata offsets.
     let mut inodes = Vec::with_capacity(tree.inodes.len());
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
-    let mut any_compressed = false;
     for (i, inode) in tree.inodes.iter().enumerate() {
         let body = &xattrs.bodies[i];
         let xsize = body.bytes.len() as u64;
@@ -295,15 +375,14 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         let extended = Plan::wants_extended(inode, size, epoch);
         let isize = if extended { 64 } else { 32 };
         let mut chunk_map = None;
-        let compressed = options.compression.is_some()
-            && matches!(&inode.kind, Kind::Regular(c) if c.size > blksz);
-        if compressed {
-            any_compressed = true;
-        } else if let Kind::Regular(FileContent {
-            size,
-            data_ranges: Some(ranges),
-            ..
-        }) = &inode.kind
+        let stored = z.and_then(|z| z.files.get(i)).and_then(|s| s.as_ref());
+        let compressed = stored.is_some();
+        if !compressed
+            && let Kind::Regular(FileContent {
+                size,
+                data_ranges: Some(ranges),
+                ..
+            }) = &inode.kind
         {
             chunk_map = plan_chunks(*size, ranges, blkszbits);
         }
@@ -323,7 +402,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             inode.kind,
             Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
         );
-        if compressed {
+        if let Some(ZStored::Compressed(_)) = stored {
             // Map header (8-byte aligned), 8 reserved bytes, one full index per lcluster.
             p.layout = DataLayout::CompressedFull;
             let indexes = size.div_ceil(blksz);
@@ -333,6 +412,14 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
                     + erofs_format::compress::FULL_INDEX_RESERVED
                     + indexes * erofs_format::compress::FULL_INDEX_SIZE,
             );
+        } else if let Some(ZStored::Flat { startblk, tail }) = stored {
+            // Its blocks are in the compressed area already.
+            if !tail.is_empty() {
+                p.layout = DataLayout::FlatInline;
+                p.tail_len = tail.len() as u32;
+            }
+            p.startblk = *startblk;
+            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
         } else if let Some((bits, map)) = &chunk_map {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
@@ -362,21 +449,14 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     let mut meta_order: Vec<usize> = (0..inodes.len()).collect();
     meta_order.sort_by_key(|&i| inodes[i].meta_offset);
 
-    // Block 0 and the shared xattr area.
-    let prefix_records = xattrs.prefixes.records();
-    let head_end = PREFIX_RECORDS_OFFSET + prefix_records.len() as u64;
-    let mut next_block = head_end.div_ceil(blksz);
-    let xattr_blkaddr = if xattrs.shared_area.is_empty() {
-        0
-    } else {
-        let b = next_block;
-        next_block += (xattrs.shared_area.len() as u64).div_ceil(blksz);
-        b
-    };
-    let data_start = next_block;
+    let compressed_start = data_start;
+    let mut next_block = data_start + z.map_or(0, |z| z.blocks);
 
     // Pass 2: data blocks, in inode order.
     for (i, p) in inodes.iter_mut().enumerate() {
+        if p.compressed {
+            continue;
+        }
         if let Some((bits, map)) = chunk_maps[i].take() {
             let csz = 1u64 << bits;
             let mut table = Vec::with_capacity(map.len());
@@ -410,7 +490,6 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             ));
         }
     }
-    let compressed_start = next_block;
     let meta_start = next_block.max(1);
     let total_blocks = meta_start + meta_size.div_ceil(blksz).max(1);
     if total_blocks > u64::from(u32::MAX) {
@@ -439,7 +518,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
     }
-    if any_compressed {
+    if options.compression.is_some() {
         // Pclusters are zero-padded in front; one-block pclusters need no config records,
         // and the field then holds LZ4's largest match distance.
         incompat.insert(Incompat::LZ4_0PADDING);

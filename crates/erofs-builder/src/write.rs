@@ -42,8 +42,7 @@ use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_AD
 use sha2::{Digest, Sha256};
 use zerocopy::IntoBytes;
 
-use crate::compress::{CompressOptions, Compressed, Extent, compress_segment};
-use crate::layout::{InodePlan, Plan, dir_names};
+use crate::layout::{InodePlan, Plan, ZStored, dir_names};
 use crate::pipeline::{Clock, run_ordered, run_unordered};
 use crate::tree::{DataSource, FileContent, Kind, Tree};
 use crate::{BuildError, BuildReport, Options, Phase, Progress};
@@ -63,7 +62,7 @@ const WINDOW_PER_THREAD: usize = 4;
 const META_JOB: usize = 1024;
 
 mod zdata;
-use zdata::write_compressed;
+use zdata::{ZCtx, write_compressed};
 
 /// Where the image goes.
 enum Out<'a> {
@@ -129,37 +128,59 @@ fn build(
         return Ok(n);
     }
     progress.phase(Phase::Plan);
-    let mut plan = crate::layout::plan(tree, options)?;
     let clock = Clock::default();
-    let compressing = options.compression.is_some();
-    if !compressing {
-        out.write(0, &head(&plan))?;
-    }
-    let ctx_hash = plan.xattrs.prefixes.fingerprint_id().is_some();
     let threads = rayon::current_num_threads();
+    let buffers = BufPool::new(WINDOW_PER_THREAD * threads.max(1) + 2);
+    let pre = crate::layout::prelude(tree, options)?;
+    let hash = pre.xattrs.prefixes.fingerprint_id().is_some();
+    let (files, bytes) = tree
+        .inodes
+        .iter()
+        .fold((0u64, 0u64), |(f, b), i| match &i.kind {
+            Kind::Regular(c) if c.size > 0 => (f + 1, b + c.size),
+            _ => (f, b),
+        });
+    progress.totals(files, bytes);
+    // Compressed files come first in the data area: their size is known only once they are
+    // compressed, and everything after them is planned then.
+    let z = match (&options.compression, &out) {
+        (Some(z), Out::At(file)) => {
+            progress.phase(Phase::Data);
+            let zc = ZCtx {
+                tree,
+                options,
+                pre: &pre,
+                hash,
+                threads,
+                clock: &clock,
+            };
+            Some(write_compressed(zc, z, &buffers, file, progress)?)
+        }
+        _ => None,
+    };
+    let plan = crate::layout::plan_with(tree, options, pre, z.as_ref().map(|z| &z.area))?;
+    out.write(0, &head(&plan))?;
     let ctx = DataCtx {
         tree,
         plan: &plan,
-        hash: ctx_hash,
+        hash,
         threads,
         clock: &clock,
     };
-    let buffers = BufPool::new(ctx.window() + 2);
-
     progress.phase(Phase::Data);
     let mut data = write_data(ctx, &buffers, &mut out, progress)?;
-    if let (Some(z), Out::At(file)) = (&options.compression, &out) {
-        let blocks = write_compressed(ctx, z, &buffers, file, progress, &mut data)?;
-        plan.place_compressed(blocks)?;
-        out.write(0, &head(&plan))?;
+    if let Some(z) = z {
+        data.bytes += z.bytes;
+        for (i, d) in z.digests {
+            data.digests[i] = Some(d);
+        }
+        for (i, f) in z.area.files.into_iter().enumerate() {
+            if let Some(ZStored::Flat { tail, .. }) = &f {
+                data.tails[i] = tail.clone();
+            }
+            data.zfiles.push(f);
+        }
     }
-    let ctx = DataCtx {
-        tree,
-        plan: &plan,
-        hash: ctx_hash,
-        threads,
-        clock: &clock,
-    };
     progress.phase(Phase::Metadata);
     let mut late = Vec::new();
     write_meta(ctx, &buffers, &mut data, &mut out, progress, &mut late)?;
@@ -225,16 +246,8 @@ struct DataOut {
     tails: Vec<Vec<u8>>,
     digests: Vec<Option<[u8; 32]>>,
     bytes: u64,
-    /// How each compressed file was stored.
-    zfiles: Vec<Option<ZFile>>,
-}
-
-/// How a file planned as compressed was stored.
-enum ZFile {
-    /// Compression gained nothing: plain blocks from this block on.
-    Flat(u32),
-    /// Pclusters at absolute addresses.
-    Compressed(Vec<Extent>),
+    /// How each file of the compressed area was stored.
+    zfiles: Vec<Option<ZStored>>,
 }
 
 /// Settings shared by every job.
@@ -495,15 +508,6 @@ fn write_data(
     out: &mut Out<'_>,
     progress: &dyn Progress,
 ) -> Result<DataOut, BuildError> {
-    let tree = ctx.tree;
-    let (files, bytes) = tree
-        .inodes
-        .iter()
-        .fold((0u64, 0u64), |(f, b), i| match &i.kind {
-            Kind::Regular(c) if c.size > 0 => (f + 1, b + c.size),
-            _ => (f, b),
-        });
-    progress.totals(files, bytes);
     match out {
         Out::At(file) => write_data_at(ctx, buffers, file, progress),
         Out::Stream(w) => write_data_stream(ctx, buffers, *w, progress),
@@ -1269,11 +1273,7 @@ fn encode_item<'a>(
     }
     let item_start = out.len();
     let z = data.zfiles.get(i).and_then(|z| z.as_ref());
-    let layout = match z {
-        Some(ZFile::Flat(_)) => DataLayout::FlatPlain,
-        Some(ZFile::Compressed(_)) => DataLayout::CompressedFull,
-        None => p.layout,
-    };
+    let layout = p.layout;
     let format = InodeFormat {
         extended: p.extended,
         layout,
@@ -1285,10 +1285,9 @@ fn encode_item<'a>(
         Kind::Fifo | Kind::Socket => 0,
         _ => match (&p.chunk, z) {
             (Some(ch), _) => u32::from(ch.chunkbits - plan.blkszbits),
-            (None, Some(ZFile::Flat(blk))) => *blk,
             // `compressed_blocks`: the blocks of the file's pclusters.
-            (None, Some(ZFile::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
-            (None, None) => p.startblk,
+            (None, Some(ZStored::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
+            (None, _) => p.startblk,
         },
     };
     let ino = (i + 1) as u32;
@@ -1338,7 +1337,7 @@ fn encode_item<'a>(
         for &b in &ch.table {
             out.extend_from_slice(&b.to_le_bytes());
         }
-    } else if let Some(ZFile::Compressed(ext)) = z {
+    } else if let Some(ZStored::Compressed(ext)) = z {
         zdata::encode_indexes(ext, p.size, plan.blkszbits, item_start, out);
     } else {
         out.extend_from_slice(tail);

@@ -20,14 +20,33 @@ use std::sync::{Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::{
-    BufPool, CompressOptions, Compressed, DataCtx, DataOut, DirCache, Extent, OpenOnce, Source,
-    ZFile, compress_segment,
-};
-use crate::compress::full_indexes;
-use crate::pipeline::run_ordered;
-use crate::tree::Kind;
-use crate::{BuildError, Progress};
+use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
+use crate::compress::{CompressOptions, Compressed, Extent, compress_segment, full_indexes};
+use crate::layout::{Prelude, ZArea, ZStored, compressible, inline_fits};
+use crate::pipeline::{Clock, run_ordered};
+use crate::tree::{Kind, Tree};
+use crate::{BuildError, Options, Progress};
+
+/// What the compressed stage works from.
+#[derive(Clone, Copy)]
+pub(super) struct ZCtx<'a> {
+    pub tree: &'a Tree,
+    pub options: &'a Options,
+    pub pre: &'a Prelude,
+    /// Compute sha256 digests.
+    pub hash: bool,
+    pub threads: usize,
+    pub clock: &'a Clock,
+}
+
+/// What the compressed stage produced.
+pub(super) struct ZOut {
+    pub area: ZArea,
+    /// Digests of the files read here.
+    pub digests: Vec<(usize, [u8; 32])>,
+    /// Source bytes read.
+    pub bytes: u64,
+}
 
 /// Input bytes of small files gathered into one job.
 const JOB_BYTES: u64 = 1 << 20;
@@ -93,7 +112,8 @@ struct SegOut {
     inode: usize,
     /// Compressed pclusters, or (`flat`) the file's raw blocks.
     z: Compressed,
-    flat: bool,
+    /// Compression gained nothing: `z.data` holds the raw blocks, and this the inline tail.
+    flat: Option<Vec<u8>>,
     digest: Option<[u8; 32]>,
     /// Source bytes read.
     bytes: u64,
@@ -101,18 +121,17 @@ struct SegOut {
     last: bool,
 }
 
-/// Writes the compressed files' data from block `plan.compressed_start` on. Returns the
-/// number of blocks used, and records in `data` how each file was stored and its digest.
+/// Writes the compressed files' data from the first data block on, and reports how each
+/// file was stored.
 pub(super) fn write_compressed(
-    ctx: DataCtx<'_>,
+    ctx: ZCtx<'_>,
     z: &CompressOptions,
     buffers: &BufPool,
     file: &std::fs::File,
     progress: &dyn Progress,
-    data: &mut DataOut,
-) -> Result<u64, BuildError> {
-    let (tree, plan) = (ctx.tree, ctx.plan);
-    let blksz = plan.blksz();
+) -> Result<ZOut, BuildError> {
+    let tree = ctx.tree;
+    let blksz = 1u64 << ctx.options.blkszbits;
     let pcluster = u64::from(z.pcluster_bytes(blksz as u32));
     // Segments large enough for several pclusters, so that cutting costs little ratio.
     let seg_len = (4 * pcluster).max(4 << 20);
@@ -120,11 +139,11 @@ pub(super) fn write_compressed(
     let mut small: Vec<Seg> = Vec::new();
     let mut small_bytes = 0;
     let mut multis = 0;
-    for (i, p) in plan.inodes.iter().enumerate() {
-        let Kind::Regular(c) = &tree.inodes[i].kind else {
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let Kind::Regular(c) = &inode.kind else {
             continue;
         };
-        if !p.compressed {
+        if !compressible(inode, ctx.options) {
             continue;
         }
         if c.size <= seg_len {
@@ -215,13 +234,23 @@ pub(super) fn write_compressed(
             );
             // mkfs.erofs's file-level rule: no gain over the raw size, index included.
             let legacy_meta = 16 + 8 * c.size.div_ceil(blksz);
-            let flat = seg.multi.is_none() && out.data.len() as u64 + legacy_meta >= c.size;
-            if flat {
+            let flat = if seg.multi.is_none() && out.data.len() as u64 + legacy_meta >= c.size {
+                // Stored flat: full blocks here, the tail inline if it fits its inode's
+                // block (the plan makes the same decision from the same facts).
+                let tail = c.size % blksz;
+                let keep = if inline_fits(ctx.pre, tree, seg.inode, ctx.options, tail) {
+                    len - tail as usize
+                } else {
+                    len
+                };
                 out.extents.clear();
                 out.data.clear();
-                out.data.extend_from_slice(&buf[..len]);
-                out.data.resize(len.next_multiple_of(blksz as usize), 0);
-            }
+                out.data.extend_from_slice(&buf[..keep]);
+                out.data.resize(keep.next_multiple_of(blksz as usize), 0);
+                Some(buf[keep..len].to_vec())
+            } else {
+                None
+            };
             buffers.put(buf);
             outs.push(SegOut {
                 inode: seg.inode,
@@ -235,17 +264,18 @@ pub(super) fn write_compressed(
         Ok(outs)
     };
 
-    let mut next = plan.compressed_start;
+    let start = ctx.pre.data_start;
+    let mut next = start;
     let mut extents: Vec<Option<Vec<Extent>>> = Vec::new();
     extents.resize_with(tree.inodes.len(), || None);
-    data.zfiles.resize_with(tree.inodes.len(), || None);
-    let zfiles = &mut data.zfiles;
-    let digests = &mut data.digests;
+    let mut zfiles: Vec<Option<ZStored>> = Vec::new();
+    zfiles.resize_with(tree.inodes.len(), || None);
+    let mut digests = Vec::new();
     let mut bytes_in = 0u64;
     run_ordered(
         jobs.len(),
         ctx.threads,
-        ctx.window(),
+        WINDOW_PER_THREAD * ctx.threads.max(1),
         ctx.clock,
         work,
         |outs| {
@@ -260,8 +290,11 @@ pub(super) fn write_compressed(
                 }
                 file.write_all_at(&o.z.data, next * blksz)
                     .map_err(BuildError::Output)?;
-                if o.flat {
-                    zfiles[o.inode] = Some(ZFile::Flat(next as u32));
+                if let Some(tail) = o.flat {
+                    zfiles[o.inode] = Some(ZStored::Flat {
+                        startblk: next as u32,
+                        tail,
+                    });
                 } else {
                     let list = extents[o.inode].get_or_insert_with(Vec::new);
                     list.extend(o.z.extents.iter().map(|e| Extent {
@@ -273,11 +306,11 @@ pub(super) fn write_compressed(
                 if o.last {
                     files += 1;
                     if let Some(list) = extents[o.inode].take() {
-                        zfiles[o.inode] = Some(ZFile::Compressed(list));
+                        zfiles[o.inode] = Some(ZStored::Compressed(list));
                     }
                 }
-                if o.digest.is_some() {
-                    digests[o.inode] = o.digest;
+                if let Some(d) = o.digest {
+                    digests.push((o.inode, d));
                 }
                 bytes += o.bytes;
             }
@@ -286,8 +319,14 @@ pub(super) fn write_compressed(
             Ok(())
         },
     )?;
-    data.bytes += bytes_in;
-    Ok(next - plan.compressed_start)
+    Ok(ZOut {
+        area: ZArea {
+            blocks: next - start,
+            files: zfiles,
+        },
+        digests,
+        bytes: bytes_in,
+    })
 }
 
 /// The metadata of a compressed file after its inode and xattr body: the map header, the
