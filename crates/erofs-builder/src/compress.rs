@@ -124,11 +124,6 @@ impl CompressOptions {
                  and at most 1048576 (the largest pcluster Linux reads)"
             )));
         }
-        if c > blksz {
-            return Err(BuildError::InvalidOption(format!(
-                "-C {c}: pclusters larger than one block are not implemented yet"
-            )));
-        }
         if self.compressors.is_empty() {
             return Err(BuildError::InvalidOption("-z needs an algorithm".into()));
         }

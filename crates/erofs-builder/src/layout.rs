@@ -21,8 +21,26 @@ use crate::tree::{FileContent, Inode, Kind, Tree};
 use crate::xattr::XattrPlan;
 use crate::{BuildError, Options, UuidChoice};
 
-/// Where the long prefix records start (right after the 128-byte superblock).
+/// Where the records after the 128-byte superblock start: the compression configuration
+/// records (with `COMPR_CFGS`), then the long prefix records.
 pub const PREFIX_RECORDS_OFFSET: u64 = 1152;
+
+/// The compression configuration records of an image built with `options` (empty when the
+/// superblock needs none: no compression, or LZ4 with one-block pclusters).
+pub fn compr_cfgs(options: &Options) -> Vec<u8> {
+    use erofs_format::compress::{ComprCfg, encode_compr_cfgs};
+    let Some(z) = &options.compression else {
+        return Vec::new();
+    };
+    let blksz = 1u32 << options.blkszbits;
+    if !z.big_pclusters(blksz) {
+        return Vec::new();
+    }
+    encode_compr_cfgs(&[ComprCfg::Lz4 {
+        max_distance: u16::MAX,
+        max_pclusterblks: (z.pcluster_bytes(blksz) / blksz) as u16,
+    }])
+}
 
 /// The chunk table of a sparse file (4-byte block map entries).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +112,10 @@ pub struct Plan {
     pub total_blocks: u64,
     /// The superblock, checksum not yet computed.
     pub superblock: SuperBlock,
+    /// The compression configuration records, right after the superblock.
+    pub compr_cfgs: Vec<u8>,
+    /// Compressed files may have pclusters of several blocks (CBLKCNT in their indexes).
+    pub big_pclusters: bool,
 }
 
 impl Plan {
@@ -317,7 +339,8 @@ pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
     )?;
     // Block 0 and the shared xattr area.
     let prefix_records = xattrs.prefixes.records();
-    let head_end = PREFIX_RECORDS_OFFSET + prefix_records.len() as u64;
+    let head_end =
+        PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64 + prefix_records.len() as u64;
     let mut next_block = head_end.div_ceil(blksz);
     let xattr_blkaddr = if xattrs.shared_area.is_empty() {
         0
@@ -509,7 +532,7 @@ pub fn plan_with(
         incompat.insert(Incompat::XATTR_PREFIXES);
         sb.xattr_prefix_count = xattrs.prefixes.len() as u8;
         sb.xattr_prefix_start
-            .set((PREFIX_RECORDS_OFFSET / 4) as u32);
+            .set(((PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64) / 4) as u32);
     }
     if let Some(id) = xattrs.prefixes.fingerprint_id() {
         compat.insert(Compat::ISHARE_XATTRS);
@@ -518,11 +541,18 @@ pub fn plan_with(
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
     }
-    if options.compression.is_some() {
-        // Pclusters are zero-padded in front; one-block pclusters need no config records,
-        // and the field then holds LZ4's largest match distance.
+    if let Some(z) = &options.compression {
+        // Pclusters are zero-padded in front. One-block pclusters need no config records,
+        // and the field then holds LZ4's largest match distance; big ones need the records,
+        // and the field is the bitmap of algorithms.
         incompat.insert(Incompat::LZ4_0PADDING);
-        sb.available_compr_algs.set(u16::MAX);
+        if z.big_pclusters(blksz as u32) {
+            incompat.insert(Incompat::COMPR_CFGS);
+            sb.available_compr_algs
+                .set(erofs_format::compress::Algorithm::Lz4.bit());
+        } else {
+            sb.available_compr_algs.set(u16::MAX);
+        }
     }
     sb.feature_compat.set(compat.bits());
     sb.feature_incompat.set(incompat.bits());
@@ -555,6 +585,11 @@ pub fn plan_with(
         meta_order,
         total_blocks,
         superblock: sb,
+        compr_cfgs: compr_cfgs(options),
+        big_pclusters: options
+            .compression
+            .as_ref()
+            .is_some_and(|z| z.big_pclusters(blksz as u32)),
     })
 }
 

@@ -228,8 +228,11 @@ fn head(plan: &Plan) -> Vec<u8> {
     let sb_off = erofs_format::SUPERBLOCK_OFFSET;
     head[sb_off..sb_off + erofs_format::SUPERBLOCK_SIZE]
         .copy_from_slice(plan.superblock.as_bytes());
+    let cfgs = &plan.compr_cfgs;
+    let c = crate::layout::PREFIX_RECORDS_OFFSET as usize;
+    head[c..c + cfgs.len()].copy_from_slice(cfgs);
     let rec = plan.xattrs.prefixes.records();
-    let p = crate::layout::PREFIX_RECORDS_OFFSET as usize;
+    let p = c + cfgs.len();
     head[p..p + rec.len()].copy_from_slice(&rec);
     if !plan.xattrs.shared_area.is_empty() {
         let x = plan.xattr_blkaddr as usize * blksz;
@@ -1338,7 +1341,14 @@ fn encode_item<'a>(
             out.extend_from_slice(&b.to_le_bytes());
         }
     } else if let Some(ZStored::Compressed(ext)) = z {
-        zdata::encode_indexes(ext, p.size, plan.blkszbits, item_start, out);
+        zdata::encode_indexes(
+            ext,
+            p.size,
+            plan.blkszbits,
+            plan.big_pclusters,
+            item_start,
+            out,
+        );
     } else {
         out.extend_from_slice(tail);
     }

@@ -82,14 +82,21 @@ fn lz4_and_lz4hc_images_round_trip_through_our_reader_and_the_kernel() {
     let plain = tmp.path().join("plain.erofs");
     mkfs(&src, &plain, &args("", "2", &[]));
     let plain_len = std::fs::metadata(&plain).unwrap().len();
-    for (z, bs) in [
-        ("-zlz4", "4096"),
-        ("-zlz4hc", "4096"),
-        ("-zlz4hc,12", "1024"),
-        ("-zlz4", "512"),
+    for (z, bs, c) in [
+        ("-zlz4", "4096", None),
+        ("-zlz4hc", "4096", None),
+        ("-zlz4hc,12", "1024", None),
+        ("-zlz4", "512", None),
+        ("-zlz4", "4096", Some("16384")),
+        ("-zlz4hc", "4096", Some("1048576")),
     ] {
-        let img = tmp.path().join(format!("img{z}-{bs}.erofs"));
-        mkfs(&src, &img, &args(z, "2", &["-b", bs]));
+        let img = tmp.path().join(format!("img{z}-{bs}-{c:?}.erofs"));
+        let mut extra = vec!["-b", bs];
+        if let Some(c) = c {
+            extra.extend(["-C", c]);
+        }
+        mkfs(&src, &img, &args(z, "2", &extra));
+        let bs = format!("{bs} -C {c:?}");
         let len = std::fs::metadata(&img).unwrap().len();
         assert!(
             len < plain_len,
@@ -109,11 +116,11 @@ fn compressed_builds_are_byte_identical_for_every_thread_count() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, true);
-    for z in ["-zlz4", "-zlz4hc"] {
+    for (z, c) in [("-zlz4", "4096"), ("-zlz4hc", "65536")] {
         let mut first: Option<Vec<u8>> = None;
         for j in ["1", "2", "8"] {
             let img = tmp.path().join(format!("r{z}-{j}.erofs"));
-            mkfs(&src, &img, &args(z, j, &["--fingerprint=sha256"]));
+            mkfs(&src, &img, &args(z, j, &["--fingerprint=sha256", "-C", c]));
             let bytes = std::fs::read(&img).unwrap();
             match &first {
                 None => first = Some(bytes),
@@ -175,11 +182,15 @@ fn debian_fsck_erofs_1_5_extracts_lz4_and_lz4hc_images() {
         s
     };
     let want = mask(snap_dir(&src, cmp, &[]));
-    for z in ["-zlz4", "-zlz4hc"] {
-        let img = tmp.path().join(format!("img{z}.erofs"));
-        mkfs(&src, &img, &args(z, "2", &[]));
+    for (z, extra) in [
+        ("-zlz4", &[][..]),
+        ("-zlz4hc", &[][..]),
+        ("-zlz4hc", &["-C", "65536"][..]),
+    ] {
+        let img = tmp.path().join(format!("img{z}{}.erofs", extra.len()));
+        mkfs(&src, &img, &args(z, "2", extra));
         run_ok(Command::new("fsck.erofs").arg(&img), "fsck.erofs");
-        let dest = tmp.path().join(format!("extracted{z}"));
+        let dest = tmp.path().join(format!("extracted{z}{}", extra.len()));
         run_ok(
             Command::new("fsck.erofs")
                 .arg(format!("--extract={}", dest.display()))

@@ -335,17 +335,23 @@ pub(super) fn encode_indexes(
     extents: &[Extent],
     size: u64,
     blkszbits: u8,
+    big: bool,
     start: usize,
     out: &mut Vec<u8>,
 ) {
-    use erofs_format::compress::{Algorithm, FULL_INDEX_RESERVED, MapHeader};
+    use erofs_format::compress::{Algorithm, FULL_INDEX_RESERVED, MapHeader, advise};
     use zerocopy::IntoBytes;
     let header = start + (out.len() - start).next_multiple_of(8);
     out.resize(header, 0);
-    let h = MapHeader::new(0, Algorithm::Lz4, Algorithm::Lz4, 0);
+    let flags = if big {
+        advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
+    } else {
+        0
+    };
+    let h = MapHeader::new(flags, Algorithm::Lz4, Algorithm::Lz4, 0);
     out.extend_from_slice(h.as_bytes());
     out.resize(out.len() + FULL_INDEX_RESERVED as usize, 0);
-    for idx in full_indexes(extents, size, blkszbits, false) {
+    for idx in full_indexes(extents, size, blkszbits, big) {
         out.extend_from_slice(idx.as_bytes());
     }
 }
