@@ -20,6 +20,8 @@ pub enum Compressor {
     Lz4,
     /// `lz4hc[,LEVEL]`: LZ4 HC, levels 0..=12 (default 9), the same on-disk format as lz4.
     Lz4Hc(u8),
+    /// `deflate[,LEVEL]`: raw DEFLATE, levels 0..=9 (default 1, as mkfs.erofs).
+    Deflate(u8),
 }
 
 impl Compressor {
@@ -27,6 +29,7 @@ impl Compressor {
     pub fn algorithm(self) -> Algorithm {
         match self {
             Self::Lz4 | Self::Lz4Hc(_) => Algorithm::Lz4,
+            Self::Deflate(_) => Algorithm::Deflate,
         }
     }
 
@@ -55,8 +58,9 @@ impl Compressor {
                 Ok(Self::Lz4)
             }
             "lz4hc" => Ok(Self::Lz4Hc(level_in(12, 9)?)),
-            "lzma" | "deflate" | "zstd" | "libdeflate" => Err(bad(format!(
-                "{name} is not implemented by this mkfs.erofs-rs yet (lz4 and lz4hc are)"
+            "deflate" => Ok(Self::Deflate(level_in(9, 1)?)),
+            "lzma" | "zstd" | "libdeflate" => Err(bad(format!(
+                "{name} is not implemented by this mkfs.erofs-rs yet (lz4, lz4hc and deflate are)"
             ))),
             _ => Err(bad(format!(
                 "unknown algorithm {name:?} (known: lz4, lz4hc, lzma, deflate, zstd)"
@@ -70,12 +74,53 @@ impl Compressor {
         let r = match self {
             Self::Lz4 => lzzzz::lz4::compress_fill(src, dst),
             Self::Lz4Hc(level) => lzzzz::lz4_hc::compress_fill(src, dst, i32::from(level)),
+            Self::Deflate(level) => return deflate_fill(src, dst, level),
         };
         match r {
             Ok((read, wrote)) if read > 0 && wrote > 0 => Some((read, wrote)),
             _ => None,
         }
     }
+}
+
+/// DEFLATE has no fixed-output mode, so search the longest prefix of `src` whose raw
+/// DEFLATE stream fits `dst` (erofs-compression.md 4.3/4.4): start from a guess, grow it by
+/// the achieved ratio while it fits, bisect once it does not. Deterministic: every step
+/// depends on the input only.
+fn deflate_fill(src: &[u8], dst: &mut [u8], level: u8) -> Option<(usize, usize)> {
+    let cap = dst.len();
+    let try_len = |n: usize| miniz_oxide::deflate::compress_to_vec(&src[..n], level);
+    let mut best: Option<(usize, Vec<u8>)> = None;
+    // `lo` fits (or is 0), `hi` does not (or is past the end).
+    let (mut lo, mut hi) = (0usize, src.len() + 1);
+    let mut n = src.len().min(4 * cap).max(1);
+    for _ in 0..24 {
+        let out = try_len(n);
+        if out.len() <= cap {
+            lo = n;
+            let done = n == src.len() || out.len() + 16 >= cap;
+            best = Some((n, out));
+            if done {
+                break;
+            }
+            // Grow by the achieved ratio, but stay below the first length that did not fit.
+            let grown = (n as u128 * cap as u128 / best.as_ref()?.1.len().max(1) as u128) as usize;
+            n = grown.clamp(n + 1, hi - 1).min(src.len());
+        } else {
+            hi = n;
+            n = lo + (hi - lo) / 2;
+        }
+        if hi - lo <= 64 || n <= lo {
+            break;
+        }
+    }
+    let (read, out) = best?;
+    // A stream that starts with a zero byte would be taken for padding by the reader.
+    if out.first() == Some(&0) {
+        return None;
+    }
+    dst[..out.len()].copy_from_slice(&out);
+    Some((read, out.len()))
 }
 
 /// `-z` and `-C`: how regular files are compressed.
@@ -135,9 +180,11 @@ impl CompressOptions {
         self.max_pcluster_bytes.max(blksz)
     }
 
-    /// Whether pclusters may span several blocks (superblock `BIG_PCLUSTER`/`COMPR_CFGS`).
+    /// Whether pclusters may span several blocks (superblock `BIG_PCLUSTER`/`COMPR_CFGS`,
+    /// CBLKCNT in the indexes): with `-C` above a block, and always for an algorithm other
+    /// than LZ4, whose configuration record needs `COMPR_CFGS`, the same bit.
     pub fn big_pclusters(&self, blksz: u32) -> bool {
-        self.pcluster_bytes(blksz) > blksz
+        self.pcluster_bytes(blksz) > blksz || self.primary().algorithm() != Algorithm::Lz4
     }
 }
 

@@ -36,10 +36,14 @@ pub fn compr_cfgs(options: &Options) -> Vec<u8> {
     if !z.big_pclusters(blksz) {
         return Vec::new();
     }
-    encode_compr_cfgs(&[ComprCfg::Lz4 {
-        max_distance: u16::MAX,
-        max_pclusterblks: (z.pcluster_bytes(blksz) / blksz) as u16,
-    }])
+    let cfg = match z.primary().algorithm() {
+        erofs_format::compress::Algorithm::Deflate => ComprCfg::Deflate { windowbits: 15 },
+        _ => ComprCfg::Lz4 {
+            max_distance: u16::MAX,
+            max_pclusterblks: (z.pcluster_bytes(blksz) / blksz) as u16,
+        },
+    };
+    encode_compr_cfgs(&[cfg])
 }
 
 /// The chunk table of a sparse file (4-byte block map entries).
@@ -116,6 +120,8 @@ pub struct Plan {
     pub compr_cfgs: Vec<u8>,
     /// Compressed files may have pclusters of several blocks (CBLKCNT in their indexes).
     pub big_pclusters: bool,
+    /// The algorithm of compressed files.
+    pub algorithm: erofs_format::compress::Algorithm,
 }
 
 impl Plan {
@@ -548,8 +554,7 @@ pub fn plan_with(
         incompat.insert(Incompat::LZ4_0PADDING);
         if z.big_pclusters(blksz as u32) {
             incompat.insert(Incompat::COMPR_CFGS);
-            sb.available_compr_algs
-                .set(erofs_format::compress::Algorithm::Lz4.bit());
+            sb.available_compr_algs.set(z.primary().algorithm().bit());
         } else {
             sb.available_compr_algs.set(u16::MAX);
         }
@@ -590,6 +595,12 @@ pub fn plan_with(
             .compression
             .as_ref()
             .is_some_and(|z| z.big_pclusters(blksz as u32)),
+        algorithm: options
+            .compression
+            .as_ref()
+            .map_or(erofs_format::compress::Algorithm::Lz4, |z| {
+                z.primary().algorithm()
+            }),
     })
 }
 

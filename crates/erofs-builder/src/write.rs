@@ -1346,6 +1346,7 @@ fn encode_item<'a>(
             p.size,
             plan.blkszbits,
             plan.big_pclusters,
+            plan.algorithm,
             item_start,
             out,
         );

@@ -74,7 +74,7 @@ fn args<'a>(z: &'a str, j: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 #[test]
-fn lz4_and_lz4hc_images_round_trip_through_our_reader_and_the_kernel() {
+fn lz4_lz4hc_and_deflate_images_round_trip_through_our_reader_and_the_kernel() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, true);
@@ -89,6 +89,8 @@ fn lz4_and_lz4hc_images_round_trip_through_our_reader_and_the_kernel() {
         ("-zlz4", "512", None),
         ("-zlz4", "4096", Some("16384")),
         ("-zlz4hc", "4096", Some("1048576")),
+        ("-zdeflate", "4096", None),
+        ("-zdeflate,9", "4096", Some("65536")),
     ] {
         let img = tmp.path().join(format!("img{z}-{bs}-{c:?}.erofs"));
         let mut extra = vec!["-b", bs];
@@ -116,7 +118,11 @@ fn compressed_builds_are_byte_identical_for_every_thread_count() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, true);
-    for (z, c) in [("-zlz4", "4096"), ("-zlz4hc", "65536")] {
+    for (z, c) in [
+        ("-zlz4", "4096"),
+        ("-zlz4hc", "65536"),
+        ("-zdeflate", "16384"),
+    ] {
         let mut first: Option<Vec<u8>> = None;
         for j in ["1", "2", "8"] {
             let img = tmp.path().join(format!("r{z}-{j}.erofs"));
@@ -212,6 +218,7 @@ fn bad_compression_options_fail_before_any_work() {
         (&["-zlz5"][..], "unknown algorithm"),
         (&["-zlz4hc,13"], "level \"13\" is not in 0..=12"),
         (&["-zlz4,3"], "lz4 takes no level"),
+        (&["-zdeflate,10"], "level \"10\" is not in 0..=9"),
         (&["-zlz4", "-C", "5000"], "multiple of the block size"),
         (&["-zlz4", "-C", "2097152"], "at most 1048576"),
     ] {

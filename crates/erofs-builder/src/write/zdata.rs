@@ -336,10 +336,11 @@ pub(super) fn encode_indexes(
     size: u64,
     blkszbits: u8,
     big: bool,
+    algorithm: erofs_format::compress::Algorithm,
     start: usize,
     out: &mut Vec<u8>,
 ) {
-    use erofs_format::compress::{Algorithm, FULL_INDEX_RESERVED, MapHeader, advise};
+    use erofs_format::compress::{FULL_INDEX_RESERVED, MapHeader, advise};
     use zerocopy::IntoBytes;
     let header = start + (out.len() - start).next_multiple_of(8);
     out.resize(header, 0);
@@ -348,7 +349,7 @@ pub(super) fn encode_indexes(
     } else {
         0
     };
-    let h = MapHeader::new(flags, Algorithm::Lz4, Algorithm::Lz4, 0);
+    let h = MapHeader::new(flags, algorithm, algorithm, 0);
     out.extend_from_slice(h.as_bytes());
     out.resize(out.len() + FULL_INDEX_RESERVED as usize, 0);
     for idx in full_indexes(extents, size, blkszbits, big) {
