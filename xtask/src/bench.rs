@@ -23,6 +23,9 @@ pub struct BenchArgs {
     /// Runs per command; the median wall time is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Size in MiB of each of the eight files of the large-file tree (0: no such rows).
+    #[arg(long, default_value_t = 128)]
+    large_mib: u64,
     /// File counts for the scaling table (small files).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     scale: Vec<usize>,
@@ -87,23 +90,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         total >> 20
     );
     let list = work.join("files.list");
-    std::fs::write(
-        &list,
-        files
-            .iter()
-            .map(|(p, _)| p.as_os_str().as_encoded_bytes())
-            .collect::<Vec<_>>()
-            .join(&b'\0'),
-    )?;
-    // The sizes let the write floor place every file at its final offset up front.
-    std::fs::write(
-        sizes_path(&list),
-        files
-            .iter()
-            .map(|(_, s)| s.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )?;
+    write_list(&files, &list)?;
     let xtask = std::env::current_exe()?;
     let t = tree.to_str().context("tree path is not UTF-8")?;
     let l = list.to_str().context("scratch path is not UTF-8")?;
@@ -226,6 +213,76 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some("mkfs.erofs 1.5 (Debian)"),
         "",
     )?;
+    let share = in_order_share(&[mk, "--quiet", "--fingerprint=sha256", t, &fp], &fp)?;
+    add(
+        "mkfs.erofs-rs --fingerprint=sha256 -j1",
+        &[mk, "--quiet", "--fingerprint=sha256", "-j1", t, &fp],
+        Some(&fp),
+        Some("mkfs.erofs-rs --fingerprint=sha256"),
+        &share,
+    )?;
+    // Compressed builds against mkfs.erofs 1.5 with the same algorithm; the note gives the
+    // image size against 1.5's.
+    for alg in ["lz4", "lz4hc"] {
+        let (up_img, rs_img) = (img(&format!("up-{alg}.erofs")), img(&format!("rs-{alg}.erofs")));
+        let up_name = format!("mkfs.erofs 1.5 -z{alg}");
+        let up = format!("mkfs.erofs -z{alg} {up_img} {t} > /dev/null");
+        add(&up_name, &["sh", "-c", &up], Some(&up_img), None, "")?;
+        let z = format!("-z{alg}");
+        let share = in_order_share(&[mk, "--quiet", &z, t, &rs_img], &rs_img)?;
+        let size = |p: &str| std::fs::metadata(p).map(|m| m.len() as f64).unwrap_or(0.0);
+        let ratio = size(&rs_img) / size(&up_img).max(1.0);
+        add(
+            &format!("mkfs.erofs-rs -z{alg}"),
+            &[mk, "--quiet", &z, t, &rs_img],
+            Some(&rs_img),
+            Some(&up_name),
+            &format!("image {ratio:.4}x of 1.5's; {share}"),
+        )?;
+    }
+    if args.large_mib > 0 {
+        let large = work.join("large");
+        generate_large_tree(&large, args.large_mib)?;
+        let lfiles = list_files(&large)?;
+        let llist = work.join("large.list");
+        write_list(&lfiles, &llist)?;
+        let (ld, ll) = (
+            large.to_string_lossy().into_owned(),
+            llist.to_string_lossy().into_owned(),
+        );
+        let (lfloor, limg) = (img("large-floor.img"), img("large-fp.erofs"));
+        let tag = format!("large files (8 x {} MiB)", args.large_mib);
+        add(
+            &format!("floor: read + sha256 + write once, {tag}"),
+            &[x, "bench", "--floor", "hash", &ll, "--floor-out", &lfloor],
+            Some(&lfloor),
+            None,
+            "",
+        )?;
+        let _ = std::fs::remove_file(&lfloor);
+        let all = format!("mkfs.erofs-rs --fingerprint=sha256, {tag}");
+        let share = in_order_share(&[mk, "--quiet", "--fingerprint=sha256", &ld, &limg], &limg)?;
+        add(
+            &all,
+            &[mk, "--quiet", "--fingerprint=sha256", &ld, &limg],
+            Some(&limg),
+            Some(&format!("floor: read + sha256 + write once, {tag}")),
+            &share,
+        )?;
+        let share = in_order_share(
+            &[mk, "--quiet", "--fingerprint=sha256", "-j1", &ld, &limg],
+            &limg,
+        )?;
+        add(
+            &format!("mkfs.erofs-rs --fingerprint=sha256 -j1, {tag}"),
+            &[mk, "--quiet", "--fingerprint=sha256", "-j1", &ld, &limg],
+            Some(&limg),
+            Some(&all),
+            &share,
+        )?;
+        let _ = std::fs::remove_file(&limg);
+        let _ = std::fs::remove_dir_all(&large);
+    }
     add(
         "fsck.erofs 1.5, metadata walk",
         &["fsck.erofs", &upstream],
@@ -534,6 +591,68 @@ fn measure(argv: &[&str], runs: usize, output: Option<&str>) -> Result<Sample> {
     Ok(samples[samples.len() / 2].clone())
 }
 
+/// Writes the NUL-separated file list the floors read, and the sizes beside it (they let the
+/// write floor place every file at its final offset up front).
+fn write_list(files: &[(PathBuf, u64)], list: &Path) -> Result<()> {
+    std::fs::write(
+        list,
+        files
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_encoded_bytes())
+            .collect::<Vec<_>>()
+            .join(&b'\0'),
+    )?;
+    std::fs::write(
+        sizes_path(list),
+        files
+            .iter()
+            .map(|(_, s)| s.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )?;
+    Ok(())
+}
+
+/// Eight files of `mib` MiB each (deterministic, incompressible): a tree where a few large
+/// files dominate, so that their hashing, not the walk, bounds the build.
+fn generate_large_tree(dir: &Path, mib: u64) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    for i in 0..8u64 {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1);
+        let mut data = vec![0u8; (mib << 20) as usize];
+        for chunk in data.chunks_mut(8) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            chunk.copy_from_slice(&s.to_le_bytes()[..chunk.len()]);
+        }
+        std::fs::write(dir.join(format!("large-{i}")), &data)?;
+    }
+    Ok(())
+}
+
+/// Runs a build once with `MKFS_EROFS_RS_TIMINGS=1` and returns its in-order share of CPU
+/// time as mkfs.erofs-rs reports it ("in-order cpu …").
+fn in_order_share(argv: &[&str], output: &str) -> Result<String> {
+    let _ = std::fs::remove_file(output);
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .env("MKFS_EROFS_RS_TIMINGS", "1")
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("running {argv:?}"))?;
+    if !out.status.success() {
+        bail!("{argv:?} failed: {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("in-order "))
+        .map(|l| format!("in-order {l}"))
+        .unwrap_or_default())
+}
+
 /// Where the sizes of the files in `list` are kept, in the same order.
 fn sizes_path(list: &Path) -> PathBuf {
     list.with_extension("sizes")
@@ -778,6 +897,45 @@ fn render(
             "- fingerprinted build / read + hash alone, nothing written: {:.2}x (for reference)",
             fp / floor
         )?;
+    }
+    if let (Some(one), Some(all)) = (
+        get("mkfs.erofs-rs --fingerprint=sha256 -j1"),
+        get("mkfs.erofs-rs --fingerprint=sha256"),
+    ) {
+        writeln!(
+            o,
+            "- fingerprinted build speed-up, all cores vs -j1: {:.2}x (in-order share of CPU in the rows' notes; target under 5%)",
+            one / all
+        )?;
+    }
+    for r in rows.iter().filter(|r| r.name.contains("large files")) {
+        if let Some(b) = &r.baseline
+            && let Some(base) = get(b)
+        {
+            writeln!(
+                o,
+                "- {} / {b}: {:.2}x{}",
+                r.name,
+                r.sample.wall / base.max(0.001),
+                if b.starts_with("floor") {
+                    " (target: at most 1.15x)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+    for alg in ["lz4", "lz4hc"] {
+        if let (Some(rs), Some(up)) = (
+            get(&format!("mkfs.erofs-rs -z{alg}")),
+            get(&format!("mkfs.erofs 1.5 -z{alg}")),
+        ) {
+            writeln!(
+                o,
+                "- -z{alg} build / mkfs.erofs 1.5 -z{alg}: {:.2}x (target: at most 0.5x; image size in the row's note, target within 1%)",
+                rs / up
+            )?;
+        }
     }
     if let (Some(one), Some(all)) = (
         get("fsck.erofs-rs --verify-fingerprints (1 thread)"),

@@ -21,8 +21,30 @@ use crate::tree::{FileContent, Inode, Kind, Tree};
 use crate::xattr::XattrPlan;
 use crate::{BuildError, Options, UuidChoice};
 
-/// Where the long prefix records start (right after the 128-byte superblock).
+/// Where the records after the 128-byte superblock start: the compression configuration
+/// records (with `COMPR_CFGS`), then the long prefix records.
 pub const PREFIX_RECORDS_OFFSET: u64 = 1152;
+
+/// The compression configuration records of an image built with `options` (empty when the
+/// superblock needs none: no compression, or LZ4 with one-block pclusters).
+pub fn compr_cfgs(options: &Options) -> Vec<u8> {
+    use erofs_format::compress::{ComprCfg, encode_compr_cfgs};
+    let Some(z) = &options.compression else {
+        return Vec::new();
+    };
+    let blksz = 1u32 << options.blkszbits;
+    if !z.big_pclusters(blksz) {
+        return Vec::new();
+    }
+    let cfg = match z.primary().algorithm() {
+        erofs_format::compress::Algorithm::Deflate => ComprCfg::Deflate { windowbits: 15 },
+        _ => ComprCfg::Lz4 {
+            max_distance: u16::MAX,
+            max_pclusterblks: (z.pcluster_bytes(blksz) / blksz) as u16,
+        },
+    };
+    encode_compr_cfgs(&[cfg])
+}
 
 /// The chunk table of a sparse file (4-byte block map entries).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +78,9 @@ pub struct InodePlan {
     pub tail_len: u32,
     /// Chunk table for sparse files.
     pub chunk: Option<ChunkPlan>,
+    /// A file of the compressed area: its item holds the map header and full lcluster
+    /// indexes, or (compression gained nothing) a flat inode whose blocks are there.
+    pub compressed: bool,
 }
 
 impl InodePlan {
@@ -78,6 +103,9 @@ pub struct Plan {
     pub xattr_blkaddr: u32,
     /// First block of the data area.
     pub data_start: u64,
+    /// First block of the compressed area (compressed files' pclusters, placed in file
+    /// order as they are produced), the start of the data area.
+    pub compressed_start: u64,
     /// First block of the metadata area.
     pub meta_start: u64,
     /// Bytes of the metadata area before the final padding.
@@ -88,6 +116,12 @@ pub struct Plan {
     pub total_blocks: u64,
     /// The superblock, checksum not yet computed.
     pub superblock: SuperBlock,
+    /// The compression configuration records, right after the superblock.
+    pub compr_cfgs: Vec<u8>,
+    /// Compressed files may have pclusters of several blocks (CBLKCNT in their indexes).
+    pub big_pclusters: bool,
+    /// The algorithm of compressed files.
+    pub algorithm: erofs_format::compress::Algorithm,
 }
 
 impl Plan {
@@ -234,10 +268,69 @@ fn plan_chunks(
     has_data.iter().any(|d| !d).then_some((bits, has_data))
 }
 
-/// Plans the image for `tree`.
-pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
-    let blkszbits = options.blkszbits;
-    let blksz = 1u64 << blkszbits;
+/// What is decided before any data is written: the xattr plan, the epoch and the first
+/// data block. The compressed stage needs it (compressed files go first in the data area),
+/// and [`plan_with`] completes it.
+pub struct Prelude {
+    /// Xattr bodies, prefixes and the shared area.
+    pub xattrs: XattrPlan,
+    /// The image's time (`-T`, or the build time).
+    pub epoch: u64,
+    /// First block of the data area.
+    pub data_start: u64,
+    /// First block of the shared xattr area (0 if none).
+    pub xattr_blkaddr: u64,
+}
+
+/// How a file of the compressed area was stored, as the compressed stage reports it.
+#[derive(Clone, Debug)]
+pub enum ZStored {
+    /// Pclusters at absolute addresses.
+    Compressed(Vec<crate::compress::Extent>),
+    /// Compression gained nothing: plain blocks from `startblk`, and an inline tail (empty
+    /// when the last block was written too).
+    Flat {
+        /// First block.
+        startblk: u32,
+        /// The inline tail.
+        tail: Vec<u8>,
+    },
+}
+
+/// The compressed area: first in the data area, `blocks` long.
+#[derive(Clone, Debug, Default)]
+pub struct ZArea {
+    /// Blocks used.
+    pub blocks: u64,
+    /// Per inode: how its data was stored, for the files of the compressed area.
+    pub files: Vec<Option<ZStored>>,
+}
+
+/// Whether a regular file is compressed (`-z`): one that fits a block would gain nothing.
+pub fn compressible(inode: &Inode, options: &Options) -> bool {
+    options.compression.is_some()
+        && matches!(&inode.kind, Kind::Regular(c) if c.size > 1u64 << options.blkszbits)
+}
+
+/// Whether an inline tail of `tail` bytes fits the block of inode `i`.
+pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail: u64) -> bool {
+    let inode = &tree.inodes[i];
+    let size = match &inode.kind {
+        Kind::Regular(c) => c.size,
+        _ => 0,
+    };
+    let isize = if Plan::wants_extended(inode, size, pre.epoch) {
+        64
+    } else {
+        32
+    };
+    let xsize = pre.xattrs.bodies[i].bytes.len() as u64;
+    tail > 0 && !options.noinline_data && isize + xsize + tail <= 1u64 << options.blkszbits
+}
+
+/// The first planning step: xattrs, epoch, the head's size.
+pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
+    let blksz = 1u64 << options.blkszbits;
     let epoch = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
     let fp_name = options
         .fingerprint
@@ -250,6 +343,46 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         fp_name,
         options.xattr_name_filter,
     )?;
+    // Block 0 and the shared xattr area.
+    let prefix_records = xattrs.prefixes.records();
+    let head_end =
+        PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64 + prefix_records.len() as u64;
+    let mut next_block = head_end.div_ceil(blksz);
+    let xattr_blkaddr = if xattrs.shared_area.is_empty() {
+        0
+    } else {
+        let b = next_block;
+        next_block += (xattrs.shared_area.len() as u64).div_ceil(blksz);
+        b
+    };
+    Ok(Prelude {
+        xattrs,
+        epoch,
+        data_start: next_block,
+        xattr_blkaddr,
+    })
+}
+
+/// Plans the image for `tree` (no compressed files).
+pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
+    plan_with(tree, options, prelude(tree, options)?, None)
+}
+
+/// Plans the image for `tree` once the compressed area `z` (if any) is written.
+pub fn plan_with(
+    tree: &Tree,
+    options: &Options,
+    pre: Prelude,
+    z: Option<&ZArea>,
+) -> Result<Plan, BuildError> {
+    let blkszbits = options.blkszbits;
+    let blksz = 1u64 << blkszbits;
+    let Prelude {
+        xattrs,
+        epoch,
+        data_start,
+        xattr_blkaddr,
+    } = pre;
 
     // Pass 1: sizes, kinds, data layouts; metadata offsets.
     let mut inodes = Vec::with_capacity(tree.inodes.len());
@@ -271,11 +404,14 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         let extended = Plan::wants_extended(inode, size, epoch);
         let isize = if extended { 64 } else { 32 };
         let mut chunk_map = None;
-        if let Kind::Regular(FileContent {
-            size,
-            data_ranges: Some(ranges),
-            ..
-        }) = &inode.kind
+        let stored = z.and_then(|z| z.files.get(i)).and_then(|s| s.as_ref());
+        let compressed = stored.is_some();
+        if !compressed
+            && let Kind::Regular(FileContent {
+                size,
+                data_ranges: Some(ranges),
+                ..
+            }) = &inode.kind
         {
             chunk_map = plan_chunks(*size, ranges, blkszbits);
         }
@@ -289,12 +425,31 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             data_blocks: 0,
             tail_len: 0,
             chunk: None,
+            compressed,
         };
         let has_data = matches!(
             inode.kind,
             Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
         );
-        if let Some((bits, map)) = &chunk_map {
+        if let Some(ZStored::Compressed(_)) = stored {
+            // Map header (8-byte aligned), 8 reserved bytes, one full index per lcluster.
+            p.layout = DataLayout::CompressedFull;
+            let indexes = size.div_ceil(blksz);
+            p.meta_offset = alloc.place(
+                (isize + xsize).next_multiple_of(8)
+                    + erofs_format::compress::MAP_HEADER_SIZE
+                    + erofs_format::compress::FULL_INDEX_RESERVED
+                    + indexes * erofs_format::compress::FULL_INDEX_SIZE,
+            );
+        } else if let Some(ZStored::Flat { startblk, tail }) = stored {
+            // Its blocks are in the compressed area already.
+            if !tail.is_empty() {
+                p.layout = DataLayout::FlatInline;
+                p.tail_len = tail.len() as u32;
+            }
+            p.startblk = *startblk;
+            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+        } else if let Some((bits, map)) = &chunk_map {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
             let n = map.len() as u64;
@@ -323,21 +478,14 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     let mut meta_order: Vec<usize> = (0..inodes.len()).collect();
     meta_order.sort_by_key(|&i| inodes[i].meta_offset);
 
-    // Block 0 and the shared xattr area.
-    let prefix_records = xattrs.prefixes.records();
-    let head_end = PREFIX_RECORDS_OFFSET + prefix_records.len() as u64;
-    let mut next_block = head_end.div_ceil(blksz);
-    let xattr_blkaddr = if xattrs.shared_area.is_empty() {
-        0
-    } else {
-        let b = next_block;
-        next_block += (xattrs.shared_area.len() as u64).div_ceil(blksz);
-        b
-    };
-    let data_start = next_block;
+    let compressed_start = data_start;
+    let mut next_block = data_start + z.map_or(0, |z| z.blocks);
 
     // Pass 2: data blocks, in inode order.
     for (i, p) in inodes.iter_mut().enumerate() {
+        if p.compressed {
+            continue;
+        }
         if let Some((bits, map)) = chunk_maps[i].take() {
             let csz = 1u64 << bits;
             let mut table = Vec::with_capacity(map.len());
@@ -390,7 +538,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         incompat.insert(Incompat::XATTR_PREFIXES);
         sb.xattr_prefix_count = xattrs.prefixes.len() as u8;
         sb.xattr_prefix_start
-            .set((PREFIX_RECORDS_OFFSET / 4) as u32);
+            .set(((PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64) / 4) as u32);
     }
     if let Some(id) = xattrs.prefixes.fingerprint_id() {
         compat.insert(Compat::ISHARE_XATTRS);
@@ -398,6 +546,18 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     }
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
+    }
+    if let Some(z) = &options.compression {
+        // Pclusters are zero-padded in front. One-block pclusters need no config records,
+        // and the field then holds LZ4's largest match distance; big ones need the records,
+        // and the field is the bitmap of algorithms.
+        incompat.insert(Incompat::LZ4_0PADDING);
+        if z.big_pclusters(blksz as u32) {
+            incompat.insert(Incompat::COMPR_CFGS);
+            sb.available_compr_algs.set(z.primary().algorithm().bit());
+        } else {
+            sb.available_compr_algs.set(u16::MAX);
+        }
     }
     sb.feature_compat.set(compat.bits());
     sb.feature_incompat.set(incompat.bits());
@@ -424,11 +584,23 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         xattrs,
         xattr_blkaddr: xattr_blkaddr as u32,
         data_start,
+        compressed_start,
         meta_start,
         meta_size,
         meta_order,
         total_blocks,
         superblock: sb,
+        compr_cfgs: compr_cfgs(options),
+        big_pclusters: options
+            .compression
+            .as_ref()
+            .is_some_and(|z| z.big_pclusters(blksz as u32)),
+        algorithm: options
+            .compression
+            .as_ref()
+            .map_or(erofs_format::compress::Algorithm::Lz4, |z| {
+                z.primary().algorithm()
+            }),
     })
 }
 

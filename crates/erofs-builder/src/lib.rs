@@ -8,16 +8,18 @@
 //! 2. **Tree → plan.** [`layout`] decides every on-disk fact before a byte is written: inode
 //!    kinds (compact or extended), xattr bodies and the shared xattr area, data layouts
 //!    (plain, inline tail, chunk-based for sparse files), nids and block addresses.
-//! 3. **Plan → image.** [`mod@write`] streams the image front to back through one buffered
-//!    writer. File data comes first (read and hashed in parallel, consumed in order, so the
-//!    output never depends on thread timing), metadata last, because inodes carry the
-//!    fingerprints computed while the data was copied.
+//! 3. **Plan → image.** [`mod@write`] writes the image: into a file with positioned writes at
+//!    the planned offsets, from every worker at once, or into a stream front to back. File
+//!    data comes first (read and hashed in parallel), metadata last, because inodes carry the
+//!    fingerprints computed while the data was copied. The output never depends on thread
+//!    timing.
 //!
 //! The per-file data encoding is a separate step in the writer (plain today), so that
 //! compressed files can plug in later without touching the scan or the tree.
 //!
 //! Libraries do not print: progress and warnings go through the [`Progress`] trait.
 
+pub mod compress;
 pub mod dir;
 pub mod layout;
 mod pipeline;
@@ -157,6 +159,8 @@ pub struct Options {
     pub keep_going: bool,
     /// Worker threads for scanning and hashing; 0 = one per CPU.
     pub threads: usize,
+    /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
+    pub compression: Option<compress::CompressOptions>,
 }
 
 impl Default for Options {
@@ -177,6 +181,7 @@ impl Default for Options {
             exclude_regexes: Vec::new(),
             keep_going: false,
             threads: 0,
+            compression: None,
         }
     }
 }
@@ -215,6 +220,9 @@ impl Options {
             return Err(BuildError::InvalidOption(
                 "volume label contains a NUL byte".into(),
             ));
+        }
+        if let Some(c) = &self.compression {
+            c.validate(self.blkszbits)?;
         }
         if let Some(fp) = &self.fingerprint
             && (fp.xattr_name.is_empty() || fp.xattr_name.contains(&0))
@@ -285,6 +293,18 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// Where the writer's time went (`MKFS_EROFS_RS_TIMINGS`), so that the serial share of a
+/// build can be read on any machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// CPU time spent on the in-order path: work that runs one result at a time, in image
+    /// order, while other workers may wait for it.
+    pub ordered_cpu: std::time::Duration,
+    /// Wall time worker threads spent waiting: for the in-order path to catch up, or idle at
+    /// the end of a stage while the last jobs finish.
+    pub worker_wait: std::time::Duration,
+}
+
 /// What a build produced.
 #[derive(Clone, Debug, Default)]
 pub struct BuildReport {
@@ -300,6 +320,8 @@ pub struct BuildReport {
     pub skipped: Vec<Skipped>,
     /// Warnings, in the order they were raised.
     pub warnings: Vec<String>,
+    /// The writer's in-order and waiting time.
+    pub timings: Timings,
 }
 
 /// Errors of a build. Each names the path or the option at fault.
@@ -386,12 +408,11 @@ pub fn build_dir_to_path(
     let (tmp, written) = in_pool(&options, || {
         progress.phase(Phase::Scan);
         let tree = scan::scan_dir(source, &options, &mut report, progress)?;
-        let mut tmp = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix(".mkfs-erofs-rs.")
             .tempfile_in(&image_parent)
             .map_err(|e| BuildError::io(&image_parent, e))?;
-        let written =
-            write::build_image(&tree, &options, tmp.as_file_mut(), progress, &mut report)?;
+        let written = write::build_image_at(&tree, &options, tmp.as_file(), progress, &mut report)?;
         Ok((tmp, written))
     })?;
     // No fsync, like mkfs.erofs: the rename makes the new image visible only once it is

@@ -1,5 +1,15 @@
-//! Ordered parallel jobs: workers run jobs in index order, and their results are consumed
-//! strictly in that order, one at a time.
+//! Parallel jobs, in two shapes:
+//!
+//! - [`run_unordered`]: each job does its whole work (read, hash, compress, positioned write)
+//!   on the worker that runs it; nothing runs in order. This is the shape for a seekable
+//!   output, where every byte's place is known before it is produced.
+//! - [`run_ordered`]: workers run jobs in index order, and their results are consumed strictly
+//!   in that order, one at a time. This is the shape for what must happen in order: writing
+//!   a stream, or assigning addresses to data whose size is known only once it is produced
+//!   (compressed pclusters). The consumer must stay cheap (a copy, an address), because it is
+//!   the serial part of the build; [`Clock`] measures it.
+//!
+//! Ordered consumption:
 //!
 //! Why not a parallel collect per batch: a batch ends at a barrier, so one slow job (a large
 //! file) idles every other thread until it is done. Here each worker takes the next job as
@@ -12,7 +22,111 @@
 //! its own would compete with the workers for the same cores.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// CPU time of the calling thread.
+pub(crate) fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Where the time of the parallel stages goes: the CPU time spent in order (the serial share
+/// of the build) and the time workers spent waiting (for the window to move, or idle at the
+/// end of a stage while others finish).
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    ordered_cpu_ns: AtomicU64,
+    wait_ns: AtomicU64,
+}
+
+impl Clock {
+    /// Adds in-order CPU time.
+    pub(crate) fn ordered(&self, d: Duration) {
+        self.ordered_cpu_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn waited(&self, d: Duration) {
+        self.wait_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Runs `f` in order and counts its CPU time.
+    pub(crate) fn in_order<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = thread_cpu();
+        let r = f();
+        self.ordered(thread_cpu().saturating_sub(t));
+        r
+    }
+
+    /// (in-order CPU time, worker wait time).
+    pub(crate) fn totals(&self) -> (Duration, Duration) {
+        (
+            Duration::from_nanos(self.ordered_cpu_ns.load(Ordering::Relaxed)),
+            Duration::from_nanos(self.wait_ns.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Counts as waiting the time each worker spent idle between its own end and the last
+    /// worker's end.
+    fn idle_until_last(&self, ends: &[Instant]) {
+        if let Some(last) = ends.iter().max() {
+            for e in ends {
+                self.waited(last.duration_since(*e));
+            }
+        }
+    }
+}
+
+/// Runs `work(0..jobs)` on `threads` workers in any order and returns the results in job
+/// order. Workers take the next job as soon as they are free; nothing waits for a turn. The
+/// first error in job order among the jobs that ran is returned, and an error stops workers
+/// from taking new jobs.
+pub(crate) fn run_unordered<T: Send, E: Send>(
+    jobs: usize,
+    threads: usize,
+    clock: &Clock,
+    work: impl Fn(usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let run = || {
+        let mut mine = Vec::new();
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= jobs || failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let r = work(k);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            mine.push((k, r));
+        }
+        (mine, Instant::now())
+    };
+    let mut all = Vec::with_capacity(jobs);
+    let mut ends = Vec::new();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.clamp(1, jobs.max(1)))
+            .map(|_| s.spawn(run))
+            .collect();
+        for w in workers {
+            match w.join() {
+                Ok((mine, end)) => {
+                    all.extend(mine);
+                    ends.push(end);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    clock.idle_until_last(&ends);
+    all.sort_unstable_by_key(|(k, _)| *k);
+    all.into_iter().map(|(_, r)| r).collect()
+}
 
 struct State<T, E> {
     /// The next job to start.
@@ -70,6 +184,7 @@ pub(crate) fn run_ordered<T: Send, E: Send>(
     jobs: usize,
     threads: usize,
     window: usize,
+    clock: &Clock,
     work: impl Fn(usize) -> Result<T, E> + Sync,
     consume: impl FnMut(T) -> Result<(), E> + Send,
 ) -> Result<(), E> {
@@ -85,17 +200,25 @@ pub(crate) fn run_ordered<T: Send, E: Send>(
     };
     let consume = Mutex::new(consume);
     let window = window.max(1);
+    let mut ends = Vec::new();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.clamp(1, jobs.max(1)))
-            .map(|_| s.spawn(|| worker(&shared, jobs, window, &work, &consume)))
+            .map(|_| {
+                s.spawn(|| {
+                    worker(&shared, jobs, window, clock, &work, &consume);
+                    Instant::now()
+                })
+            })
             .collect();
         for w in workers {
             // Re-raise a worker's panic with its own message.
-            if let Err(panic) = w.join() {
-                std::panic::resume_unwind(panic);
+            match w.join() {
+                Ok(end) => ends.push(end),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     });
+    clock.idle_until_last(&ends);
     match shared.lock().stopped.take() {
         Some(Some(e)) => Err(e),
         _ => Ok(()),
@@ -106,6 +229,7 @@ fn worker<T, E>(
     shared: &Shared<T, E>,
     jobs: usize,
     window: usize,
+    clock: &Clock,
     work: &(impl Fn(usize) -> Result<T, E> + Sync),
     consume: &Mutex<impl FnMut(T) -> Result<(), E>>,
 ) {
@@ -120,7 +244,9 @@ fn worker<T, E>(
                 if st.next - st.next_out < window {
                     break;
                 }
+                let t = Instant::now();
                 st = shared.wait(st);
+                clock.waited(t.elapsed());
             }
             st.next += 1;
             st.next - 1
@@ -143,7 +269,7 @@ fn worker<T, E>(
                 break;
             };
             drop(st);
-            let outcome = r.and_then(&mut *consume);
+            let outcome = clock.in_order(|| r.and_then(&mut *consume));
             st = shared.lock();
             match outcome {
                 Ok(()) => st.next_out += 1,
@@ -171,6 +297,7 @@ mod tests {
                 200,
                 threads,
                 5,
+                &Clock::default(),
                 |k| {
                     // Early jobs are the slow ones, so later jobs finish first.
                     let us = ((200 - k) % 7) as u64 * 50;
@@ -195,6 +322,7 @@ mod tests {
             100,
             4,
             3,
+            &Clock::default(),
             |_| {
                 started.fetch_add(1, Ordering::SeqCst);
                 Ok(())
@@ -217,6 +345,7 @@ mod tests {
             1000,
             3,
             4,
+            &Clock::default(),
             |k| {
                 if k == 7 || k == 9 {
                     Err(format!("job {k}"))
@@ -241,6 +370,7 @@ mod tests {
             100_000,
             2,
             4,
+            &Clock::default(),
             |k| {
                 ran.fetch_add(1, Ordering::SeqCst);
                 Ok(k)
@@ -259,6 +389,7 @@ mod tests {
             50,
             2,
             4,
+            &Clock::default(),
             |k| {
                 assert!(k != 5, "job 5 failed");
                 Ok(k)
@@ -268,7 +399,42 @@ mod tests {
     }
 
     #[test]
+    fn unordered_results_come_back_in_job_order_and_the_first_error_wins() {
+        for threads in [1, 2, 5] {
+            let got = run_unordered::<usize, ()>(300, threads, &Clock::default(), |k| {
+                std::thread::sleep(std::time::Duration::from_micros(
+                    ((300 - k) % 5) as u64 * 40,
+                ));
+                Ok(k * 2)
+            })
+            .unwrap();
+            assert_eq!(got, (0..300).map(|k| k * 2).collect::<Vec<_>>());
+        }
+        let err = run_unordered::<usize, String>(50, 3, &Clock::default(), |k| {
+            if k == 4 || k == 6 {
+                Err(format!("job {k}"))
+            } else {
+                Ok(k)
+            }
+        })
+        .unwrap_err();
+        // Job 6 may run before job 4 fails, but job 4 comes first in job order.
+        assert_eq!(err, "job 4");
+    }
+
+    #[test]
     fn no_jobs_is_fine() {
-        run_ordered::<(), ()>(0, 4, 4, |_| unreachable!(), |()| unreachable!()).unwrap();
+        run_ordered::<(), ()>(
+            0,
+            4,
+            4,
+            &Clock::default(),
+            |_| unreachable!(),
+            |()| unreachable!(),
+        )
+        .unwrap();
+        let none: Vec<()> =
+            run_unordered::<(), ()>(0, 4, &Clock::default(), |_| unreachable!()).unwrap();
+        assert!(none.is_empty());
     }
 }

@@ -1,25 +1,35 @@
-//! The ordered writer: streams the planned image front to back.
+//! The writer: puts the planned image on disk.
 //!
-//! Both stages cut their work into jobs of about a megabyte, run them on a pool of worker
-//! threads and write the results strictly in job order (the `pipeline` module), so the image
-//! never depends on thread timing:
+//! Both stages cut their work into jobs of about a megabyte and run them on a pool of worker
+//! threads (the `pipeline` module). Where the bytes go never depends on thread timing,
+//! because the plan fixed every offset before the first byte was read:
 //!
 //! - **Data**: a job reads consecutive files with data blocks into one block-aligned buffer,
-//!   hashing each file as it is read, or reads one piece of a large file. The pieces of a
-//!   file are read in parallel, so they cannot be hashed where they are read; they are
-//!   hashed where they are written, in order. Either way each byte is read once. Only the
-//!   inline tails of files with data blocks (each under a block) wait for the metadata
-//!   stage.
+//!   hashing each file as it is read, or reads one piece of a large file. Each byte is read
+//!   once. Only the inline tails of files with data blocks (each under a block) wait for the
+//!   metadata stage.
 //! - **Metadata**: a job encodes consecutive inode items (inode, xattr body with the
 //!   fingerprint filled in, inline tail or chunk table) into one buffer, padding included;
 //!   files that live entirely in their inode's block are read and hashed here, once.
 //!
+//! Two ways out:
+//!
+//! - **A seekable file** (the normal case): every job writes its buffer at its planned offset
+//!   itself (positioned writes), so nothing runs in order and the image write is as parallel
+//!   as the reads. A large file is hashed by the one job that owns it, reading it front to
+//!   back; different large files hash in parallel, and they are started first so that the
+//!   longest jobs do not end the stage alone. Without fingerprints a large file is cut into
+//!   pieces that run in parallel.
+//! - **A stream** (a pipe or any other writer): buffers are written strictly in job order by
+//!   whichever worker holds the writer's turn; the pieces of a large file are read in
+//!   parallel and hashed at that turn, in order.
+//!
+//! A stage whose output size is known only once it is produced (compressed data) fits the
+//! same shape: its jobs compress in parallel, and only the assignment of addresses runs in
+//! order ([`crate::pipeline::run_ordered`]), with the copy or positioned write after it.
+//!
 //! Memory is bounded by the jobs in flight, not by the amount of data. Buffers go back to a
 //! pool after they are written, so their pages are faulted in once.
-//!
-//! The per-file data encoding is the plain copy in `run_files` and `run_piece`; a compressed
-//! encoding would produce pclusters and index bytes there and leave the job order, the tree
-//! and the planner's nid assignment as they are.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -32,8 +42,8 @@ use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_AD
 use sha2::{Digest, Sha256};
 use zerocopy::IntoBytes;
 
-use crate::layout::{InodePlan, Plan, dir_names};
-use crate::pipeline::run_ordered;
+use crate::layout::{InodePlan, Plan, ZStored, dir_names};
+use crate::pipeline::{Clock, run_ordered, run_unordered};
 use crate::tree::{DataSource, FileContent, Kind, Tree};
 use crate::{BuildError, BuildReport, Options, Phase, Progress};
 
@@ -41,7 +51,8 @@ use crate::{BuildError, BuildReport, Options, Phase, Progress};
 const JOB_BYTES: u64 = 1 << 20;
 /// Files per job at most.
 const JOB_FILES: usize = 256;
-/// Files at least this large are read in pieces, by several jobs.
+/// Files at least this large are read in pieces, by several jobs, or (when hashed into a
+/// seekable output) by one job of their own.
 const BIG_FILE: u64 = 4 << 20;
 /// Piece size for large files (a multiple of every block size).
 const PIECE: u64 = 1 << 20;
@@ -50,7 +61,29 @@ const WINDOW_PER_THREAD: usize = 4;
 /// Inode items per metadata job.
 const META_JOB: usize = 1024;
 
-/// Plans and writes the image of `tree` to `out`. Returns the number of bytes written.
+mod zdata;
+use zdata::{ZCtx, write_compressed};
+
+/// Where the image goes.
+enum Out<'a> {
+    /// A seekable file: jobs write at their planned offsets.
+    At(&'a File),
+    /// A stream: bytes go out in image order.
+    Stream(&'a mut (dyn Write + Send)),
+}
+
+impl Out<'_> {
+    fn write(&mut self, at: u64, bytes: &[u8]) -> Result<(), BuildError> {
+        match self {
+            Self::At(f) => f.write_all_at(bytes, at),
+            Self::Stream(w) => w.write_all(bytes),
+        }
+        .map_err(BuildError::Output)
+    }
+}
+
+/// Plans the image of `tree` and writes it to the stream `out`, front to back. Returns the
+/// number of bytes written.
 pub fn build_image<W: Write + Send>(
     tree: &Tree,
     options: &Options,
@@ -58,23 +91,99 @@ pub fn build_image<W: Write + Send>(
     progress: &dyn Progress,
     report: &mut BuildReport,
 ) -> Result<u64, BuildError> {
-    progress.phase(Phase::Plan);
-    let plan = crate::layout::plan(tree, options)?;
     let mut w = BufWriter::with_capacity(1 << 20, out);
-    write_head(&plan, &mut w).map_err(BuildError::Output)?;
+    let n = build(tree, options, Out::Stream(&mut w), progress, report)?;
+    w.flush().map_err(BuildError::Output)?;
+    Ok(n)
+}
+
+/// Plans the image of `tree` and writes it into `out` from offset 0 with positioned writes,
+/// in parallel. Returns the number of bytes written (the file is not truncated).
+pub fn build_image_at(
+    tree: &Tree,
+    options: &Options,
+    out: &File,
+    progress: &dyn Progress,
+    report: &mut BuildReport,
+) -> Result<u64, BuildError> {
+    build(tree, options, Out::At(out), progress, report)
+}
+
+fn build(
+    tree: &Tree,
+    options: &Options,
+    mut out: Out<'_>,
+    progress: &dyn Progress,
+    report: &mut BuildReport,
+) -> Result<u64, BuildError> {
+    if options.compression.is_some()
+        && let Out::Stream(w) = &mut out
+    {
+        // Compressed sizes are known only once the data is compressed, and the superblock
+        // and metadata come after: build into a spool file, then stream it.
+        let spool = tempfile::tempfile().map_err(BuildError::Output)?;
+        let n = build(tree, options, Out::At(&spool), progress, report)?;
+        let mut r = std::io::BufReader::new(&spool);
+        std::io::copy(&mut r, w).map_err(BuildError::Output)?;
+        return Ok(n);
+    }
+    progress.phase(Phase::Plan);
+    let clock = Clock::default();
+    let threads = rayon::current_num_threads();
+    let buffers = BufPool::new(WINDOW_PER_THREAD * threads.max(1) + 2);
+    let pre = crate::layout::prelude(tree, options)?;
+    let hash = pre.xattrs.prefixes.fingerprint_id().is_some();
+    let (files, bytes) = tree
+        .inodes
+        .iter()
+        .fold((0u64, 0u64), |(f, b), i| match &i.kind {
+            Kind::Regular(c) if c.size > 0 => (f + 1, b + c.size),
+            _ => (f, b),
+        });
+    progress.totals(files, bytes);
+    // Compressed files come first in the data area: their size is known only once they are
+    // compressed, and everything after them is planned then.
+    let z = match (&options.compression, &out) {
+        (Some(z), Out::At(file)) => {
+            progress.phase(Phase::Data);
+            let zc = ZCtx {
+                tree,
+                options,
+                pre: &pre,
+                hash,
+                threads,
+                clock: &clock,
+            };
+            Some(write_compressed(zc, z, &buffers, file, progress)?)
+        }
+        _ => None,
+    };
+    let plan = crate::layout::plan_with(tree, options, pre, z.as_ref().map(|z| &z.area))?;
+    out.write(0, &head(&plan))?;
     let ctx = DataCtx {
         tree,
         plan: &plan,
-        hash: plan.xattrs.prefixes.fingerprint_id().is_some(),
-        threads: rayon::current_num_threads(),
+        hash,
+        threads,
+        clock: &clock,
     };
-    let buffers = BufPool::new(ctx.window() + 2);
-
     progress.phase(Phase::Data);
-    let mut data = write_data(ctx, &buffers, &mut w, progress)?;
+    let mut data = write_data(ctx, &buffers, &mut out, progress)?;
+    if let Some(z) = z {
+        data.bytes += z.bytes;
+        for (i, d) in z.digests {
+            data.digests[i] = Some(d);
+        }
+        for (i, f) in z.area.files.into_iter().enumerate() {
+            if let Some(ZStored::Flat { tail, .. }) = &f {
+                data.tails[i] = tail.clone();
+            }
+            data.zfiles.push(f);
+        }
+    }
     progress.phase(Phase::Metadata);
     let mut late = Vec::new();
-    write_meta(ctx, &buffers, &mut data, &mut w, progress, &mut late)?;
+    write_meta(ctx, &buffers, &mut data, &mut out, progress, &mut late)?;
     for (i, d) in late {
         data.digests[i] = Some(d);
     }
@@ -94,7 +203,6 @@ pub fn build_image<W: Write + Send>(
         }
     }
     report.data_bytes = data.bytes;
-    w.flush().map_err(BuildError::Output)?;
     report.inodes = tree.inodes.len() as u64;
     report.fingerprinted_files = if options.fingerprint.is_some() {
         plan.xattrs
@@ -105,18 +213,26 @@ pub fn build_image<W: Write + Send>(
     } else {
         0
     };
+    let (ordered_cpu, worker_wait) = clock.totals();
+    report.timings = crate::Timings {
+        ordered_cpu,
+        worker_wait,
+    };
     Ok(plan.image_bytes())
 }
 
 /// Block 0 (superblock, prefix records, checksum) and the shared xattr area.
-fn write_head<W: Write>(plan: &Plan, w: &mut W) -> std::io::Result<()> {
+fn head(plan: &Plan) -> Vec<u8> {
     let blksz = plan.blksz() as usize;
     let mut head = vec![0u8; plan.data_start as usize * blksz];
     let sb_off = erofs_format::SUPERBLOCK_OFFSET;
     head[sb_off..sb_off + erofs_format::SUPERBLOCK_SIZE]
         .copy_from_slice(plan.superblock.as_bytes());
+    let cfgs = &plan.compr_cfgs;
+    let c = crate::layout::PREFIX_RECORDS_OFFSET as usize;
+    head[c..c + cfgs.len()].copy_from_slice(cfgs);
     let rec = plan.xattrs.prefixes.records();
-    let p = crate::layout::PREFIX_RECORDS_OFFSET as usize;
+    let p = c + cfgs.len();
     head[p..p + rec.len()].copy_from_slice(&rec);
     if !plan.xattrs.shared_area.is_empty() {
         let x = plan.xattr_blkaddr as usize * blksz;
@@ -125,7 +241,7 @@ fn write_head<W: Write>(plan: &Plan, w: &mut W) -> std::io::Result<()> {
     let range = erofs_format::superblock_checksum_range(plan.blkszbits);
     let crc = erofs_format::superblock_checksum(&head[range]);
     head[sb_off + 4..sb_off + 8].copy_from_slice(&crc.to_le_bytes());
-    w.write_all(&head)
+    head
 }
 
 /// What the data stage leaves for the metadata stage.
@@ -133,6 +249,8 @@ struct DataOut {
     tails: Vec<Vec<u8>>,
     digests: Vec<Option<[u8; 32]>>,
     bytes: u64,
+    /// How each file of the compressed area was stored.
+    zfiles: Vec<Option<ZStored>>,
 }
 
 /// Settings shared by every job.
@@ -144,6 +262,8 @@ struct DataCtx<'a> {
     hash: bool,
     /// Worker threads.
     threads: usize,
+    /// Accounts for the in-order and waiting time.
+    clock: &'a Clock,
 }
 
 impl DataCtx<'_> {
@@ -204,6 +324,9 @@ enum DataJob {
         last: bool,
         file: usize,
     },
+    /// All of large or sparse file `inode`, read front to back and hashed by one job that
+    /// writes each piece at its place.
+    Whole(usize),
 }
 
 /// One open file shared by the pieces of a large file. Opening it again per piece could
@@ -274,7 +397,8 @@ fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
 }
 
 /// The data stage's jobs, in image order, and the shared handles of the files read in pieces.
-fn data_jobs(tree: &Tree, plan: &Plan) -> (Vec<DataJob>, Vec<OpenOnce>) {
+/// With `whole`, a large file is one [`DataJob::Whole`] job instead of pieces.
+fn data_jobs(tree: &Tree, plan: &Plan, whole: bool) -> (Vec<DataJob>, Vec<OpenOnce>) {
     let blksz = plan.blksz();
     let mut jobs = Vec::new();
     let mut opened = Vec::new();
@@ -305,29 +429,19 @@ fn data_jobs(tree: &Tree, plan: &Plan) -> (Vec<DataJob>, Vec<OpenOnce>) {
             jobs.push(DataJob::Files(std::mem::take(&mut files)));
             bytes = 0;
         }
-        let whole = if p.layout == DataLayout::FlatInline {
-            0..p.data_blocks * blksz
-        } else {
-            0..p.size
-        };
-        let ranges = match &p.chunk {
-            Some(ch) => ch.data_chunks.clone(),
-            None => std::iter::once(whole).collect(),
-        };
+        if whole {
+            jobs.push(DataJob::Whole(i));
+            continue;
+        }
         let first = jobs.len();
         let file = opened.len();
-        for r in ranges {
-            let mut at = r.start;
-            while at < r.end {
-                let end = (at + PIECE).min(r.end);
-                jobs.push(DataJob::Piece {
-                    inode: i,
-                    range: at..end,
-                    last: false,
-                    file,
-                });
-                at = end;
-            }
+        for range in pieces(plan, i) {
+            jobs.push(DataJob::Piece {
+                inode: i,
+                range,
+                last: false,
+                file,
+            });
         }
         if jobs.len() == first {
             // All holes: one empty piece still checks the size and finishes the digest.
@@ -348,10 +462,211 @@ fn data_jobs(tree: &Tree, plan: &Plan) -> (Vec<DataJob>, Vec<OpenOnce>) {
     (jobs, opened)
 }
 
-fn write_data<W: Write + Send>(
+/// The file ranges of large file `i` stored in data blocks, cut into pieces of at most
+/// [`PIECE`] bytes, in file order. A piece never spans two chunks.
+fn pieces(plan: &Plan, i: usize) -> impl Iterator<Item = Range<u64>> + '_ {
+    let p = &plan.inodes[i];
+    let whole = if p.layout == DataLayout::FlatInline {
+        0..p.data_blocks * plan.blksz()
+    } else {
+        0..p.size
+    };
+    let ranges = match &p.chunk {
+        Some(ch) => ch.data_chunks.clone(),
+        None => vec![whole],
+    };
+    ranges.into_iter().flat_map(|r| {
+        (r.start..r.end)
+            .step_by(PIECE as usize)
+            .map(move |at| at..(at + PIECE).min(r.end))
+    })
+}
+
+/// The image offset of byte `at` of file `i`, which lies in a data block.
+fn data_offset(plan: &Plan, i: usize, at: u64) -> u64 {
+    let p = &plan.inodes[i];
+    let blk = match &p.chunk {
+        Some(ch) => {
+            let ci = (at >> ch.chunkbits) as usize;
+            return (u64::from(ch.table[ci]) << plan.blkszbits)
+                + (at - ((ci as u64) << ch.chunkbits));
+        }
+        None => u64::from(p.startblk),
+    };
+    (blk << plan.blkszbits) + at
+}
+
+/// The image offset where a data job's buffer goes.
+fn job_offset(plan: &Plan, job: &DataJob) -> u64 {
+    match job {
+        DataJob::Files(list) => u64::from(plan.inodes[list[0]].startblk) << plan.blkszbits,
+        DataJob::Piece { inode, range, .. } => data_offset(plan, *inode, range.start),
+        DataJob::Whole(inode) => data_offset(plan, *inode, 0),
+    }
+}
+
+fn write_data(
     ctx: DataCtx<'_>,
     buffers: &BufPool,
-    w: &mut W,
+    out: &mut Out<'_>,
+    progress: &dyn Progress,
+) -> Result<DataOut, BuildError> {
+    match out {
+        Out::At(file) => write_data_at(ctx, buffers, file, progress),
+        Out::Stream(w) => write_data_stream(ctx, buffers, *w, progress),
+    }
+}
+
+/// Small per-job results of the positioned data stage.
+#[derive(Default)]
+struct JobResult {
+    /// Inline tails and digests: (inode, tail, digest).
+    files: Vec<(usize, Vec<u8>, Option<[u8; 32]>)>,
+    /// Regular-file bytes read.
+    bytes: u64,
+}
+
+/// The data stage into a seekable file: every job writes its own bytes; nothing is ordered.
+fn write_data_at(
+    ctx: DataCtx<'_>,
+    buffers: &BufPool,
+    file: &File,
+    progress: &dyn Progress,
+) -> Result<DataOut, BuildError> {
+    let (tree, plan) = (ctx.tree, ctx.plan);
+    let (jobs, opened) = data_jobs(tree, plan, ctx.hash);
+    // The longest jobs (whole large files) first, largest first, so that they overlap with
+    // everything else instead of running alone at the end.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&k| match &jobs[k] {
+        DataJob::Whole(i) => (0, std::cmp::Reverse(plan.inodes[*i].size), k),
+        _ => (1, std::cmp::Reverse(0), k),
+    });
+    let results = run_unordered(jobs.len(), ctx.threads, ctx.clock, |k| {
+        let job = &jobs[order[k]];
+        let at = job_offset(plan, job);
+        let done = match job {
+            DataJob::Files(list) => run_files(ctx, list, buffers)?,
+            DataJob::Piece {
+                inode,
+                range,
+                last,
+                file: f,
+            } => run_piece(ctx, *inode, range.clone(), *last, &opened[*f], buffers)?,
+            DataJob::Whole(inode) => return run_whole(ctx, *inode, buffers, file, progress),
+        };
+        file.write_all_at(&done.buf[..done.len], at)
+            .map_err(BuildError::Output)?;
+        let mut r = JobResult::default();
+        let (mut nfiles, mut holes) = (0u64, 0u64);
+        for (i, tail, digest) in done.files {
+            if let Kind::Regular(c) = &tree.inodes[i].kind {
+                nfiles += 1;
+                r.bytes += c.size;
+            }
+            r.files.push((i, tail, digest));
+        }
+        if let Some(piece) = done.piece {
+            r.bytes += piece.data as u64;
+            if let Some(tail) = piece.last {
+                nfiles += 1;
+                r.bytes += tail.len() as u64;
+                holes = hole_bytes(ctx, piece.inode);
+                r.files.push((piece.inode, tail, None));
+            }
+        }
+        buffers.put(done.buf);
+        progress.advance(nfiles, r.bytes + holes);
+        Ok(r)
+    })?;
+    let n = tree.inodes.len();
+    let mut out = DataOut {
+        tails: vec![Vec::new(); n],
+        digests: vec![None; n],
+        bytes: 0,
+        zfiles: Vec::new(),
+    };
+    ctx.clock.in_order(|| {
+        for r in results {
+            out.bytes += r.bytes;
+            for (i, tail, digest) in r.files {
+                out.tails[i] = tail;
+                out.digests[i] = digest;
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// Bytes of sparse file `i` that are holes (never read, but counted as done).
+fn hole_bytes(ctx: DataCtx<'_>, i: usize) -> u64 {
+    match (&ctx.tree.inodes[i].kind, &ctx.plan.inodes[i].chunk) {
+        (Kind::Regular(c), Some(ch)) => {
+            c.size - ch.data_chunks.iter().map(|r| r.end - r.start).sum::<u64>()
+        }
+        _ => 0,
+    }
+}
+
+/// A [`DataJob::Whole`] job: reads large file `i` front to back one piece at a time, hashes
+/// it and writes each piece at its place.
+fn run_whole(
+    ctx: DataCtx<'_>,
+    i: usize,
+    buffers: &BufPool,
+    file: &File,
+    progress: &dyn Progress,
+) -> Result<JobResult, BuildError> {
+    let Kind::Regular(c) = &ctx.tree.inodes[i].kind else {
+        unreachable!("only regular files are read whole")
+    };
+    let p = &ctx.plan.inodes[i];
+    let blksz = ctx.plan.blksz() as usize;
+    let src = Source::open(c, &mut DirCache::default())?;
+    let mut hasher = ctx.hash.then(Sha256::new);
+    let mut buf = buffers.get(PIECE as usize);
+    let mut pos = 0u64;
+    let mut bytes = 0u64;
+    for range in pieces(ctx.plan, i) {
+        let data = (range.end - range.start) as usize;
+        let len = data.next_multiple_of(blksz);
+        src.read_exact_at(&mut buf[..data], range.start, c.size)?;
+        buf[data..len].fill(0);
+        if let Some(h) = &mut hasher {
+            hash_zeros(h, range.start - pos);
+            h.update(&buf[..data]);
+        }
+        pos = range.end;
+        file.write_all_at(&buf[..len], data_offset(ctx.plan, i, range.start))
+            .map_err(BuildError::Output)?;
+        bytes += data as u64;
+        progress.advance(0, data as u64);
+    }
+    buffers.put(buf);
+    let tail_from = if p.layout == DataLayout::FlatInline {
+        p.data_blocks * ctx.plan.blksz()
+    } else {
+        c.size
+    };
+    let tail = src.read_end(tail_from, c.size)?;
+    let digest = hasher.map(|mut h| {
+        h.update(&tail);
+        hash_zeros(&mut h, c.size - pos - tail.len() as u64);
+        h.finalize().into()
+    });
+    bytes += tail.len() as u64;
+    progress.advance(1, tail.len() as u64 + hole_bytes(ctx, i));
+    Ok(JobResult {
+        files: vec![(i, tail, digest)],
+        bytes,
+    })
+}
+
+/// The data stage into a stream: buffers are written in image order.
+fn write_data_stream(
+    ctx: DataCtx<'_>,
+    buffers: &BufPool,
+    w: &mut (dyn Write + Send),
     progress: &dyn Progress,
 ) -> Result<DataOut, BuildError> {
     let (tree, plan) = (ctx.tree, ctx.plan);
@@ -360,22 +675,16 @@ fn write_data<W: Write + Send>(
         tails: vec![Vec::new(); n],
         digests: vec![None; n],
         bytes: 0,
+        zfiles: Vec::new(),
     };
-    let (files, bytes) = tree
-        .inodes
-        .iter()
-        .fold((0u64, 0u64), |(f, b), i| match &i.kind {
-            Kind::Regular(c) if c.size > 0 => (f + 1, b + c.size),
-            _ => (f, b),
-        });
-    progress.totals(files, bytes);
-    let (jobs, opened) = data_jobs(tree, plan);
+    let (jobs, opened) = data_jobs(tree, plan, false);
     let mut written = 0u64;
     let mut hasher = PieceHasher::default();
     run_ordered(
         jobs.len(),
         ctx.threads,
         ctx.window(),
+        ctx.clock,
         |k| match &jobs[k] {
             DataJob::Files(list) => run_files(ctx, list, buffers),
             DataJob::Piece {
@@ -384,6 +693,7 @@ fn write_data<W: Write + Send>(
                 last,
                 file,
             } => run_piece(ctx, *inode, range.clone(), *last, &opened[*file], buffers),
+            DataJob::Whole(_) => unreachable!("a stream reads large files in pieces"),
         },
         |done| {
             w.write_all(&done.buf[..done.len])
@@ -409,10 +719,7 @@ fn write_data<W: Write + Send>(
                         nbytes += tail.len() as u64;
                         out.tails[piece.inode] = tail.clone();
                         // Holes are never read, but the bar counts them as done.
-                        if let Some(ch) = &plan.inodes[piece.inode].chunk {
-                            let stored: u64 = ch.data_chunks.iter().map(|r| r.end - r.start).sum();
-                            holes = c.size - stored;
-                        }
+                        holes = hole_bytes(ctx, piece.inode);
                     }
                     if ctx.hash {
                         hasher.feed(&done.buf[..piece.data], &piece, c.size);
@@ -805,7 +1112,10 @@ fn encode_dir(
 
 /// Files read in the metadata stage: regular files whose whole content is an inline tail.
 fn tail_only_file(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
-    matches!(&inode.kind, Kind::Regular(c) if c.size > 0) && p.data_blocks == 0 && p.chunk.is_none()
+    matches!(&inode.kind, Kind::Regular(c) if c.size > 0)
+        && p.data_blocks == 0
+        && p.chunk.is_none()
+        && !p.compressed
 }
 
 /// What a metadata job hands to the writing thread.
@@ -819,11 +1129,11 @@ struct MetaDone {
 
 /// The metadata area: inode items in `meta_order` with their xattr bodies, inline tails and
 /// chunk tables, then zeroes to the end of the image.
-fn write_meta<W: Write + Send>(
+fn write_meta(
     ctx: DataCtx<'_>,
     buffers: &BufPool,
     data: &mut DataOut,
-    w: &mut W,
+    out: &mut Out<'_>,
     progress: &dyn Progress,
     fingerprinted: &mut Vec<(usize, [u8; 32])>,
 ) -> Result<(), BuildError> {
@@ -831,6 +1141,7 @@ fn write_meta<W: Write + Send>(
     let order = &plan.meta_order;
     // The root is always an item, so there is a last job, and it pads to the image end.
     let jobs = order.len().div_ceil(META_JOB);
+    let meta_base = plan.meta_start * plan.blksz();
     let meta_bytes = (plan.total_blocks - plan.meta_start) * plan.blksz();
     // Job k covers the area from its first item to the next job's first item, so padding
     // between items is part of the job before it.
@@ -844,51 +1155,69 @@ fn write_meta<W: Write + Send>(
         }
     };
     let shared: &DataOut = data;
-    let mut done_digests = Vec::new();
-    let mut bytes = 0u64;
-    run_ordered(
-        jobs,
-        ctx.threads,
-        ctx.window(),
-        |k| {
-            let (from, to) = (start_of(k), start_of(k + 1));
-            let mut buf = buffers.get(0);
-            buf.clear();
-            let mut out = MetaDone {
-                buf: Vec::new(),
-                digests: Vec::new(),
-                files: 0,
-                bytes: 0,
-            };
-            let mut dirs = DirCache::default();
-            for &i in &order[k * META_JOB..((k + 1) * META_JOB).min(order.len())] {
-                let p = &plan.inodes[i];
-                buf.resize((p.meta_offset - from) as usize, 0);
-                let digest = encode_item(ctx, shared, i, &mut buf, &mut dirs)?;
-                if tail_only_file(&ctx.tree.inodes[i], p) {
-                    out.files += 1;
-                    out.bytes += p.size;
-                    if let Some(d) = digest {
-                        out.digests.push((i, d));
-                    }
+    let encode = |k: usize| -> Result<MetaDone, BuildError> {
+        let (from, to) = (start_of(k), start_of(k + 1));
+        let mut buf = buffers.get(0);
+        buf.clear();
+        let mut out = MetaDone {
+            buf: Vec::new(),
+            digests: Vec::new(),
+            files: 0,
+            bytes: 0,
+        };
+        let mut dirs = DirCache::default();
+        for &i in &order[k * META_JOB..((k + 1) * META_JOB).min(order.len())] {
+            let p = &plan.inodes[i];
+            buf.resize((p.meta_offset - from) as usize, 0);
+            let digest = encode_item(ctx, shared, i, &mut buf, &mut dirs)?;
+            if tail_only_file(&ctx.tree.inodes[i], p) {
+                out.files += 1;
+                out.bytes += p.size;
+                if let Some(d) = digest {
+                    out.digests.push((i, d));
                 }
             }
-            debug_assert!(buf.len() as u64 <= to - from);
-            buf.resize((to - from) as usize, 0);
-            out.buf = buf;
-            Ok(out)
-        },
-        |done| {
-            w.write_all(&done.buf).map_err(BuildError::Output)?;
-            buffers.put(done.buf);
-            done_digests.extend(done.digests);
-            bytes += done.bytes;
-            if done.files > 0 {
-                progress.advance(done.files, done.bytes);
-            }
-            Ok(())
-        },
-    )?;
+        }
+        debug_assert!(buf.len() as u64 <= to - from);
+        buf.resize((to - from) as usize, 0);
+        out.buf = buf;
+        Ok(out)
+    };
+    let mut done_digests = Vec::new();
+    let mut bytes = 0u64;
+    // Frees the buffer of a written job and reports its files.
+    let finish = |mut done: MetaDone| {
+        buffers.put(std::mem::take(&mut done.buf));
+        if done.files > 0 {
+            progress.advance(done.files, done.bytes);
+        }
+        done
+    };
+    match out {
+        Out::At(file) => {
+            let results = run_unordered(jobs, ctx.threads, ctx.clock, |k| {
+                let done = encode(k)?;
+                file.write_all_at(&done.buf, meta_base + start_of(k))
+                    .map_err(BuildError::Output)?;
+                Ok(finish(done))
+            })?;
+            ctx.clock.in_order(|| {
+                for done in results {
+                    done_digests.extend(done.digests);
+                    bytes += done.bytes;
+                }
+            });
+        }
+        Out::Stream(w) => {
+            run_ordered(jobs, ctx.threads, ctx.window(), ctx.clock, encode, |done| {
+                w.write_all(&done.buf).map_err(BuildError::Output)?;
+                let done = finish(done);
+                done_digests.extend(done.digests);
+                bytes += done.bytes;
+                Ok(())
+            })?
+        }
+    }
     data.bytes += bytes;
     fingerprinted.extend(done_digests);
     // The data stage's tails are written now.
@@ -946,18 +1275,22 @@ fn encode_item<'a>(
         ))));
     }
     let item_start = out.len();
+    let z = data.zfiles.get(i).and_then(|z| z.as_ref());
+    let layout = p.layout;
     let format = InodeFormat {
         extended: p.extended,
-        layout: p.layout,
+        layout,
         bit4: false,
     }
     .encode();
     let i_u = match &inode.kind {
         Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => erofs_format::encode_rdev(*ma, *mi),
         Kind::Fifo | Kind::Socket => 0,
-        _ => match &p.chunk {
-            Some(ch) => u32::from(ch.chunkbits - plan.blkszbits),
-            None => p.startblk,
+        _ => match (&p.chunk, z) {
+            (Some(ch), _) => u32::from(ch.chunkbits - plan.blkszbits),
+            // `compressed_blocks`: the blocks of the file's pclusters.
+            (None, Some(ZStored::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
+            (None, _) => p.startblk,
         },
     };
     let ino = (i + 1) as u32;
@@ -1007,10 +1340,20 @@ fn encode_item<'a>(
         for &b in &ch.table {
             out.extend_from_slice(&b.to_le_bytes());
         }
+    } else if let Some(ZStored::Compressed(ext)) = z {
+        zdata::encode_indexes(
+            ext,
+            p.size,
+            plan.blkszbits,
+            plan.big_pclusters,
+            plan.algorithm,
+            item_start,
+            out,
+        );
     } else {
         out.extend_from_slice(tail);
     }
-    debug_assert!(p.startblk != NULL_ADDR || p.layout == DataLayout::FlatInline);
+    debug_assert!(p.startblk != NULL_ADDR || layout == DataLayout::FlatInline);
     Ok(own_digest)
 }
 

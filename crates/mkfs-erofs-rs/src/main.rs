@@ -105,6 +105,12 @@ struct Cli {
     /// Worker threads (default: one per CPU).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
     threads: usize,
+    /// Compress regular files: `ALG[,LEVEL]` with lz4 or lz4hc (levels 0..=12, default 9).
+    #[arg(short = 'z', value_name = "ALG[,LEVEL]")]
+    compress: Option<String>,
+    /// Largest pcluster in bytes, a multiple of the block size (default: one block).
+    #[arg(short = 'C', value_name = "BYTES", requires = "compress")]
+    pcluster: Option<u32>,
 }
 
 fn options_from(cli: &Cli) -> Result<Options> {
@@ -187,6 +193,14 @@ fn options_from(cli: &Cli) -> Result<Options> {
         exclude_regexes: cli.exclude_regex.clone(),
         keep_going: cli.keep_going,
         threads: cli.threads,
+        compression: match &cli.compress {
+            Some(z) => {
+                let mut c = erofs_builder::compress::CompressOptions::parse(z)?;
+                c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
+                Some(c)
+            }
+            None => None,
+        },
     })
 }
 
@@ -299,6 +313,20 @@ fn run(cli: &Cli) -> Result<()> {
         .with_context(|| format!("building {}", cli.image.display()))?;
     if let Some(b) = &bar.bar {
         b.finish_and_clear();
+    }
+    if bar.timings.is_some() {
+        // The serial share of the build: CPU time on the in-order path over all CPU time.
+        let cpu = cpu_seconds().unwrap_or(0.0);
+        let ordered = report.timings.ordered_cpu.as_secs_f64();
+        eprintln!(
+            "in-order cpu {ordered:.3}s ({:.1}% of {cpu:.2}s cpu), workers waited {:.3}s",
+            if cpu > 0.0 {
+                100.0 * ordered / cpu
+            } else {
+                0.0
+            },
+            report.timings.worker_wait.as_secs_f64()
+        );
     }
     if !report.skipped.is_empty() {
         eprintln!("skipped {} files (--keep-going):", report.skipped.len());

@@ -1,0 +1,358 @@
+//! The compressed stage: compressed files' data, after the plain data and before the
+//! metadata.
+//!
+//! Every file is cut into segments at fixed offsets (a multiple of the block size, from the
+//! pcluster size alone). Workers read, hash and compress segments in parallel; the ordered
+//! step only gives each segment's pclusters their address (the next free block) and writes
+//! them there. A file of several segments is hashed by its segments in file order: each
+//! segment waits for the one before it to have fed the file's hash (a chain per file,
+//! run on the workers, not on the ordered step). Segments are handed out in order, so the
+//! segment a worker waits for is always already running: no deadlock.
+//!
+//! A file of one segment that compression does not shrink (mkfs.erofs's rule: pclusters
+//! plus the legacy index size reach the file size) is stored flat instead; a file of
+//! several segments keeps its PLAIN pclusters, because its first segments are already
+//! written when the last is compressed.
+
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::{Condvar, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
+use crate::compress::{CompressOptions, Compressed, Extent, compress_segment, full_indexes};
+use crate::layout::{Prelude, ZArea, ZStored, compressible, inline_fits};
+use crate::pipeline::{Clock, run_ordered};
+use crate::tree::{Kind, Tree};
+use crate::{BuildError, Options, Progress};
+
+/// What the compressed stage works from.
+#[derive(Clone, Copy)]
+pub(super) struct ZCtx<'a> {
+    pub tree: &'a Tree,
+    pub options: &'a Options,
+    pub pre: &'a Prelude,
+    /// Compute sha256 digests.
+    pub hash: bool,
+    pub threads: usize,
+    pub clock: &'a Clock,
+}
+
+/// What the compressed stage produced.
+pub(super) struct ZOut {
+    pub area: ZArea,
+    /// Digests of the files read here.
+    pub digests: Vec<(usize, [u8; 32])>,
+    /// Source bytes read.
+    pub bytes: u64,
+}
+
+/// Input bytes of small files gathered into one job.
+const JOB_BYTES: u64 = 1 << 20;
+/// Files per job at most.
+const JOB_FILES: usize = 256;
+
+/// One segment of a compressed file.
+struct Seg {
+    inode: usize,
+    range: Range<u64>,
+    /// Index of the file's [`Chain`] and [`OpenOnce`] when it has several segments.
+    multi: Option<usize>,
+}
+
+/// The hash of a file of several segments, fed in segment order.
+struct Chain {
+    /// Bytes hashed so far, the hash (taken at the end), and whether a segment failed.
+    state: Mutex<(u64, Option<Sha256>, bool)>,
+    turn: Condvar,
+}
+
+impl Chain {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new((0, Some(Sha256::new()), false)),
+            turn: Condvar::new(),
+        }
+    }
+
+    /// A segment of the file failed: nobody waits for it any longer.
+    fn fail(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).2 = true;
+        self.turn.notify_all();
+    }
+
+    /// Feeds the segment starting at file offset `at`, once the file's hash has reached it.
+    /// Returns the digest after the last segment (`end`).
+    fn feed(&self, at: u64, data: &[u8], end: bool) -> Option<[u8; 32]> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.0 != at {
+            if st.2 {
+                // The build fails with that segment's error; this digest is never used.
+                return None;
+            }
+            st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(h) = &mut st.1 {
+            h.update(data);
+        }
+        st.0 += data.len() as u64;
+        let digest = if end {
+            st.1.take().map(|h| h.finalize().into())
+        } else {
+            None
+        };
+        self.turn.notify_all();
+        digest
+    }
+}
+
+/// What a job hands to the ordered step for one segment.
+struct SegOut {
+    inode: usize,
+    /// Compressed pclusters, or (`flat`) the file's raw blocks.
+    z: Compressed,
+    /// Compression gained nothing: `z.data` holds the raw blocks, and this the inline tail.
+    flat: Option<Vec<u8>>,
+    digest: Option<[u8; 32]>,
+    /// Source bytes read.
+    bytes: u64,
+    /// The file's last segment.
+    last: bool,
+}
+
+/// Writes the compressed files' data from the first data block on, and reports how each
+/// file was stored.
+pub(super) fn write_compressed(
+    ctx: ZCtx<'_>,
+    z: &CompressOptions,
+    buffers: &BufPool,
+    file: &std::fs::File,
+    progress: &dyn Progress,
+) -> Result<ZOut, BuildError> {
+    let tree = ctx.tree;
+    let blksz = 1u64 << ctx.options.blkszbits;
+    let pcluster = u64::from(z.pcluster_bytes(blksz as u32));
+    // Segments large enough for several pclusters, so that cutting costs little ratio.
+    let seg_len = (4 * pcluster).max(4 << 20);
+    let mut jobs: Vec<Vec<Seg>> = Vec::new();
+    let mut small: Vec<Seg> = Vec::new();
+    let mut small_bytes = 0;
+    let mut multis = 0;
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        let Kind::Regular(c) = &inode.kind else {
+            continue;
+        };
+        if !compressible(inode, ctx.options) {
+            continue;
+        }
+        if c.size <= seg_len {
+            if !small.is_empty() && (small_bytes + c.size > JOB_BYTES || small.len() >= JOB_FILES) {
+                jobs.push(std::mem::take(&mut small));
+                small_bytes = 0;
+            }
+            small_bytes += c.size;
+            small.push(Seg {
+                inode: i,
+                range: 0..c.size,
+                multi: None,
+            });
+            continue;
+        }
+        if !small.is_empty() {
+            jobs.push(std::mem::take(&mut small));
+            small_bytes = 0;
+        }
+        for at in (0..c.size).step_by(seg_len as usize) {
+            jobs.push(vec![Seg {
+                inode: i,
+                range: at..(at + seg_len).min(c.size),
+                multi: Some(multis),
+            }]);
+        }
+        multis += 1;
+    }
+    if !small.is_empty() {
+        jobs.push(small);
+    }
+    let chains: Vec<Chain> = (0..multis).map(|_| Chain::new()).collect();
+    let opened: Vec<OpenOnce> = {
+        let mut counts = vec![0usize; multis];
+        for s in jobs.iter().flatten() {
+            if let Some(m) = s.multi {
+                counts[m] += 1;
+            }
+        }
+        counts.into_iter().map(OpenOnce::new).collect()
+    };
+
+    let compressor = z.primary();
+    let work = |k: usize| -> Result<Vec<SegOut>, BuildError> {
+        let mut outs = Vec::with_capacity(jobs[k].len());
+        let mut dirs = DirCache::default();
+        let mut scratch = Vec::new();
+        for seg in &jobs[k] {
+            let Kind::Regular(c) = &tree.inodes[seg.inode].kind else {
+                unreachable!("only regular files are compressed")
+            };
+            let len = (seg.range.end - seg.range.start) as usize;
+            let last = seg.range.end == c.size;
+            let mut buf = buffers.get(len + 1);
+            let digest = match seg.multi {
+                None => {
+                    Source::open(c, &mut dirs)?.read_whole(&mut buf[..len + 1])?;
+                    ctx.hash.then(|| Sha256::digest(&buf[..len]).into())
+                }
+                Some(m) => {
+                    let read = opened[m].take(c).and_then(|src| {
+                        src.read_exact_at(&mut buf[..len], seg.range.start, c.size)?;
+                        if last {
+                            src.read_end(c.size, c.size)?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = read {
+                        chains[m].fail();
+                        return Err(e);
+                    }
+                    if ctx.hash {
+                        chains[m].feed(seg.range.start, &buf[..len], last)
+                    } else {
+                        None
+                    }
+                }
+            };
+            let mut out = Compressed::default();
+            compress_segment(
+                compressor,
+                &buf[..len],
+                blksz as usize,
+                pcluster as usize,
+                last,
+                &mut out,
+                &mut scratch,
+            );
+            // mkfs.erofs's file-level rule: no gain over the raw size, index included.
+            let legacy_meta = 16 + 8 * c.size.div_ceil(blksz);
+            let flat = if seg.multi.is_none() && out.data.len() as u64 + legacy_meta >= c.size {
+                // Stored flat: full blocks here, the tail inline if it fits its inode's
+                // block (the plan makes the same decision from the same facts).
+                let tail = c.size % blksz;
+                let keep = if inline_fits(ctx.pre, tree, seg.inode, ctx.options, tail) {
+                    len - tail as usize
+                } else {
+                    len
+                };
+                out.extents.clear();
+                out.data.clear();
+                out.data.extend_from_slice(&buf[..keep]);
+                out.data.resize(keep.next_multiple_of(blksz as usize), 0);
+                Some(buf[keep..len].to_vec())
+            } else {
+                None
+            };
+            buffers.put(buf);
+            outs.push(SegOut {
+                inode: seg.inode,
+                z: out,
+                flat,
+                digest,
+                bytes: len as u64,
+                last,
+            });
+        }
+        Ok(outs)
+    };
+
+    let start = ctx.pre.data_start;
+    let mut next = start;
+    let mut extents: Vec<Option<Vec<Extent>>> = Vec::new();
+    extents.resize_with(tree.inodes.len(), || None);
+    let mut zfiles: Vec<Option<ZStored>> = Vec::new();
+    zfiles.resize_with(tree.inodes.len(), || None);
+    let mut digests = Vec::new();
+    let mut bytes_in = 0u64;
+    run_ordered(
+        jobs.len(),
+        ctx.threads,
+        WINDOW_PER_THREAD * ctx.threads.max(1),
+        ctx.clock,
+        work,
+        |outs| {
+            let mut files = 0;
+            let mut bytes = 0;
+            for o in outs {
+                let blocks = o.z.data.len() as u64 / blksz;
+                if next + blocks > u64::from(u32::MAX) {
+                    return Err(BuildError::TooLarge(
+                        "block addresses exceed 32 bits; use a larger block size".into(),
+                    ));
+                }
+                file.write_all_at(&o.z.data, next * blksz)
+                    .map_err(BuildError::Output)?;
+                if let Some(tail) = o.flat {
+                    zfiles[o.inode] = Some(ZStored::Flat {
+                        startblk: next as u32,
+                        tail,
+                    });
+                } else {
+                    let list = extents[o.inode].get_or_insert_with(Vec::new);
+                    list.extend(o.z.extents.iter().map(|e| Extent {
+                        blk: e.blk + next as u32,
+                        ..*e
+                    }));
+                }
+                next += blocks;
+                if o.last {
+                    files += 1;
+                    if let Some(list) = extents[o.inode].take() {
+                        zfiles[o.inode] = Some(ZStored::Compressed(list));
+                    }
+                }
+                if let Some(d) = o.digest {
+                    digests.push((o.inode, d));
+                }
+                bytes += o.bytes;
+            }
+            bytes_in += bytes;
+            progress.advance(files, bytes);
+            Ok(())
+        },
+    )?;
+    Ok(ZOut {
+        area: ZArea {
+            blocks: next - start,
+            files: zfiles,
+        },
+        digests,
+        bytes: bytes_in,
+    })
+}
+
+/// The metadata of a compressed file after its inode and xattr body: the map header, the
+/// reserved bytes and one full index per lcluster. `start` is the item's offset in `out`.
+pub(super) fn encode_indexes(
+    extents: &[Extent],
+    size: u64,
+    blkszbits: u8,
+    big: bool,
+    algorithm: erofs_format::compress::Algorithm,
+    start: usize,
+    out: &mut Vec<u8>,
+) {
+    use erofs_format::compress::{FULL_INDEX_RESERVED, MapHeader, advise};
+    use zerocopy::IntoBytes;
+    let header = start + (out.len() - start).next_multiple_of(8);
+    out.resize(header, 0);
+    let flags = if big {
+        advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
+    } else {
+        0
+    };
+    let h = MapHeader::new(flags, algorithm, algorithm, 0);
+    out.extend_from_slice(h.as_bytes());
+    out.resize(out.len() + FULL_INDEX_RESERVED as usize, 0);
+    for idx in full_indexes(extents, size, blkszbits, big) {
+        out.extend_from_slice(idx.as_bytes());
+    }
+}
