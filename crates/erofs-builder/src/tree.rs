@@ -14,8 +14,22 @@ use std::sync::Arc;
 pub enum DataSource {
     /// A file on the local filesystem, read at write time.
     Path(PathBuf),
-    /// Bytes already in memory (tests, and later small tar members).
+    /// Bytes already in memory (tests, small generated files).
     Bytes(Arc<[u8]>),
+    /// The bytes at an offset of a file the source staged (a tar stream's spool): file byte
+    /// `k` is at `offset + k`. Holes of sparse files are never read.
+    At(StagedData),
+}
+
+/// A region of a staging file that holds one file's content.
+#[derive(Clone, Debug)]
+pub struct StagedData {
+    /// The staging file, shared by every file of the source.
+    pub file: Arc<std::fs::File>,
+    /// Where the content's first byte is.
+    pub offset: u64,
+    /// What errors name: the entry in the source (e.g. a path in the tar stream).
+    pub name: Arc<str>,
 }
 
 /// A regular file's content.

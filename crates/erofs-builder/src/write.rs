@@ -86,6 +86,7 @@ pub fn build_image<W: Write + Send>(
             let path = match &c.source {
                 DataSource::Path(p) => p.display().to_string(),
                 DataSource::Bytes(_) => format!("inode {i}"),
+                DataSource::At(d) => d.name.to_string(),
             };
             let msg =
                 format!("{path}: existing fingerprint xattr differs from the content; replaced");
@@ -232,7 +233,7 @@ impl OpenOnce {
                     slot.0 = Some(Arc::clone(&f));
                     f
                 }
-                Source::Bytes(_) => unreachable!("a path opens as a file"),
+                Source::Bytes(_) | Source::Staged(_) => unreachable!("a path opens as a file"),
             },
         };
         slot.1 = slot.1.saturating_sub(1);
@@ -507,10 +508,12 @@ impl<'a> DirCache<'a> {
     }
 }
 
-/// Reads a file's bytes from the source tree or from memory.
+/// Reads a file's bytes from the source tree, from memory, or from a source's staging file.
 enum Source<'a> {
     File(Arc<File>, &'a Path),
     Bytes(&'a [u8]),
+    /// Staged content does not change under us: no size probes.
+    Staged(&'a crate::tree::StagedData),
 }
 
 impl<'a> Source<'a> {
@@ -543,6 +546,7 @@ impl<'a> Source<'a> {
                 Ok(Self::File(Arc::new(file), p))
             }
             DataSource::Bytes(b) => Ok(Self::Bytes(b)),
+            DataSource::At(d) => Ok(Self::Staged(d)),
         }
     }
 
@@ -550,6 +554,7 @@ impl<'a> Source<'a> {
         let path = match self {
             Self::File(_, p) => p,
             Self::Bytes(_) => Path::new("<memory>"),
+            Self::Staged(d) => Path::new(&*d.name),
         };
         BuildError::ChangedSize {
             path: path.to_path_buf(),
@@ -561,6 +566,7 @@ impl<'a> Source<'a> {
         match self {
             Self::File(_, p) => BuildError::io(p, e),
             Self::Bytes(_) => BuildError::Output(e),
+            Self::Staged(d) => BuildError::io(Path::new(&*d.name), e),
         }
     }
 
@@ -576,6 +582,10 @@ impl<'a> Source<'a> {
                 dst[..size].copy_from_slice(b);
                 Ok(())
             }
+            Self::Staged(d) => d
+                .file
+                .read_exact_at(&mut dst[..size], d.offset)
+                .map_err(|e| self.io(e)),
             Self::File(f, _) => {
                 let mut got = 0;
                 loop {
@@ -611,6 +621,10 @@ impl<'a> Source<'a> {
                 dst.copy_from_slice(src);
                 Ok(())
             }
+            Self::Staged(d) => d
+                .file
+                .read_exact_at(dst, d.offset + at)
+                .map_err(|e| self.io(e)),
             Self::File(f, _) => f.read_exact_at(dst, at).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     self.changed(size)
@@ -638,6 +652,12 @@ impl<'a> Source<'a> {
                 let rest = &b[from as usize..];
                 probe[..rest.len()].copy_from_slice(rest);
                 rest.len()
+            }
+            Self::Staged(d) => {
+                d.file
+                    .read_exact_at(&mut probe[..want], d.offset + from)
+                    .map_err(|e| self.io(e))?;
+                want
             }
             Self::File(f, _) => {
                 let mut got = 0;
