@@ -463,7 +463,11 @@ impl<'a, 'c> Builder<'a, 'c> {
         {
             return Err(entry_err(&e, "symbolic link with an empty target"));
         }
-        let node = self.node_of(&e, kind);
+        let mut node = self.node_of(&e, kind);
+        if matches!(node.kind, NodeKind::Symlink(_)) {
+            // As extraction gives them: the mode of a symlink is not used.
+            node.permissions = 0o777;
+        }
         let existing = self.children(dir).get(last).copied();
         if let (Some(id), NodeKind::Dir(_)) = (existing, &node.kind)
             && matches!(self.nodes[id].kind, NodeKind::Dir(_))

@@ -144,15 +144,15 @@ struct TarArgs {
     /// The tar is gzip-compressed; with FILE, also write the decompressed tar there.
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
           default_missing_value = "")]
-    ungzip: Option<PathBuf>,
+    ungzip: Option<String>,
     /// The tar is zstd-compressed; with FILE, also write the decompressed tar there.
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
           default_missing_value = "")]
-    unzstd: Option<PathBuf>,
+    unzstd: Option<String>,
     /// The tar is xz-compressed; with FILE, also write the decompressed tar there.
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
           default_missing_value = "")]
-    unxz: Option<PathBuf>,
+    unxz: Option<String>,
     /// Print `sha256:<hex>` of the decompressed tar stream (the OCI diff_id) on stdout.
     #[arg(long)]
     print_diff_id: bool,
@@ -365,7 +365,7 @@ fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) 
         "i" | "0" => bail!("--tar=i (index mode) is not implemented yet"),
         other => bail!("--tar={other}: unknown mode (f or headerball)"),
     };
-    let forced: Vec<(Codec, &PathBuf)> = [
+    let forced: Vec<(Codec, &String)> = [
         (Codec::Gzip, &t.ungzip),
         (Codec::Zstd, &t.unzstd),
         (Codec::Xz, &t.unxz),
@@ -379,8 +379,8 @@ fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) 
     let digests = std::sync::Arc::new(std::sync::Mutex::new(input::Digests::default()));
     let dump = forced
         .first()
-        .map(|(_, p)| p.as_path())
-        .filter(|p| !p.as_os_str().is_empty());
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(_, p)| std::path::Path::new(p.as_str()));
     let stream = input::open(
         &cli.source,
         forced.first().map(|(c, _)| *c),
