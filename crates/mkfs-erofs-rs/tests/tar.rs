@@ -329,7 +329,7 @@ fn t01_ustar_prefix_and_name_make_a_long_path() {
     let dir = format!("{}/{}", "p".repeat(59), "q".repeat(60));
     let mut t = Tar::default();
     let mut d = h(&dir[60..], b'5');
-    d.prefix = dir[..59].as_bytes().to_vec();
+    d.prefix = dir.as_bytes()[..59].to_vec();
     t.entry(d, b"");
     let mut e = h("file-after-prefix", b'0');
     e.prefix = dir.as_bytes().to_vec();
@@ -1142,4 +1142,41 @@ fn t33_same_input_same_bytes_whatever_the_user_and_threads() {
     let one = std::fs::read(&build(&bytes_in, &["-j1"]).ok().img).unwrap();
     let four = std::fs::read(&build(&bytes_in, &["-j4"]).ok().img).unwrap();
     assert_eq!(one, four);
+}
+
+#[test]
+fn containerds_command_with_the_layer_on_stdin_makes_a_mountable_image() {
+    let mut t = Tar::default();
+    t.dir("etc")
+        .file("etc/os-release", b"ID=test\n")
+        .file(".wh.old", b"");
+    let layer = t.finish();
+    let dir = tempdir();
+    let img = dir.path().join("layer.erofs");
+    let mut child = Command::new(mkfs_bin())
+        .args([
+            "--tar=f",
+            "--aufs",
+            "--quiet",
+            "-Enoinline_data",
+            "-U",
+            "6a4ac6d4-9e4d-4d9f-bb4c-1f5e3f0c2a11",
+            "-",
+        ])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &layer).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let s = snap_image(&img, ALL);
+    assert_eq!(get(&s, "etc/os-release").content, content(b"ID=test\n"));
+    assert_eq!(get(&s, "old").kind, 'c');
+    if let Some(m) = Mount::new(&img) {
+        assert_eq!(
+            std::fs::read(m.path().join("etc/os-release")).unwrap(),
+            b"ID=test\n"
+        );
+    }
 }
