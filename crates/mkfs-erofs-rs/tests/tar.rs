@@ -10,169 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use erofs_testkit::tar::{Tar, base256, h};
 use sha2::{Digest, Sha256};
-
-// ---------------------------------------------------------------------------------------
-// A tar writer for tests: every field is set on purpose, and any byte can be patched.
-
-#[derive(Clone)]
-struct H {
-    name: Vec<u8>,
-    flag: u8,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: i64,
-    link: Vec<u8>,
-    dev: (u32, u32),
-    prefix: Vec<u8>,
-    magic: &'static [u8; 8],
-    /// Raw bytes written over the header before the checksum.
-    patch: Vec<(usize, Vec<u8>)>,
-    /// The size field; `None`: the data length.
-    size: Option<u64>,
-    signed_checksum: bool,
-}
-
-const USTAR: &[u8; 8] = b"ustar\x0000";
-const GNU: &[u8; 8] = b"ustar  \0";
-const V7: &[u8; 8] = &[0; 8];
-
-fn h(name: &str, flag: u8) -> H {
-    assert!(name.len() <= 100, "{name}: use a prefix, L or PAX");
-    H {
-        name: name.as_bytes().to_vec(),
-        flag,
-        mode: if flag == b'5' { 0o755 } else { 0o644 },
-        uid: 0,
-        gid: 0,
-        mtime: EPOCH,
-        link: Vec::new(),
-        dev: (0, 0),
-        prefix: Vec::new(),
-        magic: USTAR,
-        patch: Vec::new(),
-        size: None,
-        signed_checksum: false,
-    }
-}
-
-impl H {
-    fn mode(mut self, m: u32) -> Self {
-        self.mode = m;
-        self
-    }
-    fn owner(mut self, uid: u64, gid: u64) -> Self {
-        self.uid = uid;
-        self.gid = gid;
-        self
-    }
-    fn link(mut self, l: &str) -> Self {
-        self.link = l.as_bytes().to_vec();
-        self
-    }
-    fn mtime(mut self, t: i64) -> Self {
-        self.mtime = t;
-        self
-    }
-    fn patch(mut self, at: usize, bytes: &[u8]) -> Self {
-        self.patch.push((at, bytes.to_vec()));
-        self
-    }
-}
-
-fn octal(field: &mut [u8], v: u64) {
-    let s = format!("{:0w$o}", v, w = field.len() - 1);
-    field[..s.len()].copy_from_slice(s.as_bytes());
-}
-
-#[derive(Default)]
-struct Tar {
-    out: Vec<u8>,
-}
-
-impl Tar {
-    fn header(&mut self, h: &H, size: u64) {
-        let mut b = [0u8; 512];
-        b[..h.name.len()].copy_from_slice(&h.name);
-        octal(&mut b[100..108], h.mode as u64);
-        octal(&mut b[108..116], h.uid);
-        octal(&mut b[116..124], h.gid);
-        octal(&mut b[124..136], h.size.unwrap_or(size));
-        octal(&mut b[136..148], h.mtime.max(0) as u64);
-        b[156] = h.flag;
-        b[157..157 + h.link.len()].copy_from_slice(&h.link);
-        b[257..265].copy_from_slice(h.magic);
-        if h.magic != V7 {
-            octal(&mut b[329..337], h.dev.0 as u64);
-            octal(&mut b[337..345], h.dev.1 as u64);
-        }
-        b[345..345 + h.prefix.len()].copy_from_slice(&h.prefix);
-        for (at, bytes) in &h.patch {
-            b[*at..at + bytes.len()].copy_from_slice(bytes);
-        }
-        b[148..156].fill(b' ');
-        let sum: i64 = if h.signed_checksum {
-            b.iter().map(|&x| x as i8 as i64).sum()
-        } else {
-            b.iter().map(|&x| x as i64).sum()
-        };
-        let s = format!("{:06o}\0 ", sum as u64 & 0o777777);
-        b[148..156].copy_from_slice(s.as_bytes());
-        self.out.extend_from_slice(&b);
-    }
-
-    fn data(&mut self, data: &[u8]) {
-        self.out.extend_from_slice(data);
-        let pad = data.len().next_multiple_of(512) - data.len();
-        self.out.extend(std::iter::repeat_n(0u8, pad));
-    }
-
-    fn entry(&mut self, h: H, data: &[u8]) -> &mut Self {
-        self.header(&h, data.len() as u64);
-        self.data(data);
-        self
-    }
-
-    fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
-        self.entry(h(name, b'0'), data)
-    }
-
-    fn dir(&mut self, name: &str) -> &mut Self {
-        self.entry(h(name, b'5'), b"")
-    }
-
-    /// A PAX record block (`x`, or `g` for global) for the next entry.
-    fn pax(&mut self, flag: u8, recs: &[(&str, &[u8])]) -> &mut Self {
-        let mut body = Vec::new();
-        for (k, v) in recs {
-            let rest = k.len() + v.len() + 3;
-            let mut len = rest + 1;
-            while format!("{len}").len() + rest != len {
-                len += 1;
-            }
-            body.extend_from_slice(format!("{len} {k}=").as_bytes());
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
-        self.entry(h("././@PaxHeader", flag), &body)
-    }
-
-    /// A GNU `L` or `K` record.
-    fn gnu_long(&mut self, flag: u8, value: &str) -> &mut Self {
-        let mut v = value.as_bytes().to_vec();
-        v.push(0);
-        let mut hd = h("././@LongLink", flag);
-        hd.magic = GNU;
-        self.entry(hd, &v)
-    }
-
-    fn finish(&mut self) -> Vec<u8> {
-        let mut v = std::mem::take(&mut self.out);
-        v.extend_from_slice(&[0u8; 1024]);
-        v
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Running mkfs and reading the result.
@@ -394,16 +233,6 @@ fn t03_gnu_long_names_and_links_and_pax_path_wins_over_l() {
     assert_eq!(get(&s, "g/from-pax").content, content(b"pax wins"));
     assert!(!s.contains_key(&b"g/from-L"[..]));
     same_as_gnu_tar(&b, &[]);
-}
-
-fn base256(width: usize, v: i64) -> Vec<u8> {
-    let mut f = vec![if v < 0 { 0xff } else { 0 }; width];
-    let be = v.to_be_bytes();
-    f[width - 8..].copy_from_slice(&be);
-    if v >= 0 {
-        f[0] = 0x80;
-    }
-    f
 }
 
 #[test]
@@ -1179,4 +1008,100 @@ fn containerds_command_with_the_layer_on_stdin_makes_a_mountable_image() {
             b"ID=test\n"
         );
     }
+}
+
+/// An archive with every extension the reader knows, for the mutation test.
+fn varied_archive() -> Vec<u8> {
+    let mut t = Tar::default();
+    t.pax(b'g', &[("SCHILY.xattr.user.g", b"1")]);
+    t.entry(h("./", b'5'), b"").dir("d");
+    t.pax(
+        b'x',
+        &[
+            ("path", b"d/pax-name"),
+            ("mtime", b"-1.25"),
+            ("LIBARCHIVE.xattr.user.a%3Db", b"aGk"),
+        ],
+    )
+    .file("x", b"pax data");
+    t.gnu_long(b'L', &format!("d/{}", "l".repeat(150)))
+        .file("y", &[9u8; 1500]);
+    t.entry(h("d/hard", b'1').link("d/pax-name"), b"");
+    t.entry(h("d/sym", b'2').link("pax-name"), b"");
+    // PAX sparse 0.1 and 1.0: 4 data bytes at 0 and 8 at 10000 of a 20000-byte file.
+    t.pax(
+        b'x',
+        &[
+            ("GNU.sparse.size", b"20000"),
+            ("GNU.sparse.numblocks", b"2"),
+            ("GNU.sparse.map", b"0,4,10000,8"),
+        ],
+    )
+    .file("d/sparse01", b"headTAILTAIL");
+    let mut data = b"2\n0\n4\n10000\n8\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"headTAILTAIL");
+    t.pax(
+        b'x',
+        &[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"d/sparse10"),
+            ("GNU.sparse.realsize", b"20000"),
+        ],
+    )
+    .entry(h("d/GNUSparseFile.0/sparse10", b'0'), &data);
+    t.file("d/.wh.gone", b"").file(".wh..wh..opq", b"");
+    t.finish()
+}
+
+#[test]
+fn pax_sparse_maps_written_by_hand_expand_to_their_real_size() {
+    let s = build(&varied_archive(), &[]).snap();
+    let mut want = vec![0u8; 20000];
+    want[..4].copy_from_slice(b"head");
+    want[10000..10008].copy_from_slice(b"TAILTAIL");
+    assert_eq!(get(&s, "d/sparse01").content, content(&want));
+    assert_eq!(get(&s, "d/sparse10").content, content(&want));
+    assert!(!s.keys().any(|k| k.starts_with(b"d/GNUSparseFile")));
+}
+
+#[test]
+fn corrupt_streams_fail_cleanly_and_never_panic() {
+    use erofs_builder::tar_source::{TarOptions, TarSource};
+    let seed = varied_archive();
+    let mut rng = erofs_testkit::Rng(0x5eed_7a12);
+    let options = erofs_builder::Options {
+        timestamp: Some(EPOCH),
+        uuid: erofs_builder::UuidChoice::Clear,
+        threads: 1,
+        ..Default::default()
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for round in 0..2000 {
+        let mut bytes = seed.clone();
+        let kind = rng.next_u64() % 4;
+        if kind == 0 {
+            bytes.truncate((rng.next_u64() % seed.len() as u64) as usize);
+        } else {
+            for _ in 0..=kind {
+                let at = (rng.next_u64() % bytes.len() as u64) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+        }
+        let result = std::panic::catch_unwind(|| {
+            let mut src =
+                TarSource::new(std::io::Cursor::new(bytes.clone()), TarOptions::default());
+            let mut out = Vec::new();
+            erofs_builder::build_to_writer(&mut src, &mut out, &options, &erofs_builder::NoProgress)
+                .map(|_| out)
+        });
+        match result {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!("round {round}: the build panicked"),
+        }
+    }
+    // Both outcomes occur, so the mutations reach the parser's checks and past them.
+    assert!(ok > 0 && refused > 0, "{ok} built, {refused} refused");
 }
