@@ -13,6 +13,8 @@ pub const BLOCK: usize = 512;
 /// Bounds on what an extension record may hold in memory.
 const MAX_LONG_NAME: u64 = 64 << 10;
 const MAX_PAX: u64 = 16 << 20;
+/// Bound on a file's size (64 PiB), so that staging offsets never overflow.
+const MAX_FILE_SIZE: u64 = 1 << 56;
 /// Bound on the number of segments of one sparse map.
 const MAX_SPARSE_SEGMENTS: u64 = 1 << 20;
 
@@ -575,6 +577,9 @@ impl<R: Read> TarReader<R> {
             if let Some(n) = name {
                 path = n;
             }
+        }
+        if size > MAX_FILE_SIZE || self.left > MAX_FILE_SIZE {
+            return Err(err(at, Some(&path), format!("size {size} is too large")));
         }
         let data_offset = self.pos;
         if let Some(map) = &sparse {

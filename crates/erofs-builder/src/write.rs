@@ -654,10 +654,12 @@ impl<'a> Source<'a> {
                 rest.len()
             }
             Self::Staged(d) => {
+                // Staged data cannot change: read the tail, no probe.
+                let mut tail = vec![0u8; n];
                 d.file
-                    .read_exact_at(&mut probe[..want], d.offset + from)
+                    .read_exact_at(&mut tail, d.offset + at)
                     .map_err(|e| self.io(e))?;
-                want
+                return Ok(tail);
             }
             Self::File(f, _) => {
                 let mut got = 0;

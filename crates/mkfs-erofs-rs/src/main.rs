@@ -115,12 +115,12 @@ struct Cli {
 /// The `--tar` options.
 #[derive(clap::Args, Debug)]
 struct TarArgs {
-    /// SOURCE is a tar stream: f (file data copied into the image, the default) or
-    /// headerball (headers only; files read as zeroes). gzip, zstd and xz input is detected
-    /// by its magic. Missing parents get 0755, 0:0 and the image time; `..` and absolute
-    /// paths are refused; OCI whiteouts are converted (as --aufs).
+    /// SOURCE is a tar stream: --tar=f copies file data into the image (the default),
+    /// --tar=headerball takes headers only (files read as zeroes). gzip, zstd and xz input
+    /// is detected by its magic. Missing parents get 0755, 0:0 and the image time; `..` and
+    /// absolute paths are refused; OCI whiteouts are converted (as --aufs).
     #[arg(long = "tar", value_name = "MODE", num_args = 0..=1, require_equals = true,
-          default_missing_value = "f")]
+          default_missing_value = "f", overrides_with = "mode")]
     mode: Option<String>,
     /// Convert OCI whiteouts to overlayfs form (the default with --tar): `.wh.NAME` becomes
     /// a 0/0 character device, `.wh..wh..opq` the trusted.overlay.opaque=y xattr.

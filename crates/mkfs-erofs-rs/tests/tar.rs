@@ -1105,3 +1105,24 @@ fn corrupt_streams_fail_cleanly_and_never_panic() {
     // Both outcomes occur, so the mutations reach the parser's checks and past them.
     assert!(ok > 0 && refused > 0, "{ok} built, {refused} refused");
 }
+
+#[test]
+fn help_mentions_tar_equals_as_containerd_probes_for_it() {
+    let out = Command::new(mkfs_bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--tar="));
+}
+
+#[test]
+fn headerballs_keep_sizes_and_read_as_zeroes() {
+    let mut t = Tar::default();
+    // Headers only: the size field says 10000, no data follows.
+    let mut e = h("f", b'0');
+    e.size = Some(10_000);
+    t.header(&e, 10_000);
+    t.file("g", b"");
+    let b = build(&t.finish(), &["--tar=headerball"]);
+    let s = b.snap();
+    assert_eq!(get(&s, "f").content, content(&[0u8; 10_000]));
+    assert_eq!(get(&s, "g").content, content(b""));
+}
