@@ -201,6 +201,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                     }
                     out.pop();
                 }
+                _ if c.contains(&0) => return Err("a name contains a NUL byte".into()),
                 _ if c.len() > erofs_format::MAX_NAME_LEN => {
                     return Err(format!("a name of {} bytes is longer than 255", c.len()));
                 }

@@ -359,6 +359,9 @@ fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) 
     use erofs_builder::tar_source::{TarOptions, TarSource, Whiteouts};
     use input::Codec;
     let t = &cli.tar;
+    if !cli.exclude_path.is_empty() || !cli.exclude_regex.is_empty() || cli.keep_going {
+        bail!("--exclude-path, --exclude-regex and --keep-going apply to directories, not --tar");
+    }
     let headerball = match mode {
         "f" => false,
         "headerball" => true,

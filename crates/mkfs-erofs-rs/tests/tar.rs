@@ -1126,3 +1126,11 @@ fn headerballs_keep_sizes_and_read_as_zeroes() {
     assert_eq!(get(&s, "f").content, content(&[0u8; 10_000]));
     assert_eq!(get(&s, "g").content, content(b""));
 }
+
+#[test]
+fn names_with_nul_bytes_are_refused() {
+    let mut t = Tar::default();
+    t.pax(b'x', &[("path", b"bad\0name")]).file("x", b"");
+    let err = refused(&t.finish(), &[], "bad", 1024);
+    assert!(err.contains("NUL"), "{err}");
+}

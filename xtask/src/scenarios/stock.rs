@@ -11,6 +11,7 @@ use erofs_guest::plan::{
     ConformanceParams, CorruptCase, CorruptParams, ImageCheck, MountCase, MountOptionsParams,
     PageCacheParams,
 };
+use std::path::PathBuf;
 
 /// The stock scenarios.
 pub fn scenarios() -> Vec<Scenario> {
@@ -19,6 +20,11 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "blocks-4096",
             about: "full tree, 4096-byte blocks, bdev + file-backed",
             prepare: |e| full(e, &[("b4096", opts(4096))]),
+        },
+        Scenario {
+            name: "tar-input",
+            about: "the full tree through GNU tar and --tar=f (4096, 512), fingerprints",
+            prepare: tar_input,
         },
         Scenario {
             name: "blocks-1024",
@@ -189,6 +195,12 @@ fn example(env: &mut Env) -> Result<Prepared> {
 /// Builds each image, attaches it as a disk and inside a carrier disk, and plans a full
 /// comparison of both mounts against the manifest of the source tree.
 pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Result<Prepared> {
+    let src = env.tree(tree)?;
+    conformance_of(env, src, images)
+}
+
+/// [`conformance`] for a source tree given by its path.
+fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Result<Prepared> {
     let mut usable = Vec::new();
     let mut skipped = Vec::new();
     for (label, o) in images {
@@ -200,7 +212,6 @@ pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Res
     if usable.is_empty() {
         return Ok(Prepared::Skip(skipped.join("; ")));
     }
-    let src = env.tree(tree)?;
     let mut boot = Boot::default();
     let mut checks = Vec::new();
     let mut built = Vec::new();
@@ -239,6 +250,35 @@ pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Res
         eprintln!("qemu-test: note: {s}");
     }
     Ok(Prepared::Boot(boot))
+}
+
+/// The full tree as GNU tar carries it (extracted from its own tar, which drops the socket),
+/// built from that tar with `--tar=f` and compared in full with the extracted tree.
+fn tar_input(env: &mut Env) -> Result<Prepared> {
+    if !crate::util::is_root() {
+        return Ok(Prepared::Skip(
+            "extracting with owners and device nodes needs root".into(),
+        ));
+    }
+    let src = env.tree(Tree::Full)?;
+    let norm = env.work.join("trees/full-through-tar");
+    if norm.exists() {
+        std::fs::remove_dir_all(&norm)?;
+    }
+    std::fs::create_dir_all(&norm)?;
+    let script = format!(
+        "tar --xattrs --xattrs-include='*' --format=posix --sparse --numeric-owner -C '{}' -cf - . \
+         | tar --xattrs --xattrs-include='*' --same-owner --numeric-owner -xpf - -C '{}'",
+        src.display(),
+        norm.display()
+    );
+    crate::util::run(std::process::Command::new("sh").arg("-c").arg(script))?;
+    let tar = |bs: u32| Options {
+        tar: true,
+        fingerprint: Some(DEFAULT_FINGERPRINT_XATTR.into()),
+        ..opts(bs)
+    };
+    conformance_of(env, norm, &[("tar4096", tar(4096)), ("tar512", tar(512))])
 }
 
 fn mount_options(env: &mut Env) -> Result<Prepared> {
