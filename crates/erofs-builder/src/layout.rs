@@ -33,6 +33,9 @@ pub struct ChunkPlan {
     pub table: Vec<u32>,
     /// For each chunk with data: its byte range in the file (the last may be short).
     pub data_chunks: Vec<std::ops::Range<u64>>,
+    /// The table is 8-byte chunk indexes into this extra device (the data is not in the
+    /// image); `None`: a 4-byte block map into the image.
+    pub device: Option<u16>,
 }
 
 /// The plan for one inode.
@@ -88,6 +91,10 @@ pub struct Plan {
     pub total_blocks: u64,
     /// The superblock, checksum not yet computed.
     pub superblock: SuperBlock,
+    /// The device table (extra devices 1..), at byte `devt_offset` of block 0.
+    pub devices: Vec<erofs_format::DeviceSlot>,
+    /// Where the device table starts.
+    pub devt_offset: u64,
 }
 
 impl Plan {
@@ -256,6 +263,8 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
+    // Block count of each extra device, as far as files reach into it.
+    let mut device_blocks: Vec<u64> = Vec::new();
     for (i, inode) in tree.inodes.iter().enumerate() {
         let body = &xattrs.bodies[i];
         let xsize = body.bytes.len() as u64;
@@ -294,7 +303,46 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
             inode.kind,
             Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
         );
-        if let Some((bits, map)) = &chunk_map {
+        let blob = match &inode.kind {
+            Kind::Regular(FileContent {
+                size,
+                source: crate::tree::DataSource::Blob(b),
+                ..
+            }) if *size > 0 => Some(*b),
+            _ => None,
+        };
+        if let Some(b) = blob {
+            // One chunk covering the file, pointing at its bytes on the extra device.
+            if b.offset % blksz != 0 || b.device == 0 {
+                return Err(BuildError::InvalidOption(format!(
+                    "inode {i}: data at offset {} of device {} is not block-aligned",
+                    b.offset, b.device
+                )));
+            }
+            let mut bits = blkszbits;
+            while (1u64 << bits) < size && bits < blkszbits + 31 {
+                bits += 1;
+            }
+            let n = size.div_ceil(1 << bits);
+            let table = (0..n)
+                .map(|k| u32::try_from((b.offset >> blkszbits) + (k << (bits - blkszbits))))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| BuildError::TooLarge("device offset exceeds 32-bit blocks".into()))?;
+            let d = usize::from(b.device);
+            if device_blocks.len() < d {
+                device_blocks.resize(d, 0);
+            }
+            device_blocks[d - 1] = device_blocks[d - 1].max((b.offset + size).div_ceil(blksz));
+            any_chunked = true;
+            p.layout = DataLayout::ChunkBased;
+            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(8) + 8 * n);
+            p.chunk = Some(ChunkPlan {
+                chunkbits: bits,
+                table,
+                data_chunks: Vec::new(),
+                device: Some(b.device),
+            });
+        } else if let Some((bits, map)) = &chunk_map {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
             let n = map.len() as u64;
@@ -325,7 +373,20 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
 
     // Block 0 and the shared xattr area.
     let prefix_records = xattrs.prefixes.records();
-    let head_end = PREFIX_RECORDS_OFFSET + prefix_records.len() as u64;
+    let devt_offset = (PREFIX_RECORDS_OFFSET + prefix_records.len() as u64).next_multiple_of(128);
+    let mut devices = Vec::with_capacity(device_blocks.len());
+    for blocks in &device_blocks {
+        let mut slot = <erofs_format::DeviceSlot as zerocopy::FromZeros>::new_zeroed();
+        slot.blocks_lo.set(u32::try_from(*blocks).map_err(|_| {
+            BuildError::TooLarge("an extra device of more than 2^32 blocks".into())
+        })?);
+        devices.push(slot);
+    }
+    let head_end = if devices.is_empty() {
+        PREFIX_RECORDS_OFFSET + prefix_records.len() as u64
+    } else {
+        devt_offset + 128 * devices.len() as u64
+    };
     let mut next_block = head_end.div_ceil(blksz);
     let xattr_blkaddr = if xattrs.shared_area.is_empty() {
         0
@@ -357,6 +418,7 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
                 chunkbits: bits,
                 table,
                 data_chunks,
+                device: None,
             });
             p.data_blocks = 0;
         } else if p.data_blocks > 0 {
@@ -399,6 +461,11 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
     }
+    if !devices.is_empty() {
+        incompat.insert(Incompat::DEVICE_TABLE);
+        sb.extra_devices.set(devices.len() as u16);
+        sb.devt_slotoff.set((devt_offset / 128) as u16);
+    }
     sb.feature_compat.set(compat.bits());
     sb.feature_incompat.set(incompat.bits());
     sb.blkszbits = blkszbits;
@@ -429,6 +496,8 @@ pub fn plan(tree: &Tree, options: &Options) -> Result<Plan, BuildError> {
         meta_order,
         total_blocks,
         superblock: sb,
+        devices,
+        devt_offset,
     })
 }
 

@@ -1052,8 +1052,12 @@ mod tests {
 
     #[test]
     fn pax_records_are_length_prefixed_and_binary_safe() {
-        let r = pax_records(b"11 a=b\0c\nX\n", 0);
-        assert!(r.is_err());
+        // A length past the data, or not ending at a newline.
+        assert!(pax_records(b"12 a=b\n", 0).is_err());
+        assert!(pax_records(b"6 a=bc\n", 0).is_err());
+        // The value may hold newlines: the length decides.
+        let r = pax_records(b"11 a=b\0c\nX\n", 0).unwrap();
+        assert_eq!(r, vec![(b"a".to_vec(), b"b\0c\nX".to_vec())]);
         let r = pax_records(b"10 a=b\0cd\n", 0).unwrap();
         assert_eq!(r, vec![(b"a".to_vec(), b"b\0cd".to_vec())]);
     }

@@ -44,6 +44,9 @@ pub struct TarOptions {
     /// The stream holds headers only (`--tar=headerball`): files keep their sizes and
     /// read as zeroes.
     pub headerball: bool,
+    /// Index mode (`--tar=i`): files are not copied; their chunk indexes point at their data
+    /// in the tar itself, extra device 1 of the image (offsets in the decompressed stream).
+    pub index: bool,
     /// Keep `trusted.overlay.*` and `user.overlay.*` xattrs found in the stream (by default
     /// they are dropped with a warning: a layer must not forge overlay metadata).
     pub keep_overlay_xattrs: bool,
@@ -119,6 +122,12 @@ enum NodeKind {
         size: u64,
         spool_offset: u64,
         ranges: Option<Vec<Range<u64>>>,
+        name: Arc<str>,
+    },
+    /// Index mode: the data stays in the tar, at this stream offset.
+    Blob {
+        size: u64,
+        offset: u64,
         name: Arc<str>,
     },
     Symlink(Vec<u8>),
@@ -452,6 +461,19 @@ impl<'a, 'c> Builder<'a, 'c> {
         let dir = self.parent_dir(&e, parents, true)?;
         let kind = match e.kind {
             EntryKind::HardLink => return self.hard_link(&e, dir, last),
+            EntryKind::Regular if self.opts.index => {
+                if e.sparse.is_some() {
+                    return Err(entry_err(
+                        &e,
+                        "a sparse entry cannot be indexed (its data is condensed); use --tar=f",
+                    ));
+                }
+                NodeKind::Blob {
+                    size: e.size,
+                    offset: e.data_offset,
+                    name: String::from_utf8_lossy(&e.path).into(),
+                }
+            }
             EntryKind::Regular => self.stage(tar, &e)?,
             EntryKind::Directory => NodeKind::Dir(BTreeMap::new()),
             EntryKind::Symlink => NodeKind::Symlink(e.link.clone()),
@@ -620,6 +642,22 @@ fn to_inode(
                 name,
             }),
             data_ranges: ranges,
+            old_fingerprint: node.old_fingerprint,
+            source_id: None,
+        }),
+        NodeKind::Blob { size, offset, name } => Kind::Regular(FileContent {
+            size,
+            source: if size == 0 {
+                // Nothing to point at: an empty staged region.
+                DataSource::At(StagedData {
+                    file: Arc::clone(spool),
+                    offset: 0,
+                    name,
+                })
+            } else {
+                DataSource::Blob(crate::tree::BlobData { device: 1, offset })
+            },
+            data_ranges: None,
             old_fingerprint: node.old_fingerprint,
             source_id: None,
         }),

@@ -19,6 +19,18 @@ pub enum DataSource {
     /// The bytes at an offset of a file the source staged (a tar stream's spool): file byte
     /// `k` is at `offset + k`. Holes of sparse files are never read.
     At(StagedData),
+    /// The bytes lie on an extra device of the image (a tar file kept beside it, in index
+    /// mode): the image refers to them with chunk indexes instead of holding them.
+    Blob(BlobData),
+}
+
+/// Where a file's content lies on an extra device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobData {
+    /// The device id (1 = the first extra device).
+    pub device: u16,
+    /// Byte offset of the content on that device; a multiple of the block size.
+    pub offset: u64,
 }
 
 /// A region of a staging file that holds one file's content.

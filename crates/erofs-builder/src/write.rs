@@ -87,6 +87,7 @@ pub fn build_image<W: Write + Send>(
                 DataSource::Path(p) => p.display().to_string(),
                 DataSource::Bytes(_) => format!("inode {i}"),
                 DataSource::At(d) => d.name.to_string(),
+                DataSource::Blob(_) => format!("inode {i}"),
             };
             let msg =
                 format!("{path}: existing fingerprint xattr differs from the content; replaced");
@@ -119,6 +120,10 @@ fn write_head<W: Write>(plan: &Plan, w: &mut W) -> std::io::Result<()> {
     let rec = plan.xattrs.prefixes.records();
     let p = crate::layout::PREFIX_RECORDS_OFFSET as usize;
     head[p..p + rec.len()].copy_from_slice(&rec);
+    for (k, slot) in plan.devices.iter().enumerate() {
+        let at = plan.devt_offset as usize + k * 128;
+        head[at..at + 128].copy_from_slice(slot.as_bytes());
+    }
     if !plan.xattrs.shared_area.is_empty() {
         let x = plan.xattr_blkaddr as usize * blksz;
         head[x..x + plan.xattrs.shared_area.len()].copy_from_slice(&plan.xattrs.shared_area);
@@ -268,7 +273,10 @@ struct PieceDone {
 /// Inodes handled by the data stage: those with blocks in the data area.
 fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     match &inode.kind {
-        Kind::Regular(c) => c.size > 0 && (p.data_blocks > 0 || p.chunk.is_some()),
+        Kind::Regular(c) => {
+            c.size > 0
+                && (p.data_blocks > 0 || p.chunk.as_ref().is_some_and(|ch| ch.device.is_none()))
+        }
         Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,
         _ => false,
     }
@@ -547,6 +555,9 @@ impl<'a> Source<'a> {
             }
             DataSource::Bytes(b) => Ok(Self::Bytes(b)),
             DataSource::At(d) => Ok(Self::Staged(d)),
+            DataSource::Blob(_) => Err(BuildError::Output(std::io::Error::other(
+                "content on an extra device is not copied into the image",
+            ))),
         }
     }
 
@@ -978,6 +989,10 @@ fn encode_item<'a>(
         Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => erofs_format::encode_rdev(*ma, *mi),
         Kind::Fifo | Kind::Socket => 0,
         _ => match &p.chunk {
+            Some(ch) if ch.device.is_some() => {
+                u32::from(ch.chunkbits - plan.blkszbits)
+                    | u32::from(erofs_format::CHUNK_FORMAT_INDEXES)
+            }
             Some(ch) => u32::from(ch.chunkbits - plan.blkszbits),
             None => p.startblk,
         },
@@ -1022,7 +1037,19 @@ fn encode_item<'a>(
             out[start + off..start + off + 32].copy_from_slice(&d);
         }
     }
-    if let Some(ch) = &p.chunk {
+    if let Some(ch) = &p.chunk
+        && let Some(device) = ch.device
+    {
+        // Chunk indexes are 8-byte aligned (items start 32-byte aligned).
+        let aligned = item_start + (out.len() - item_start).next_multiple_of(8);
+        out.resize(aligned, 0);
+        for &b in &ch.table {
+            let mut e = erofs_format::ChunkIndex::default();
+            e.device_id.set(device);
+            e.startblk_lo.set(b);
+            out.extend_from_slice(e.as_bytes());
+        }
+    } else if let Some(ch) = &p.chunk {
         // The chunk table is 4-byte aligned within the item.
         let aligned = item_start + (out.len() - item_start).next_multiple_of(4);
         out.resize(aligned, 0);

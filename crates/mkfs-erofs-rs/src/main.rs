@@ -116,7 +116,8 @@ struct Cli {
 #[derive(clap::Args, Debug)]
 struct TarArgs {
     /// SOURCE is a tar stream: --tar=f copies file data into the image (the default),
-    /// --tar=headerball takes headers only (files read as zeroes). gzip, zstd and xz input
+    /// --tar=i indexes it (512-byte blocks; files point into the tar, mounted with
+    /// -o device=TAR), --tar=headerball takes headers only (files read as zeroes). gzip, zstd and xz input
     /// is detected by its magic. Missing parents get 0755, 0:0 and the image time; `..` and
     /// absolute paths are refused; OCI whiteouts are converted (as --aufs).
     #[arg(long = "tar", value_name = "MODE", num_args = 0..=1, require_equals = true,
@@ -362,12 +363,21 @@ fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) 
     if !cli.exclude_path.is_empty() || !cli.exclude_regex.is_empty() || cli.keep_going {
         bail!("--exclude-path, --exclude-regex and --keep-going apply to directories, not --tar");
     }
-    let headerball = match mode {
-        "f" => false,
-        "headerball" => true,
-        "i" | "0" => bail!("--tar=i (index mode) is not implemented yet"),
-        other => bail!("--tar={other}: unknown mode (f or headerball)"),
+    let (headerball, index) = match mode {
+        "f" => (false, false),
+        "headerball" => (true, false),
+        "i" | "0" => (false, true),
+        other => bail!("--tar={other}: unknown mode (f, i or headerball)"),
     };
+    let mut options = options.clone();
+    if index {
+        if options.fingerprint.is_some() {
+            bail!("--tar=i copies no data, so it computes no fingerprints");
+        }
+        // Tar data sits at 512-byte offsets: blocks of 512 address all of it.
+        options.blkszbits = 9;
+    }
+    let options = &options;
     let forced: Vec<(Codec, &String)> = [
         (Codec::Gzip, &t.ungzip),
         (Codec::Zstd, &t.unzstd),
@@ -404,6 +414,7 @@ fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) 
             clamp_paths: t.tar_clamp_paths,
             ignore_zeros: t.tar_ignore_zeros,
             headerball,
+            index,
             keep_overlay_xattrs: t.tar_keep_overlay_xattrs,
         },
     );

@@ -1134,3 +1134,87 @@ fn names_with_nul_bytes_are_refused() {
     let err = refused(&t.finish(), &[], "bad", 1024);
     assert!(err.contains("NUL"), "{err}");
 }
+
+/// Attaches `file` read-only to a loop device for as long as the value lives.
+struct Loop(String);
+
+impl Loop {
+    fn new(file: &Path) -> Option<Self> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show", "-r"])
+            .arg(file)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| Self(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn t32_index_mode_points_into_the_tar_and_mounts_with_it_as_device() {
+    let big = bytes(7, 300_000);
+    let mut t = Tar::default();
+    t.dir("d")
+        .file("d/small", b"small")
+        .file("d/big", &big)
+        .file("empty", b"");
+    t.entry(h("d/link", b'1').link("d/big"), b"");
+    t.entry(h("d/sym", b'2').link("big"), b"");
+    t.file("d/small", b"replaced");
+    let bytes_in = t.finish();
+    let copied = build(&bytes_in, &[]);
+    let want = copied.snap();
+    let b = build(&bytes_in, &["--tar=i"]);
+    b.ok();
+    let img_len = std::fs::metadata(&b.img).unwrap().len();
+    assert!(img_len < 16 * 1024, "the index holds data: {img_len} bytes");
+    // The superblock: 512-byte blocks, one extra device, and the device table feature.
+    let sb = &std::fs::read(&b.img).unwrap()[1024..1024 + 128];
+    assert_eq!(sb[12], 9, "blkszbits");
+    assert_ne!(
+        u32::from_le_bytes(sb[80..84].try_into().unwrap()) & 0x8,
+        0,
+        "device_table"
+    );
+    assert_eq!(u16::from_le_bytes(sb[86..88].try_into().unwrap()), 1);
+    if !is_root() {
+        skip_or_fail("mounting with a device needs root");
+        return;
+    }
+    let Some(dev) = Loop::new(&b.tar()) else {
+        skip_or_fail("losetup failed");
+        return;
+    };
+    let mnt = tempdir();
+    let out = Command::new("mount")
+        .args(["-t", "erofs", "-o", &format!("ro,device={}", dev.0)])
+        .arg(&b.img)
+        .arg(mnt.path())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        skip_or_fail(&format!("mount: {}", String::from_utf8_lossy(&out.stderr)));
+        return;
+    }
+    let got = snap_dir(mnt.path(), ALL, &[]);
+    let _ = Command::new("umount").arg(mnt.path()).status();
+    assert_same("--tar=i mounted with the tar vs --tar=f", &want, &got);
+
+    // No fingerprints (no data is read back), no sparse entries (their data is condensed).
+    let b = build(&bytes_in, &["--tar=i", "--fingerprint=sha256"]);
+    assert!(!b.out.status.success() && b.stderr().contains("fingerprints"));
+    let mut t = Tar::default();
+    t.pax(
+        b'x',
+        &[("GNU.sparse.size", b"9000"), ("GNU.sparse.map", b"0,1")],
+    )
+    .file("sparse", b"x");
+    refused(&t.finish(), &["--tar=i"], "sparse", 1024);
+}
