@@ -439,9 +439,9 @@ impl<'a, 'c> Builder<'a, 'c> {
                 self.nodes[dir].opaque = true;
                 return Ok(());
             }
-            if last.starts_with(b".wh..wh.") || last.len() == 4 {
+            if last.starts_with(b".wh..wh.") || matches!(&last[4..], b"" | b"." | b"..") {
                 self.ctx.warn(format!(
-                    "{}: offset {}: aufs-internal name skipped",
+                    "{}: offset {}: aufs-internal or empty whiteout name skipped",
                     String::from_utf8_lossy(&e.path),
                     e.offset
                 ));

@@ -75,7 +75,7 @@ pub fn open(
             src: Some(raw),
             dec: None,
         }),
-        Codec::Xz => Box::new(XzThread::spawn(raw)),
+        Codec::Xz => Box::new(XzThread::spawn(raw).context("starting the xz decoder")?),
     };
     let dump = match dump {
         Some(p) => Some(File::create(p).with_context(|| format!("creating {}", p.display()))?),
@@ -156,17 +156,17 @@ struct XzThread {
 }
 
 impl XzThread {
-    fn spawn<R: BufRead + Send + 'static>(mut src: R) -> Self {
-        let (pipe, mut w) = std::io::pipe().expect("creating a pipe");
+    fn spawn<R: BufRead + Send + 'static>(mut src: R) -> std::io::Result<Self> {
+        let (pipe, mut w) = std::io::pipe()?;
         let thread = std::thread::spawn(move || {
             let r = lzma_rs::xz_decompress(&mut src, &mut w).map_err(|e| format!("xz: {e:?}"));
             drop(w);
             r
         });
-        Self {
+        Ok(Self {
             pipe,
             thread: Some(thread),
-        }
+        })
     }
 }
 
