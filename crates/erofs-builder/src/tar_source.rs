@@ -128,6 +128,7 @@ enum NodeKind {
     Blob {
         size: u64,
         offset: u64,
+        digest: Option<[u8; 32]>,
         name: Arc<str>,
     },
     Symlink(Vec<u8>),
@@ -468,9 +469,24 @@ impl<'a, 'c> Builder<'a, 'c> {
                         "a sparse entry cannot be indexed (its data is condensed); use --tar=f",
                     ));
                 }
+                // The data is read anyway (the stream goes on after it): hash it on the
+                // way past when fingerprints are wanted.
+                let digest = if self.ctx.options.fingerprint.is_some() && e.size > 0 {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    tar.read_data(&e, |_, d| {
+                        h.update(d);
+                        Ok(())
+                    })
+                    .map_err(BuildError::Tar)?;
+                    Some(h.finalize().into())
+                } else {
+                    None
+                };
                 NodeKind::Blob {
                     size: e.size,
                     offset: e.data_offset,
+                    digest,
                     name: String::from_utf8_lossy(&e.path).into(),
                 }
             }
@@ -645,7 +661,12 @@ fn to_inode(
             old_fingerprint: node.old_fingerprint,
             source_id: None,
         }),
-        NodeKind::Blob { size, offset, name } => Kind::Regular(FileContent {
+        NodeKind::Blob {
+            size,
+            offset,
+            digest,
+            name,
+        } => Kind::Regular(FileContent {
             size,
             source: if size == 0 {
                 // Nothing to point at: an empty staged region.
@@ -655,7 +676,11 @@ fn to_inode(
                     name,
                 })
             } else {
-                DataSource::Blob(crate::tree::BlobData { device: 1, offset })
+                DataSource::Blob(crate::tree::BlobData {
+                    device: 1,
+                    offset,
+                    digest,
+                })
             },
             data_ranges: None,
             old_fingerprint: node.old_fingerprint,

@@ -31,6 +31,8 @@ pub struct BlobData {
     pub device: u16,
     /// Byte offset of the content on that device; a multiple of the block size.
     pub offset: u64,
+    /// Its sha256, when the source computed it (the writer reads no blob data).
+    pub digest: Option<[u8; 32]>,
 }
 
 /// A region of a staging file that holds one file's content.

@@ -72,6 +72,16 @@ pub fn build_image<W: Write + Send>(
 
     progress.phase(Phase::Data);
     let mut data = write_data(ctx, &buffers, &mut w, progress)?;
+    // Content on an extra device is never read here: its source hashed it.
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        if let Kind::Regular(FileContent {
+            source: DataSource::Blob(b),
+            ..
+        }) = &inode.kind
+        {
+            data.digests[i] = b.digest;
+        }
+    }
     progress.phase(Phase::Metadata);
     let mut late = Vec::new();
     write_meta(ctx, &buffers, &mut data, &mut w, progress, &mut late)?;
