@@ -159,14 +159,39 @@ impl XzThread {
     fn spawn<R: BufRead + Send + 'static>(mut src: R) -> std::io::Result<Self> {
         let (pipe, mut w) = std::io::pipe()?;
         let thread = std::thread::spawn(move || {
-            let r = lzma_rs::xz_decompress(&mut src, &mut w).map_err(|e| format!("xz: {e:?}"));
-            drop(w);
-            r
+            loop {
+                match lzma_rs::xz_decompress(&mut src, &mut w) {
+                    Ok(()) => return Ok(()),
+                    // lzma-rs reads one stream and refuses what follows, without consuming
+                    // it: after stream padding (zero bytes), another stream may start.
+                    Err(lzma_rs::error::Error::XzError(m))
+                        if m == "Unexpected data after last XZ block" =>
+                    {
+                        skip_zeros(&mut src).map_err(|e| format!("xz: {e}"))?;
+                        if src.fill_buf().map_err(|e| format!("xz: {e}"))?.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(format!("xz: {e:?}")),
+                }
+            }
         });
         Ok(Self {
             pipe,
             thread: Some(thread),
         })
+    }
+}
+
+fn skip_zeros(src: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = src.fill_buf()?;
+        let zeros = buf.iter().take_while(|&&b| b == 0).count();
+        let all = zeros == buf.len();
+        src.consume(zeros);
+        if !all || zeros == 0 {
+            return Ok(());
+        }
     }
 }
 
