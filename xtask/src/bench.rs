@@ -224,7 +224,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Compressed builds against mkfs.erofs 1.5 with the same algorithm; the note gives the
     // image size against 1.5's.
     for alg in ["lz4", "lz4hc"] {
-        let (up_img, rs_img) = (img(&format!("up-{alg}.erofs")), img(&format!("rs-{alg}.erofs")));
+        let (up_img, rs_img) = (
+            img(&format!("up-{alg}.erofs")),
+            img(&format!("rs-{alg}.erofs")),
+        );
         let up_name = format!("mkfs.erofs 1.5 -z{alg}");
         let up = format!("mkfs.erofs -z{alg} {up_img} {t} > /dev/null");
         add(&up_name, &["sh", "-c", &up], Some(&up_img), None, "")?;
@@ -283,6 +286,107 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let _ = std::fs::remove_file(&limg);
         let _ = std::fs::remove_dir_all(&large);
     }
+    // Tar input: the same tree as one stream, plain and gzip, against reading (and
+    // decompressing) the stream once, and that plus sha256 of every byte.
+    let tar = img("tree.tar");
+    let tgz = img("tree.tar.gz");
+    util::run(std::process::Command::new("tar").args(["-C", t, "-cf", &tar, "."]))?;
+    util::run(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -c {tar} > {tgz}")),
+    )?;
+    add(
+        "floor: read the tar stream",
+        &["sh", "-c", &format!("cat {tar} > /dev/null")],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "floor: tar + sha256",
+        &["sh", "-c", &format!("sha256sum {tar} > /dev/null")],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "floor: gunzip",
+        &["sh", "-c", &format!("gzip -dc {tgz} > /dev/null")],
+        None,
+        None,
+        "",
+    )?;
+    add(
+        "floor: gunzip + sha256",
+        &[
+            "sh",
+            "-c",
+            &format!("gzip -dc {tgz} | sha256sum > /dev/null"),
+        ],
+        None,
+        None,
+        "",
+    )?;
+    let tar_img = img("rs-tar.erofs");
+    add(
+        "mkfs.erofs-rs --tar=f --fingerprint=sha256",
+        &[
+            mk,
+            "--quiet",
+            "--tar=f",
+            "--fingerprint=sha256",
+            &tar,
+            &tar_img,
+        ],
+        Some(&tar_img),
+        Some("floor: tar + sha256"),
+        "",
+    )?;
+    add(
+        "mkfs.erofs-rs --tar=f --fingerprint=sha256, gzip",
+        &[
+            mk,
+            "--quiet",
+            "--tar=f",
+            "--fingerprint=sha256",
+            &tgz,
+            &tar_img,
+        ],
+        Some(&tar_img),
+        Some("floor: gunzip + sha256"),
+        "",
+    )?;
+    if let Some(utils) = std::env::var_os("EROFS_UTILS_BIN") {
+        let utils = utils.to_string_lossy().into_owned();
+        let up_tar = img("upstream-tar.erofs");
+        add(
+            "mkfs.erofs --tar=f --xattr-inode-digest ($EROFS_UTILS_BIN)",
+            &[
+                "sh",
+                "-c",
+                &format!("{utils} --tar=f --xattr-inode-digest --quiet {up_tar} {tar}"),
+            ],
+            Some(&up_tar),
+            None,
+            "",
+        )?;
+        add(
+            "mkfs.erofs-rs --tar=f --xattr-inode-digest",
+            &[
+                mk,
+                "--quiet",
+                "--tar=f",
+                "--xattr-inode-digest",
+                &tar,
+                &tar_img,
+            ],
+            Some(&tar_img),
+            Some("mkfs.erofs --tar=f --xattr-inode-digest ($EROFS_UTILS_BIN)"),
+            "",
+        )?;
+    }
+
     add(
         "fsck.erofs 1.5, metadata walk",
         &["fsck.erofs", &upstream],

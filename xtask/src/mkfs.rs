@@ -47,6 +47,8 @@ pub struct Options {
     pub all_root: bool,
     /// `-L`.
     pub label: Option<String>,
+    /// Build through `--tar=f` from a GNU tar (POSIX format, xattrs, sparse) of the source.
+    pub tar: bool,
 }
 
 impl Options {
@@ -107,6 +109,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 writes no fingerprints".into())
                 } else if !o.xattr_prefixes.is_empty() {
                     Some("Debian's mkfs.erofs 1.5 has no long xattr prefixes".into())
+                } else if o.tar {
+                    Some("Debian's mkfs.erofs 1.5 has no --tar".into())
                 } else {
                     None
                 }
@@ -165,6 +169,28 @@ impl Mkfs {
             c.arg("--all-root");
         }
         match self {
+            Mkfs::Ours(_) if o.tar => {
+                let tar = image.with_extension("tar");
+                util::run(
+                    Command::new("tar")
+                        .args([
+                            "--xattrs",
+                            "--xattrs-include=*",
+                            "--format=posix",
+                            "--sparse",
+                            "--numeric-owner",
+                            "-C",
+                        ])
+                        .arg(source)
+                        .arg("-cf")
+                        .arg(&tar)
+                        .arg("."),
+                )?;
+                // The full tree carries trusted.overlay.opaque on purpose.
+                c.args(["--tar=f", "--tar-keep-overlay-xattrs"])
+                    .arg(tar)
+                    .arg(image)
+            }
             Mkfs::Ours(_) => c.arg(source).arg(image),
             Mkfs::Debian => c.arg(image).arg(source),
         };

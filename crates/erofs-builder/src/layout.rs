@@ -55,6 +55,9 @@ pub struct ChunkPlan {
     pub table: Vec<u32>,
     /// For each chunk with data: its byte range in the file (the last may be short).
     pub data_chunks: Vec<std::ops::Range<u64>>,
+    /// The table is 8-byte chunk indexes into this extra device (the data is not in the
+    /// image); `None`: a 4-byte block map into the image.
+    pub device: Option<u16>,
 }
 
 /// The plan for one inode.
@@ -122,6 +125,10 @@ pub struct Plan {
     pub big_pclusters: bool,
     /// The algorithm of compressed files.
     pub algorithm: erofs_format::compress::Algorithm,
+    /// The device table (extra devices 1..), at byte `devt_offset` of block 0.
+    pub devices: Vec<erofs_format::DeviceSlot>,
+    /// Where the device table starts.
+    pub devt_offset: u64,
 }
 
 impl Plan {
@@ -280,6 +287,10 @@ pub struct Prelude {
     pub data_start: u64,
     /// First block of the shared xattr area (0 if none).
     pub xattr_blkaddr: u64,
+    /// The device table (extra devices 1..), at byte `devt_offset` of block 0.
+    pub devices: Vec<erofs_format::DeviceSlot>,
+    /// Where the device table starts.
+    pub devt_offset: u64,
 }
 
 /// How a file of the compressed area was stored, as the compressed stage reports it.
@@ -343,10 +354,18 @@ pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
         fp_name,
         options.xattr_name_filter,
     )?;
-    // Block 0 and the shared xattr area.
+    // Block 0 (superblock, compression configs, long prefixes, device table) and the
+    // shared xattr area.
     let prefix_records = xattrs.prefixes.records();
-    let head_end =
+    let records_end =
         PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64 + prefix_records.len() as u64;
+    let devt_offset = records_end.next_multiple_of(128);
+    let devices = device_table(tree, blksz)?;
+    let head_end = if devices.is_empty() {
+        records_end
+    } else {
+        devt_offset + 128 * devices.len() as u64
+    };
     let mut next_block = head_end.div_ceil(blksz);
     let xattr_blkaddr = if xattrs.shared_area.is_empty() {
         0
@@ -360,7 +379,41 @@ pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
         epoch,
         data_start: next_block,
         xattr_blkaddr,
+        devices,
+        devt_offset,
     })
+}
+
+/// One device slot per extra device that blob-backed files (`--tar=i`) point into, each as
+/// long as the furthest block a file uses.
+fn device_table(tree: &Tree, blksz: u64) -> Result<Vec<erofs_format::DeviceSlot>, BuildError> {
+    let mut device_blocks: Vec<u64> = Vec::new();
+    for inode in &tree.inodes {
+        if let Kind::Regular(FileContent {
+            size,
+            source: crate::tree::DataSource::Blob(b),
+            ..
+        }) = &inode.kind
+            && *size > 0
+            && b.device > 0
+        {
+            let d = usize::from(b.device);
+            if device_blocks.len() < d {
+                device_blocks.resize(d, 0);
+            }
+            device_blocks[d - 1] = device_blocks[d - 1].max((b.offset + size).div_ceil(blksz));
+        }
+    }
+    device_blocks
+        .iter()
+        .map(|blocks| {
+            let mut slot = <erofs_format::DeviceSlot as zerocopy::FromZeros>::new_zeroed();
+            slot.blocks_lo.set(u32::try_from(*blocks).map_err(|_| {
+                BuildError::TooLarge("an extra device of more than 2^32 blocks".into())
+            })?);
+            Ok(slot)
+        })
+        .collect()
 }
 
 /// Plans the image for `tree` (no compressed files).
@@ -382,6 +435,8 @@ pub fn plan_with(
         epoch,
         data_start,
         xattr_blkaddr,
+        devices,
+        devt_offset,
     } = pre;
 
     // Pass 1: sizes, kinds, data layouts; metadata offsets.
@@ -389,6 +444,7 @@ pub fn plan_with(
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
+    // Block count of each extra device, as far as files reach into it.
     for (i, inode) in tree.inodes.iter().enumerate() {
         let body = &xattrs.bodies[i];
         let xsize = body.bytes.len() as u64;
@@ -431,6 +487,14 @@ pub fn plan_with(
             inode.kind,
             Kind::Regular(_) | Kind::Directory { .. } | Kind::Symlink(_)
         );
+        let blob = match &inode.kind {
+            Kind::Regular(FileContent {
+                size,
+                source: crate::tree::DataSource::Blob(b),
+                ..
+            }) if *size > 0 => Some(*b),
+            _ => None,
+        };
         if let Some(ZStored::Compressed(_)) = stored {
             // Map header (8-byte aligned), 8 reserved bytes, one full index per lcluster.
             p.layout = DataLayout::CompressedFull;
@@ -449,6 +513,32 @@ pub fn plan_with(
             }
             p.startblk = *startblk;
             p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+        } else if let Some(b) = blob {
+            // One chunk covering the file, pointing at its bytes on the extra device.
+            if b.offset % blksz != 0 || b.device == 0 {
+                return Err(BuildError::InvalidOption(format!(
+                    "inode {i}: data at offset {} of device {} is not block-aligned",
+                    b.offset, b.device
+                )));
+            }
+            let mut bits = blkszbits;
+            while (1u64 << bits) < size && bits < blkszbits + 31 {
+                bits += 1;
+            }
+            let n = size.div_ceil(1 << bits);
+            let table = (0..n)
+                .map(|k| u32::try_from((b.offset >> blkszbits) + (k << (bits - blkszbits))))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| BuildError::TooLarge("device offset exceeds 32-bit blocks".into()))?;
+            any_chunked = true;
+            p.layout = DataLayout::ChunkBased;
+            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(8) + 8 * n);
+            p.chunk = Some(ChunkPlan {
+                chunkbits: bits,
+                table,
+                data_chunks: Vec::new(),
+                device: Some(b.device),
+            });
         } else if let Some((bits, map)) = &chunk_map {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
@@ -505,6 +595,7 @@ pub fn plan_with(
                 chunkbits: bits,
                 table,
                 data_chunks,
+                device: None,
             });
             p.data_blocks = 0;
         } else if p.data_blocks > 0 {
@@ -559,6 +650,11 @@ pub fn plan_with(
             sb.available_compr_algs.set(u16::MAX);
         }
     }
+    if !devices.is_empty() {
+        incompat.insert(Incompat::DEVICE_TABLE);
+        sb.extra_devices.set(devices.len() as u16);
+        sb.devt_slotoff.set((devt_offset / 128) as u16);
+    }
     sb.feature_compat.set(compat.bits());
     sb.feature_incompat.set(incompat.bits());
     sb.blkszbits = blkszbits;
@@ -601,6 +697,8 @@ pub fn plan_with(
             .map_or(erofs_format::compress::Algorithm::Lz4, |z| {
                 z.primary().algorithm()
             }),
+        devices,
+        devt_offset,
     })
 }
 

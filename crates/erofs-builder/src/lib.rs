@@ -2,7 +2,8 @@
 //!
 //! The build runs in three stages, each with one job:
 //!
-//! 1. **Source → tree.** A source (today: a directory walk, [`scan`]; later: a tar stream)
+//! 1. **Source → tree.** A [`source::Source`] (a directory walk, [`scan`], or a tar stream,
+//!    [`tar_source`])
 //!    produces a validated in-memory [`tree::Tree`]: one entry per inode, hard links merged,
 //!    directory entries sorted bytewise, xattrs sorted, ownership and times already rewritten.
 //! 2. **Tree → plan.** [`layout`] decides every on-disk fact before a byte is written: inode
@@ -24,6 +25,9 @@ pub mod dir;
 pub mod layout;
 mod pipeline;
 pub mod scan;
+pub mod source;
+pub mod tar;
+pub mod tar_source;
 pub mod tree;
 pub mod write;
 pub mod xattr;
@@ -363,6 +367,9 @@ pub enum BuildError {
     /// Writing the image failed.
     #[error("writing the image: {0}")]
     Output(std::io::Error),
+    /// A tar stream that is malformed, or whose entries cannot be applied.
+    #[error("tar stream: {0}")]
+    Tar(tar::TarError),
 }
 
 impl BuildError {
@@ -385,6 +392,20 @@ pub fn build_dir_to_path(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
+    let mut source = source::DirSource {
+        path: source.to_path_buf(),
+    };
+    build_to_path(&mut source, image, options, progress)
+}
+
+/// Builds an image of any [`source::Source`] and writes it to `image`, as
+/// [`build_dir_to_path`] does. Sources stage data next to the image.
+pub fn build_to_path(
+    source: &mut (dyn source::Source + Send),
+    image: &Path,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<BuildReport, BuildError> {
     options.validate()?;
     if let Ok(meta) = std::fs::metadata(image)
         && std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())
@@ -394,20 +415,25 @@ pub fn build_dir_to_path(
             .write(true)
             .open(image)
             .map_err(|e| BuildError::io(image, e))?;
-        return build_dir_to_writer(source, &mut dev, options, progress);
+        return build_to_writer(source, &mut dev, options, progress);
     }
     let image_parent = match image.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mut options = options.resolve_time();
-    if let Some(rel) = image_inside_source(source, image, &image_parent) {
+    if let Some(rel) = source.contains(image, &image_parent) {
         options.exclude_paths.push(rel);
     }
     let mut report = BuildReport::default();
     let (tmp, written) = in_pool(&options, || {
         progress.phase(Phase::Scan);
-        let tree = scan::scan_dir(source, &options, &mut report, progress)?;
+        let tree = source.read_tree(&mut source::SourceCtx {
+            options: &options,
+            report: &mut report,
+            progress,
+            staging_dir: &image_parent,
+        })?;
         let tmp = tempfile::Builder::new()
             .prefix(".mkfs-erofs-rs.")
             .tempfile_in(&image_parent)
@@ -437,12 +463,32 @@ pub fn build_dir_to_writer<W: std::io::Write + Send>(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
+    let mut source = source::DirSource {
+        path: source.to_path_buf(),
+    };
+    build_to_writer(&mut source, out, options, progress)
+}
+
+/// Builds an image of any [`source::Source`] into any writer. Sources stage data in the
+/// system's temporary directory.
+pub fn build_to_writer<W: std::io::Write + Send>(
+    source: &mut (dyn source::Source + Send),
+    out: &mut W,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<BuildReport, BuildError> {
     options.validate()?;
     let options = &options.resolve_time();
     let mut report = BuildReport::default();
     in_pool(options, || {
         progress.phase(Phase::Scan);
-        let tree = scan::scan_dir(source, options, &mut report, progress)?;
+        let staging = std::env::temp_dir();
+        let tree = source.read_tree(&mut source::SourceCtx {
+            options,
+            report: &mut report,
+            progress,
+            staging_dir: &staging,
+        })?;
         report.image_bytes = write::build_image(&tree, options, out, progress, &mut report)?;
         Ok(())
     })?;

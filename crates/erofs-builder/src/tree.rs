@@ -14,8 +14,36 @@ use std::sync::Arc;
 pub enum DataSource {
     /// A file on the local filesystem, read at write time.
     Path(PathBuf),
-    /// Bytes already in memory (tests, and later small tar members).
+    /// Bytes already in memory (tests, small generated files).
     Bytes(Arc<[u8]>),
+    /// The bytes at an offset of a file the source staged (a tar stream's spool): file byte
+    /// `k` is at `offset + k`. Holes of sparse files are never read.
+    At(StagedData),
+    /// The bytes lie on an extra device of the image (a tar file kept beside it, in index
+    /// mode): the image refers to them with chunk indexes instead of holding them.
+    Blob(BlobData),
+}
+
+/// Where a file's content lies on an extra device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobData {
+    /// The device id (1 = the first extra device).
+    pub device: u16,
+    /// Byte offset of the content on that device; a multiple of the block size.
+    pub offset: u64,
+    /// Its sha256, when the source computed it (the writer reads no blob data).
+    pub digest: Option<[u8; 32]>,
+}
+
+/// A region of a staging file that holds one file's content.
+#[derive(Clone, Debug)]
+pub struct StagedData {
+    /// The staging file, shared by every file of the source.
+    pub file: Arc<std::fs::File>,
+    /// Where the content's first byte is.
+    pub offset: u64,
+    /// What errors name: the entry in the source (e.g. a path in the tar stream).
+    pub name: Arc<str>,
 }
 
 /// A regular file's content.

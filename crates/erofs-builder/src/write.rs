@@ -181,6 +181,16 @@ fn build(
             data.zfiles.push(f);
         }
     }
+    // Content on an extra device is never read here: its source hashed it.
+    for (i, inode) in tree.inodes.iter().enumerate() {
+        if let Kind::Regular(FileContent {
+            source: DataSource::Blob(b),
+            ..
+        }) = &inode.kind
+        {
+            data.digests[i] = b.digest;
+        }
+    }
     progress.phase(Phase::Metadata);
     let mut late = Vec::new();
     write_meta(ctx, &buffers, &mut data, &mut out, progress, &mut late)?;
@@ -195,6 +205,8 @@ fn build(
             let path = match &c.source {
                 DataSource::Path(p) => p.display().to_string(),
                 DataSource::Bytes(_) => format!("inode {i}"),
+                DataSource::At(d) => d.name.to_string(),
+                DataSource::Blob(_) => format!("inode {i}"),
             };
             let msg =
                 format!("{path}: existing fingerprint xattr differs from the content; replaced");
@@ -234,6 +246,10 @@ fn head(plan: &Plan) -> Vec<u8> {
     let rec = plan.xattrs.prefixes.records();
     let p = c + cfgs.len();
     head[p..p + rec.len()].copy_from_slice(&rec);
+    for (k, slot) in plan.devices.iter().enumerate() {
+        let at = plan.devt_offset as usize + k * 128;
+        head[at..at + 128].copy_from_slice(slot.as_bytes());
+    }
     if !plan.xattrs.shared_area.is_empty() {
         let x = plan.xattr_blkaddr as usize * blksz;
         head[x..x + plan.xattrs.shared_area.len()].copy_from_slice(&plan.xattrs.shared_area);
@@ -355,7 +371,7 @@ impl OpenOnce {
                     slot.0 = Some(Arc::clone(&f));
                     f
                 }
-                Source::Bytes(_) => unreachable!("a path opens as a file"),
+                Source::Bytes(_) | Source::Staged(_) => unreachable!("a path opens as a file"),
             },
         };
         slot.1 = slot.1.saturating_sub(1);
@@ -390,7 +406,10 @@ struct PieceDone {
 /// Inodes handled by the data stage: those with blocks in the data area.
 fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     match &inode.kind {
-        Kind::Regular(c) => c.size > 0 && (p.data_blocks > 0 || p.chunk.is_some()),
+        Kind::Regular(c) => {
+            c.size > 0
+                && (p.data_blocks > 0 || p.chunk.as_ref().is_some_and(|ch| ch.device.is_none()))
+        }
         Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,
         _ => false,
     }
@@ -814,10 +833,12 @@ impl<'a> DirCache<'a> {
     }
 }
 
-/// Reads a file's bytes from the source tree or from memory.
+/// Reads a file's bytes from the source tree, from memory, or from a source's staging file.
 enum Source<'a> {
     File(Arc<File>, &'a Path),
     Bytes(&'a [u8]),
+    /// Staged content does not change under us: no size probes.
+    Staged(&'a crate::tree::StagedData),
 }
 
 impl<'a> Source<'a> {
@@ -850,6 +871,10 @@ impl<'a> Source<'a> {
                 Ok(Self::File(Arc::new(file), p))
             }
             DataSource::Bytes(b) => Ok(Self::Bytes(b)),
+            DataSource::At(d) => Ok(Self::Staged(d)),
+            DataSource::Blob(_) => Err(BuildError::Output(std::io::Error::other(
+                "content on an extra device is not copied into the image",
+            ))),
         }
     }
 
@@ -857,6 +882,7 @@ impl<'a> Source<'a> {
         let path = match self {
             Self::File(_, p) => p,
             Self::Bytes(_) => Path::new("<memory>"),
+            Self::Staged(d) => Path::new(&*d.name),
         };
         BuildError::ChangedSize {
             path: path.to_path_buf(),
@@ -868,6 +894,7 @@ impl<'a> Source<'a> {
         match self {
             Self::File(_, p) => BuildError::io(p, e),
             Self::Bytes(_) => BuildError::Output(e),
+            Self::Staged(d) => BuildError::io(Path::new(&*d.name), e),
         }
     }
 
@@ -883,6 +910,10 @@ impl<'a> Source<'a> {
                 dst[..size].copy_from_slice(b);
                 Ok(())
             }
+            Self::Staged(d) => d
+                .file
+                .read_exact_at(&mut dst[..size], d.offset)
+                .map_err(|e| self.io(e)),
             Self::File(f, _) => {
                 let mut got = 0;
                 loop {
@@ -918,6 +949,10 @@ impl<'a> Source<'a> {
                 dst.copy_from_slice(src);
                 Ok(())
             }
+            Self::Staged(d) => d
+                .file
+                .read_exact_at(dst, d.offset + at)
+                .map_err(|e| self.io(e)),
             Self::File(f, _) => f.read_exact_at(dst, at).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     self.changed(size)
@@ -945,6 +980,14 @@ impl<'a> Source<'a> {
                 let rest = &b[from as usize..];
                 probe[..rest.len()].copy_from_slice(rest);
                 rest.len()
+            }
+            Self::Staged(d) => {
+                // Staged data cannot change: read the tail, no probe.
+                let mut tail = vec![0u8; n];
+                d.file
+                    .read_exact_at(&mut tail, d.offset + at)
+                    .map_err(|e| self.io(e))?;
+                return Ok(tail);
             }
             Self::File(f, _) => {
                 let mut got = 0;
@@ -1287,6 +1330,10 @@ fn encode_item<'a>(
         Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => erofs_format::encode_rdev(*ma, *mi),
         Kind::Fifo | Kind::Socket => 0,
         _ => match (&p.chunk, z) {
+            (Some(ch), _) if ch.device.is_some() => {
+                u32::from(ch.chunkbits - plan.blkszbits)
+                    | u32::from(erofs_format::CHUNK_FORMAT_INDEXES)
+            }
             (Some(ch), _) => u32::from(ch.chunkbits - plan.blkszbits),
             // `compressed_blocks`: the blocks of the file's pclusters.
             (None, Some(ZStored::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
@@ -1333,7 +1380,19 @@ fn encode_item<'a>(
             out[start + off..start + off + 32].copy_from_slice(&d);
         }
     }
-    if let Some(ch) = &p.chunk {
+    if let Some(ch) = &p.chunk
+        && let Some(device) = ch.device
+    {
+        // Chunk indexes are 8-byte aligned (items start 32-byte aligned).
+        let aligned = item_start + (out.len() - item_start).next_multiple_of(8);
+        out.resize(aligned, 0);
+        for &b in &ch.table {
+            let mut e = erofs_format::ChunkIndex::default();
+            e.device_id.set(device);
+            e.startblk_lo.set(b);
+            out.extend_from_slice(e.as_bytes());
+        }
+    } else if let Some(ch) = &p.chunk {
         // The chunk table is 4-byte aligned within the item.
         let aligned = item_start + (out.len() - item_start).next_multiple_of(4);
         out.resize(aligned, 0);

@@ -1,6 +1,8 @@
 //! Test support shared by the workspace's test suites, so that every suite skips a missing
 //! peer the same way and builds its small images the same way.
 
+pub mod tar;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

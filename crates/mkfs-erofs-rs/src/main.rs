@@ -1,4 +1,4 @@
-//! `mkfs.erofs-rs`: builds an uncompressed EROFS image from a directory.
+//! `mkfs.erofs-rs`: builds an uncompressed EROFS image from a directory or a tar stream.
 //!
 //! A thin front end: options become [`erofs_builder::Options`], progress is rendered with
 //! indicatif on stderr when it is a terminal, errors get their context from anyhow.
@@ -8,6 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+mod input;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -19,7 +21,7 @@ use erofs_builder::{
 #[derive(Parser, Debug)]
 #[command(name = "mkfs.erofs-rs", version, about, long_about = None)]
 struct Cli {
-    /// Source directory.
+    /// Source directory; with --tar, the tar file (`-`: standard input).
     source: PathBuf,
     /// Image file to create (replaced atomically on success).
     image: PathBuf,
@@ -111,6 +113,56 @@ struct Cli {
     /// Largest pcluster in bytes, a multiple of the block size (default: one block).
     #[arg(short = 'C', value_name = "BYTES", requires = "compress")]
     pcluster: Option<u32>,
+
+    #[command(flatten)]
+    tar: TarArgs,
+}
+
+/// The `--tar` options.
+#[derive(clap::Args, Debug)]
+struct TarArgs {
+    /// SOURCE is a tar stream: --tar=f copies file data into the image (the default),
+    /// --tar=i indexes it (512-byte blocks; files point into the tar, mounted with
+    /// -o device=TAR), --tar=headerball takes headers only (files read as zeroes). gzip, zstd and xz input
+    /// is detected by its magic. Missing parents get 0755, 0:0 and the image time; `..` and
+    /// absolute paths are refused; OCI whiteouts are converted (as --aufs).
+    #[arg(long = "tar", value_name = "MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "f", overrides_with = "mode")]
+    mode: Option<String>,
+    /// Convert OCI whiteouts to overlayfs form (the default with --tar): `.wh.NAME` becomes
+    /// a 0/0 character device, `.wh..wh..opq` the trusted.overlay.opaque=y xattr.
+    #[arg(long, overrides_with = "no_aufs")]
+    aufs: bool,
+    /// Keep `.wh.*` entries as the plain files they are in the stream.
+    #[arg(long)]
+    no_aufs: bool,
+    /// Drop whiteouts, opaque markers and every overlay xattr.
+    #[arg(long)]
+    ovlfs_strip: bool,
+    /// Resolve `..` and absolute paths inside the root (erofs-utils) instead of refusing.
+    #[arg(long)]
+    tar_clamp_paths: bool,
+    /// Read past end-of-archive zero blocks (concatenated archives).
+    #[arg(long)]
+    tar_ignore_zeros: bool,
+    /// Keep trusted.overlay.* / user.overlay.* xattrs found in the stream (dropped by default).
+    #[arg(long)]
+    tar_keep_overlay_xattrs: bool,
+    /// The tar is gzip-compressed; with FILE, also write the decompressed tar there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    ungzip: Option<String>,
+    /// The tar is zstd-compressed; with FILE, also write the decompressed tar there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    unzstd: Option<String>,
+    /// The tar is xz-compressed; with FILE, also write the decompressed tar there.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    unxz: Option<String>,
+    /// Print `sha256:<hex>` of the decompressed tar stream (the OCI diff_id) on stdout.
+    #[arg(long)]
+    print_diff_id: bool,
 }
 
 fn options_from(cli: &Cli) -> Result<Options> {
@@ -309,8 +361,93 @@ fn run(cli: &Cli) -> Result<()> {
     let options = options_from(cli)?;
     let start = Instant::now();
     let bar = Bar::new(cli.quiet);
-    let report = erofs_builder::build_dir_to_path(&cli.source, &cli.image, &options, &bar)
-        .with_context(|| format!("building {}", cli.image.display()))?;
+    let report = match &cli.tar.mode {
+        None => erofs_builder::build_dir_to_path(&cli.source, &cli.image, &options, &bar),
+        Some(mode) => return run_tar(cli, mode, &options, &bar, start),
+    }
+    .with_context(|| format!("building {}", cli.image.display()))?;
+    finish(cli, &bar, &report, start);
+    Ok(())
+}
+
+fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) -> Result<()> {
+    use erofs_builder::tar_source::{TarOptions, TarSource, Whiteouts};
+    use input::Codec;
+    let t = &cli.tar;
+    if !cli.exclude_path.is_empty() || !cli.exclude_regex.is_empty() || cli.keep_going {
+        bail!("--exclude-path, --exclude-regex and --keep-going apply to directories, not --tar");
+    }
+    let (headerball, index) = match mode {
+        "f" => (false, false),
+        "headerball" => (true, false),
+        "i" | "0" => (false, true),
+        other => bail!("--tar={other}: unknown mode (f, i or headerball)"),
+    };
+    let mut options = options.clone();
+    if index {
+        // Tar data sits at 512-byte offsets: blocks of 512 address all of it.
+        options.blkszbits = 9;
+    }
+    let options = &options;
+    let forced: Vec<(Codec, &String)> = [
+        (Codec::Gzip, &t.ungzip),
+        (Codec::Zstd, &t.unzstd),
+        (Codec::Xz, &t.unxz),
+    ]
+    .into_iter()
+    .filter_map(|(c, p)| p.as_ref().map(|p| (c, p)))
+    .collect();
+    if forced.len() > 1 {
+        bail!("--ungzip, --unzstd and --unxz exclude each other");
+    }
+    let digests = std::sync::Arc::new(std::sync::Mutex::new(input::Digests::default()));
+    let dump = forced
+        .first()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(_, p)| std::path::Path::new(p.as_str()));
+    let stream = input::open(
+        &cli.source,
+        forced.first().map(|(c, _)| *c),
+        dump,
+        std::sync::Arc::clone(&digests),
+    )?;
+    let whiteouts = if t.ovlfs_strip {
+        Whiteouts::Strip
+    } else if t.no_aufs && !t.aufs {
+        Whiteouts::Keep
+    } else {
+        Whiteouts::Convert
+    };
+    let mut source = TarSource::new(
+        stream,
+        TarOptions {
+            whiteouts,
+            clamp_paths: t.tar_clamp_paths,
+            ignore_zeros: t.tar_ignore_zeros,
+            headerball,
+            index,
+            keep_overlay_xattrs: t.tar_keep_overlay_xattrs,
+        },
+    );
+    let report =
+        erofs_builder::build_to_path(&mut source, &cli.image, options, bar).with_context(|| {
+            format!(
+                "building {} from {}",
+                cli.image.display(),
+                cli.source.display()
+            )
+        })?;
+    if t.print_diff_id
+        && let Some(d) = digests.lock().unwrap_or_else(|e| e.into_inner()).diff_id
+    {
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        println!("sha256:{hex}");
+    }
+    finish(cli, bar, &report, start);
+    Ok(())
+}
+
+fn finish(cli: &Cli, bar: &Bar, report: &erofs_builder::BuildReport, start: Instant) {
     if let Some(b) = &bar.bar {
         b.finish_and_clear();
     }
@@ -344,7 +481,6 @@ fn run(cli: &Cli) -> Result<()> {
             start.elapsed().as_secs_f64()
         );
     }
-    Ok(())
 }
 
 /// User plus system CPU time of this process so far, from /proc (for the timings only).

@@ -11,6 +11,7 @@ use erofs_guest::plan::{
     ConformanceParams, CorruptCase, CorruptParams, ImageCheck, MountCase, MountOptionsParams,
     PageCacheParams,
 };
+use std::path::PathBuf;
 
 /// The stock scenarios.
 pub fn scenarios() -> Vec<Scenario> {
@@ -19,6 +20,16 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "blocks-4096",
             about: "full tree, 4096-byte blocks, bdev + file-backed",
             prepare: |e| full(e, &[("b4096", opts(4096))]),
+        },
+        Scenario {
+            name: "tar-input",
+            about: "the full tree through GNU tar and --tar=f (4096, 512), fingerprints",
+            prepare: tar_input,
+        },
+        Scenario {
+            name: "tar-overlay",
+            about: "an OCI layer pair through --tar=f as overlayfs lower layers",
+            prepare: tar_overlay,
         },
         Scenario {
             name: "blocks-1024",
@@ -265,6 +276,12 @@ fn example(env: &mut Env) -> Result<Prepared> {
 /// Builds each image, attaches it as a disk and inside a carrier disk, and plans a full
 /// comparison of both mounts against the manifest of the source tree.
 pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Result<Prepared> {
+    let src = env.tree(tree)?;
+    conformance_of(env, src, images)
+}
+
+/// [`conformance`] for a source tree given by its path.
+fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Result<Prepared> {
     let mut usable = Vec::new();
     let mut skipped = Vec::new();
     for (label, o) in images {
@@ -276,7 +293,6 @@ pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Res
     if usable.is_empty() {
         return Ok(Prepared::Skip(skipped.join("; ")));
     }
-    let src = env.tree(tree)?;
     let mut boot = Boot::default();
     let mut checks = Vec::new();
     let mut built = Vec::new();
@@ -315,6 +331,153 @@ pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Res
         eprintln!("qemu-test: note: {s}");
     }
     Ok(Prepared::Boot(boot))
+}
+
+/// The full tree as GNU tar carries it (extracted from its own tar, which drops the socket),
+/// built from that tar with `--tar=f` and compared in full with the extracted tree.
+fn tar_input(env: &mut Env) -> Result<Prepared> {
+    if !crate::util::is_root() {
+        return Ok(Prepared::Skip(
+            "extracting with owners and device nodes needs root".into(),
+        ));
+    }
+    let src = env.tree(Tree::Full)?;
+    let norm = env.work.join("trees/full-through-tar");
+    if norm.exists() {
+        std::fs::remove_dir_all(&norm)?;
+    }
+    std::fs::create_dir_all(&norm)?;
+    let script = format!(
+        "tar --xattrs --xattrs-include='*' --format=posix --sparse --numeric-owner -C '{}' -cf - . \
+         | tar --xattrs --xattrs-include='*' --same-owner --numeric-owner -xpf - -C '{}'",
+        src.display(),
+        norm.display()
+    );
+    crate::util::run(std::process::Command::new("sh").arg("-c").arg(script))?;
+    let tar = |bs: u32| Options {
+        tar: true,
+        fingerprint: Some(DEFAULT_FINGERPRINT_XATTR.into()),
+        ..opts(bs)
+    };
+    conformance_of(env, norm, &[("tar4096", tar(4096)), ("tar512", tar(512))])
+}
+
+/// An OCI layer pair through `--tar=f`: the upper layer deletes a file and a file in a
+/// directory and makes a directory opaque. Both images are overlayfs lower layers; the
+/// merged view is compared in full with the expected one.
+fn tar_overlay(env: &mut Env) -> Result<Prepared> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = env.work.join("trees/overlay");
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
+    }
+    let layer = |name: &str, files: &[(&str, &[u8])]| -> Result<PathBuf> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        for (rel, data) in files {
+            let p = dir.join(rel);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if rel.ends_with('/') {
+                std::fs::create_dir_all(&p)?;
+            } else {
+                std::fs::write(&p, data)?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+            }
+        }
+        for e in walkdir(&dir)? {
+            if e.is_dir() {
+                std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        Ok(dir)
+    };
+    let base = layer(
+        "base",
+        &[
+            ("keep", b"kept"),
+            ("deleted", b"gone"),
+            ("dir/old", b"gone"),
+            ("dir/stays", b"stays"),
+            ("opaque/hidden", b"gone"),
+        ],
+    )?;
+    let upper = layer(
+        "upper",
+        &[
+            (".wh.deleted", b""),
+            ("dir/.wh.old", b""),
+            ("dir/added", b"added"),
+            ("opaque/.wh..wh..opq", b""),
+            ("opaque/fresh", b"fresh"),
+        ],
+    )?;
+    let merged = layer(
+        "merged",
+        &[
+            ("keep", b"kept"),
+            ("dir/stays", b"stays"),
+            ("dir/added", b"added"),
+            ("opaque/fresh", b"fresh"),
+        ],
+    )?;
+    let o = Options {
+        tar: true,
+        ..opts(4096)
+    };
+    if let Some(why) = env.mkfs.unsupported(&o) {
+        return Ok(Prepared::Skip(why));
+    }
+    let base_img = env.image(&base, "ovl-base", &o)?;
+    let upper_img = env.image(&upper, "ovl-upper", &o)?;
+    // overlayfs reports a link count of 1 for directories merged from several layers.
+    let mut manifest: erofs_guest::manifest::Manifest =
+        serde_json::from_slice(&env.manifest(&merged, &o)?)?;
+    for e in &mut manifest.entries {
+        if matches!(e.path.as_slice(), b"" | b"dir") {
+            e.nlink = 1;
+        }
+    }
+    let mut boot = Boot::default();
+    let manifest = boot.file("/data/overlay.json", serde_json::to_vec(&manifest)?);
+    let (b, u) = (boot.disk(&base_img), boot.disk(&upper_img));
+    let params = ConformanceParams {
+        carriers: vec![
+            erofs_mount(&b, "/lower/base", ""),
+            erofs_mount(&u, "/lower/upper", ""),
+        ],
+        images: vec![ImageCheck {
+            label: "overlay".into(),
+            manifest,
+            block_size: 0,
+            mounts: vec![erofs_guest::plan::MountSpec {
+                source: "overlay".into(),
+                target: "/mnt/merged".into(),
+                fstype: "overlay".into(),
+                data: "lowerdir=/lower/upper:/lower/base".into(),
+            }],
+        }],
+    };
+    boot.run("conformance", "conformance", params)?;
+    Ok(Prepared::Boot(boot))
+}
+
+/// Every directory under `dir`, itself included.
+fn walkdir(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let d = out[i].clone();
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                out.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
 }
 
 fn mount_options(env: &mut Env) -> Result<Prepared> {
