@@ -1,7 +1,14 @@
 //! `mkfs.erofs-rs`: builds an uncompressed EROFS image from a directory.
 //!
 //! A thin front end: options become [`erofs_builder::Options`], progress is rendered with
-//! indicatif on stderr when it is a terminal, errors get their context from anyhow.
+//! indicatif on stderr when it is a terminal, errors get their context from anyhow. The
+//! erofs-utils drop-in name is handled in [`compat`], `-E` in [`extended`], the kinds of
+//! IMAGE in [`erofs_builder::output`].
+
+mod compat;
+mod extended;
+mod json_report;
+mod signals;
 
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
@@ -10,10 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{FromArgMatches, Parser};
 use erofs_builder::{
-    FingerprintOptions, MtimePolicy, Options, Ownership, Phase, Progress, UuidChoice,
+    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, Ownership, Phase,
+    Progress, UuidChoice,
 };
+use erofs_cli::Exit;
 
 /// Build an EROFS image from a directory.
 #[derive(Parser, Debug)]
@@ -21,7 +30,8 @@ use erofs_builder::{
 struct Cli {
     /// Source directory.
     source: PathBuf,
-    /// Image file to create (replaced atomically on success).
+    /// Image to write: a file (replaced atomically when complete), a block device, or a
+    /// stream (a character device, a fifo, or - for standard output).
     image: PathBuf,
 
     /// Block size in bytes: 512, 1024, 2048 or 4096.
@@ -96,17 +106,46 @@ struct Cli {
     #[arg(long, value_name = "PREFIX")]
     xattr_prefix: Vec<String>,
 
+    /// Store hard-linked files as separate inodes (the image then does not depend on how the
+    /// host happened to link files).
+    #[arg(long)]
+    hard_dereference: bool,
     /// Skip unreadable files instead of failing, and list them at the end.
     #[arg(long)]
     keep_going: bool,
     /// No progress bar and no summary.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Worker threads (default: one per CPU).
-    #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
+    /// Print a JSON build report on standard output (see docs/json.md).
+    #[arg(long)]
+    json: bool,
+    /// Worker threads; 0 means one per CPU [default: one per CPU].
+    #[arg(
+        short = 'j',
+        long,
+        visible_alias = "workers",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     threads: usize,
+
+    /// erofs-utils' message level; accepted for compatibility, no effect.
+    #[arg(short = 'd', value_name = "LEVEL", allow_hyphen_values = true)]
+    debug_level: Option<i32>,
+    /// erofs-utils' data order for tar input; a directory's data is always in path order.
+    #[arg(long, value_name = "ORDER", value_parser = ["path", "none"])]
+    sort: Option<String>,
+    /// SOURCE is a tar stream (erofs-utils' --tar=f); not implemented yet.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "f")]
+    tar: Option<String>,
+    /// With --tar: convert aufs whiteouts to overlayfs ones; not implemented yet.
+    #[arg(long)]
+    aufs: bool,
 }
 
+/// Builder options from the command line; an error here is a usage error.
 fn options_from(cli: &Cli) -> Result<Options> {
     let blkszbits = match cli.block_size {
         512 => 9,
@@ -115,33 +154,35 @@ fn options_from(cli: &Cli) -> Result<Options> {
         4096 => 12,
         other => bail!("-b {other}: block size must be 512, 1024, 2048 or 4096"),
     };
-    let timestamp = match cli.timestamp {
-        Some(t) => Some(t),
+    if let Some(mode) = &cli.tar {
+        bail!("--tar={mode}: tar input is not implemented yet");
+    }
+    if cli.aufs {
+        bail!("--aufs: tar input is not implemented yet");
+    }
+    // -T sets every time; SOURCE_DATE_EPOCH only clamps (reproducible-builds.org).
+    let (timestamp, clamp) = match cli.timestamp {
+        Some(t) => (Some(t), false),
         None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.is_empty() => Some(
-                v.trim()
-                    .parse::<i64>()
-                    .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+            Ok(v) if !v.is_empty() => (
+                Some(
+                    v.trim()
+                        .parse::<i64>()
+                        .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+                ),
+                true,
             ),
-            _ => None,
+            _ => (None, false),
         },
     };
     let uuid = match &cli.uuid {
         Some(u) => UuidChoice::parse(u)?,
         None => UuidChoice::Random,
     };
-    let mut noinline_data = false;
-    let mut xattr_name_filter = true;
-    for opt in cli.extended.iter().flat_map(|e| e.split(',')) {
-        match opt {
-            "" => {}
-            "noinline_data" | "^inline_data" => noinline_data = true,
-            "inline_data" => noinline_data = false,
-            "xattr-name-filter" => xattr_name_filter = true,
-            "^xattr-name-filter" => xattr_name_filter = false,
-            other => bail!("-E {other}: unknown extended option"),
-        }
-    }
+    let extended::Extended {
+        noinline_data,
+        xattr_name_filter,
+    } = extended::parse(&cli.extended)?;
     let fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
         (Some(name), _) => Some(FingerprintOptions {
             xattr_name: name.as_bytes().to_vec(),
@@ -158,6 +199,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
             MtimePolicy::IgnoreMtime
         } else if cli.mkfs_time {
             MtimePolicy::MkfsTime
+        } else if clamp && !cli.all_time {
+            MtimePolicy::Clamp
         } else {
             MtimePolicy::AllTime
         },
@@ -187,6 +230,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
         exclude_regexes: cli.exclude_regex.clone(),
         keep_going: cli.keep_going,
         threads: cli.threads,
+        hard_dereference: cli.hard_dereference,
     })
 }
 
@@ -280,28 +324,114 @@ impl Progress for Bar {
     }
 }
 
+/// Why a run failed: the exit status tells a usage error from an operational one.
+enum Failure {
+    Usage(anyhow::Error),
+    Operational(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Operational(e.into())
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let name = erofs_cli::invoked_as();
+    let cmd = compat::command(name.as_deref());
+    erofs_cli::generate_if_asked(&cmd);
+    let matches = erofs_cli::parse(cmd, std::env::args_os().collect());
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
         Err(e) => {
+            let _ = e.print();
+            return Exit::Usage.code();
+        }
+    };
+    match run(&cli) {
+        Ok(()) => Exit::Ok.code(),
+        Err(Failure::Operational(e)) if erofs_cli::is_broken_pipe(&e) || is_output_pipe(&e) => {
+            Exit::Ok.code()
+        }
+        Err(Failure::Usage(e)) => {
             eprintln!("mkfs.erofs-rs: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            Exit::Usage.code()
+        }
+        Err(Failure::Operational(e)) => {
+            eprintln!("mkfs.erofs-rs: error: {e:#}");
+            Exit::Operational.code()
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
-    let options = options_from(cli)?;
+/// A stream output whose reader went away (`mkfs.erofs-rs DIR - | head -c 1`).
+fn is_output_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<BuildError>(),
+            Some(BuildError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// SOURCE must be a directory; with the arguments swapped (erofs-utils' order under our
+/// name), say so instead of failing on a missing SOURCE.
+fn check_source(cli: &Cli) -> Result<()> {
+    let source_is_dir = std::fs::metadata(&cli.source).is_ok_and(|m| m.is_dir());
+    if source_is_dir {
+        return Ok(());
+    }
+    let image_is_dir = std::fs::metadata(&cli.image).is_ok_and(|m| m.is_dir());
+    let what = match std::fs::metadata(&cli.source) {
+        Ok(_) => "is not a directory",
+        Err(_) => "does not exist",
+    };
+    if image_is_dir {
+        bail!(
+            "SOURCE {} {what}, and IMAGE {} is a directory: did you swap SOURCE and IMAGE? \
+             (usage: mkfs.erofs-rs [OPTIONS] SOURCE IMAGE; erofs-utils' order IMAGE SOURCE \
+             is taken only under the name mkfs.erofs)",
+            cli.source.display(),
+            cli.image.display()
+        );
+    }
+    bail!("SOURCE {} {what}", cli.source.display());
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let options = options_from(cli).map_err(Failure::Usage)?;
+    options.validate().map_err(|e| Failure::Usage(e.into()))?;
+    check_source(cli).map_err(Failure::Usage)?;
     let start = Instant::now();
-    let bar = Bar::new(cli.quiet);
-    let report = erofs_builder::build_dir_to_path(&cli.source, &cli.image, &options, &bar)
-        .with_context(|| format!("building {}", cli.image.display()))?;
+    let unnamed = std::env::var_os("MKFS_EROFS_RS_NO_TMPFILE").is_none();
+    let mut out = Output::create_with(&cli.image, unnamed)?;
+    if let Some(temp) = out.temp_path() {
+        signals::remove_on_signal(temp.to_path_buf()).context("installing signal handlers")?;
+    }
+    let bar = Bar::new(cli.quiet || cli.json);
+    let report = erofs_builder::build_dir_to_output(&cli.source, &mut out, &options, &bar)?;
+    let to_stdout = out.kind() == OutputKind::Stream && cli.image.as_os_str() == "-";
+    out.commit()?;
     if let Some(b) = &bar.bar {
         b.finish_and_clear();
     }
-    if !report.skipped.is_empty() {
-        eprintln!("skipped {} files (--keep-going):", report.skipped.len());
+    let seconds = start.elapsed().as_secs_f64();
+    if cli.json {
+        let json =
+            json_report::JsonReport::new(&cli.source, &cli.image, &options, &report, seconds);
+        // With the image on standard output, the report goes to stderr.
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        if to_stdout {
+            std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes())?;
+        } else {
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+        }
+        return Ok(());
+    }
+    if !report.skipped.is_empty() && !cli.quiet {
+        let n = report.skipped.len();
+        eprintln!(
+            "skipped {n} unreadable {} (--keep-going):",
+            if n == 1 { "entry" } else { "entries" }
+        );
         for s in &report.skipped {
             eprintln!("  {}: {}", s.path.display(), s.reason);
         }
@@ -313,7 +443,7 @@ fn run(cli: &Cli) -> Result<()> {
             report.inodes,
             report.image_bytes,
             report.fingerprinted_files,
-            start.elapsed().as_secs_f64()
+            seconds
         );
     }
     Ok(())
