@@ -5,6 +5,7 @@
 //! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs. `--json` turns
 //! every view into one JSON object (see docs/json.md).
 
+mod compat;
 mod shared_report;
 mod views;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use erofs_cli::Exit;
 use erofs_reader::{Image, OpenOptions};
 
 /// Command-line interface.
@@ -25,9 +27,9 @@ use erofs_reader::{Image, OpenOptions};
     about = "Show what is inside an EROFS image"
 )]
 pub struct Cli {
-    /// The image file.
-    #[arg(required_unless_present = "shared_report")]
-    pub image: Option<PathBuf>,
+    /// The image file (with --shared-report: every image to compare).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
 
     /// Show the superblock summary (the default when no other view is chosen).
     #[arg(short = 's')]
@@ -70,13 +72,13 @@ pub struct Cli {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
-    /// Report which regular files of these images would share page cache when all are
+    /// Report which regular files of the IMAGEs would share page cache when all are
     /// mounted with `-o inode_share` in one domain, what that saves, and what prevents it.
-    #[arg(long, value_name = "IMG", num_args = 1.., conflicts_with = "image")]
-    pub shared_report: Option<Vec<PathBuf>>,
+    #[arg(long)]
+    pub shared_report: bool,
 
     /// With --shared-report: also hash every fingerprinted file and flag content that does
-    /// not match its fingerprint (it would poison the shared page cache).
+    /// not match its fingerprint (it would poison the shared page cache); exits 4 if any.
     #[arg(long, requires = "shared_report")]
     pub verify_content: bool,
 
@@ -90,34 +92,29 @@ pub struct Cli {
     pub top: usize,
 }
 
-fn main() {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    let cli = compat::parse();
     match run(&cli) {
-        Ok(()) => {}
+        Ok(code) => code.code(),
+        Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
         Err(e) => {
-            if is_broken_pipe(&e) {
-                std::process::exit(0);
-            }
             eprintln!("dump.erofs-rs: error: {e:#}");
-            std::process::exit(1);
+            Exit::Operational.code()
         }
     }
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-fn run(cli: &Cli) -> Result<()> {
-    if let Some(images) = &cli.shared_report {
-        return shared_report::run(images, cli.top, cli.verify_content, cli.json, cli.quiet);
+fn run(cli: &Cli) -> Result<Exit> {
+    if cli.shared_report {
+        return shared_report::run(
+            &cli.images,
+            cli.top,
+            cli.verify_content,
+            cli.json,
+            cli.quiet,
+        );
     }
-    let Some(image) = &cli.image else {
-        bail!("no image given");
-    };
+    let image = &cli.images[0];
     // dump shows damaged images too: the checksum is reported, not enforced.
     let img = Image::open_with(
         image,
@@ -230,5 +227,5 @@ fn run(cli: &Cli) -> Result<()> {
         writeln!(out)?;
     }
     out.flush()?;
-    Ok(())
+    Ok(Exit::Ok)
 }
