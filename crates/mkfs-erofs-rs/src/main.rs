@@ -402,9 +402,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     check_source(cli).map_err(Failure::Usage)?;
     let start = Instant::now();
     let unnamed = std::env::var_os("MKFS_EROFS_RS_NO_TMPFILE").is_none();
+    let cleanup = signals::Cleanup::install().context("installing signal handlers")?;
     let mut out = Output::create_with(&cli.image, unnamed)?;
     if let Some(temp) = out.temp_path() {
-        signals::remove_on_signal(temp.to_path_buf()).context("installing signal handlers")?;
+        cleanup.remove_on_signal(temp.to_path_buf());
     }
     let bar = Bar::new(cli.quiet || cli.json);
     let report = erofs_builder::build_dir_to_output(&cli.source, &mut out, &options, &bar)?;
