@@ -43,7 +43,7 @@ fn run(cmd: &mut Command) -> Output {
 
 fn mtime_of(img: &Path, path: &[u8]) -> i64 {
     let img = Image::open(img).unwrap();
-    img.lookup(path).unwrap().mtime as i64
+    img.lookup(path).unwrap().mtime
 }
 
 fn set_mtime(path: &Path, secs: i64) {
