@@ -104,6 +104,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Opens an image for viewing; the message names the path once, and says when it is a
+/// directory rather than an image.
+pub fn open_image(image: &std::path::Path) -> Result<Image> {
+    if image.is_dir() {
+        bail!("{} is a directory, not an EROFS image", image.display());
+    }
+    // dump shows damaged images too: the checksum is reported, not enforced.
+    Image::open_with(
+        image,
+        OpenOptions {
+            verify_checksum: false,
+        },
+    )
+    .map_err(|e| match e {
+        // Already names the path.
+        erofs_reader::Error::Open { .. } => anyhow::anyhow!("{e}"),
+        e => anyhow::anyhow!("cannot read {}: {e}", image.display()),
+    })
+}
+
 fn run(cli: &Cli) -> Result<Exit> {
     if cli.shared_report {
         return shared_report::run(
@@ -115,21 +135,20 @@ fn run(cli: &Cli) -> Result<Exit> {
         );
     }
     let image = &cli.images[0];
-    // dump shows damaged images too: the checksum is reported, not enforced.
-    let img = Image::open_with(
-        image,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    )
-    .with_context(|| format!("cannot read {}", image.display()))?;
+    let img = open_image(image)?;
 
     let selected = match (&cli.path, cli.nid) {
         (Some(p), _) => {
             let bytes = p.as_bytes();
             Some((
-                img.lookup(bytes)
-                    .with_context(|| format!("path {}", p.to_string_lossy()))?,
+                img.lookup(bytes).map_err(|e| match e {
+                    erofs_reader::Error::NotFound { .. } => anyhow::anyhow!(
+                        "--path {}: no such file or directory in {}",
+                        p.to_string_lossy(),
+                        image.display()
+                    ),
+                    e => anyhow::Error::from(e).context(format!("--path {}", p.to_string_lossy())),
+                })?,
                 Some(bytes.to_vec()),
             ))
         }
@@ -201,9 +220,15 @@ fn run(cli: &Cli) -> Result<Exit> {
     if cli.cat {
         let (inode, _) = target()?;
         if !inode.is_file() && !inode.is_symlink() {
+            let what = match &cli.path {
+                Some(p) => p.to_string_lossy().into_owned(),
+                None => format!("nid {}", inode.nid),
+            };
+            if inode.is_dir() {
+                bail!("--cat: {what} is a directory, not a file (--ls lists it)");
+            }
             bail!(
-                "nid {} is a {}, not a file",
-                inode.nid,
+                "--cat: {what} is a {}, not a file",
                 inode.file_type().name()
             );
         }

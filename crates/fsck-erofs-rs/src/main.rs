@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use erofs_cli::Exit;
 use erofs_reader::check::{CheckOptions, CheckReport, check_from};
@@ -125,7 +125,14 @@ fn run(cli: &Cli) -> Result<Exit> {
     ) {
         Ok(img) => img,
         Err(e) => {
-            let msg = format!("cannot read {}: {e}", cli.image.display());
+            let msg = if cli.image.is_dir() {
+                format!("{} is a directory, not an EROFS image", cli.image.display())
+            } else if matches!(e, erofs_reader::Error::Open { .. }) {
+                // Already names the path.
+                e.to_string()
+            } else {
+                format!("cannot read {}: {e}", cli.image.display())
+            };
             if cli.json {
                 print_json(cli, None, None, None, Some(msg))?;
                 return Ok(Exit::Operational);
@@ -326,7 +333,14 @@ fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
             let bytes = p.as_bytes();
             let nid = img
                 .lookup(bytes)
-                .with_context(|| format!("path {}", p.to_string_lossy()))?
+                .map_err(|e| match e {
+                    erofs_reader::Error::NotFound { .. } => anyhow::anyhow!(
+                        "--path {}: no such file or directory in {}",
+                        p.to_string_lossy(),
+                        cli.image.display()
+                    ),
+                    e => anyhow::Error::from(e).context(format!("--path {}", p.to_string_lossy())),
+                })?
                 .nid;
             (nid, bytes.to_vec())
         }
