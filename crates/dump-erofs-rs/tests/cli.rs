@@ -391,7 +391,9 @@ fn ls_agrees_with_dump_erofs_ls() {
                 .map(|l| {
                     let f: Vec<&str> = l.split_whitespace().collect();
                     let raw: u8 = f[1].parse().unwrap();
-                    let name = erofs_format::dirent::FileType::from_raw(raw).unwrap().name();
+                    let name = erofs_format::dirent::FileType::from_raw(raw)
+                        .unwrap()
+                        .name();
                     (f[0].to_string(), name.to_string(), f[2..].join(" "))
                 })
                 .collect();

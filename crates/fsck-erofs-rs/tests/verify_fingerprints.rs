@@ -90,6 +90,13 @@ fn a_flipped_data_byte_is_reported_with_nid_and_path() {
         t.contains(&format!("nid {} /big", big.nid)) && t.contains("MISMATCH"),
         "{t}"
     );
+    // The verdict, the last line, matches the exit status.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let verdict = stdout.trim_end().lines().last().unwrap();
+    assert!(
+        verdict.ends_with(": 1 fingerprint error(s)") && !verdict.contains("clean"),
+        "{verdict}"
+    );
     assert!(
         !t.contains("/tail (") && !t.contains("/a/one ("),
         "only the damaged file is named: {t}"

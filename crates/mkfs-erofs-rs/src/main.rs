@@ -359,9 +359,18 @@ fn main() -> std::process::ExitCode {
         }
         Err(Failure::Operational(e)) => {
             eprintln!("mkfs.erofs-rs: error: {e:#}");
+            if !cli.keep_going && is_source_read_error(&e) {
+                eprintln!("hint: --keep-going skips unreadable files and lists them at the end");
+            }
             Exit::Operational.code()
         }
     }
+}
+
+/// A source file or directory that could not be read (what `--keep-going` skips).
+fn is_source_read_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<BuildError>(), Some(BuildError::Io { .. })))
 }
 
 /// A stream output whose reader went away (`mkfs.erofs-rs DIR - | head -c 1`).
