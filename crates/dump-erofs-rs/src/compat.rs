@@ -9,12 +9,21 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::Cli;
 
+/// Invoked as dump.erofs.
+const COMPATIBILITY: &str = "\\
+Invoked as dump.erofs (cargo xtask dist --install PREFIX --drop-in), the tool answers to \\
+erofs-utils' name; erofs-utils' option spellings work under both names.";
+
 /// erofs-utils' name for this tool.
 pub const DROP_IN_NAME: &str = "dump.erofs";
 
 /// The clap command for the name this process was invoked as.
 pub fn command(invoked_as: Option<&str>) -> clap::Command {
-    let cmd = Cli::command().after_help(erofs_cli::EXIT_STATUS_HELP);
+    let cmd = Cli::command().after_help(format!(
+        "{}\n\n{}",
+        erofs_cli::FINGERPRINT_HELP,
+        erofs_cli::EXIT_STATUS_HELP
+    ));
     if invoked_as == Some(DROP_IN_NAME) {
         cmd.name(DROP_IN_NAME).bin_name(DROP_IN_NAME)
     } else {
@@ -26,7 +35,7 @@ pub fn command(invoked_as: Option<&str>) -> clap::Command {
 pub fn parse() -> Cli {
     let name = erofs_cli::invoked_as();
     let mut cmd = command(name.as_deref());
-    erofs_cli::generate_if_asked(&cmd);
+    erofs_cli::generate_if_asked(&cmd, &[("erofs-utils compatibility", COMPATIBILITY)]);
     let args: Vec<OsString> = std::env::args_os().collect();
     let matches = erofs_cli::parse(cmd.clone(), args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| {

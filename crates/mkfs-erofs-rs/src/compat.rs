@@ -12,22 +12,48 @@ use crate::Cli;
 /// erofs-utils' name for this tool.
 pub const DROP_IN_NAME: &str = "mkfs.erofs";
 
-/// Help text after the options: exit status and environment.
-const AFTER_HELP: &str = "\
-IMAGE may be a regular file (replaced atomically when the image is complete), a block \
-device (written in place; it must be large enough), a character device, a fifo or - \
-(standard output; the image is streamed). A symlink is followed.
+/// What IMAGE may be.
+const IMAGE_TEXT: &str = "\
+IMAGE may be a regular file (replaced atomically when the image is complete; a killed build \
+leaves nothing behind), a block device (written in place; it must be large enough), a \
+character device, a fifo or - (standard output; the image is streamed). A symlink is \
+followed and its target replaced.";
 
-Environment:
-  SOURCE_DATE_EPOCH  without -T: the build time, and mtimes newer than it are lowered to it
-                     (older ones stay), as reproducible-builds.org defines it
+/// The environment variables mkfs reads (`NAME<TAB>meaning`).
+const ENVIRONMENT: &str = "\
+SOURCE_DATE_EPOCH\twithout -T: the build time; mtimes newer than it are lowered to it, older ones stay (reproducible-builds.org)
+MKFS_EROFS_RS_TIMINGS\tset: print when each build stage starts, for profiling
+EROFS_RS_GENERATE\tman or a shell name: print the man page or completion script instead of running";
 
-erofs-utils spellings accepted: --workers=N, -d N, --sort=path|none, --quiet, -E flags, \
--U, -T, --all-time, --mkfs-time, --tar=f, --aufs.";
+/// Invoked as mkfs.erofs.
+const COMPATIBILITY: &str = "\
+Invoked as mkfs.erofs (cargo xtask dist --install PREFIX --drop-in), the arguments take \
+erofs-utils' order, mkfs.erofs [OPTIONS] IMAGE SOURCE. Under both names the erofs-utils \
+spellings --workers=N, -d N, --sort=path|none, --quiet, -E flags, -U, -T, --all-time and \
+--mkfs-time work; -E flags of mkfs.erofs 1.9.3 that are not implemented are refused by \
+name. --tar=f and --aufs are recognised but tar input is not implemented yet.";
+
+/// The man page's own sections.
+pub const MAN_SECTIONS: [(&str, &str); 3] = [
+    ("Image", IMAGE_TEXT),
+    ("Environment", ENVIRONMENT),
+    ("erofs-utils compatibility", COMPATIBILITY),
+];
 
 /// The clap command for the name this process was invoked as.
 pub fn command(invoked_as: Option<&str>) -> clap::Command {
-    let cmd = Cli::command().after_help(format!("{AFTER_HELP}\n\n{}", erofs_cli::EXIT_STATUS_HELP));
+    let environment: String = ENVIRONMENT
+        .lines()
+        .map(|l| {
+            let (name, text) = l.split_once('\t').unwrap_or((l, ""));
+            format!("  {name:<22} {text}\n")
+        })
+        .collect();
+    let cmd = Cli::command().after_help(format!(
+        "{IMAGE_TEXT}\n\nEnvironment:\n{environment}\n{COMPATIBILITY}\n\n{}\n\n{}",
+        erofs_cli::FINGERPRINT_HELP,
+        erofs_cli::EXIT_STATUS_HELP
+    ));
     if invoked_as == Some(DROP_IN_NAME) {
         cmd.name(DROP_IN_NAME)
             .bin_name(DROP_IN_NAME)

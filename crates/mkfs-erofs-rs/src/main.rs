@@ -339,7 +339,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn main() -> std::process::ExitCode {
     let name = erofs_cli::invoked_as();
     let cmd = compat::command(name.as_deref());
-    erofs_cli::generate_if_asked(&cmd);
+    erofs_cli::generate_if_asked(&cmd, &compat::MAN_SECTIONS);
     let matches = erofs_cli::parse(cmd, std::env::args_os().collect());
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
