@@ -9,6 +9,7 @@ mod mkfs;
 mod qemu;
 mod qemu_test;
 mod scenarios;
+mod test;
 mod trees;
 mod util;
 
@@ -31,6 +32,9 @@ enum Cmd {
     /// Build the release binaries, add the dotted names (mkfs.erofs-rs, ...), man pages and
     /// completions beside them; optionally install them.
     Dist(dist::DistArgs),
+    /// Run every test (cargo test --workspace, then the QEMU suite) and print passed,
+    /// failed and skipped counts with the reason for every skip.
+    Test(test::TestArgs),
     /// Benchmark mkfs/fsck against erofs-utils and the read-and-hash floor.
     Bench(bench::BenchArgs),
 }
@@ -48,5 +52,6 @@ fn dispatch() -> Result<()> {
         Cmd::QemuTest(a) => qemu_test::run(&a),
         Cmd::Dist(a) => dist::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Test(a) => test::run(&a),
     }
 }

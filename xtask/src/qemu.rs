@@ -119,6 +119,16 @@ impl Machine<'_> {
     pub fn boot(&self) -> Result<Outcome> {
         let t = Instant::now();
         let mut c = self.command();
+        let name = self
+            .log
+            .file_stem()
+            .map_or_else(|| "qemu".into(), |s| s.to_string_lossy().into_owned());
+        eprintln!(
+            "qemu: booting {name} ({:?}, at most {})",
+            self.accel,
+            fmt_duration(self.timeout)
+        );
+        let _beat = util::Heartbeat::start(format!("qemu: {name}"), || None);
         let log =
             std::fs::File::create(self.log).with_context(|| self.log.display().to_string())?;
         let out = c

@@ -33,7 +33,37 @@ pub fn skip_or_fail(why: &str) -> bool {
         panic!("required peer missing under CI=true: {why}");
     }
     eprintln!("\n*** SKIPPED: {why} ***\n");
+    record_skip(why);
     false
+}
+
+/// Appends `test<TAB>why` to the file `EROFS_RS_SKIP_LOG` names, so that `cargo xtask test`
+/// reports the skip (cargo itself shows a skipped test as `ok`). The test is named by its
+/// binary (without cargo's hash) and its thread, which libtest names after the test.
+fn record_skip(why: &str) {
+    use std::io::Write;
+    let Some(log) = std::env::var_os("EROFS_RS_SKIP_LOG") else {
+        return;
+    };
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let line = format!("{binary}::{test}\t{}\n", why.replace(['\t', '\n'], " "));
+    // One short O_APPEND write per skip: concurrent test processes do not interleave lines.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// Whether `tool` is on the PATH.
