@@ -40,6 +40,16 @@ pub const MAN_SECTIONS: [(&str, &str); 3] = [
     ("erofs-utils compatibility", COMPATIBILITY),
 ];
 
+/// The usage line for the name this process was invoked as, for messages.
+pub fn usage(invoked_as: Option<&str>) -> &'static str {
+    if invoked_as == Some(DROP_IN_NAME) {
+        "mkfs.erofs [OPTIONS] IMAGE SOURCE, erofs-utils' order under this name"
+    } else {
+        "mkfs.erofs-rs [OPTIONS] SOURCE IMAGE; erofs-utils' order IMAGE SOURCE is taken only \
+         under the name mkfs.erofs"
+    }
+}
+
 /// The clap command for the name this process was invoked as.
 pub fn command(invoked_as: Option<&str>) -> clap::Command {
     let environment: String = ENVIRONMENT

@@ -26,7 +26,11 @@ use erofs_cli::Exit;
 
 /// Build an EROFS image from a directory.
 #[derive(Parser, Debug)]
-#[command(name = "mkfs.erofs-rs", version, about, long_about = None)]
+#[command(
+    name = "mkfs.erofs-rs",
+    version,
+    about = "Build an EROFS image from a directory, with parallel sha256 fingerprints"
+)]
 struct Cli {
     /// Source directory.
     source: PathBuf,
@@ -396,10 +400,10 @@ fn check_source(cli: &Cli) -> Result<()> {
     if image_is_dir {
         bail!(
             "SOURCE {} {what}, and IMAGE {} is a directory: did you swap SOURCE and IMAGE? \
-             (usage: mkfs.erofs-rs [OPTIONS] SOURCE IMAGE; erofs-utils' order IMAGE SOURCE \
-             is taken only under the name mkfs.erofs)",
+             (usage: {})",
             cli.source.display(),
-            cli.image.display()
+            cli.image.display(),
+            compat::usage(erofs_cli::invoked_as().as_deref())
         );
     }
     bail!("SOURCE {} {what}", cli.source.display());
@@ -412,6 +416,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let start = Instant::now();
     let unnamed = std::env::var_os("MKFS_EROFS_RS_NO_TMPFILE").is_none();
     let cleanup = signals::Cleanup::install().context("installing signal handlers")?;
+    if cli.image.as_os_str() == "-" && std::io::stdout().is_terminal() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "IMAGE -: standard output is a terminal; redirect it to a file or a pipe"
+        )));
+    }
     let mut out = Output::create_with(&cli.image, unnamed)?;
     if let Some(temp) = out.temp_path() {
         cleanup.remove_on_signal(temp.to_path_buf());
