@@ -132,8 +132,8 @@ fn roff_section(title: &str, body: &str) -> String {
 }
 
 /// The man page of `cmd` in section 8: clap's name, synopsis, description and options,
-/// then `sections` (title, body as for [`roff_section`]), fingerprints, exit status and
-/// version.
+/// then `sections` (title, body: `term<TAB>text` lines become tagged paragraphs, other lines
+/// paragraphs), fingerprints, exit status and version.
 pub fn man_page(cmd: &clap::Command, sections: &[(&str, &str)]) -> std::io::Result<Vec<u8>> {
     // Section 8, as erofs-utils' pages: system administration tools.
     let man = clap_mangen::Man::new(cmd.clone()).section("8");
