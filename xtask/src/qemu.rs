@@ -119,10 +119,16 @@ impl Machine<'_> {
     pub fn boot(&self) -> Result<Outcome> {
         let t = Instant::now();
         let mut c = self.command();
-        let name = self
-            .log
-            .file_stem()
-            .map_or_else(|| "qemu".into(), |s| s.to_string_lossy().into_owned());
+        // runs/<scenario>/serial.log: the scenario's directory names the boot.
+        let part = |p: Option<&std::ffi::OsStr>| p.map(|s| s.to_string_lossy().into_owned());
+        let name = match (
+            part(self.log.parent().and_then(Path::file_name)),
+            part(self.log.file_stem()),
+        ) {
+            (Some(dir), Some(stem)) => format!("{dir}/{stem}"),
+            (_, Some(stem)) => stem,
+            _ => "qemu".into(),
+        };
         eprintln!(
             "qemu: booting {name} ({:?}, at most {})",
             self.accel,
