@@ -232,11 +232,21 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
     let jobs = args.jobs.unwrap_or_else(util::cpus);
     eprintln!("kernel: make -j{jobs} bzImage in {}", build_dir.display());
     let tb = Instant::now();
-    util::run(
-        make(&src, &build_dir)
-            .arg(format!("-j{jobs}"))
-            .arg("bzImage"),
-    )?;
+    {
+        // make -s is silent for minutes: say how far it got (objects compiled so far).
+        let objects = build_dir.clone();
+        let _beat = util::Heartbeat::start("kernel: make bzImage".into(), move || {
+            Some(format!(
+                "{} object files built",
+                util::count_files(&objects, ".o")
+            ))
+        });
+        util::run(
+            make(&src, &build_dir)
+                .arg(format!("-j{jobs}"))
+                .arg("bzImage"),
+        )?;
+    }
     let took = tb.elapsed();
     fs::write(&key_file, &key)?;
     eprintln!(

@@ -9,6 +9,7 @@ mod mkfs;
 mod qemu;
 mod qemu_test;
 mod scenarios;
+mod test;
 mod trees;
 mod util;
 
@@ -28,12 +29,12 @@ enum Cmd {
     Kernel(kernel::KernelArgs),
     /// Build images, initramfs and kernel, boot QEMU and run the conformance scenarios.
     QemuTest(qemu_test::QemuTestArgs),
-    /// Build the release binaries and add the dotted names (mkfs.erofs-rs, ...) beside them.
-    Dist {
-        /// Also install the binaries and the dotted names into PREFIX/bin.
-        #[arg(long, value_name = "PREFIX")]
-        install: Option<std::path::PathBuf>,
-    },
+    /// Build the release binaries, add the dotted names (mkfs.erofs-rs, ...), man pages and
+    /// completions beside them; optionally install them.
+    Dist(dist::DistArgs),
+    /// Run every test (cargo test --workspace, then the QEMU suite) and print passed,
+    /// failed and skipped counts with the reason for every skip.
+    Test(test::TestArgs),
     /// Benchmark mkfs/fsck against erofs-utils and the read-and-hash floor.
     Bench(bench::BenchArgs),
 }
@@ -49,7 +50,8 @@ fn dispatch() -> Result<()> {
     match Cli::parse().command {
         Cmd::Kernel(a) => kernel::run(&a),
         Cmd::QemuTest(a) => qemu_test::run(&a),
-        Cmd::Dist { install } => dist::run(install),
+        Cmd::Dist(a) => dist::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Test(a) => test::run(&a),
     }
 }

@@ -80,7 +80,7 @@ impl Mkfs {
                 eprintln!("qemu-test: cargo build --release -p mkfs-erofs-rs");
                 util::run(
                     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                        .args(["build", "--release", "--quiet", "-p", "mkfs-erofs-rs"])
+                        .args(["build", "--release", "-p", "mkfs-erofs-rs"])
                         .current_dir(util::workspace_root()),
                 )
                 .context(

@@ -119,6 +119,22 @@ impl Machine<'_> {
     pub fn boot(&self) -> Result<Outcome> {
         let t = Instant::now();
         let mut c = self.command();
+        // runs/<scenario>/serial.log: the scenario's directory names the boot.
+        let part = |p: Option<&std::ffi::OsStr>| p.map(|s| s.to_string_lossy().into_owned());
+        let name = match (
+            part(self.log.parent().and_then(Path::file_name)),
+            part(self.log.file_stem()),
+        ) {
+            (Some(dir), Some(stem)) => format!("{dir}/{stem}"),
+            (_, Some(stem)) => stem,
+            _ => "qemu".into(),
+        };
+        eprintln!(
+            "qemu: booting {name} ({:?}, at most {})",
+            self.accel,
+            fmt_duration(self.timeout)
+        );
+        let _beat = util::Heartbeat::start(format!("qemu: {name}"), || None);
         let log =
             std::fs::File::create(self.log).with_context(|| self.log.display().to_string())?;
         let out = c

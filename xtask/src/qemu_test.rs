@@ -240,7 +240,7 @@ fn build_guest() -> Result<Vec<u8>> {
     eprintln!("qemu-test: building the static guest program");
     util::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "-p", "erofs-guest", "--bin", "erofs-guest", "--target", target])
+            .args(["build", "--release", "-p", "erofs-guest", "--bin", "erofs-guest", "--target", target])
             .env("CARGO_TARGET_DIR", &dir)
             .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
             .env_remove("RUSTFLAGS")

@@ -185,3 +185,67 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Prints `label: still running, ELAPSED[, detail]` every 30 s until dropped, so that a long
+/// step (a kernel build, a TCG boot) never looks hung.
+pub struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often [`Heartbeat`] speaks.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+
+impl Heartbeat {
+    /// Starts the heartbeat; `detail` adds a progress figure when it has one.
+    pub fn start(label: String, detail: impl Fn() -> Option<String> + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t0 = std::time::Instant::now();
+        let thread = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(HEARTBEAT) {
+                match detail() {
+                    Some(d) => eprintln!(
+                        "{label}: still running, {} elapsed, {d}",
+                        fmt_duration(t0.elapsed())
+                    ),
+                    None => eprintln!(
+                        "{label}: still running, {} elapsed",
+                        fmt_duration(t0.elapsed())
+                    ),
+                }
+            }
+        });
+        Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Files under `dir` whose name ends with `suffix` (bounded walk, for progress figures).
+pub fn count_files(dir: &Path, suffix: &str) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() && e.file_name().to_string_lossy().ends_with(suffix) => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}

@@ -5,6 +5,7 @@
 //! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs. `--json` turns
 //! every view into one JSON object (see docs/json.md).
 
+mod compat;
 mod shared_report;
 mod views;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use erofs_cli::Exit;
 use erofs_reader::{Image, OpenOptions};
 
 /// Command-line interface.
@@ -25,9 +27,9 @@ use erofs_reader::{Image, OpenOptions};
     about = "Show what is inside an EROFS image"
 )]
 pub struct Cli {
-    /// The image file.
-    #[arg(required_unless_present = "shared_report")]
-    pub image: Option<PathBuf>,
+    /// The image file (with --shared-report: every image to compare).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
 
     /// Show the superblock summary (the default when no other view is chosen).
     #[arg(short = 's')]
@@ -70,13 +72,13 @@ pub struct Cli {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
-    /// Report which regular files of these images would share page cache when all are
+    /// Report which regular files of the IMAGEs would share page cache when all are
     /// mounted with `-o inode_share` in one domain, what that saves, and what prevents it.
-    #[arg(long, value_name = "IMG", num_args = 1.., conflicts_with = "image")]
-    pub shared_report: Option<Vec<PathBuf>>,
+    #[arg(long)]
+    pub shared_report: bool,
 
     /// With --shared-report: also hash every fingerprinted file and flag content that does
-    /// not match its fingerprint (it would poison the shared page cache).
+    /// not match its fingerprint (it would poison the shared page cache); exits 4 if any.
     #[arg(long, requires = "shared_report")]
     pub verify_content: bool,
 
@@ -90,49 +92,63 @@ pub struct Cli {
     pub top: usize,
 }
 
-fn main() {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    let cli = compat::parse();
     match run(&cli) {
-        Ok(()) => {}
+        Ok(code) => code.code(),
+        Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
         Err(e) => {
-            if is_broken_pipe(&e) {
-                std::process::exit(0);
-            }
             eprintln!("dump.erofs-rs: error: {e:#}");
-            std::process::exit(1);
+            Exit::Operational.code()
         }
     }
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-fn run(cli: &Cli) -> Result<()> {
-    if let Some(images) = &cli.shared_report {
-        return shared_report::run(images, cli.top, cli.verify_content, cli.json, cli.quiet);
+/// Opens an image for viewing; the message names the path once, and says when it is a
+/// directory rather than an image.
+pub fn open_image(image: &std::path::Path) -> Result<Image> {
+    if image.is_dir() {
+        bail!("{} is a directory, not an EROFS image", image.display());
     }
-    let Some(image) = &cli.image else {
-        bail!("no image given");
-    };
     // dump shows damaged images too: the checksum is reported, not enforced.
-    let img = Image::open_with(
+    Image::open_with(
         image,
         OpenOptions {
             verify_checksum: false,
         },
     )
-    .with_context(|| format!("cannot read {}", image.display()))?;
+    .map_err(|e| match e {
+        // Already names the path.
+        erofs_reader::Error::Open { .. } => anyhow::anyhow!("{e}"),
+        e => anyhow::anyhow!("cannot read {}: {e}", image.display()),
+    })
+}
+
+fn run(cli: &Cli) -> Result<Exit> {
+    if cli.shared_report {
+        return shared_report::run(
+            &cli.images,
+            cli.top,
+            cli.verify_content,
+            cli.json,
+            cli.quiet,
+        );
+    }
+    let image = &cli.images[0];
+    let img = open_image(image)?;
 
     let selected = match (&cli.path, cli.nid) {
         (Some(p), _) => {
             let bytes = p.as_bytes();
             Some((
-                img.lookup(bytes)
-                    .with_context(|| format!("path {}", p.to_string_lossy()))?,
+                img.lookup(bytes).map_err(|e| match e {
+                    erofs_reader::Error::NotFound { .. } => anyhow::anyhow!(
+                        "--path {}: no such file or directory in {}",
+                        p.to_string_lossy(),
+                        image.display()
+                    ),
+                    e => anyhow::Error::from(e).context(format!("--path {}", p.to_string_lossy())),
+                })?,
                 Some(bytes.to_vec()),
             ))
         }
@@ -204,9 +220,15 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.cat {
         let (inode, _) = target()?;
         if !inode.is_file() && !inode.is_symlink() {
+            let what = match &cli.path {
+                Some(p) => p.to_string_lossy().into_owned(),
+                None => format!("nid {}", inode.nid),
+            };
+            if inode.is_dir() {
+                bail!("--cat: {what} is a directory, not a file (--ls lists it)");
+            }
             bail!(
-                "nid {} is a {}, not a file",
-                inode.nid,
+                "--cat: {what} is a {}, not a file",
                 inode.file_type().name()
             );
         }
@@ -230,5 +252,5 @@ fn run(cli: &Cli) -> Result<()> {
         writeln!(out)?;
     }
     out.flush()?;
-    Ok(())
+    Ok(Exit::Ok)
 }

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use erofs_cli::Exit;
 use erofs_reader::{Image, NoProgress, OpenOptions};
 use erofs_share::collect::{facts_of, image_facts, regular_files};
 use erofs_share::verify::{Issue, verify_files};
@@ -20,7 +21,7 @@ pub fn run(
     verify_content: bool,
     json: bool,
     quiet: bool,
-) -> Result<()> {
+) -> Result<Exit> {
     let bar = if !quiet && !json && std::io::stderr().is_terminal() {
         ProgressBar::new(images.len() as u64)
     } else {
@@ -82,5 +83,31 @@ pub fn run(
     } else {
         out.write_all(render_text(&report, top).as_bytes())?;
     }
-    Ok(())
+    if !verify_content {
+        return Ok(Exit::Ok);
+    }
+    let conflicts = files
+        .iter()
+        .filter(|f| f.content_mismatch.is_some())
+        .count();
+    let hashed = files.iter().filter(|f| f.fingerprint.is_some()).count();
+    if !json {
+        // The verdict line matches the exit status.
+        if conflicts == 0 {
+            writeln!(
+                out,
+                "content verified: all {hashed} fingerprinted files match their fingerprints"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "content verified: {conflicts} of {hashed} fingerprinted files do not match their fingerprints (CONTENT CONFLICT above)"
+            )?;
+        }
+    }
+    Ok(if conflicts == 0 {
+        Exit::Ok
+    } else {
+        Exit::ErrorsLeft
+    })
 }

@@ -159,12 +159,13 @@ pub fn print_stats(out: &mut impl Write, s: &Stats) -> Result<()> {
         "On-disk file size distribution",
         &s.on_disk_size_histogram,
     )?;
+    // Percentages are of all regular files, not of the top entries shown.
+    let total = s.by_type.get("file").copied().unwrap_or(0);
     writeln!(
         out,
-        "\nFile type distribution (top {}):",
+        "\nFile type distribution (top {} extensions, % of all {total} regular files):",
         s.extensions.len()
     )?;
-    let total: u64 = s.extensions.iter().map(|e| e.1).sum();
     for (ext, count) in &s.extensions {
         let name = if ext.is_empty() {
             "(none)"
@@ -177,6 +178,12 @@ pub fn print_stats(out: &mut impl Write, s: &Stats) -> Result<()> {
             *count as f64 * 100.0 / total as f64
         };
         writeln!(out, "{name:<16}\t{count:<10}\t{ratio:>6.2}%")?;
+    }
+    let shown: u64 = s.extensions.iter().map(|e| e.1).sum();
+    if shown < total {
+        let rest = total - shown;
+        let ratio = rest as f64 * 100.0 / total as f64;
+        writeln!(out, "{:<16}\t{rest:<10}\t{ratio:>6.2}%", "(others)")?;
     }
     Ok(())
 }
@@ -445,13 +452,13 @@ fn print_compressed_extents(out: &mut impl Write, v: &InodeView) -> Result<()> {
 
 /// Prints a directory listing like `dump.erofs --ls`.
 pub fn print_ls(out: &mut impl Write, entries: &[DirEntry]) -> Result<()> {
-    writeln!(out, "{:>10} {:>4}  FILENAME", "NID", "TYPE")?;
+    writeln!(out, "{:>10} {:<8}  FILENAME", "NID", "TYPE")?;
     for e in entries {
         writeln!(
             out,
-            "{:>10} {:>4}  {}",
+            "{:>10} {:<8}  {}",
             e.nid,
-            e.file_type.raw(),
+            e.file_type.name(),
             escape_bytes(&e.name)
         )?;
     }

@@ -161,7 +161,13 @@ fn tampered_data_is_found_only_by_hashing_and_flagged_as_a_content_conflict() {
             .iter()
             .any(|f| f["kind"] == "content_mismatch")
     );
-    let hashed = report(&[&a, &b], &["--verify-content"]);
+    let o = dump(&[&a, &b], &["--json", "--verify-content"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "a content conflict is an error left in the image"
+    );
+    let hashed: Value = serde_json::from_slice(&o.stdout).expect("JSON report");
     let f = hashed["findings"]
         .as_array()
         .unwrap()
@@ -170,6 +176,77 @@ fn tampered_data_is_found_only_by_hashing_and_flagged_as_a_content_conflict() {
         .expect("content conflict");
     assert_eq!(f["image"], 1);
     assert_eq!(f["member"]["paths"][0], "/usr/lib/libfoo.so");
+    let o = dump(&[&a, &b], &["--verify-content"]);
+    assert_eq!(o.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("content verified: 1 of ")
+            && text.contains("do not match their fingerprints"),
+        "{text}"
+    );
+}
+
+#[test]
+fn verify_content_ends_with_a_verdict_when_nothing_conflicts() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = two_versions(d.path());
+    let o = dump(&[&a, &b], &["--verify-content"]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last = text.trim_end().lines().last().unwrap().to_string();
+    assert!(
+        last.starts_with("content verified: all ") && last.ends_with("match their fingerprints"),
+        "{last}"
+    );
+}
+
+#[test]
+fn shared_report_is_a_mode_switch_in_any_order_with_json() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = two_versions(d.path());
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dump-erofs-rs"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    let (a, b) = (a.as_os_str(), b.as_os_str());
+    let sr = std::ffi::OsStr::new("--shared-report");
+    let json = std::ffi::OsStr::new("--json");
+    let text = run(&[sr, a, b]);
+    assert!(String::from_utf8_lossy(&text).contains("share"));
+    let first: Value = serde_json::from_slice(&run(&[sr, json, a, b])).unwrap();
+    let second: Value = serde_json::from_slice(&run(&[json, sr, a, b])).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(first["images"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn two_images_without_shared_report_are_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = two_versions(d.path());
+    let o = Command::new(env!("CARGO_BIN_EXE_dump-erofs-rs"))
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(16));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("2 images given: one IMAGE, or several with --shared-report"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -194,7 +271,11 @@ fn an_image_without_fingerprints_blocks_its_files() {
 #[test]
 fn a_missing_image_is_named_in_the_error() {
     let o = dump(&[Path::new("/nonexistent/x.erofs")], &[]);
-    assert!(!o.status.success());
+    assert_eq!(
+        o.status.code(),
+        Some(8),
+        "an image that cannot be read: operational error"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.erofs"));
 }
 

@@ -23,6 +23,7 @@
 pub mod compress;
 pub mod dir;
 pub mod layout;
+pub mod output;
 mod pipeline;
 pub mod scan;
 pub mod source;
@@ -35,6 +36,7 @@ pub mod xattr;
 use std::path::{Path, PathBuf};
 
 pub use layout::Plan;
+pub use output::{Output, OutputKind};
 pub use tree::Tree;
 
 /// Block size used when none is given: the x86-64 page size.
@@ -86,6 +88,9 @@ pub enum MtimePolicy {
     /// Every file gets the image's time (the timestamp, or the build time), so that inodes
     /// can be compact.
     IgnoreMtime,
+    /// `SOURCE_DATE_EPOCH`, as reproducible-builds.org defines it: mtimes newer than the
+    /// timestamp become the timestamp, older ones stay.
+    Clamp,
 }
 
 /// How ownership is rewritten while scanning.
@@ -165,6 +170,9 @@ pub struct Options {
     pub threads: usize,
     /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
     pub compression: Option<compress::CompressOptions>,
+    /// `--hard-dereference`: hard-linked source files become separate inodes, so that the
+    /// image does not depend on how the host happened to link them.
+    pub hard_dereference: bool,
 }
 
 impl Default for Options {
@@ -186,15 +194,19 @@ impl Default for Options {
             keep_going: false,
             threads: 0,
             compression: None,
+            hard_dereference: false,
         }
     }
 }
 
 impl Options {
     /// Fixes the build time now when files are to take it, so that the scan and the layout
-    /// agree on it.
+    /// agree on it; draws a random UUID now, so that the report can name it.
     fn resolve_time(&self) -> Self {
         let mut o = self.clone();
+        if o.uuid == UuidChoice::Random {
+            o.uuid = UuidChoice::Value(layout::random_uuid());
+        }
         if o.mtime == MtimePolicy::IgnoreMtime && o.timestamp.is_none() {
             o.timestamp = Some(
                 std::time::SystemTime::now()
@@ -326,6 +338,8 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     /// The writer's in-order and waiting time.
     pub timings: Timings,
+    /// The volume UUID written (all zeroes for `-U clear`).
+    pub uuid: [u8; 16],
 }
 
 /// Errors of a build. Each names the path or the option at fault.
@@ -370,6 +384,24 @@ pub enum BuildError {
     /// A tar stream that is malformed, or whose entries cannot be applied.
     #[error("tar stream: {0}")]
     Tar(tar::TarError),
+    /// The image path cannot be opened or created, or the finished image not named.
+    #[error("cannot write the image {}: {error}", path.display())]
+    CreateOutput {
+        /// The image path as given.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A block device too small for the image.
+    #[error("{}: the image needs {needed} bytes, the device holds {capacity}", path.display())]
+    DeviceTooSmall {
+        /// The device.
+        path: PathBuf,
+        /// The image size.
+        needed: u64,
+        /// The device size.
+        capacity: u64,
+    },
 }
 
 impl BuildError {
@@ -381,11 +413,12 @@ impl BuildError {
     }
 }
 
-/// Builds an image of the directory `source` and writes it to `image`.
+/// Builds an image of the directory `source` and writes it to `image` (see [`output`] for
+/// how each kind of path is written: a regular file is replaced atomically, a block device
+/// written in place, a character device, fifo or `-` receives a stream).
 ///
-/// The image is written to a temporary file next to `image` and renamed over it only when
-/// everything succeeded, so a failed build leaves an existing `image` untouched. An `image`
-/// inside `source` is not part of the image. A block device is written in place.
+/// A failed build leaves an existing regular `image` untouched. An `image` inside `source`
+/// is not part of the image.
 pub fn build_dir_to_path(
     source: &Path,
     image: &Path,
@@ -399,6 +432,7 @@ pub fn build_dir_to_path(
 }
 
 /// Builds an image of any [`source::Source`] and writes it to `image`, as
+/// Builds an image of any [`source::Source`] and writes it to `image`, as
 /// [`build_dir_to_path`] does. Sources stage data next to the image.
 pub fn build_to_path(
     source: &mut (dyn source::Source + Send),
@@ -407,51 +441,80 @@ pub fn build_to_path(
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
     options.validate()?;
-    if let Ok(meta) = std::fs::metadata(image)
-        && std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())
-    {
-        // A block device is written in place: renaming over it would replace the node.
-        let mut dev = std::fs::OpenOptions::new()
-            .write(true)
-            .open(image)
-            .map_err(|e| BuildError::io(image, e))?;
-        return build_to_writer(source, &mut dev, options, progress);
-    }
-    let image_parent = match image.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+    let mut out = Output::create(image)?;
+    let report = build_to_output(source, &mut out, options, progress)?;
+    out.commit()?;
+    Ok(report)
+}
+
+/// Builds an image of the directory `source` into an opened [`Output`]; the caller commits
+/// it. A block device is checked to hold the image before anything is written.
+pub fn build_dir_to_output(
+    source: &Path,
+    out: &mut Output,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<BuildReport, BuildError> {
+    let mut source = source::DirSource {
+        path: source.to_path_buf(),
+    };
+    build_to_output(&mut source, out, options, progress)
+}
+
+/// Builds an image of any [`source::Source`] into an opened [`Output`]: positioned writes
+/// in parallel where it is seekable, an ordered stream otherwise. The caller commits it.
+pub fn build_to_output(
+    source: &mut (dyn source::Source + Send),
+    out: &mut Output,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<BuildReport, BuildError> {
+    options.validate()?;
+    let mut options = options.resolve_time();
+    // Sources stage data beside the image (a stream's target has no directory to use).
+    let staging_dir = match (out.kind(), out.target().parent()) {
+        (OutputKind::Stream, _) => std::env::temp_dir(),
+        (_, Some(p)) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut options = options.resolve_time();
-    if let Some(rel) = source.contains(image, &image_parent) {
-        options.exclude_paths.push(rel);
+    if out.kind() == OutputKind::Regular {
+        let target = out.target().to_path_buf();
+        if let Some(rel) = source.contains(&target, &staging_dir) {
+            options.exclude_paths.push(rel);
+        }
     }
+    let capacity = out.capacity()?;
     let mut report = BuildReport::default();
-    let (tmp, written) = in_pool(&options, || {
+    let written = in_pool(&options, || {
         progress.phase(Phase::Scan);
         let tree = source.read_tree(&mut source::SourceCtx {
             options: &options,
             report: &mut report,
             progress,
-            staging_dir: &image_parent,
+            staging_dir: &staging_dir,
         })?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".mkfs-erofs-rs.")
-            .tempfile_in(&image_parent)
-            .map_err(|e| BuildError::io(&image_parent, e))?;
-        let written = write::build_image_at(&tree, &options, tmp.as_file(), progress, &mut report)?;
-        Ok((tmp, written))
+        if let Some(capacity) = capacity {
+            // Planned twice for a device only: once here, so that a device too small is
+            // refused before a byte of it is overwritten.
+            let needed = layout::plan(&tree, &options)?.image_bytes();
+            if needed > capacity {
+                return Err(BuildError::DeviceTooSmall {
+                    path: out.target().to_path_buf(),
+                    needed,
+                    capacity,
+                });
+            }
+        }
+        if out.is_seekable() {
+            write::build_image_at(&tree, &options, out.file(), progress, &mut report)
+        } else {
+            write::build_image(&tree, &options, out.file(), progress, &mut report)
+        }
     })?;
-    // No fsync, like mkfs.erofs: the rename makes the new image visible only once it is
-    // complete, and filesystems order a replacing rename after the data (ext4
-    // auto_da_alloc, XFS, btrfs).
-    tmp.persist(image)
-        .map_err(|e| BuildError::io(image, e.error))?;
-    // The temporary file is created 0600; give the image the usual mode.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(image, std::fs::Permissions::from_mode(0o644));
-    }
     report.image_bytes = written;
+    if let UuidChoice::Value(u) = options.uuid {
+        report.uuid = u;
+    }
     progress.phase(Phase::Done);
     Ok(report)
 }

@@ -54,7 +54,7 @@ pub fn scan_dir(
     let meta = Stat::of_metadata(&meta);
     let root = ctx.scan_entry(source.to_path_buf(), Vec::new(), Vec::new(), meta)?;
     let root = root.expect("the root is never skipped");
-    let tree = flatten(root);
+    let tree = flatten(root, options.hard_dereference);
     let mut skipped = ctx.skipped.into_inner().unwrap_or_else(|e| e.into_inner());
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     report.skipped.extend(skipped);
@@ -263,6 +263,7 @@ impl Ctx<'_> {
         let (uid, gid) = self.options.ownership.apply(meta.uid, meta.gid);
         let (mtime, mtime_nsec) = match (self.options.timestamp, self.options.mtime) {
             (Some(t), MtimePolicy::AllTime | MtimePolicy::IgnoreMtime) => (t, 0),
+            (Some(t), MtimePolicy::Clamp) if meta.mtime >= t => (t, 0),
             _ => (meta.mtime, meta.mtime_nsec.clamp(0, 999_999_999) as u32),
         };
         Ok(Node {
@@ -524,10 +525,12 @@ fn data_ranges(
 /// Turns the scanned nodes into the inode table: a directory's children get consecutive
 /// indices, then its subdirectories are placed in name order. Hard links (same device and
 /// inode) become one inode, placed where the first link is met.
-fn flatten(root: Node) -> Tree {
+///
+/// With `hard_dereference`, every link becomes an inode of its own.
+fn flatten(root: Node, hard_dereference: bool) -> Tree {
     let mut inodes = vec![root.inode];
     let mut links = std::collections::HashMap::new();
-    place(0, root.children, &mut inodes, &mut links);
+    place(0, root.children, &mut inodes, &mut links, hard_dereference);
     Tree { inodes }
 }
 
@@ -536,12 +539,13 @@ fn place(
     children: Vec<Node>,
     inodes: &mut Vec<Inode>,
     links: &mut std::collections::HashMap<(u64, u64), usize>,
+    hard_dereference: bool,
 ) {
     let mut entries = Vec::with_capacity(children.len());
     let mut subdirs = Vec::new();
     for child in children {
         let is_dir = matches!(child.inode.kind, Kind::Directory { .. });
-        let linked = (!is_dir && child.st_nlink > 1)
+        let linked = (!is_dir && !hard_dereference && child.st_nlink > 1)
             .then(|| links.get(&(child.dev, child.ino)).copied())
             .flatten();
         if let Some(idx) = linked {
@@ -560,7 +564,7 @@ fn place(
                 entries: Vec::new(),
             };
             subdirs.push((idx, child.children));
-        } else if child.st_nlink > 1 {
+        } else if child.st_nlink > 1 && !hard_dereference {
             links.insert((child.dev, child.ino), idx);
         }
         inodes.push(inode);
@@ -575,7 +579,7 @@ fn place(
     }
     inodes[dir].nlink = nlink;
     for (idx, grandchildren) in subdirs {
-        place(idx, grandchildren, inodes, links);
+        place(idx, grandchildren, inodes, links, hard_dereference);
     }
 }
 

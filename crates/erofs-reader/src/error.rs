@@ -32,7 +32,9 @@ impl fmt::Display for Location {
 #[non_exhaustive]
 pub enum Corruption {
     /// A structure extends past the end of the image.
-    #[error("{len} bytes lie outside the image ({image_size} bytes)")]
+    #[error(
+        "{len} bytes lie outside the image ({image_size} bytes): the image is truncated or an offset is corrupt"
+    )]
     OutOfImage {
         /// Length of the read.
         len: u64,

@@ -35,7 +35,37 @@ pub fn skip_or_fail(why: &str) -> bool {
         panic!("required peer missing under CI=true: {why}");
     }
     eprintln!("\n*** SKIPPED: {why} ***\n");
+    record_skip(why);
     false
+}
+
+/// Appends `test<TAB>why` to the file `EROFS_RS_SKIP_LOG` names, so that `cargo xtask test`
+/// reports the skip (cargo itself shows a skipped test as `ok`). The test is named by its
+/// binary (without cargo's hash) and its thread, which libtest names after the test.
+fn record_skip(why: &str) {
+    use std::io::Write;
+    let Some(log) = std::env::var_os("EROFS_RS_SKIP_LOG") else {
+        return;
+    };
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let line = format!("{binary}::{test}\t{}\n", why.replace(['\t', '\n'], " "));
+    // One short O_APPEND write per skip: concurrent test processes do not interleave lines.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// Whether `tool` is on the PATH.
@@ -127,4 +157,87 @@ pub fn reference_images_1_9_3() -> Option<std::path::PathBuf> {
     }
     skip_or_fail(&format!("reference images not found at {}", dir.display()));
     None
+}
+
+/// Checks the man page and completion scripts a tool generates (`EROFS_RS_GENERATE`, as
+/// `cargo xtask dist` runs it): `man -l` renders the page with the exit statuses, bash and
+/// zsh load the completion for `name`, the other shells get a script. A missing `man`,
+/// `bash` or `zsh` is skipped (failure under `CI=true`).
+pub fn check_man_and_completions(bin: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let generate = |kind: &str| {
+        let out = Command::new(bin)
+            .env("EROFS_RS_GENERATE", kind)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: generating {kind}");
+        assert!(!out.stdout.is_empty(), "{name}: {kind} is empty");
+        let p = dir.path().join(kind);
+        std::fs::write(&p, &out.stdout).unwrap();
+        p
+    };
+    let page = generate("man");
+    if have("man") {
+        let out = Command::new("man")
+            .args(["-P", "cat", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "man -l {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(name), "{name}: {text}");
+        assert!(
+            text.contains("EXIT STATUS") && text.contains("usage error"),
+            "{name} man page lists exit statuses: {text}"
+        );
+        assert!(
+            text.contains("sha256:"),
+            "{name} man page describes fingerprints: {text}"
+        );
+    } else {
+        skip_or_fail("man (man-db) is not installed: man page not rendered");
+    }
+    let bash = generate("bash");
+    if have("bash") {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}' && complete -p {name}", bash.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bash completion for {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        skip_or_fail("bash is not installed");
+    }
+    let zsh = generate("zsh");
+    if have("zsh") {
+        let out = Command::new("zsh")
+            .arg("-fc")
+            .arg(format!(
+                "autoload -Uz compinit && compinit -u -D && source '{}' && print -r -- $_comps[{name}]",
+                zsh.display()
+            ))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim() == format!("_{name}"),
+            "zsh completion for {name}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        skip_or_fail("zsh is not installed: zsh completion not loaded");
+    }
+    for shell in ["fish", "elvish", "powershell"] {
+        let script = std::fs::read_to_string(generate(shell)).unwrap();
+        assert!(script.contains(name), "{shell} completion names {name}");
+    }
 }

@@ -1,8 +1,10 @@
 //! `fsck.erofs-rs`: checks an EROFS image and optionally extracts it.
 //!
-//! Exit status: 0 when the image is consistent (and extraction, if asked, succeeded),
-//! 1 when problems were found or extraction failed, 2 when the image cannot be opened.
+//! Exit status (fsck(8)'s values, the same for all three tools): 0 when the image is
+//! consistent (and extraction, if asked, succeeded), 4 when problems were found and left,
+//! 8 when the image cannot be opened or read or extraction failed, 16 for a usage error.
 
+mod compat;
 mod fingerprints;
 
 use std::ffi::OsString;
@@ -10,8 +12,9 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
+use erofs_cli::Exit;
 use erofs_reader::check::{CheckOptions, CheckReport, check_from};
 use erofs_reader::extract::{ExtractOptions, ExtractReport, extract};
 use erofs_reader::{Image, OpenOptions, escape_bytes};
@@ -77,6 +80,15 @@ pub struct Cli {
     #[arg(short = 'p')]
     pub print_ratio: bool,
 
+    /// erofs-utils' message level; accepted for compatibility, no effect.
+    #[arg(
+        short = 'd',
+        value_name = "LEVEL",
+        allow_hyphen_values = true,
+        hide = true
+    )]
+    pub debug_level: Option<i32>,
+
     /// Recompute the SHA-256 of every fingerprinted file (in parallel) and compare it with
     /// its fingerprint xattr; also check the superblock's fingerprint fields.
     #[arg(long, alias = "xattr-inode-digest")]
@@ -94,19 +106,22 @@ struct JsonOut<'a> {
     error: Option<String>,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    let code = match run(&cli) {
-        Ok(code) => code,
+fn main() -> std::process::ExitCode {
+    let cli = compat::parse();
+    match run(&cli) {
+        Ok(code) => code.code(),
+        Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
         Err(e) => {
             eprintln!("fsck.erofs-rs: error: {e:#}");
-            2
+            Exit::Operational.code()
         }
-    };
-    std::process::exit(code);
+    }
 }
 
-fn run(cli: &Cli) -> Result<i32> {
+fn run(cli: &Cli) -> Result<Exit> {
+    if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
+        check_extract_dir(cli, Path::new(dir))?;
+    }
     let img = match Image::open_with(
         &cli.image,
         OpenOptions {
@@ -115,10 +130,17 @@ fn run(cli: &Cli) -> Result<i32> {
     ) {
         Ok(img) => img,
         Err(e) => {
-            let msg = format!("cannot read {}: {e}", cli.image.display());
+            let msg = if cli.image.is_dir() {
+                format!("{} is a directory, not an EROFS image", cli.image.display())
+            } else if matches!(e, erofs_reader::Error::Open { .. }) {
+                // Already names the path.
+                e.to_string()
+            } else {
+                format!("cannot read {}: {e}", cli.image.display())
+            };
             if cli.json {
                 print_json(cli, None, None, None, Some(msg))?;
-                return Ok(2);
+                return Ok(Exit::Operational);
             }
             bail!(msg);
         }
@@ -134,7 +156,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Err(e) => {
             if cli.json {
                 print_json(cli, None, None, None, Some(format!("{e:#}")))?;
-                return Ok(2);
+                return Ok(Exit::Operational);
             }
             return Err(e);
         }
@@ -178,6 +200,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Some(v) => Some(fingerprints::print(v?, &image_name, cli.json)?),
         None => None,
     };
+    let extract_failed = extract_error.is_some();
     let clean = report.is_clean()
         && extract_error.is_none()
         && !fingerprints.as_ref().is_some_and(fingerprints::failed);
@@ -205,7 +228,7 @@ fn run(cli: &Cli) -> Result<i32> {
             writeln!(err, "problem [{}] {}: {}", p.kind, at.join(", "), p.message)?;
         }
         if let Some(e) = &extract_error {
-            writeln!(err, "extraction failed: {e}")?;
+            writeln!(err, "fsck.erofs-rs: error: extraction failed: {e}")?;
         }
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -218,11 +241,7 @@ fn run(cli: &Cli) -> Result<i32> {
             report.symlinks,
             report.special_files,
             report.data_bytes,
-            if report.is_clean() {
-                "clean".to_string()
-            } else {
-                format!("{} problem(s)", report.problems.len())
-            }
+            verdict(&report, fingerprints.as_ref(), extract_error.is_some())
         )?;
         if report.compressed_files > 0 {
             writeln!(
@@ -242,7 +261,54 @@ fn run(cli: &Cli) -> Result<i32> {
             )?;
         }
     }
-    Ok(if clean { 0 } else { 1 })
+    Ok(if clean {
+        Exit::Ok
+    } else if extract_failed {
+        Exit::Operational
+    } else {
+        Exit::ErrorsLeft
+    })
+}
+
+/// The last word of the summary line: `clean` exactly when the exit status is 0.
+fn verdict(
+    report: &CheckReport,
+    fingerprints: Option<&erofs_share::verify::VerifyReport>,
+    extract_failed: bool,
+) -> String {
+    let mut bad = Vec::new();
+    if !report.is_clean() {
+        bad.push(format!("{} problem(s)", report.problems.len()));
+    }
+    if let Some(f) = fingerprints.filter(|f| fingerprints::failed(f)) {
+        bad.push(if f.has_no_fingerprints() {
+            "no fingerprints to verify".to_string()
+        } else {
+            format!("{} fingerprint error(s)", f.errors())
+        });
+    }
+    if extract_failed {
+        bad.push("extraction failed".into());
+    }
+    if bad.is_empty() {
+        "clean".into()
+    } else {
+        bad.join(", ")
+    }
+}
+
+/// Refuses a non-empty extraction directory before the check, not after it.
+fn check_extract_dir(cli: &Cli, dest: &Path) -> Result<()> {
+    if !cli.overwrite
+        && let Ok(mut rd) = std::fs::read_dir(dest)
+        && rd.next().is_some()
+    {
+        bail!(
+            "--extract={}: the directory is not empty (use --overwrite to extract over existing files)",
+            dest.display()
+        );
+    }
+    Ok(())
 }
 
 /// `stored blocks * 100 / decoded blocks`, as fsck.erofs -p prints it.
@@ -286,7 +352,14 @@ fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
             let bytes = p.as_bytes();
             let nid = img
                 .lookup(bytes)
-                .with_context(|| format!("path {}", p.to_string_lossy()))?
+                .map_err(|e| match e {
+                    erofs_reader::Error::NotFound { .. } => anyhow::anyhow!(
+                        "--path {}: no such file or directory in {}",
+                        p.to_string_lossy(),
+                        cli.image.display()
+                    ),
+                    e => anyhow::Error::from(e).context(format!("--path {}", p.to_string_lossy())),
+                })?
                 .nid;
             (nid, bytes.to_vec())
         }
@@ -296,15 +369,6 @@ fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
 }
 
 fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
-    if !cli.overwrite
-        && let Ok(mut rd) = std::fs::read_dir(dest)
-        && rd.next().is_some()
-    {
-        bail!(
-            "{} is not empty (use --overwrite to extract over existing files)",
-            dest.display()
-        );
-    }
     let (nid, _) = subtree(cli, img)?;
     let mut opts = ExtractOptions {
         overwrite: cli.overwrite,

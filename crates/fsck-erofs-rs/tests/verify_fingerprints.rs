@@ -84,11 +84,18 @@ fn a_flipped_data_byte_is_reported_with_nid_and_path() {
     std::fs::write(&image, bytes).unwrap();
 
     let o = fsck(&["--verify-fingerprints", image.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let t = text(&o);
     assert!(
         t.contains(&format!("nid {} /big", big.nid)) && t.contains("MISMATCH"),
         "{t}"
+    );
+    // The verdict, the last line, matches the exit status.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let verdict = stdout.trim_end().lines().last().unwrap();
+    assert!(
+        verdict.ends_with(": 1 fingerprint error(s)") && !verdict.contains("clean"),
+        "{verdict}"
     );
     assert!(
         !t.contains("/tail (") && !t.contains("/a/one ("),
@@ -103,7 +110,7 @@ fn a_wrong_fingerprint_value_is_a_mismatch() {
     forged[38] ^= 1;
     patch_unique(&image, &fingerprint_of(&[b'x'; 5000]), &forged);
     let o = fsck(&["--xattr-inode-digest", "--json", image.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let issues = v["fingerprints"]["issues"].as_array().unwrap();
     assert_eq!(issues.len(), 1, "{v:#}");
@@ -128,7 +135,7 @@ fn a_value_that_is_not_sha256_plus_32_bytes_is_unidentified() {
     assert_eq!(n, 2);
     std::fs::write(&image, bytes).unwrap();
     let o = fsck(&["--verify-fingerprints", image.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     assert_eq!(
         text(&o).matches("unidentified fingerprint").count(),
         2,
@@ -141,7 +148,7 @@ fn a_value_that_is_not_sha256_plus_32_bytes_is_unidentified() {
 fn an_image_without_fingerprints_says_so_and_fails() {
     let (_d, image) = fixture(false);
     let o = fsck(&["--verify-fingerprints", image.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     assert!(
         text(&o).contains("has no fingerprint xattrs"),
         "{}",
@@ -162,7 +169,7 @@ fn a_prefix_id_outside_the_prefix_table_is_a_superblock_problem() {
         "--no-sbcrc",
         image.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     assert!(
         text(&o).contains("ishare_xattr_prefix_id 1 is not below xattr_prefix_count 1"),
         "{}",
@@ -226,7 +233,7 @@ fn reports_are_identical_with_one_and_many_threads() {
 
     let json = |threads| {
         let o = fsck_on_threads(threads, &["--verify-fingerprints", "--json", image]);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
         String::from_utf8(o.stdout).unwrap()
     };
     let one = json(1);

@@ -1,7 +1,14 @@
 //! `mkfs.erofs-rs`: builds an uncompressed EROFS image from a directory or a tar stream.
 //!
 //! A thin front end: options become [`erofs_builder::Options`], progress is rendered with
-//! indicatif on stderr when it is a terminal, errors get their context from anyhow.
+//! indicatif on stderr when it is a terminal, errors get their context from anyhow. The
+//! erofs-utils drop-in name is handled in [`compat`], `-E` in [`extended`], the kinds of
+//! IMAGE in [`erofs_builder::output`].
+
+mod compat;
+mod extended;
+mod json_report;
+mod signals;
 
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
@@ -12,18 +19,25 @@ use std::time::Instant;
 mod input;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{FromArgMatches, Parser};
 use erofs_builder::{
-    FingerprintOptions, MtimePolicy, Options, Ownership, Phase, Progress, UuidChoice,
+    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, Ownership, Phase,
+    Progress, UuidChoice,
 };
+use erofs_cli::Exit;
 
 /// Build an EROFS image from a directory.
 #[derive(Parser, Debug)]
-#[command(name = "mkfs.erofs-rs", version, about, long_about = None)]
+#[command(
+    name = "mkfs.erofs-rs",
+    version,
+    about = "Build an EROFS image from a directory, with parallel sha256 fingerprints"
+)]
 struct Cli {
     /// Source directory; with --tar, the tar file (`-`: standard input).
     source: PathBuf,
-    /// Image file to create (replaced atomically on success).
+    /// Image to write: a file (replaced atomically when complete), a block device, or a
+    /// stream (a character device, a fifo, or - for standard output).
     image: PathBuf,
 
     /// Block size in bytes: 512, 1024, 2048 or 4096.
@@ -98,14 +112,28 @@ struct Cli {
     #[arg(long, value_name = "PREFIX")]
     xattr_prefix: Vec<String>,
 
+    /// Store hard-linked files as separate inodes (the image then does not depend on how the
+    /// host happened to link files).
+    #[arg(long)]
+    hard_dereference: bool,
     /// Skip unreadable files instead of failing, and list them at the end.
     #[arg(long)]
     keep_going: bool,
     /// No progress bar and no summary.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Worker threads (default: one per CPU).
-    #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
+    /// Print a JSON build report on standard output (see docs/json.md).
+    #[arg(long)]
+    json: bool,
+    /// Worker threads; 0 means one per CPU [default: one per CPU].
+    #[arg(
+        short = 'j',
+        long,
+        visible_alias = "workers",
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     threads: usize,
     /// Compress regular files: `ALG[,LEVEL]` with lz4 or lz4hc (levels 0..=12, default 9).
     #[arg(short = 'z', value_name = "ALG[,LEVEL]")]
@@ -113,6 +141,13 @@ struct Cli {
     /// Largest pcluster in bytes, a multiple of the block size (default: one block).
     #[arg(short = 'C', value_name = "BYTES", requires = "compress")]
     pcluster: Option<u32>,
+
+    /// erofs-utils' message level; accepted for compatibility, no effect.
+    #[arg(short = 'd', value_name = "LEVEL", allow_hyphen_values = true)]
+    debug_level: Option<i32>,
+    /// erofs-utils' data order for tar input; a directory's data is always in path order.
+    #[arg(long, value_name = "ORDER", value_parser = ["path", "none"])]
+    sort: Option<String>,
 
     #[command(flatten)]
     tar: TarArgs,
@@ -165,6 +200,7 @@ struct TarArgs {
     print_diff_id: bool,
 }
 
+/// Builder options from the command line; an error here is a usage error.
 fn options_from(cli: &Cli) -> Result<Options> {
     let blkszbits = match cli.block_size {
         512 => 9,
@@ -173,33 +209,29 @@ fn options_from(cli: &Cli) -> Result<Options> {
         4096 => 12,
         other => bail!("-b {other}: block size must be 512, 1024, 2048 or 4096"),
     };
-    let timestamp = match cli.timestamp {
-        Some(t) => Some(t),
+    // -T sets every time; SOURCE_DATE_EPOCH only clamps (reproducible-builds.org).
+    let (timestamp, clamp) = match cli.timestamp {
+        Some(t) => (Some(t), false),
         None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.is_empty() => Some(
-                v.trim()
-                    .parse::<i64>()
-                    .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+            Ok(v) if !v.is_empty() => (
+                Some(
+                    v.trim()
+                        .parse::<i64>()
+                        .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+                ),
+                true,
             ),
-            _ => None,
+            _ => (None, false),
         },
     };
     let uuid = match &cli.uuid {
         Some(u) => UuidChoice::parse(u)?,
         None => UuidChoice::Random,
     };
-    let mut noinline_data = false;
-    let mut xattr_name_filter = true;
-    for opt in cli.extended.iter().flat_map(|e| e.split(',')) {
-        match opt {
-            "" => {}
-            "noinline_data" | "^inline_data" => noinline_data = true,
-            "inline_data" => noinline_data = false,
-            "xattr-name-filter" => xattr_name_filter = true,
-            "^xattr-name-filter" => xattr_name_filter = false,
-            other => bail!("-E {other}: unknown extended option"),
-        }
-    }
+    let extended::Extended {
+        noinline_data,
+        xattr_name_filter,
+    } = extended::parse(&cli.extended)?;
     let fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
         (Some(name), _) => Some(FingerprintOptions {
             xattr_name: name.as_bytes().to_vec(),
@@ -216,6 +248,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
             MtimePolicy::IgnoreMtime
         } else if cli.mkfs_time {
             MtimePolicy::MkfsTime
+        } else if clamp && !cli.all_time {
+            MtimePolicy::Clamp
         } else {
             MtimePolicy::AllTime
         },
@@ -253,6 +287,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
             }
             None => None,
         },
+        hard_dereference: cli.hard_dereference,
     })
 }
 
@@ -346,31 +381,186 @@ impl Progress for Bar {
     }
 }
 
+/// Why a run failed: the exit status tells a usage error from an operational one.
+enum Failure {
+    Usage(anyhow::Error),
+    Operational(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Operational(e.into())
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let name = erofs_cli::invoked_as();
+    let cmd = compat::command(name.as_deref());
+    erofs_cli::generate_if_asked(&cmd, &compat::MAN_SECTIONS);
+    let matches = erofs_cli::parse(cmd, std::env::args_os().collect());
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
         Err(e) => {
+            let _ = e.print();
+            return Exit::Usage.code();
+        }
+    };
+    match run(&cli) {
+        Ok(()) => Exit::Ok.code(),
+        Err(Failure::Operational(e)) if erofs_cli::is_broken_pipe(&e) || is_output_pipe(&e) => {
+            Exit::Ok.code()
+        }
+        Err(Failure::Usage(e)) => {
             eprintln!("mkfs.erofs-rs: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            Exit::Usage.code()
+        }
+        Err(Failure::Operational(e)) => {
+            eprintln!("mkfs.erofs-rs: error: {e:#}");
+            if !cli.keep_going && is_source_read_error(&e) {
+                eprintln!("hint: --keep-going skips unreadable files and lists them at the end");
+            }
+            Exit::Operational.code()
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
-    let options = options_from(cli)?;
-    let start = Instant::now();
-    let bar = Bar::new(cli.quiet);
-    let report = match &cli.tar.mode {
-        None => erofs_builder::build_dir_to_path(&cli.source, &cli.image, &options, &bar),
-        Some(mode) => return run_tar(cli, mode, &options, &bar, start),
+/// A source file or directory that could not be read (what `--keep-going` skips).
+fn is_source_read_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<BuildError>(), Some(BuildError::Io { .. })))
+}
+
+/// A stream output whose reader went away (`mkfs.erofs-rs DIR - | head -c 1`).
+fn is_output_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<BuildError>(),
+            Some(BuildError::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// SOURCE must be a directory; with the arguments swapped (erofs-utils' order under our
+/// name), say so instead of failing on a missing SOURCE.
+fn check_source(cli: &Cli) -> Result<()> {
+    let source_is_dir = std::fs::metadata(&cli.source).is_ok_and(|m| m.is_dir());
+    if source_is_dir {
+        return Ok(());
     }
-    .with_context(|| format!("building {}", cli.image.display()))?;
-    finish(cli, &bar, &report, start);
+    let image_is_dir = std::fs::metadata(&cli.image).is_ok_and(|m| m.is_dir());
+    let what = match std::fs::metadata(&cli.source) {
+        Ok(_) => "is not a directory",
+        Err(_) => "does not exist",
+    };
+    if image_is_dir {
+        bail!(
+            "SOURCE {} {what}, and IMAGE {} is a directory: did you swap SOURCE and IMAGE? \
+             (usage: {})",
+            cli.source.display(),
+            cli.image.display(),
+            compat::usage(erofs_cli::invoked_as().as_deref())
+        );
+    }
+    bail!("SOURCE {} {what}", cli.source.display());
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let options = options_from(cli).map_err(Failure::Usage)?;
+    options.validate().map_err(|e| Failure::Usage(e.into()))?;
+    if cli.tar.mode.is_none() {
+        check_source(cli).map_err(Failure::Usage)?;
+    }
+    let start = Instant::now();
+    let unnamed = std::env::var_os("MKFS_EROFS_RS_NO_TMPFILE").is_none();
+    let cleanup = signals::Cleanup::install().context("installing signal handlers")?;
+    if cli.image.as_os_str() == "-" && std::io::stdout().is_terminal() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "IMAGE -: standard output is a terminal; redirect it to a file or a pipe"
+        )));
+    }
+    let mut out = Output::create_with(&cli.image, unnamed)?;
+    if let Some(temp) = out.temp_path() {
+        cleanup.remove_on_signal(temp.to_path_buf());
+    }
+    let bar = Bar::new(cli.quiet || cli.json);
+    let (report, diff_id) = match &cli.tar.mode {
+        None => (
+            erofs_builder::build_dir_to_output(&cli.source, &mut out, &options, &bar)?,
+            None,
+        ),
+        Some(mode) => run_tar(cli, mode, &options, &mut out, &bar)?,
+    };
+    let to_stdout = out.kind() == OutputKind::Stream && cli.image.as_os_str() == "-";
+    out.commit()?;
+    if let Some(b) = &bar.bar {
+        b.finish_and_clear();
+    }
+    if let Some(d) = diff_id {
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        // With the image on standard output, the diff_id goes to stderr.
+        if to_stdout {
+            eprintln!("sha256:{hex}");
+        } else {
+            println!("sha256:{hex}");
+        }
+    }
+    if bar.timings.is_some() {
+        // The serial share of the build: CPU time on the in-order path over all CPU time.
+        let cpu = cpu_seconds().unwrap_or(0.0);
+        let ordered = report.timings.ordered_cpu.as_secs_f64();
+        eprintln!(
+            "in-order cpu {ordered:.3}s ({:.1}% of {cpu:.2}s cpu), workers waited {:.3}s",
+            if cpu > 0.0 {
+                100.0 * ordered / cpu
+            } else {
+                0.0
+            },
+            report.timings.worker_wait.as_secs_f64()
+        );
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if cli.json {
+        let json =
+            json_report::JsonReport::new(&cli.source, &cli.image, &options, &report, seconds);
+        // With the image on standard output, the report goes to stderr.
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        if to_stdout {
+            std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes())?;
+        } else {
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+        }
+        return Ok(());
+    }
+    if !report.skipped.is_empty() && !cli.quiet {
+        let n = report.skipped.len();
+        eprintln!(
+            "skipped {n} unreadable {} (--keep-going):",
+            if n == 1 { "entry" } else { "entries" }
+        );
+        for s in &report.skipped {
+            eprintln!("  {}: {}", s.path.display(), s.reason);
+        }
+    }
+    if !cli.quiet {
+        eprintln!(
+            "{}: {} inodes, {} bytes, {} fingerprinted files, {:.2}s",
+            cli.image.display(),
+            report.inodes,
+            report.image_bytes,
+            report.fingerprinted_files,
+            seconds
+        );
+    }
     Ok(())
 }
 
-fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) -> Result<()> {
+/// Builds from the tar stream SOURCE into `out`; returns the report and the stream's
+/// diff_id when `--print-diff-id` asked for it.
+fn run_tar(
+    cli: &Cli,
+    mode: &str,
+    options: &Options,
+    out: &mut Output,
+    bar: &Bar,
+) -> Result<(erofs_builder::BuildReport, Option<[u8; 32]>)> {
     use erofs_builder::tar_source::{TarOptions, TarSource, Whiteouts};
     use input::Codec;
     let t = &cli.tar;
@@ -430,57 +620,19 @@ fn run_tar(cli: &Cli, mode: &str, options: &Options, bar: &Bar, start: Instant) 
         },
     );
     let report =
-        erofs_builder::build_to_path(&mut source, &cli.image, options, bar).with_context(|| {
+        erofs_builder::build_to_output(&mut source, out, options, bar).with_context(|| {
             format!(
                 "building {} from {}",
                 cli.image.display(),
                 cli.source.display()
             )
         })?;
-    if t.print_diff_id
-        && let Some(d) = digests.lock().unwrap_or_else(|e| e.into_inner()).diff_id
-    {
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        println!("sha256:{hex}");
-    }
-    finish(cli, bar, &report, start);
-    Ok(())
-}
-
-fn finish(cli: &Cli, bar: &Bar, report: &erofs_builder::BuildReport, start: Instant) {
-    if let Some(b) = &bar.bar {
-        b.finish_and_clear();
-    }
-    if bar.timings.is_some() {
-        // The serial share of the build: CPU time on the in-order path over all CPU time.
-        let cpu = cpu_seconds().unwrap_or(0.0);
-        let ordered = report.timings.ordered_cpu.as_secs_f64();
-        eprintln!(
-            "in-order cpu {ordered:.3}s ({:.1}% of {cpu:.2}s cpu), workers waited {:.3}s",
-            if cpu > 0.0 {
-                100.0 * ordered / cpu
-            } else {
-                0.0
-            },
-            report.timings.worker_wait.as_secs_f64()
-        );
-    }
-    if !report.skipped.is_empty() {
-        eprintln!("skipped {} files (--keep-going):", report.skipped.len());
-        for s in &report.skipped {
-            eprintln!("  {}: {}", s.path.display(), s.reason);
-        }
-    }
-    if !cli.quiet {
-        eprintln!(
-            "{}: {} inodes, {} bytes, {} fingerprinted files, {:.2}s",
-            cli.image.display(),
-            report.inodes,
-            report.image_bytes,
-            report.fingerprinted_files,
-            start.elapsed().as_secs_f64()
-        );
-    }
+    let diff_id = if t.print_diff_id {
+        digests.lock().unwrap_or_else(|e| e.into_inner()).diff_id
+    } else {
+        None
+    };
+    Ok((report, diff_id))
 }
 
 /// User plus system CPU time of this process so far, from /proc (for the timings only).

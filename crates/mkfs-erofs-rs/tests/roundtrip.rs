@@ -632,11 +632,18 @@ fn keep_going_skips_unreadable_files_and_lists_them() {
         err.contains("secret") || err.contains("closed-dir"),
         "the error names the path: {err}"
     );
+    assert!(
+        err.contains("hint: --keep-going skips unreadable files"),
+        "the error names the way out: {err}"
+    );
     assert!(!img.exists());
     let out = run(&["--keep-going"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "--keep-going: {err}");
-    assert!(err.contains("skipped 2 files"), "{err}");
+    assert!(
+        err.contains("skipped 2 unreadable entries (--keep-going):"),
+        "a directory is an entry, not a file: {err}"
+    );
     assert!(
         err.contains("secret") && err.contains("closed-dir"),
         "{err}"
@@ -647,6 +654,14 @@ fn keep_going_skips_unreadable_files_and_lists_them() {
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .collect();
     assert_eq!(paths, ["", "ok"]);
+    // -q: no list, only the result.
+    let out = run(&["--keep-going", "-q"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+#[allow(unused_imports)]
 pub use erofs_testkit::{have, is_root, read_xattrs, skip_or_fail};
 
 /// The -T value the tests use.

@@ -1,0 +1,95 @@
+//! `-E opt[,opt...]`: mkfs.erofs 1.9.3's extended options. Those implemented here take
+//! effect; every other one of its flags is refused by name, never ignored silently, and an
+//! unknown one is refused as unknown.
+
+use anyhow::{Result, bail};
+
+/// What the implemented `-E` flags set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extended {
+    /// `noinline_data` / `^inline_data`.
+    pub noinline_data: bool,
+    /// `[^]xattr-name-filter` (on by default, as in 1.9.3).
+    pub xattr_name_filter: bool,
+}
+
+impl Default for Extended {
+    fn default() -> Self {
+        Self {
+            noinline_data: false,
+            xattr_name_filter: true,
+        }
+    }
+}
+
+/// mkfs.erofs 1.9.3's `-E` flags that mkfs.erofs-rs does not implement (yet).
+pub const NOT_IMPLEMENTED: [&str; 14] = [
+    "48bit",
+    "all-fragments",
+    "fragments",
+    "fragdedupe",
+    "dedupe",
+    "ztailpacking",
+    "dot-omitted",
+    "force-inode-compact",
+    "force-inode-extended",
+    "force-inode-blockmap",
+    "force-chunk-indexes",
+    "legacy-compress",
+    "nosbcrc",
+    "plain-xattr-prefixes",
+];
+
+/// Parses every `-E` value in order; a later flag wins over an earlier one.
+pub fn parse(values: &[String]) -> Result<Extended> {
+    let mut e = Extended::default();
+    for opt in values.iter().flat_map(|v| v.split(',')) {
+        let (negated, rest) = match opt.strip_prefix('^') {
+            Some(r) => (true, r),
+            None => (false, opt),
+        };
+        let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+        match (negated, name) {
+            (_, "") => {}
+            (false, "noinline_data") | (true, "inline_data") => e.noinline_data = true,
+            (false, "inline_data") => e.noinline_data = false,
+            (false, "xattr-name-filter") => e.xattr_name_filter = true,
+            (true, "xattr-name-filter") => e.xattr_name_filter = false,
+            (_, n) if NOT_IMPLEMENTED.contains(&n) => {
+                bail!(
+                    "-E {opt}: mkfs.erofs's extended option {n} is not implemented by mkfs.erofs-rs"
+                )
+            }
+            _ => bail!(
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter)"
+            ),
+        }
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<Extended> {
+        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn implemented_flags_take_effect_in_order() {
+        let e = p(&["noinline_data,^xattr-name-filter"]).unwrap();
+        assert!(e.noinline_data && !e.xattr_name_filter);
+        assert!(!p(&["^inline_data", "inline_data"]).unwrap().noinline_data);
+    }
+
+    #[test]
+    fn every_other_1_9_3_flag_is_refused_by_name() {
+        for n in NOT_IMPLEMENTED {
+            let err = p(&[&format!("{n}=4096")]).unwrap_err().to_string();
+            assert!(err.contains(n) && err.contains("not implemented"), "{err}");
+        }
+        let err = p(&["bogus"]).unwrap_err().to_string();
+        assert!(err.contains("unknown extended option"), "{err}");
+    }
+}
