@@ -30,6 +30,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: compressed,
         },
         Scenario {
+            name: "share-domains",
+            about: "inode_share: fingerprint values and domain ids that collide under concatenation (ab + X vs b + Xa) stay apart; same-domain control; non-root readers",
+            prepare: domains,
+        },
+        Scenario {
             name: "share-umount",
             about: "inode_share: unmount one member over and over while another is being read",
             prepare: umount,
@@ -304,12 +309,24 @@ fn compressible(seed: u64, n: usize) -> Vec<u8> {
 /// `ishare_xattr_prefix_id` at it. The kernel looks the fingerprint up by its full name, so it
 /// finds the short-prefix entries mkfs.erofs wrote.
 fn debian_fingerprinted(src: &Path, img: &Path, opts: &[&str]) -> Result<()> {
+    debian_with_values(src, img, opts, |data| {
+        [b"sha256:".as_slice(), Sha256::digest(data).as_slice()].concat()
+    })
+}
+
+/// [`debian_fingerprinted`] with the fingerprint value of each file chosen by `value` (from the
+/// file's content), so that a scenario can write values that are not digests.
+fn debian_with_values(
+    src: &Path,
+    img: &Path,
+    opts: &[&str],
+    value: impl Fn(&[u8]) -> Vec<u8>,
+) -> Result<()> {
     for e in std::fs::read_dir(src)? {
         let e = e?;
         if e.file_type()?.is_file() {
             let data = std::fs::read(e.path())?;
-            let value = [b"sha256:".as_slice(), Sha256::digest(&data).as_slice()].concat();
-            erofs_guest::sys::set_xattr(&e.path(), b"user.erofs.fingerprint", &value)
+            erofs_guest::sys::set_xattr(&e.path(), b"user.erofs.fingerprint", &value(&data))
                 .with_context(|| {
                     format!("setting user.erofs.fingerprint on {}", e.path().display())
                 })?;
@@ -356,6 +373,72 @@ fn debian_fingerprinted(src: &Path, img: &Path, opts: &[&str]) -> Result<()> {
     crate::corrupt::reseal(&mut b, blkszbits);
     std::fs::write(img, &b)?;
     Ok(())
+}
+
+/// Skips on a stock kernel or without Debian's mkfs.erofs (for images with crafted values).
+fn debian_unsupported(env: &Env, why: &str) -> Option<Prepared> {
+    if env.variant == Variant::Stock {
+        return Some(Prepared::Skip(
+            "needs the patched kernel (inode_share)".into(),
+        ));
+    }
+    let need = crate::util::Need {
+        package: "erofs-utils",
+        probe: "mkfs.erofs",
+    };
+    crate::util::ensure_packages("Debian's mkfs.erofs", &[need])
+        .err()
+        .map(|_| Prepared::Skip(format!("needs Debian's mkfs.erofs for {why}")))
+}
+
+/// A victim file X in domain `ab` and an attacker file in domain `b` whose fingerprint value is
+/// the victim's followed by `a`: concatenated without a length, both keys read `X||"ab"`. The
+/// two files have the same size and different data, so whichever is read second shows whether
+/// the domains stayed apart. A copy of the victim image in domain `ab` is the positive control.
+fn domains(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = debian_unsupported(env, "crafted fingerprint values") {
+        return Ok(p);
+    }
+    let size = 65536;
+    let (victim_data, attacker_data) = (
+        crate::trees::random_bytes(0xd0_0001, size),
+        crate::trees::random_bytes(0xd0_0002, size),
+    );
+    let value = |d: &[u8]| [b"sha256:".as_slice(), Sha256::digest(d).as_slice()].concat();
+    let victim_value = value(&victim_data);
+    let images = env.work.join("images");
+    std::fs::create_dir_all(&images)?;
+    let mut made = BTreeMap::new();
+    for (name, data) in [
+        ("victim", &victim_data),
+        ("victim2", &victim_data),
+        ("attacker", &attacker_data),
+    ] {
+        let dir = env.work.join("trees/share-domains").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("f"), data)?;
+        let img = images.join(format!("share-domains-{name}.erofs"));
+        let v = if name == "attacker" {
+            [victim_value.as_slice(), b"a"].concat()
+        } else {
+            victim_value.clone()
+        };
+        debian_with_values(&dir, &img, &[], |_| v.clone())?;
+        made.insert(name, img);
+    }
+    let mut boot = Boot::default();
+    let disks: BTreeMap<&str, String> = made.iter().map(|(n, p)| (*n, boot.disk(p))).collect();
+    let digests = BTreeMap::from([
+        ("victim", sha_hex(&victim_data)),
+        ("attacker", sha_hex(&attacker_data)),
+    ]);
+    boot.run(
+        "share",
+        "share-domains",
+        json!({ "mode": "domains", "disks": disks, "digests": digests }),
+    )?;
+    Ok(Prepared::Boot(boot))
 }
 
 fn compressed(env: &mut Env) -> Result<Prepared> {

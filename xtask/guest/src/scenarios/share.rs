@@ -11,7 +11,8 @@
 //! - `umount`: unmount and remount one member over and over while another is being read;
 //! - `headline`: `Cached` growth reading the same files through 4 mounts, with and without
 //!   sharing;
-//! - `stress`: several processes reading and mapping the same files through 3 mounts.
+//! - `stress`: several processes reading and mapping the same files through 3 mounts;
+//! - `domains`: fingerprint values and domain ids that collide when concatenated.
 
 // fork(2)/waitpid(2) for the stress and unmount runs: the guest is single-threaded.
 #![allow(unsafe_code)]
@@ -269,6 +270,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "compressed" => compressed(&mut t),
         "headline" => headline(&mut t),
         "stress" => stress(&mut t),
+        "domains" => domains(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
     }
 }
@@ -766,5 +768,120 @@ fn stress(t: &mut T) -> Result<()> {
     for m in &mounts {
         t.umount(m);
     }
+    Ok(())
+}
+
+/// Reads `path` with read(2) and mmap as user and group 65534 in a child: 0 when both show
+/// `want`, 2 when either shows `other`, 1 otherwise (an error or unknown bytes).
+fn read_as_nobody(path: &str, want: &str, other: &str) -> i32 {
+    let (path, want, other) = (path.to_string(), want.to_string(), other.to_string());
+    let pid = spawn(move || {
+        // SAFETY: plain syscalls on the calling (single-threaded) process.
+        if unsafe { libc::setgid(65534) } != 0 || unsafe { libc::setuid(65534) } != 0 {
+            return 1;
+        }
+        let got = [
+            read_sha(&path).map(|(_, d)| d).unwrap_or_default(),
+            mmap_sha(&path).unwrap_or_default(),
+        ];
+        if got.iter().any(|d| *d == other) {
+            2
+        } else if got.iter().all(|d| *d == want) {
+            0
+        } else {
+            1
+        }
+    });
+    let mut st = 0;
+    // SAFETY: st is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+    if r == pid && libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        1
+    }
+}
+
+fn nobody_check(t: &mut T, check: &str, path: &str, want: &str, other: &str) {
+    let code = read_as_nobody(path, want, other);
+    let what = match code {
+        0 => "its own data",
+        2 => "the other domain's data",
+        _ => "an error or unknown bytes",
+    };
+    t.ctx.check(
+        check,
+        ok_or(
+            code == 0,
+            format!("{path} read as uid 65534 (read and mmap): {what}"),
+        ),
+    );
+}
+
+/// The victim (domain `ab`, value X) and the attacker (domain `b`, value X||"a") would build
+/// the same key if value and domain were concatenated: each must read its own data whichever
+/// is read first, and only the victim's copy in its own domain shares with it.
+fn domains(t: &mut T) -> Result<()> {
+    let (victim, victim2, attacker) = (t.dev("victim")?, t.dev("victim2")?, t.dev("attacker")?);
+    let (dv, da) = (t.digest("victim"), t.digest("attacker"));
+    let (v, w, x) = ("/mnt/v/f", "/mnt/w/f", "/mnt/x/f");
+    // The attacker's file is in the page cache first, then the victim reads.
+    t.with_mounts(
+        &[
+            (&attacker, "/mnt/x", "inode_share,domain_id=b"),
+            (&victim, "/mnt/v", "inode_share,domain_id=ab"),
+        ],
+        |t| {
+            nobody_check(t, "attacker (domain b) reads its own data", x, &da, &dv);
+            nobody_check(
+                t,
+                "victim (domain ab) read after the attacker's value||'a' (domain b): its own data",
+                v,
+                &dv,
+                &da,
+            );
+        },
+    );
+    sys::sync();
+    let _ = sys::drop_caches();
+    // The victim's file first, then the attacker reads.
+    t.with_mounts(
+        &[
+            (&victim, "/mnt/v", "inode_share,domain_id=ab"),
+            (&attacker, "/mnt/x", "inode_share,domain_id=b"),
+        ],
+        |t| {
+            nobody_check(t, "victim (domain ab) reads its own data", v, &dv, &da);
+            nobody_check(
+                t,
+                "attacker (domain b, value||'a') read after the victim (domain ab): its own data",
+                x,
+                &da,
+                &dv,
+            );
+            let r = (|| {
+                read_sha(v)?;
+                read_sha(x)?;
+                dontneed(x)?;
+                let (res, total) = resident(v)?;
+                ok_or(
+                    res == total && total > 0,
+                    format!("{v}: {res}/{total} pages resident after DONTNEED on {x}"),
+                )
+            })();
+            t.ctx.check("colliding domains do not share page cache", r);
+        },
+    );
+    // Positive control: the same value in the same domain shares.
+    t.with_mounts(
+        &[
+            (&victim, "/mnt/v", "inode_share,domain_id=ab"),
+            (&victim2, "/mnt/w", "inode_share,domain_id=ab"),
+        ],
+        |t| {
+            t.pair("same value, same domain ab: shared", v, w, &dv, true);
+            nobody_check(t, "victim copy read by uid 65534", w, &dv, &da);
+        },
+    );
     Ok(())
 }
