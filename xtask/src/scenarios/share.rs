@@ -40,6 +40,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: umount,
         },
         Scenario {
+            name: "share-churn",
+            about: "inode_share: unmount + loop detach/rebind to other data, a mount/unmount storm from 3 processes, drop_caches=2, all while another member is read and mapped",
+            prepare: churn,
+        },
+        Scenario {
             name: "share-headline",
             about: "inode_share: Cached growth reading 64 MiB through 4 mounts, with and without sharing",
             prepare: headline,
@@ -235,6 +240,54 @@ fn umount(env: &mut Env) -> Result<Prepared> {
         "share",
         "share-umount",
         json!({ "mode": "umount", "disks": disks, "same": SAME, "digests": dg }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn churn(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    // Same names, sizes and options, other bytes: the same layout at the same block addresses,
+    // so a member mapped with share2's metadata but reading this image's blocks shows up.
+    let src = env.tree(Tree::SameContent)?;
+    let dir = env.work.join("trees/share-churn-other");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        let len = e.metadata()?.len() as usize;
+        std::fs::write(
+            dir.join(e.file_name()),
+            crate::trees::random_bytes(0xc4_0000 + len as u64, len),
+        )?;
+    }
+    let other = env.image(&dir, "share-churn-other", &fp(4096))?;
+    let mut boot = Boot {
+        timeout_secs: 400,
+        ..Default::default()
+    };
+    let mut disks = BTreeMap::from([("share", boot.disk(&share))]);
+    for n in ["storm1", "storm2", "storm3"] {
+        disks.insert(n, boot.disk(&share));
+    }
+    let carrier = env.carrier(
+        "share-churn",
+        &[("share2.erofs", &share2), ("other.erofs", &other)],
+    )?;
+    let cdev = boot.disk(&carrier);
+    boot.run(
+        "share",
+        "share-churn",
+        json!({
+            "mode": "churn",
+            "disks": disks,
+            "carrier": erofs_mount(&cdev, "/carrier", ""),
+            "files": { "share2": "/carrier/share2.erofs", "other": "/carrier/other.erofs" },
+            "same": SAME,
+            "digests": dg,
+        }),
     )?;
     Ok(Prepared::Boot(boot))
 }

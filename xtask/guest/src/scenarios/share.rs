@@ -12,7 +12,9 @@
 //! - `headline`: `Cached` growth reading the same files through 4 mounts, with and without
 //!   sharing;
 //! - `stress`: several processes reading and mapping the same files through 3 mounts;
-//! - `domains`: fingerprint values and domain ids that collide when concatenated.
+//! - `domains`: fingerprint values and domain ids that collide when concatenated;
+//! - `churn`: members come and go (unmount, loop detach and reattach to another image, a
+//!   mount/unmount storm from several processes, `drop_caches=2`) while another member is read.
 
 // fork(2)/waitpid(2) for the stress and unmount runs: the guest is single-threaded.
 #![allow(unsafe_code)]
@@ -237,6 +239,28 @@ impl T<'_> {
         );
     }
 
+    /// fcntl(F_SETFL, O_DIRECT) on an open shared file must fail with EINVAL, as open does,
+    /// instead of succeeding and then reading through the page cache.
+    fn setfl_direct_einval(&mut self, check: &str, path: &str) {
+        use std::os::fd::AsRawFd;
+        let r = std::fs::File::open(path)
+            .map_err(|e| format!("open {path}: {e}"))
+            .and_then(|f| {
+                let fd = f.as_raw_fd();
+                // SAFETY: fcntl on a descriptor this function owns.
+                let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                // SAFETY: as above.
+                let r = unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_DIRECT) };
+                let e = std::io::Error::last_os_error();
+                match (r, e.raw_os_error()) {
+                    (-1, Some(libc::EINVAL)) => Ok("EINVAL".into()),
+                    (-1, _) => Err(format!("{e}")),
+                    _ => Err("F_SETFL O_DIRECT succeeded".into()),
+                }
+            });
+        self.ctx.check(check, r);
+    }
+
     /// The test-028 check: read both, drop `b`, count `a`'s resident pages.
     fn pair(&mut self, check: &str, a: &str, b: &str, digest: &str, expect_shared: bool) {
         let r = (|| {
@@ -271,6 +295,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "headline" => headline(&mut t),
         "stress" => stress(&mut t),
         "domains" => domains(&mut t),
+        "churn" => churn(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
     }
 }
@@ -313,6 +338,10 @@ fn rules(t: &mut T) -> Result<()> {
             ),
         );
         t.o_direct_einval("O_DIRECT open of a shared file gives EINVAL", &a1);
+        t.setfl_direct_einval(
+            "fcntl(F_SETFL, O_DIRECT) on a shared file gives EINVAL",
+            &a1,
+        );
         t.mmap_check(
             "mmap of shared files has the right content",
             &a2,
@@ -883,5 +912,238 @@ fn domains(t: &mut T) -> Result<()> {
             nobody_check(t, "victim copy read by uid 65534", w, &dv, &da);
         },
     );
+    Ok(())
+}
+
+/// A reader child: reads and maps `files` (name, digest) over and over for `secs`, dropping
+/// them from the page cache each round, so that every round misses. Exits 0 when all reads
+/// were right.
+fn churn_reader(files: Vec<(String, String)>, secs: u64) -> i32 {
+    spawn(move || {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut rounds = 0u32;
+        while Instant::now() < end || rounds == 0 {
+            for (p, want) in &files {
+                let ok = read_sha(p).map(|(_, d)| d == *want).unwrap_or(false)
+                    && mmap_sha(p).map(|d| d == *want).unwrap_or(false);
+                if !ok {
+                    println!(
+                        "{} NOTE churn reader: wrong data or error reading {p}",
+                        erofs_guest::plan::MARK
+                    );
+                    return 1;
+                }
+                let _ = dontneed(p);
+            }
+            rounds += 1;
+        }
+        0
+    })
+}
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+
+/// Binds a free loop device to `file` and returns its path.
+fn loop_attach(file: &str) -> Result<String, String> {
+    use std::os::fd::AsRawFd;
+    let ctl = std::fs::File::open("/dev/loop-control").map_err(|e| format!("loop-control: {e}"))?;
+    // SAFETY: ioctl without argument on an owned descriptor.
+    let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    if n < 0 {
+        return Err(format!(
+            "LOOP_CTL_GET_FREE: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let dev = format!("/dev/loop{n}");
+    loop_set(&dev, file)?;
+    Ok(dev)
+}
+
+/// LOOP_SET_FD, retried while the device is still bound (a detach is deferred until the
+/// last opener goes).
+fn loop_set(dev: &str, file: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
+    let d = std::fs::File::open(dev).map_err(|e| format!("{dev}: {e}"))?;
+    for _ in 0..200 {
+        // SAFETY: ioctl with a descriptor argument, both owned here.
+        if unsafe { libc::ioctl(d.as_raw_fd(), LOOP_SET_FD as _, f.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(format!("LOOP_SET_FD {dev} {file}: {e}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("LOOP_SET_FD {dev} {file}: still busy"))
+}
+
+fn loop_clear(dev: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dev).map_err(|e| format!("{dev}: {e}"))?;
+    // SAFETY: ioctl without argument on an owned descriptor.
+    if unsafe { libc::ioctl(d.as_raw_fd(), LOOP_CLR_FD as _) } != 0 {
+        return Err(format!(
+            "LOOP_CLR_FD {dev}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Sectors read so far from block device `name` (/sys/block/NAME/stat, third field).
+fn sectors_read(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/block/{name}/stat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn churn(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let opts = "inode_share,domain_id=churn";
+    let stable = t.dev("share")?;
+    let storm: Vec<String> = ["storm1", "storm2", "storm3"]
+        .iter()
+        .map(|n| t.dev(n))
+        .collect::<Result<_>>()?;
+    if let Some(c) = t.p.carrier.clone() {
+        if let Err(e) = mount(&c) {
+            t.ctx.check("mount the carrier", Err(format!("{e}")));
+            return Ok(());
+        }
+    }
+    let (img, other) = (t.file("share2")?, t.file("other")?);
+    if !t.mount(&stable, "/mnt/c0", opts) {
+        return Ok(());
+    }
+    let files = vec![
+        (format!("/mnt/c0/{s1}"), dg.clone()),
+        (format!("/mnt/c0/{s2}"), dg.clone()),
+    ];
+
+    // 1. A loop member serves the misses (the newest member is asked first); it is unmounted,
+    //    its loop device detached and bound to an image with other data, then back.
+    let r = (|| {
+        let lo = loop_attach(&img)?;
+        let name = lo.trim_start_matches("/dev/").to_string();
+        let reader = churn_reader(files.clone(), 12);
+        let (mut cycles, mut served) = (0, 0u64);
+        let mut errors = Vec::new();
+        for _ in 0..8 {
+            let m = MountSpec {
+                source: lo.clone(),
+                target: "/mnt/cl".into(),
+                fstype: "erofs".into(),
+                data: opts.into(),
+            };
+            if let Err(e) = mount(&m) {
+                errors.push(format!("mount {lo}: {e}"));
+                break;
+            }
+            let before = sectors_read(&name);
+            let _ = read_sha(&format!("/mnt/cl/{s1}"));
+            std::thread::sleep(Duration::from_millis(400));
+            served += sectors_read(&name).saturating_sub(before);
+            if let Err(e) = umount("/mnt/cl") {
+                errors.push(e);
+                break;
+            }
+            let step = loop_clear(&lo)
+                .and_then(|()| loop_set(&lo, &other))
+                .and_then(|()| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    loop_clear(&lo)
+                })
+                .and_then(|()| loop_set(&lo, &img));
+            if let Err(e) = step {
+                errors.push(e);
+                break;
+            }
+            cycles += 1;
+        }
+        let ok = reap(reader);
+        let _ = loop_clear(&lo);
+        ok_or(
+            ok && errors.is_empty() && cycles == 8 && served > 0,
+            format!(
+                "{cycles} unmount/detach/reattach cycles of {lo}, {served} sectors read from it while mounted, reader ok {ok}, errors {errors:?}"
+            ),
+        )
+    })();
+    t.ctx.check(
+        "loop member unmounted, detached and rebound while another member is read",
+        r,
+    );
+
+    // 2. Three processes mount and unmount their own members as fast as they can.
+    let reader = churn_reader(files.clone(), 8);
+    let stormers: Vec<i32> = storm
+        .iter()
+        .enumerate()
+        .map(|(i, dev)| {
+            let (dev, s1, want) = (dev.clone(), s1.clone(), dg.clone());
+            spawn(move || {
+                let m = MountSpec {
+                    source: dev.clone(),
+                    target: format!("/mnt/storm{i}"),
+                    fstype: "erofs".into(),
+                    data: opts.into(),
+                };
+                let end = Instant::now() + Duration::from_secs(8);
+                while Instant::now() < end {
+                    if mount(&m).is_err() {
+                        return 1;
+                    }
+                    let ok = read_sha(&format!("/mnt/storm{i}/{s1}"))
+                        .map(|(_, d)| d == want)
+                        .unwrap_or(false);
+                    if !ok || umount(&m.target).is_err() {
+                        return 1;
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    let storm_ok: Vec<bool> = stormers.into_iter().map(reap).collect();
+    let reader_ok = reap(reader);
+    t.ctx.check(
+        "mount/unmount storm from 3 processes while another member is read",
+        ok_or(
+            reader_ok && storm_ok.iter().all(|&b| b),
+            format!("reader ok {reader_ok}, stormers ok {storm_ok:?}"),
+        ),
+    );
+
+    // 3. drop_caches=2 (inodes and dentries) over and over while reading: unused members
+    //    are evicted and re-linked under the readers.
+    let reader = churn_reader(files.clone(), 6);
+    let mapper = churn_reader(files.clone(), 6);
+    let mut drops = 0;
+    let end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < end {
+        if std::fs::write("/proc/sys/vm/drop_caches", b"2").is_ok() {
+            drops += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (r1, r2) = (reap(reader), reap(mapper));
+    t.ctx.check(
+        "drop_caches=2 while two processes read and map shared files",
+        ok_or(
+            r1 && r2 && drops > 0,
+            format!("{drops} drops, readers ok {r1} {r2}"),
+        ),
+    );
+    t.umount("/mnt/c0");
+    if let Some(c) = t.p.carrier.clone() {
+        t.umount(&c.target);
+    }
     Ok(())
 }
