@@ -127,7 +127,10 @@ fn kmemleak(total: &mut Done) {
                 leaks.len()
             ))
         } else {
-            Err(format!("{} unreferenced object(s) allocated through erofs", ours.len()))
+            Err(format!(
+                "{} unreferenced object(s) allocated through erofs",
+                ours.len()
+            ))
         },
     );
     total.passed += ctx.passed;

@@ -40,6 +40,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: umount,
         },
         Scenario {
+            name: "share-mixed",
+            about: "inode_share: one domain of differently built images of the same files (inline/plain tails, chunk-based, other block addresses, 1 KiB blocks; lz4/lz4-C64k/ztailpacking/MicroLZMA/DEFLATE/zstd, 1 KiB-block lz4)",
+            prepare: mixed,
+        },
+        Scenario {
             name: "share-churn",
             about: "inode_share: unmount + loop detach/rebind to other data, a mount/unmount storm from 3 processes, drop_caches=2, all while another member is read and mapped",
             prepare: churn,
@@ -240,6 +245,118 @@ fn umount(env: &mut Env) -> Result<Prepared> {
         "share",
         "share-umount",
         json!({ "mode": "umount", "disks": disks, "same": SAME, "digests": dg }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+/// Where CI puts the erofs-utils 1.9.3 reference images (beside the repository).
+fn reference_images() -> PathBuf {
+    crate::util::workspace_root().join("../shared/testdata/erofs-utils-1.9.3")
+}
+
+/// One mount of `share-mixed`: image name, device, and the group it must share with (the
+/// series links files only within one read path and block size).
+fn mixed(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = debian_unsupported(env, "chunk-based images") {
+        return Ok(p);
+    }
+    let src = env.tree(Tree::SameContent)?;
+    let dg = digests(&src)?;
+    let mut boot = Boot {
+        timeout_secs: 400,
+        ..Default::default()
+    };
+    let mut images: Vec<(String, String, String)> = Vec::new();
+    let mut add = |boot: &mut Boot, name: &str, img: &Path, group: &str| {
+        images.push((name.to_string(), boot.disk(img), group.to_string()));
+    };
+    for (name, o, group) in [
+        ("inline-4096", fp(4096), "plain-4k"),
+        (
+            "plain-4096",
+            Options {
+                noinline: true,
+                ..fp(4096)
+            },
+            "plain-4k",
+        ),
+        ("inline-1024", fp(1024), "plain-1k"),
+    ] {
+        let img = env.image(&src, &format!("share-mixed-{name}"), &o)?;
+        add(&mut boot, name, &img, group);
+    }
+    // The same files behind 3 MiB of other data: other block addresses.
+    let dir = env.work.join("trees/share-mixed-shifted");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        std::fs::copy(e.path(), dir.join(e.file_name()))?;
+    }
+    std::fs::write(
+        dir.join("0-pad"),
+        crate::trees::random_bytes(0x3a_0000, 3 << 20),
+    )?;
+    let shifted = env.image(&dir, "share-mixed-shifted", &fp(4096))?;
+    add(&mut boot, "shifted-4096", &shifted, "plain-4k");
+    // Chunk-based, from Debian's mkfs.erofs (the value bytes are the same sha256: + digest).
+    let dir = env.work.join("trees/share-mixed-chunk");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        std::fs::copy(e.path(), dir.join(e.file_name()))?;
+    }
+    let chunk = env.work.join("images/share-mixed-chunk.erofs");
+    debian_fingerprinted(&dir, &chunk, &["--chunksize=8192"])?;
+    add(&mut boot, "chunk-8192", &chunk, "plain-4k");
+
+    // Compressed: erofs-utils 1.9.3's reference images, all of one tree, each file carrying a
+    // sha256 fingerprint (under two names: the kernel compares only the values).
+    let refs = reference_images();
+    let mut zfiles = BTreeMap::new();
+    if refs.join("SHA256SUMS").exists() {
+        for (name, group) in [
+            ("lz4-default", "z-4k"),
+            ("lz4-C64k", "z-4k"),
+            ("lz4-ztailpacking", "z-4k"),
+            ("lzma-default", "z-4k"),
+            ("deflate9-default", "z-4k"),
+            ("zstd-default", "z-4k"),
+            ("lz4-b1024", "z-1k"),
+        ] {
+            add(&mut boot, name, &refs.join(format!("{name}.erofs")), group);
+        }
+        let sums = std::fs::read_to_string(refs.join("SHA256SUMS"))?;
+        for want in ["./sizes/text-200000", "./big/mixed.bin"] {
+            let digest = sums
+                .lines()
+                .find_map(|l| l.strip_suffix(want).map(|d| d.trim().to_string()))
+                .with_context(|| format!("{want} not in SHA256SUMS"))?;
+            zfiles.insert(want.trim_start_matches("./").to_string(), digest);
+        }
+    } else {
+        eprintln!(
+            "qemu-test: note: share-mixed: no reference images in {}, compressed part left out",
+            refs.display()
+        );
+    }
+    let files: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::from([
+        (
+            "plain-4k",
+            BTreeMap::from([(SAME[0].to_string(), dg[SAME[0]].clone())]),
+        ),
+        (
+            "plain-1k",
+            BTreeMap::from([(SAME[0].to_string(), dg[SAME[0]].clone())]),
+        ),
+        ("z-4k", zfiles.clone()),
+        ("z-1k", zfiles),
+    ]);
+    boot.run(
+        "share",
+        "share-mixed",
+        json!({ "mode": "mixed", "mixed": images, "groups": files }),
     )?;
     Ok(Prepared::Boot(boot))
 }

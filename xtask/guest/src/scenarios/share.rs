@@ -13,6 +13,7 @@
 //!   sharing;
 //! - `stress`: several processes reading and mapping the same files through 3 mounts;
 //! - `domains`: fingerprint values and domain ids that collide when concatenated;
+//! - `mixed`: differently built images of the same files in one domain;
 //! - `churn`: members come and go (unmount, loop detach and reattach to another image, a
 //!   mount/unmount storm from several processes, `drop_caches=2`) while another member is read.
 
@@ -57,6 +58,12 @@ struct Params {
     /// Run time of the stress run.
     #[serde(default)]
     secs: u64,
+    /// `mixed`: (image name, device, group) of each member; members of one group must share.
+    #[serde(default)]
+    mixed: Vec<(String, String, String)>,
+    /// `mixed`: file (relative path) -> digest, by group.
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn hex(d: &[u8]) -> String {
@@ -296,6 +303,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "stress" => stress(&mut t),
         "domains" => domains(&mut t),
         "churn" => churn(&mut t),
+        "mixed" => mixed(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
     }
 }
@@ -1144,6 +1152,109 @@ fn churn(t: &mut T) -> Result<()> {
     t.umount("/mnt/c0");
     if let Some(c) = t.p.carrier.clone() {
         t.umount(&c.target);
+    }
+    Ok(())
+}
+
+/// Differently built images of the same files, all mounted in one domain: within a group
+/// (same read path and block size) every file shares with the first member's copy, and every
+/// copy reads right when its misses are served by another member; a 1 KiB-block group never
+/// shares with the 4 KiB one (the series does not link members of different block sizes).
+fn mixed(t: &mut T) -> Result<()> {
+    let members = t.p.mixed.clone();
+    let mut mounted = Vec::new();
+    for (name, dev, group) in &members {
+        let m = format!("/mnt/m-{name}");
+        if t.mount(dev, &m, "inode_share,domain_id=mixed") {
+            mounted.push((name.clone(), m, group.clone()));
+        }
+    }
+    // 4 KiB groups first: the first member of a fingerprint fixes the shared inode's block
+    // size, so a 1 KiB member read first would leave every 4 KiB copy unshared.
+    let mut groups: Vec<(String, BTreeMap<String, String>)> =
+        t.p.groups.clone().into_iter().collect();
+    groups.sort_by_key(|(g, _)| (g.ends_with("-1k"), g.clone()));
+    for (group, files) in groups {
+        let in_group: Vec<&(String, String, String)> =
+            mounted.iter().filter(|(_, _, g)| *g == group).collect();
+        let Some((ref_name, ref_m, _)) = in_group.first().map(|x| (*x).clone()) else {
+            continue;
+        };
+        for (f, want) in &files {
+            for (name, m, _) in &in_group[1..] {
+                t.pair(
+                    &format!("{group}: {f} in {ref_name} and {name} shared"),
+                    &format!("{ref_m}/{f}"),
+                    &format!("{m}/{f}"),
+                    want,
+                    true,
+                );
+            }
+            if let Some(other) = group.strip_suffix("-1k").map(|g| format!("{g}-4k")) {
+                if let Some((oname, om, _)) = mounted.iter().find(|(_, _, g)| *g == other) {
+                    t.pair(
+                        &format!("{f}: 1 KiB-block {ref_name} and 4 KiB-block {oname} not shared"),
+                        &format!("{ref_m}/{f}"),
+                        &format!("{om}/{f}"),
+                        want,
+                        false,
+                    );
+                }
+            }
+            // Each copy dropped and read again: misses go to whichever member comes first.
+            for (name, m, _) in &in_group {
+                let p = format!("{m}/{f}");
+                let r = (|| {
+                    dontneed(&p)?;
+                    let (_, d) = read_sha(&p)?;
+                    dontneed(&p)?;
+                    let md = mmap_sha(&p)?;
+                    ok_or(d == *want && md == *want, format!("read {d}, mmap {md}"))
+                })();
+                t.ctx
+                    .check(&format!("{group}: {f} through {name} after a drop"), r);
+            }
+        }
+    }
+    for (_, m, _) in mounted.iter().rev() {
+        t.umount(m);
+    }
+
+    // The other order: a 1 KiB-block copy is looked up first. The 4 KiB copies must still
+    // share among themselves (each block size has its own shared inode).
+    let _ = sys::drop_caches();
+    let mut mounted = Vec::new();
+    for (name, dev, group) in &members {
+        let m = format!("/mnt/m-{name}");
+        if t.mount(dev, &m, "inode_share,domain_id=mixed") {
+            mounted.push((name.clone(), m, group.clone()));
+        }
+    }
+    for (group, files) in t.p.groups.clone() {
+        let Some(big) = group.strip_suffix("-1k").map(|g| format!("{g}-4k")) else {
+            continue;
+        };
+        let small: Vec<_> = mounted.iter().filter(|(_, _, g)| *g == group).collect();
+        let four: Vec<_> = mounted.iter().filter(|(_, _, g)| *g == big).collect();
+        if small.is_empty() || four.len() < 2 {
+            continue;
+        }
+        for (f, want) in &files {
+            let _ = read_sha(&format!("{}/{f}", small[0].1));
+            t.pair(
+                &format!(
+                    "{f}: {} and {} shared although 1 KiB-block {} was read first",
+                    four[0].0, four[1].0, small[0].0
+                ),
+                &format!("{}/{f}", four[0].1),
+                &format!("{}/{f}", four[1].1),
+                want,
+                true,
+            );
+        }
+    }
+    for (_, m, _) in mounted.iter().rev() {
+        t.umount(m);
     }
     Ok(())
 }
