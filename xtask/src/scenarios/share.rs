@@ -45,6 +45,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: mixed,
         },
         Scenario {
+            name: "share-overlay",
+            about: "inode_share: two shared EROFS members as the lower layers of a read-only overlayfs, as containerd mounts them",
+            prepare: overlay,
+        },
+        Scenario {
             name: "share-churn",
             about: "inode_share: unmount + loop detach/rebind to other data, a mount/unmount storm from 3 processes, drop_caches=2, all while another member is read and mapped",
             prepare: churn,
@@ -357,6 +362,21 @@ fn mixed(env: &mut Env) -> Result<Prepared> {
         "share",
         "share-mixed",
         json!({ "mode": "mixed", "mixed": images, "groups": files }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn overlay(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    let mut boot = Boot::default();
+    let disks = BTreeMap::from([("share", boot.disk(&share)), ("share2", boot.disk(&share2))]);
+    boot.run(
+        "share",
+        "share-overlay",
+        json!({ "mode": "overlay", "disks": disks, "same": SAME, "digests": dg }),
     )?;
     Ok(Prepared::Boot(boot))
 }

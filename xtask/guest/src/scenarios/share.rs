@@ -13,6 +13,7 @@
 //!   sharing;
 //! - `stress`: several processes reading and mapping the same files through 3 mounts;
 //! - `domains`: fingerprint values and domain ids that collide when concatenated;
+//! - `overlay`: shared EROFS members as the lower layers of an overlayfs;
 //! - `mixed`: differently built images of the same files in one domain;
 //! - `churn`: members come and go (unmount, loop detach and reattach to another image, a
 //!   mount/unmount storm from several processes, `drop_caches=2`) while another member is read.
@@ -304,6 +305,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "domains" => domains(&mut t),
         "churn" => churn(&mut t),
         "mixed" => mixed(&mut t),
+        "overlay" => overlay(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
     }
 }
@@ -1257,4 +1259,75 @@ fn mixed(t: &mut T) -> Result<()> {
         t.umount(m);
     }
     Ok(())
+}
+
+/// Two members of one domain as the lower layers of a read-only overlayfs (no upper layer, as
+/// containerd mounts image layers): files seen through the overlay come from the top layer's
+/// EROFS file, so they share with the other layer's copies; reads, maps, fadvise and O_DIRECT
+/// all pass through to the shared file.
+fn overlay(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let (d1, d2) = (t.dev("share")?, t.dev("share2")?);
+    let opts = "inode_share,domain_id=ovl";
+    t.with_mounts(&[(&d1, "/mnt/o1", opts), (&d2, "/mnt/o2", opts)], |t| {
+        let ovl = MountSpec {
+            source: "overlay".into(),
+            target: "/mnt/ovl".into(),
+            fstype: "overlay".into(),
+            data: "lowerdir=/mnt/o1:/mnt/o2".into(),
+        };
+        if let Err(e) = mount(&ovl) {
+            t.ctx.check("mount overlay", Err(format!("{e}")));
+            return;
+        }
+        let (v1, v2) = (format!("/mnt/ovl/{s1}"), format!("/mnt/ovl/{s2}"));
+        let (l1, l2) = (format!("/mnt/o2/{s1}"), format!("/mnt/o2/{s2}"));
+        t.pair(
+            "overlay file shares with the other layer's copy (DONTNEED through overlay)",
+            &l1,
+            &v1,
+            &dg,
+            true,
+        );
+        t.pair(
+            "overlay file shares with the other layer's copy (DONTNEED on the layer)",
+            &v2,
+            &l2,
+            &dg,
+            true,
+        );
+        t.pair(
+            "two overlay files with the same content share",
+            &v1,
+            &v2,
+            &dg,
+            true,
+        );
+        t.mmap_check(
+            "mmap through overlay after the layer's copy was dropped",
+            &l1,
+            &[&v1, &v2],
+            &dg,
+        );
+        t.o_direct_einval("O_DIRECT open through overlay gives EINVAL", &v1);
+        let r = (|| {
+            let (_, d) = read_sha(&v1)?;
+            nobody_ok(&v1, &dg)?;
+            ok_or(
+                d == dg,
+                format!("root read {d}; uid 65534 read and mmap right"),
+            )
+        })();
+        t.ctx.check("overlay content as root and as uid 65534", r);
+        t.umount("/mnt/ovl");
+    });
+    Ok(())
+}
+
+fn nobody_ok(path: &str, want: &str) -> Result<(), String> {
+    match read_as_nobody(path, want, "") {
+        0 => Ok(()),
+        c => Err(format!("{path} read as uid 65534: code {c}")),
+    }
 }
