@@ -55,6 +55,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: churn,
         },
         Scenario {
+            name: "share-rebind",
+            about: "inode_share, KNOWN FAILURE (skipped unless EROFS_RS_KNOWN_BUGS=1): share-churn with the loop device bound to an image with other bytes between remounts",
+            prepare: rebind,
+        },
+        Scenario {
             name: "share-headline",
             about: "inode_share: Cached growth reading 64 MiB through 4 mounts, with and without sharing",
             prepare: headline,
@@ -382,6 +387,35 @@ fn overlay(env: &mut Env) -> Result<Prepared> {
 }
 
 fn churn(env: &mut Env) -> Result<Prepared> {
+    churn_boot(env, false)
+}
+
+/// The loop member is bound to an image with other bytes at the same addresses between its
+/// remounts. Both the series before and after the lifetime fixes sometimes (about 2 runs in 3)
+/// end up with some of those bytes in the shared page cache for good; the cause is not found
+/// yet (docs/kernel.md), so this runs only on request.
+fn rebind(env: &mut Env) -> Result<Prepared> {
+    if std::env::var_os("EROFS_RS_KNOWN_BUGS").is_none() {
+        return Ok(Prepared::Skip(
+            "known failure, see docs/kernel.md; set EROFS_RS_KNOWN_BUGS=1 to run".into(),
+        ));
+    }
+    churn_boot(env, true)
+}
+
+/// SHA-256 (first 8 bytes, hex) of each 4 KiB page.
+fn page_digests(data: &[u8]) -> Vec<String> {
+    data.chunks(4096)
+        .map(|c| {
+            Sha256::digest(c)[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .collect()
+}
+
+fn churn_boot(env: &mut Env, rebind_other: bool) -> Result<Prepared> {
     if let Some(p) = unsupported(env) {
         return Ok(p);
     }
@@ -401,6 +435,10 @@ fn churn(env: &mut Env) -> Result<Prepared> {
         )?;
     }
     let other = env.image(&dir, "share-churn-other", &fp(4096))?;
+    let pages = BTreeMap::from([
+        ("image", page_digests(&std::fs::read(src.join(SAME[0]))?)),
+        ("other", page_digests(&std::fs::read(dir.join(SAME[0]))?)),
+    ]);
     let mut boot = Boot {
         timeout_secs: 400,
         ..Default::default()
@@ -419,6 +457,8 @@ fn churn(env: &mut Env) -> Result<Prepared> {
         "share-churn",
         json!({
             "mode": "churn",
+            "rebind_other": rebind_other,
+            "pages": pages,
             "disks": disks,
             "carrier": erofs_mount(&cdev, "/carrier", ""),
             "files": { "share2": "/carrier/share2.erofs", "other": "/carrier/other.erofs" },

@@ -62,6 +62,14 @@ struct Params {
     /// `mixed`: (image name, device, group) of each member; members of one group must share.
     #[serde(default)]
     mixed: Vec<(String, String, String)>,
+    /// `churn`: rebind the loop device to the image with other bytes (the known failure)
+    /// instead of to the same image.
+    #[serde(default)]
+    rebind_other: bool,
+    /// `churn`: SHA-256 (first 8 bytes, hex) of every 4 KiB page of `same[0]` in the image
+    /// and in the image with other bytes, to tell where wrong bytes came from.
+    #[serde(default)]
+    pages: BTreeMap<String, Vec<String>>,
     /// `mixed`: file (relative path) -> digest, by group.
     #[serde(default)]
     groups: BTreeMap<String, BTreeMap<String, String>>,
@@ -935,18 +943,22 @@ fn domains(t: &mut T) -> Result<()> {
 /// A reader child: reads and maps `files` (name, digest) over and over for `secs`, dropping
 /// them from the page cache each round, so that every round misses. Exits 0 when all reads
 /// were right.
-fn churn_reader(files: Vec<(String, String)>, secs: u64) -> i32 {
+fn churn_reader(
+    files: Vec<(String, String)>,
+    secs: u64,
+    pages: BTreeMap<String, Vec<String>>,
+) -> i32 {
     spawn(move || {
         let end = Instant::now() + Duration::from_secs(secs);
         let mut rounds = 0u32;
         while Instant::now() < end || rounds == 0 {
             for (p, want) in &files {
-                let ok = read_sha(p).map(|(_, d)| d == *want).unwrap_or(false)
-                    && mmap_sha(p).map(|d| d == *want).unwrap_or(false);
-                if !ok {
+                let got = (read_sha(p).map(|(_, d)| d), mmap_sha(p));
+                if got != (Ok(want.clone()), Ok(want.clone())) {
                     println!(
-                        "{} NOTE churn reader: wrong data or error reading {p}",
-                        erofs_guest::plan::MARK
+                        "{} NOTE churn reader: {p} in round {rounds}: (read, mmap) gave {got:?}; {}",
+                        erofs_guest::plan::MARK,
+                        page_origin(p, &pages)
                     );
                     return 1;
                 }
@@ -956,6 +968,32 @@ fn churn_reader(files: Vec<(String, String)>, secs: u64) -> i32 {
         }
         0
     })
+}
+
+/// Which 4 KiB pages of `p` hold the image's bytes, the other image's bytes, or neither.
+fn page_origin(p: &str, pages: &BTreeMap<String, Vec<String>>) -> String {
+    let (Some(good), Some(other)) = (pages.get("image"), pages.get("other")) else {
+        return String::new();
+    };
+    let Ok(data) = std::fs::read(p) else {
+        return "unreadable".into();
+    };
+    let (mut bad_other, mut bad_neither) = (Vec::new(), Vec::new());
+    for (i, chunk) in data.chunks(4096).enumerate() {
+        let d = hex(&Sha256::digest(chunk)[..8]);
+        if good.get(i) == Some(&d) {
+            continue;
+        }
+        if other.get(i) == Some(&d) {
+            bad_other.push(i);
+        } else {
+            bad_neither.push(i);
+        }
+    }
+    format!(
+        "{} pages: wrong pages with the other image's bytes {bad_other:?}, with neither {bad_neither:?}",
+        data.len().div_ceil(4096)
+    )
 }
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -1049,7 +1087,7 @@ fn churn(t: &mut T) -> Result<()> {
     let r = (|| {
         let lo = loop_attach(&img)?;
         let name = lo.trim_start_matches("/dev/").to_string();
-        let reader = churn_reader(files.clone(), 12);
+        let reader = churn_reader(files.clone(), 12, t.p.pages.clone());
         let (mut cycles, mut served) = (0, 0u64);
         let mut errors = Vec::new();
         for _ in 0..8 {
@@ -1071,8 +1109,9 @@ fn churn(t: &mut T) -> Result<()> {
                 errors.push(e);
                 break;
             }
+            let rebind_to = if t.p.rebind_other { &other } else { &img };
             let step = loop_clear(&lo)
-                .and_then(|()| loop_set(&lo, &other))
+                .and_then(|()| loop_set(&lo, rebind_to))
                 .and_then(|()| {
                     std::thread::sleep(Duration::from_millis(100));
                     loop_clear(&lo)
@@ -1094,12 +1133,16 @@ fn churn(t: &mut T) -> Result<()> {
         )
     })();
     t.ctx.check(
-        "loop member unmounted, detached and rebound while another member is read",
+        if t.p.rebind_other {
+            "loop member unmounted, detached, bound to other bytes and back while another member is read"
+        } else {
+            "loop member unmounted, detached and rebound while another member is read"
+        },
         r,
     );
 
     // 2. Three processes mount and unmount their own members as fast as they can.
-    let reader = churn_reader(files.clone(), 8);
+    let reader = churn_reader(files.clone(), 8, t.p.pages.clone());
     let stormers: Vec<i32> = storm
         .iter()
         .enumerate()
@@ -1140,8 +1183,8 @@ fn churn(t: &mut T) -> Result<()> {
 
     // 3. drop_caches=2 (inodes and dentries) over and over while reading: unused members
     //    are evicted and re-linked under the readers.
-    let reader = churn_reader(files.clone(), 6);
-    let mapper = churn_reader(files.clone(), 6);
+    let reader = churn_reader(files.clone(), 6, t.p.pages.clone());
+    let mapper = churn_reader(files.clone(), 6, t.p.pages.clone());
     let mut drops = 0;
     let end = Instant::now() + Duration::from_secs(6);
     while Instant::now() < end {
