@@ -838,7 +838,7 @@ fn read_as_nobody(path: &str, want: &str, other: &str) -> i32 {
             read_sha(&path).map(|(_, d)| d).unwrap_or_default(),
             mmap_sha(&path).unwrap_or_default(),
         ];
-        if got.iter().any(|d| *d == other) {
+        if got.contains(&other) {
             2
         } else if got.iter().all(|d| *d == want) {
             0
@@ -1067,11 +1067,11 @@ fn churn(t: &mut T) -> Result<()> {
         .iter()
         .map(|n| t.dev(n))
         .collect::<Result<_>>()?;
-    if let Some(c) = t.p.carrier.clone() {
-        if let Err(e) = mount(&c) {
-            t.ctx.check("mount the carrier", Err(format!("{e}")));
-            return Ok(());
-        }
+    if let Some(c) = t.p.carrier.clone()
+        && let Err(e) = mount(&c)
+    {
+        t.ctx.check("mount the carrier", Err(format!("{e}")));
+        return Ok(());
     }
     let (img, other) = (t.file("share2")?, t.file("other")?);
     if !t.mount(&stable, "/mnt/c0", opts) {
@@ -1242,16 +1242,16 @@ fn mixed(t: &mut T) -> Result<()> {
                     true,
                 );
             }
-            if let Some(other) = group.strip_suffix("-1k").map(|g| format!("{g}-4k")) {
-                if let Some((oname, om, _)) = mounted.iter().find(|(_, _, g)| *g == other) {
-                    t.pair(
-                        &format!("{f}: 1 KiB-block {ref_name} and 4 KiB-block {oname} not shared"),
-                        &format!("{ref_m}/{f}"),
-                        &format!("{om}/{f}"),
-                        want,
-                        false,
-                    );
-                }
+            if let Some(other) = group.strip_suffix("-1k").map(|g| format!("{g}-4k"))
+                && let Some((oname, om, _)) = mounted.iter().find(|(_, _, g)| *g == other)
+            {
+                t.pair(
+                    &format!("{f}: 1 KiB-block {ref_name} and 4 KiB-block {oname} not shared"),
+                    &format!("{ref_m}/{f}"),
+                    &format!("{om}/{f}"),
+                    want,
+                    false,
+                );
             }
             // Each copy dropped and read again: misses go to whichever member comes first.
             for (name, m, _) in &in_group {
