@@ -6,7 +6,9 @@
 //! - `stock/build/`: out-of-tree (`O=`) build of the pristine source;
 //! - `patched/src/`: a hard-link copy of the pristine source with the series applied (patched
 //!   files are replaced, never written through the links), `patched/build/` its build;
-//! - `<variant>/build/erofs-rs.key`: the cache key of the last successful build.
+//! - `<variant>/build-debug/`: the debug kernel (`--debug`: the same source plus
+//!   `xtask/kernel/debug.config`: KASAN, lockdep, kmemleak, DEBUG_VM), built beside the normal one;
+//! - `<variant>/build*/erofs-rs.key`: the cache key of the last successful build.
 
 use crate::util::{self, Need, fmt_duration};
 use anyhow::{Context, Result, bail};
@@ -97,6 +99,9 @@ pub struct KernelArgs {
     /// Run make even if the cache key says the kernel is up to date.
     #[arg(long)]
     pub force: bool,
+    /// Build the debug kernel (adds xtask/kernel/debug.config) instead of the normal one.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// A built kernel.
@@ -145,6 +150,14 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
 
     let base_fragment = fs::read(xtask_kernel_dir().join("erofs.config"))
         .context("reading xtask/kernel/erofs.config")?;
+    let debug_fragment = if args.debug {
+        Some(
+            fs::read(xtask_kernel_dir().join("debug.config"))
+                .context("reading xtask/kernel/debug.config")?,
+        )
+    } else {
+        None
+    };
     let series = if args.stock {
         Series::default()
     } else {
@@ -175,13 +188,17 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
         h.update(b"config");
         h.update(c);
     }
+    if let Some(d) = &debug_fragment {
+        h.update(b"debug");
+        h.update(d);
+    }
     let key = util::hex(&h.finalize());
 
     let vdir = kernel_dir()?.join(match variant {
         Variant::Stock => "stock",
         Variant::Patched => "patched",
     });
-    let build_dir = vdir.join("build");
+    let build_dir = vdir.join(if args.debug { "build-debug" } else { "build" });
     fs::create_dir_all(&build_dir)?;
     let bzimage = build_dir.join("arch/x86/boot/bzImage");
     let key_file = build_dir.join("erofs-rs.key");
@@ -227,7 +244,11 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
         }
     };
 
-    configure(&src, &build_dir, &base_fragment, series.config.as_deref())?;
+    let extra: Vec<&[u8]> = [series.config.as_deref(), debug_fragment.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    configure(&src, &build_dir, &base_fragment, &extra)?;
 
     let jobs = args.jobs.unwrap_or_else(util::cpus);
     eprintln!("kernel: make -j{jobs} bzImage in {}", build_dir.display());
@@ -250,9 +271,10 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
     let took = tb.elapsed();
     fs::write(&key_file, &key)?;
     eprintln!(
-        "kernel: built {} ({:?}, {} patch(es)) : make took {}, total {}",
+        "kernel: built {} ({:?}{}, {} patch(es)) : make took {}, total {}",
         bzimage.display(),
         variant,
+        if args.debug { ", debug" } else { "" },
         names.len(),
         fmt_duration(took),
         fmt_duration(t0.elapsed())
@@ -504,10 +526,10 @@ fn parse_fragment(bytes: &[u8]) -> Result<Vec<Setting>> {
 
 /// `make tinyconfig`, then the fragments with `scripts/config`, then `olddefconfig`, then a
 /// check that nothing we asked for was dropped.
-fn configure(src: &Path, build: &Path, base: &[u8], extra: Option<&[u8]>) -> Result<()> {
+fn configure(src: &Path, build: &Path, base: &[u8], extra: &[&[u8]]) -> Result<()> {
     let t = Instant::now();
     let mut settings = parse_fragment(base)?;
-    if let Some(e) = extra {
+    for e in extra {
         settings.extend(parse_fragment(e)?);
     }
     let config = build.join(".config");

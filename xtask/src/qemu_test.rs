@@ -34,6 +34,11 @@ pub struct QemuTestArgs {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+    /// After the selected scenarios, build the debug kernel (KASAN, lockdep, kmemleak, DEBUG_VM;
+    /// `cargo xtask kernel --debug`) and run the selected `share-*` scenarios on it again,
+    /// with 4 times the timeouts. Any splat fails.
+    #[arg(long)]
+    pub debug_kernel: bool,
     /// Also print the guest log of passing scenarios.
     #[arg(long, short)]
     pub verbose: bool,
@@ -158,23 +163,53 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
 
     let mut env = Env::new(work.clone(), mkfs, variant);
     let mut verdicts = Vec::new();
-    for s in selected {
+    let mut runs: Vec<(&scenarios::Scenario, PathBuf, &str, u64)> = selected
+        .iter()
+        .map(|s| (*s, bzimage.clone(), "", 1))
+        .collect();
+    let mut t_debug_kernel = None;
+    if args.debug_kernel {
+        let td = Instant::now();
+        let b = kernel::build(&KernelArgs {
+            stock: args.stock,
+            debug: true,
+            ..Default::default()
+        })?;
+        let copy = work.join("bzImage-debug");
+        std::fs::copy(&b.bzimage, &copy)
+            .with_context(|| format!("copying {}", b.bzimage.display()))?;
+        t_debug_kernel = Some(td.elapsed());
+        eprintln!(
+            "qemu-test: debug kernel {} ready in {}",
+            b.bzimage.display(),
+            fmt_duration(td.elapsed())
+        );
+        runs.extend(
+            selected
+                .iter()
+                .filter(|s| s.name.starts_with("share-"))
+                .map(|s| (*s, copy.clone(), "@debug", 4)),
+        );
+    }
+    for (s, kernel, suffix, slow) in runs {
         let t = Instant::now();
+        let name = format!("{}{suffix}", s.name);
         let v = match (s.prepare)(&mut env) {
             Ok(Prepared::Skip(why)) => Verdict {
-                name: s.name.into(),
+                name: name.clone(),
                 passed: true,
                 skipped: Some(why),
                 checks: (0, 0),
                 took: t.elapsed(),
             },
-            Ok(Prepared::Boot(boot)) => {
-                run_boot(s.name, &boot, &base, &bzimage, accel, args, &work, t)?
+            Ok(Prepared::Boot(mut boot)) => {
+                boot.timeout_secs *= slow;
+                run_boot(&name, &boot, &base, &kernel, accel, args, &work, t)?
             }
             Err(e) => {
-                println!("FAIL {}: preparing the scenario: {e:#}", s.name);
+                println!("FAIL {name}: preparing the scenario: {e:#}");
                 Verdict {
-                    name: s.name.into(),
+                    name: name.clone(),
                     passed: false,
                     skipped: None,
                     checks: (0, 1),
@@ -205,16 +240,24 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{} passed, {} failed checks", v.checks.0, v.checks.1));
         println!(
-            "  {status} {:<16} {:>9}  {extra}",
+            "  {status} {:<24} {:>9}  {extra}",
             v.name,
             fmt_duration(v.took)
         );
     }
-    println!(
-        "total {} (kernel {})",
-        fmt_duration(t0.elapsed()),
-        fmt_duration(t_kernel)
-    );
+    match t_debug_kernel {
+        Some(d) => println!(
+            "total {} (kernel {}, debug kernel {})",
+            fmt_duration(t0.elapsed()),
+            fmt_duration(t_kernel),
+            fmt_duration(d)
+        ),
+        None => println!(
+            "total {} (kernel {})",
+            fmt_duration(t0.elapsed()),
+            fmt_duration(t_kernel)
+        ),
+    }
     // The plain closing line that CI runners recognise: scenarios, not individual checks.
     let skipped = verdicts.iter().filter(|v| v.skipped.is_some()).count();
     let line = format!(

@@ -92,6 +92,51 @@ fn setup() {
     }
 }
 
+/// On a kernel with kmemleak (the debug kernel): scan, and fail on unreferenced objects whose
+/// allocation backtrace passes through EROFS. Others are only noted: kmemleak has false
+/// positives outside our code, and the debug kernel must not fail on them.
+fn kmemleak(total: &mut Done) {
+    let path = "/sys/kernel/debug/kmemleak";
+    let _ = std::fs::create_dir_all("/sys/kernel/debug");
+    let _ = sys::mount("debugfs", "/sys/kernel/debug", "debugfs", 0, "");
+    if !std::path::Path::new(path).exists() {
+        return;
+    }
+    // An object is reported once a scan finds it unreferenced and older than 5 s; two scans,
+    // as the kmemleak documentation advises against transient false positives.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    for _ in 0..2 {
+        let _ = std::fs::write(path, b"scan");
+    }
+    let report = std::fs::read_to_string(path).unwrap_or_default();
+    let leaks: Vec<&str> = report.split("unreferenced object").skip(1).collect();
+    let ours: Vec<&&str> = leaks.iter().filter(|l| l.contains("erofs")).collect();
+    let mut ctx = Ctx {
+        label: "kmemleak".into(),
+        passed: 0,
+        failed: 0,
+    };
+    if !leaks.is_empty() {
+        ctx.note(&format!("kmemleak report:\n{report}"));
+    }
+    ctx.check(
+        "no kmemleak report through erofs",
+        if ours.is_empty() {
+            Ok(format!(
+                "{} unreferenced object(s), none allocated through erofs",
+                leaks.len()
+            ))
+        } else {
+            Err(format!(
+                "{} unreferenced object(s) allocated through erofs",
+                ours.len()
+            ))
+        },
+    );
+    total.passed += ctx.passed;
+    total.failed += ctx.failed;
+}
+
 fn main() {
     let t0 = Instant::now();
     let pid1 = std::process::id() == 1;
@@ -151,6 +196,9 @@ fn main() {
             ctx.check("plan", Err(format!("cannot read {}: {e}", plan::PLAN_PATH)));
             total.failed += 1;
         }
+    }
+    if pid1 {
+        kmemleak(&mut total);
     }
     match sys::kernel_log() {
         Ok(log) => {

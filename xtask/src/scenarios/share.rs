@@ -30,9 +30,34 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: compressed,
         },
         Scenario {
+            name: "share-domains",
+            about: "inode_share: fingerprint values and domain ids that collide under concatenation (ab + X vs b + Xa) stay apart; same-domain control; non-root readers",
+            prepare: domains,
+        },
+        Scenario {
             name: "share-umount",
             about: "inode_share: unmount one member over and over while another is being read",
             prepare: umount,
+        },
+        Scenario {
+            name: "share-mixed",
+            about: "inode_share: one domain of differently built images of the same files (inline/plain tails, chunk-based, other block addresses, 1 KiB blocks; lz4/lz4-C64k/ztailpacking/MicroLZMA/DEFLATE/zstd, 1 KiB-block lz4)",
+            prepare: mixed,
+        },
+        Scenario {
+            name: "share-overlay",
+            about: "inode_share: two shared EROFS members as the lower layers of a read-only overlayfs, as containerd mounts them",
+            prepare: overlay,
+        },
+        Scenario {
+            name: "share-churn",
+            about: "inode_share: unmount + loop detach/rebind to other data, a mount/unmount storm from 3 processes, drop_caches=2, all while another member is read and mapped",
+            prepare: churn,
+        },
+        Scenario {
+            name: "share-rebind",
+            about: "inode_share, KNOWN FAILURE (skipped unless EROFS_RS_KNOWN_BUGS=1): share-churn with the loop device bound to an image with other bytes between remounts",
+            prepare: rebind,
         },
         Scenario {
             name: "share-headline",
@@ -234,6 +259,216 @@ fn umount(env: &mut Env) -> Result<Prepared> {
     Ok(Prepared::Boot(boot))
 }
 
+/// Where CI puts the erofs-utils 1.9.3 reference images (beside the repository).
+fn reference_images() -> PathBuf {
+    crate::util::workspace_root().join("../shared/testdata/erofs-utils-1.9.3")
+}
+
+/// One mount of `share-mixed`: image name, device, and the group it must share with (the
+/// series links files only within one read path and block size).
+fn mixed(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = debian_unsupported(env, "chunk-based images") {
+        return Ok(p);
+    }
+    let src = env.tree(Tree::SameContent)?;
+    let dg = digests(&src)?;
+    let mut boot = Boot {
+        timeout_secs: 400,
+        ..Default::default()
+    };
+    let mut images: Vec<(String, String, String)> = Vec::new();
+    let mut add = |boot: &mut Boot, name: &str, img: &Path, group: &str| {
+        images.push((name.to_string(), boot.disk(img), group.to_string()));
+    };
+    for (name, o, group) in [
+        ("inline-4096", fp(4096), "plain-4k"),
+        (
+            "plain-4096",
+            Options {
+                noinline: true,
+                ..fp(4096)
+            },
+            "plain-4k",
+        ),
+        ("inline-1024", fp(1024), "plain-1k"),
+    ] {
+        let img = env.image(&src, &format!("share-mixed-{name}"), &o)?;
+        add(&mut boot, name, &img, group);
+    }
+    // The same files behind 3 MiB of other data: other block addresses.
+    let dir = env.work.join("trees/share-mixed-shifted");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        std::fs::copy(e.path(), dir.join(e.file_name()))?;
+    }
+    std::fs::write(
+        dir.join("0-pad"),
+        crate::trees::random_bytes(0x3a_0000, 3 << 20),
+    )?;
+    let shifted = env.image(&dir, "share-mixed-shifted", &fp(4096))?;
+    add(&mut boot, "shifted-4096", &shifted, "plain-4k");
+    // Chunk-based, from Debian's mkfs.erofs (the value bytes are the same sha256: + digest).
+    let dir = env.work.join("trees/share-mixed-chunk");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        std::fs::copy(e.path(), dir.join(e.file_name()))?;
+    }
+    let chunk = env.work.join("images/share-mixed-chunk.erofs");
+    debian_fingerprinted(&dir, &chunk, &["--chunksize=8192"])?;
+    add(&mut boot, "chunk-8192", &chunk, "plain-4k");
+
+    // Compressed: erofs-utils 1.9.3's reference images, all of one tree, each file carrying a
+    // sha256 fingerprint (under two names: the kernel compares only the values).
+    let refs = reference_images();
+    let mut zfiles = BTreeMap::new();
+    if refs.join("SHA256SUMS").exists() {
+        for (name, group) in [
+            ("lz4-default", "z-4k"),
+            ("lz4-C64k", "z-4k"),
+            ("lz4-ztailpacking", "z-4k"),
+            ("lzma-default", "z-4k"),
+            ("deflate9-default", "z-4k"),
+            ("zstd-default", "z-4k"),
+            ("lz4-b1024", "z-1k"),
+        ] {
+            add(&mut boot, name, &refs.join(format!("{name}.erofs")), group);
+        }
+        let sums = std::fs::read_to_string(refs.join("SHA256SUMS"))?;
+        for want in ["./sizes/text-200000", "./big/mixed.bin"] {
+            let digest = sums
+                .lines()
+                .find_map(|l| l.strip_suffix(want).map(|d| d.trim().to_string()))
+                .with_context(|| format!("{want} not in SHA256SUMS"))?;
+            zfiles.insert(want.trim_start_matches("./").to_string(), digest);
+        }
+    } else {
+        eprintln!(
+            "qemu-test: note: share-mixed: no reference images in {}, compressed part left out",
+            refs.display()
+        );
+    }
+    let files: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::from([
+        (
+            "plain-4k",
+            BTreeMap::from([(SAME[0].to_string(), dg[SAME[0]].clone())]),
+        ),
+        (
+            "plain-1k",
+            BTreeMap::from([(SAME[0].to_string(), dg[SAME[0]].clone())]),
+        ),
+        ("z-4k", zfiles.clone()),
+        ("z-1k", zfiles),
+    ]);
+    boot.run(
+        "share",
+        "share-mixed",
+        json!({ "mode": "mixed", "mixed": images, "groups": files }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn overlay(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    let mut boot = Boot::default();
+    let disks = BTreeMap::from([("share", boot.disk(&share)), ("share2", boot.disk(&share2))]);
+    boot.run(
+        "share",
+        "share-overlay",
+        json!({ "mode": "overlay", "disks": disks, "same": SAME, "digests": dg }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+fn churn(env: &mut Env) -> Result<Prepared> {
+    churn_boot(env, false)
+}
+
+/// The loop member is bound to an image with other bytes at the same addresses between its
+/// remounts. Both the series before and after the lifetime fixes sometimes (about 2 runs in 3)
+/// end up with some of those bytes in the shared page cache for good; the cause is not found
+/// yet (docs/kernel.md), so this runs only on request.
+fn rebind(env: &mut Env) -> Result<Prepared> {
+    if std::env::var_os("EROFS_RS_KNOWN_BUGS").is_none() {
+        return Ok(Prepared::Skip(
+            "known failure, see docs/kernel.md; set EROFS_RS_KNOWN_BUGS=1 to run".into(),
+        ));
+    }
+    churn_boot(env, true)
+}
+
+/// SHA-256 (first 8 bytes, hex) of each 4 KiB page.
+fn page_digests(data: &[u8]) -> Vec<String> {
+    data.chunks(4096)
+        .map(|c| {
+            Sha256::digest(c)[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .collect()
+}
+
+fn churn_boot(env: &mut Env, rebind_other: bool) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    // Same names, sizes and options, other bytes: the same layout at the same block addresses,
+    // so a member mapped with share2's metadata but reading this image's blocks shows up.
+    let src = env.tree(Tree::SameContent)?;
+    let dir = env.work.join("trees/share-churn-other");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(&src)? {
+        let e = e?;
+        let len = e.metadata()?.len() as usize;
+        std::fs::write(
+            dir.join(e.file_name()),
+            crate::trees::random_bytes(0xc4_0000 + len as u64, len),
+        )?;
+    }
+    let other = env.image(&dir, "share-churn-other", &fp(4096))?;
+    let pages = BTreeMap::from([
+        ("image", page_digests(&std::fs::read(src.join(SAME[0]))?)),
+        ("other", page_digests(&std::fs::read(dir.join(SAME[0]))?)),
+    ]);
+    let mut boot = Boot {
+        timeout_secs: 400,
+        ..Default::default()
+    };
+    let mut disks = BTreeMap::from([("share", boot.disk(&share))]);
+    for n in ["storm1", "storm2", "storm3"] {
+        disks.insert(n, boot.disk(&share));
+    }
+    let carrier = env.carrier(
+        "share-churn",
+        &[("share2.erofs", &share2), ("other.erofs", &other)],
+    )?;
+    let cdev = boot.disk(&carrier);
+    boot.run(
+        "share",
+        "share-churn",
+        json!({
+            "mode": "churn",
+            "rebind_other": rebind_other,
+            "pages": pages,
+            "disks": disks,
+            "carrier": erofs_mount(&cdev, "/carrier", ""),
+            "files": { "share2": "/carrier/share2.erofs", "other": "/carrier/other.erofs" },
+            "same": SAME,
+            "digests": dg,
+        }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
 /// 64 MiB in 16 files of 4 MiB, and its fingerprinted image.
 fn big(env: &mut Env) -> Result<(PathBuf, BTreeMap<String, String>)> {
     let dir = env.work.join("trees/share-big");
@@ -304,12 +539,24 @@ fn compressible(seed: u64, n: usize) -> Vec<u8> {
 /// `ishare_xattr_prefix_id` at it. The kernel looks the fingerprint up by its full name, so it
 /// finds the short-prefix entries mkfs.erofs wrote.
 fn debian_fingerprinted(src: &Path, img: &Path, opts: &[&str]) -> Result<()> {
+    debian_with_values(src, img, opts, |data| {
+        [b"sha256:".as_slice(), Sha256::digest(data).as_slice()].concat()
+    })
+}
+
+/// [`debian_fingerprinted`] with the fingerprint value of each file chosen by `value` (from the
+/// file's content), so that a scenario can write values that are not digests.
+fn debian_with_values(
+    src: &Path,
+    img: &Path,
+    opts: &[&str],
+    value: impl Fn(&[u8]) -> Vec<u8>,
+) -> Result<()> {
     for e in std::fs::read_dir(src)? {
         let e = e?;
         if e.file_type()?.is_file() {
             let data = std::fs::read(e.path())?;
-            let value = [b"sha256:".as_slice(), Sha256::digest(&data).as_slice()].concat();
-            erofs_guest::sys::set_xattr(&e.path(), b"user.erofs.fingerprint", &value)
+            erofs_guest::sys::set_xattr(&e.path(), b"user.erofs.fingerprint", &value(&data))
                 .with_context(|| {
                     format!("setting user.erofs.fingerprint on {}", e.path().display())
                 })?;
@@ -356,6 +603,72 @@ fn debian_fingerprinted(src: &Path, img: &Path, opts: &[&str]) -> Result<()> {
     crate::corrupt::reseal(&mut b, blkszbits);
     std::fs::write(img, &b)?;
     Ok(())
+}
+
+/// Skips on a stock kernel or without Debian's mkfs.erofs (for images with crafted values).
+fn debian_unsupported(env: &Env, why: &str) -> Option<Prepared> {
+    if env.variant == Variant::Stock {
+        return Some(Prepared::Skip(
+            "needs the patched kernel (inode_share)".into(),
+        ));
+    }
+    let need = crate::util::Need {
+        package: "erofs-utils",
+        probe: "mkfs.erofs",
+    };
+    crate::util::ensure_packages("Debian's mkfs.erofs", &[need])
+        .err()
+        .map(|_| Prepared::Skip(format!("needs Debian's mkfs.erofs for {why}")))
+}
+
+/// A victim file X in domain `ab` and an attacker file in domain `b` whose fingerprint value is
+/// the victim's followed by `a`: concatenated without a length, both keys read `X||"ab"`. The
+/// two files have the same size and different data, so whichever is read second shows whether
+/// the domains stayed apart. A copy of the victim image in domain `ab` is the positive control.
+fn domains(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = debian_unsupported(env, "crafted fingerprint values") {
+        return Ok(p);
+    }
+    let size = 65536;
+    let (victim_data, attacker_data) = (
+        crate::trees::random_bytes(0xd0_0001, size),
+        crate::trees::random_bytes(0xd0_0002, size),
+    );
+    let value = |d: &[u8]| [b"sha256:".as_slice(), Sha256::digest(d).as_slice()].concat();
+    let victim_value = value(&victim_data);
+    let images = env.work.join("images");
+    std::fs::create_dir_all(&images)?;
+    let mut made = BTreeMap::new();
+    for (name, data) in [
+        ("victim", &victim_data),
+        ("victim2", &victim_data),
+        ("attacker", &attacker_data),
+    ] {
+        let dir = env.work.join("trees/share-domains").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("f"), data)?;
+        let img = images.join(format!("share-domains-{name}.erofs"));
+        let v = if name == "attacker" {
+            [victim_value.as_slice(), b"a"].concat()
+        } else {
+            victim_value.clone()
+        };
+        debian_with_values(&dir, &img, &[], |_| v.clone())?;
+        made.insert(name, img);
+    }
+    let mut boot = Boot::default();
+    let disks: BTreeMap<&str, String> = made.iter().map(|(n, p)| (*n, boot.disk(p))).collect();
+    let digests = BTreeMap::from([
+        ("victim", sha_hex(&victim_data)),
+        ("attacker", sha_hex(&attacker_data)),
+    ]);
+    boot.run(
+        "share",
+        "share-domains",
+        json!({ "mode": "domains", "disks": disks, "digests": digests }),
+    )?;
+    Ok(Prepared::Boot(boot))
 }
 
 fn compressed(env: &mut Env) -> Result<Prepared> {

@@ -11,7 +11,12 @@
 //! - `umount`: unmount and remount one member over and over while another is being read;
 //! - `headline`: `Cached` growth reading the same files through 4 mounts, with and without
 //!   sharing;
-//! - `stress`: several processes reading and mapping the same files through 3 mounts.
+//! - `stress`: several processes reading and mapping the same files through 3 mounts;
+//! - `domains`: fingerprint values and domain ids that collide when concatenated;
+//! - `overlay`: shared EROFS members as the lower layers of an overlayfs;
+//! - `mixed`: differently built images of the same files in one domain;
+//! - `churn`: members come and go (unmount, loop detach and reattach to another image, a
+//!   mount/unmount storm from several processes, `drop_caches=2`) while another member is read.
 
 // fork(2)/waitpid(2) for the stress and unmount runs: the guest is single-threaded.
 #![allow(unsafe_code)]
@@ -54,6 +59,20 @@ struct Params {
     /// Run time of the stress run.
     #[serde(default)]
     secs: u64,
+    /// `mixed`: (image name, device, group) of each member; members of one group must share.
+    #[serde(default)]
+    mixed: Vec<(String, String, String)>,
+    /// `churn`: rebind the loop device to the image with other bytes (the known failure)
+    /// instead of to the same image.
+    #[serde(default)]
+    rebind_other: bool,
+    /// `churn`: SHA-256 (first 8 bytes, hex) of every 4 KiB page of `same[0]` in the image
+    /// and in the image with other bytes, to tell where wrong bytes came from.
+    #[serde(default)]
+    pages: BTreeMap<String, Vec<String>>,
+    /// `mixed`: file (relative path) -> digest, by group.
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn hex(d: &[u8]) -> String {
@@ -236,6 +255,28 @@ impl T<'_> {
         );
     }
 
+    /// fcntl(F_SETFL, O_DIRECT) on an open shared file must fail with EINVAL, as open does,
+    /// instead of succeeding and then reading through the page cache.
+    fn setfl_direct_einval(&mut self, check: &str, path: &str) {
+        use std::os::fd::AsRawFd;
+        let r = std::fs::File::open(path)
+            .map_err(|e| format!("open {path}: {e}"))
+            .and_then(|f| {
+                let fd = f.as_raw_fd();
+                // SAFETY: fcntl on a descriptor this function owns.
+                let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                // SAFETY: as above.
+                let r = unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_DIRECT) };
+                let e = std::io::Error::last_os_error();
+                match (r, e.raw_os_error()) {
+                    (-1, Some(libc::EINVAL)) => Ok("EINVAL".into()),
+                    (-1, _) => Err(format!("{e}")),
+                    _ => Err("F_SETFL O_DIRECT succeeded".into()),
+                }
+            });
+        self.ctx.check(check, r);
+    }
+
     /// The test-028 check: read both, drop `b`, count `a`'s resident pages.
     fn pair(&mut self, check: &str, a: &str, b: &str, digest: &str, expect_shared: bool) {
         let r = (|| {
@@ -269,6 +310,10 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "compressed" => compressed(&mut t),
         "headline" => headline(&mut t),
         "stress" => stress(&mut t),
+        "domains" => domains(&mut t),
+        "churn" => churn(&mut t),
+        "mixed" => mixed(&mut t),
+        "overlay" => overlay(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
     }
 }
@@ -311,6 +356,10 @@ fn rules(t: &mut T) -> Result<()> {
             ),
         );
         t.o_direct_einval("O_DIRECT open of a shared file gives EINVAL", &a1);
+        t.setfl_direct_einval(
+            "fcntl(F_SETFL, O_DIRECT) on a shared file gives EINVAL",
+            &a1,
+        );
         t.mmap_check(
             "mmap of shared files has the right content",
             &a2,
@@ -379,10 +428,17 @@ fn rules(t: &mut T) -> Result<()> {
                 read_sha(&b1)?;
                 dontneed(&b1)?;
                 let (res, total) = resident(&a1)?;
-                let warned = log_since(mark).contains("not matches for the same fingerprint");
+                // As upstream: the size of the inode being linked, then the shared inode's.
+                let len = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                let want = format!(
+                    "size({}:{}) not matches for the same fingerprint",
+                    len(&b1),
+                    len(&a1)
+                );
+                let warned = log_since(mark).contains(&want);
                 ok_or(
                     res == total && warned,
-                    format!("{res}/{total} pages resident, warning {warned}"),
+                    format!("{res}/{total} pages resident, warning {want:?} {warned}"),
                 )
             })();
             t.ctx
@@ -767,4 +823,561 @@ fn stress(t: &mut T) -> Result<()> {
         t.umount(m);
     }
     Ok(())
+}
+
+/// Reads `path` with read(2) and mmap as user and group 65534 in a child: 0 when both show
+/// `want`, 2 when either shows `other`, 1 otherwise (an error or unknown bytes).
+fn read_as_nobody(path: &str, want: &str, other: &str) -> i32 {
+    let (path, want, other) = (path.to_string(), want.to_string(), other.to_string());
+    let pid = spawn(move || {
+        // SAFETY: plain syscalls on the calling (single-threaded) process.
+        if unsafe { libc::setgid(65534) } != 0 || unsafe { libc::setuid(65534) } != 0 {
+            return 1;
+        }
+        let got = [
+            read_sha(&path).map(|(_, d)| d).unwrap_or_default(),
+            mmap_sha(&path).unwrap_or_default(),
+        ];
+        if got.contains(&other) {
+            2
+        } else if got.iter().all(|d| *d == want) {
+            0
+        } else {
+            1
+        }
+    });
+    let mut st = 0;
+    // SAFETY: st is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+    if r == pid && libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        1
+    }
+}
+
+fn nobody_check(t: &mut T, check: &str, path: &str, want: &str, other: &str) {
+    let code = read_as_nobody(path, want, other);
+    let what = match code {
+        0 => "its own data",
+        2 => "the other domain's data",
+        _ => "an error or unknown bytes",
+    };
+    t.ctx.check(
+        check,
+        ok_or(
+            code == 0,
+            format!("{path} read as uid 65534 (read and mmap): {what}"),
+        ),
+    );
+}
+
+/// The victim (domain `ab`, value X) and the attacker (domain `b`, value X||"a") would build
+/// the same key if value and domain were concatenated: each must read its own data whichever
+/// is read first, and only the victim's copy in its own domain shares with it.
+fn domains(t: &mut T) -> Result<()> {
+    let (victim, victim2, attacker) = (t.dev("victim")?, t.dev("victim2")?, t.dev("attacker")?);
+    let (dv, da) = (t.digest("victim"), t.digest("attacker"));
+    let (v, w, x) = ("/mnt/v/f", "/mnt/w/f", "/mnt/x/f");
+    // The attacker's file is in the page cache first, then the victim reads.
+    t.with_mounts(
+        &[
+            (&attacker, "/mnt/x", "inode_share,domain_id=b"),
+            (&victim, "/mnt/v", "inode_share,domain_id=ab"),
+        ],
+        |t| {
+            nobody_check(t, "attacker (domain b) reads its own data", x, &da, &dv);
+            nobody_check(
+                t,
+                "victim (domain ab) read after the attacker's value||'a' (domain b): its own data",
+                v,
+                &dv,
+                &da,
+            );
+        },
+    );
+    sys::sync();
+    let _ = sys::drop_caches();
+    // The victim's file first, then the attacker reads.
+    t.with_mounts(
+        &[
+            (&victim, "/mnt/v", "inode_share,domain_id=ab"),
+            (&attacker, "/mnt/x", "inode_share,domain_id=b"),
+        ],
+        |t| {
+            nobody_check(t, "victim (domain ab) reads its own data", v, &dv, &da);
+            nobody_check(
+                t,
+                "attacker (domain b, value||'a') read after the victim (domain ab): its own data",
+                x,
+                &da,
+                &dv,
+            );
+            let r = (|| {
+                read_sha(v)?;
+                read_sha(x)?;
+                dontneed(x)?;
+                let (res, total) = resident(v)?;
+                ok_or(
+                    res == total && total > 0,
+                    format!("{v}: {res}/{total} pages resident after DONTNEED on {x}"),
+                )
+            })();
+            t.ctx.check("colliding domains do not share page cache", r);
+        },
+    );
+    // Positive control: the same value in the same domain shares.
+    t.with_mounts(
+        &[
+            (&victim, "/mnt/v", "inode_share,domain_id=ab"),
+            (&victim2, "/mnt/w", "inode_share,domain_id=ab"),
+        ],
+        |t| {
+            t.pair("same value, same domain ab: shared", v, w, &dv, true);
+            nobody_check(t, "victim copy read by uid 65534", w, &dv, &da);
+        },
+    );
+    Ok(())
+}
+
+/// A reader child: reads and maps `files` (name, digest) over and over for `secs`, dropping
+/// them from the page cache each round, so that every round misses. Exits 0 when all reads
+/// were right.
+fn churn_reader(
+    files: Vec<(String, String)>,
+    secs: u64,
+    pages: BTreeMap<String, Vec<String>>,
+) -> i32 {
+    spawn(move || {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut rounds = 0u32;
+        while Instant::now() < end || rounds == 0 {
+            for (p, want) in &files {
+                let got = (read_sha(p).map(|(_, d)| d), mmap_sha(p));
+                if got != (Ok(want.clone()), Ok(want.clone())) {
+                    println!(
+                        "{} NOTE churn reader: {p} in round {rounds}: (read, mmap) gave {got:?}; {}",
+                        erofs_guest::plan::MARK,
+                        page_origin(p, &pages)
+                    );
+                    return 1;
+                }
+                let _ = dontneed(p);
+            }
+            rounds += 1;
+        }
+        0
+    })
+}
+
+/// Which 4 KiB pages of `p` hold the image's bytes, the other image's bytes, or neither.
+fn page_origin(p: &str, pages: &BTreeMap<String, Vec<String>>) -> String {
+    let (Some(good), Some(other)) = (pages.get("image"), pages.get("other")) else {
+        return String::new();
+    };
+    let Ok(data) = std::fs::read(p) else {
+        return "unreadable".into();
+    };
+    let (mut bad_other, mut bad_neither) = (Vec::new(), Vec::new());
+    for (i, chunk) in data.chunks(4096).enumerate() {
+        let d = hex(&Sha256::digest(chunk)[..8]);
+        if good.get(i) == Some(&d) {
+            continue;
+        }
+        if other.get(i) == Some(&d) {
+            bad_other.push(i);
+        } else {
+            bad_neither.push(i);
+        }
+    }
+    format!(
+        "{} pages: wrong pages with the other image's bytes {bad_other:?}, with neither {bad_neither:?}",
+        data.len().div_ceil(4096)
+    )
+}
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+
+/// Binds a free loop device to `file` and returns its path.
+fn loop_attach(file: &str) -> Result<String, String> {
+    use std::os::fd::AsRawFd;
+    let ctl = std::fs::File::open("/dev/loop-control").map_err(|e| format!("loop-control: {e}"))?;
+    // SAFETY: ioctl without argument on an owned descriptor.
+    let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    if n < 0 {
+        return Err(format!(
+            "LOOP_CTL_GET_FREE: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let dev = format!("/dev/loop{n}");
+    loop_set(&dev, file)?;
+    Ok(dev)
+}
+
+/// LOOP_SET_FD, retried while the device is still bound (a detach is deferred until the
+/// last opener goes).
+fn loop_set(dev: &str, file: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
+    let d = std::fs::File::open(dev).map_err(|e| format!("{dev}: {e}"))?;
+    for _ in 0..200 {
+        // SAFETY: ioctl with a descriptor argument, both owned here.
+        if unsafe { libc::ioctl(d.as_raw_fd(), LOOP_SET_FD as _, f.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(format!("LOOP_SET_FD {dev} {file}: {e}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("LOOP_SET_FD {dev} {file}: still busy"))
+}
+
+fn loop_clear(dev: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dev).map_err(|e| format!("{dev}: {e}"))?;
+    // SAFETY: ioctl without argument on an owned descriptor.
+    if unsafe { libc::ioctl(d.as_raw_fd(), LOOP_CLR_FD as _) } != 0 {
+        return Err(format!(
+            "LOOP_CLR_FD {dev}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Sectors read so far from block device `name` (/sys/block/NAME/stat, third field).
+fn sectors_read(name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/block/{name}/stat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn churn(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let opts = "inode_share,domain_id=churn";
+    let stable = t.dev("share")?;
+    let storm: Vec<String> = ["storm1", "storm2", "storm3"]
+        .iter()
+        .map(|n| t.dev(n))
+        .collect::<Result<_>>()?;
+    if let Some(c) = t.p.carrier.clone()
+        && let Err(e) = mount(&c)
+    {
+        t.ctx.check("mount the carrier", Err(format!("{e}")));
+        return Ok(());
+    }
+    let (img, other) = (t.file("share2")?, t.file("other")?);
+    if !t.mount(&stable, "/mnt/c0", opts) {
+        return Ok(());
+    }
+    let files = vec![
+        (format!("/mnt/c0/{s1}"), dg.clone()),
+        (format!("/mnt/c0/{s2}"), dg.clone()),
+    ];
+
+    // 1. A loop member serves the misses (the newest member is asked first); it is unmounted,
+    //    its loop device detached and bound to an image with other data, then back.
+    let r = (|| {
+        let lo = loop_attach(&img)?;
+        let name = lo.trim_start_matches("/dev/").to_string();
+        let reader = churn_reader(files.clone(), 12, t.p.pages.clone());
+        let (mut cycles, mut served) = (0, 0u64);
+        let mut errors = Vec::new();
+        for _ in 0..8 {
+            let m = MountSpec {
+                source: lo.clone(),
+                target: "/mnt/cl".into(),
+                fstype: "erofs".into(),
+                data: opts.into(),
+            };
+            if let Err(e) = mount(&m) {
+                errors.push(format!("mount {lo}: {e}"));
+                break;
+            }
+            let before = sectors_read(&name);
+            let _ = read_sha(&format!("/mnt/cl/{s1}"));
+            std::thread::sleep(Duration::from_millis(400));
+            served += sectors_read(&name).saturating_sub(before);
+            if let Err(e) = umount("/mnt/cl") {
+                errors.push(e);
+                break;
+            }
+            let rebind_to = if t.p.rebind_other { &other } else { &img };
+            let step = loop_clear(&lo)
+                .and_then(|()| loop_set(&lo, rebind_to))
+                .and_then(|()| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    loop_clear(&lo)
+                })
+                .and_then(|()| loop_set(&lo, &img));
+            if let Err(e) = step {
+                errors.push(e);
+                break;
+            }
+            cycles += 1;
+        }
+        let ok = reap(reader);
+        let _ = loop_clear(&lo);
+        ok_or(
+            ok && errors.is_empty() && cycles == 8 && served > 0,
+            format!(
+                "{cycles} unmount/detach/reattach cycles of {lo}, {served} sectors read from it while mounted, reader ok {ok}, errors {errors:?}"
+            ),
+        )
+    })();
+    t.ctx.check(
+        if t.p.rebind_other {
+            "loop member unmounted, detached, bound to other bytes and back while another member is read"
+        } else {
+            "loop member unmounted, detached and rebound while another member is read"
+        },
+        r,
+    );
+
+    // 2. Three processes mount and unmount their own members as fast as they can.
+    let reader = churn_reader(files.clone(), 8, t.p.pages.clone());
+    let stormers: Vec<i32> = storm
+        .iter()
+        .enumerate()
+        .map(|(i, dev)| {
+            let (dev, s1, want) = (dev.clone(), s1.clone(), dg.clone());
+            spawn(move || {
+                let m = MountSpec {
+                    source: dev.clone(),
+                    target: format!("/mnt/storm{i}"),
+                    fstype: "erofs".into(),
+                    data: opts.into(),
+                };
+                let end = Instant::now() + Duration::from_secs(8);
+                while Instant::now() < end {
+                    if mount(&m).is_err() {
+                        return 1;
+                    }
+                    let ok = read_sha(&format!("/mnt/storm{i}/{s1}"))
+                        .map(|(_, d)| d == want)
+                        .unwrap_or(false);
+                    if !ok || umount(&m.target).is_err() {
+                        return 1;
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    let storm_ok: Vec<bool> = stormers.into_iter().map(reap).collect();
+    let reader_ok = reap(reader);
+    t.ctx.check(
+        "mount/unmount storm from 3 processes while another member is read",
+        ok_or(
+            reader_ok && storm_ok.iter().all(|&b| b),
+            format!("reader ok {reader_ok}, stormers ok {storm_ok:?}"),
+        ),
+    );
+
+    // 3. drop_caches=2 (inodes and dentries) over and over while reading: unused members
+    //    are evicted and re-linked under the readers.
+    let reader = churn_reader(files.clone(), 6, t.p.pages.clone());
+    let mapper = churn_reader(files.clone(), 6, t.p.pages.clone());
+    let mut drops = 0;
+    let end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < end {
+        if std::fs::write("/proc/sys/vm/drop_caches", b"2").is_ok() {
+            drops += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (r1, r2) = (reap(reader), reap(mapper));
+    t.ctx.check(
+        "drop_caches=2 while two processes read and map shared files",
+        ok_or(
+            r1 && r2 && drops > 0,
+            format!("{drops} drops, readers ok {r1} {r2}"),
+        ),
+    );
+    t.umount("/mnt/c0");
+    if let Some(c) = t.p.carrier.clone() {
+        t.umount(&c.target);
+    }
+    Ok(())
+}
+
+/// Differently built images of the same files, all mounted in one domain: within a group
+/// (same read path and block size) every file shares with the first member's copy, and every
+/// copy reads right when its misses are served by another member; a 1 KiB-block group never
+/// shares with the 4 KiB one (the series does not link members of different block sizes).
+fn mixed(t: &mut T) -> Result<()> {
+    let members = t.p.mixed.clone();
+    let mut mounted = Vec::new();
+    for (name, dev, group) in &members {
+        let m = format!("/mnt/m-{name}");
+        if t.mount(dev, &m, "inode_share,domain_id=mixed") {
+            mounted.push((name.clone(), m, group.clone()));
+        }
+    }
+    // 4 KiB groups first: the first member of a fingerprint fixes the shared inode's block
+    // size, so a 1 KiB member read first would leave every 4 KiB copy unshared.
+    let mut groups: Vec<(String, BTreeMap<String, String>)> =
+        t.p.groups.clone().into_iter().collect();
+    groups.sort_by_key(|(g, _)| (g.ends_with("-1k"), g.clone()));
+    for (group, files) in groups {
+        let in_group: Vec<&(String, String, String)> =
+            mounted.iter().filter(|(_, _, g)| *g == group).collect();
+        let Some((ref_name, ref_m, _)) = in_group.first().map(|x| (*x).clone()) else {
+            continue;
+        };
+        for (f, want) in &files {
+            for (name, m, _) in &in_group[1..] {
+                t.pair(
+                    &format!("{group}: {f} in {ref_name} and {name} shared"),
+                    &format!("{ref_m}/{f}"),
+                    &format!("{m}/{f}"),
+                    want,
+                    true,
+                );
+            }
+            if let Some(other) = group.strip_suffix("-1k").map(|g| format!("{g}-4k"))
+                && let Some((oname, om, _)) = mounted.iter().find(|(_, _, g)| *g == other)
+            {
+                t.pair(
+                    &format!("{f}: 1 KiB-block {ref_name} and 4 KiB-block {oname} not shared"),
+                    &format!("{ref_m}/{f}"),
+                    &format!("{om}/{f}"),
+                    want,
+                    false,
+                );
+            }
+            // Each copy dropped and read again: misses go to whichever member comes first.
+            for (name, m, _) in &in_group {
+                let p = format!("{m}/{f}");
+                let r = (|| {
+                    dontneed(&p)?;
+                    let (_, d) = read_sha(&p)?;
+                    dontneed(&p)?;
+                    let md = mmap_sha(&p)?;
+                    ok_or(d == *want && md == *want, format!("read {d}, mmap {md}"))
+                })();
+                t.ctx
+                    .check(&format!("{group}: {f} through {name} after a drop"), r);
+            }
+        }
+    }
+    for (_, m, _) in mounted.iter().rev() {
+        t.umount(m);
+    }
+
+    // The other order: a 1 KiB-block copy is looked up first. The 4 KiB copies must still
+    // share among themselves (each block size has its own shared inode).
+    let _ = sys::drop_caches();
+    let mut mounted = Vec::new();
+    for (name, dev, group) in &members {
+        let m = format!("/mnt/m-{name}");
+        if t.mount(dev, &m, "inode_share,domain_id=mixed") {
+            mounted.push((name.clone(), m, group.clone()));
+        }
+    }
+    for (group, files) in t.p.groups.clone() {
+        let Some(big) = group.strip_suffix("-1k").map(|g| format!("{g}-4k")) else {
+            continue;
+        };
+        let small: Vec<_> = mounted.iter().filter(|(_, _, g)| *g == group).collect();
+        let four: Vec<_> = mounted.iter().filter(|(_, _, g)| *g == big).collect();
+        if small.is_empty() || four.len() < 2 {
+            continue;
+        }
+        for (f, want) in &files {
+            let _ = read_sha(&format!("{}/{f}", small[0].1));
+            t.pair(
+                &format!(
+                    "{f}: {} and {} shared although 1 KiB-block {} was read first",
+                    four[0].0, four[1].0, small[0].0
+                ),
+                &format!("{}/{f}", four[0].1),
+                &format!("{}/{f}", four[1].1),
+                want,
+                true,
+            );
+        }
+    }
+    for (_, m, _) in mounted.iter().rev() {
+        t.umount(m);
+    }
+    Ok(())
+}
+
+/// Two members of one domain as the lower layers of a read-only overlayfs (no upper layer, as
+/// containerd mounts image layers): files seen through the overlay come from the top layer's
+/// EROFS file, so they share with the other layer's copies; reads, maps, fadvise and O_DIRECT
+/// all pass through to the shared file.
+fn overlay(t: &mut T) -> Result<()> {
+    let (s1, s2) = (t.p.same[0].clone(), t.p.same[1].clone());
+    let dg = t.digest(&s1);
+    let (d1, d2) = (t.dev("share")?, t.dev("share2")?);
+    let opts = "inode_share,domain_id=ovl";
+    t.with_mounts(&[(&d1, "/mnt/o1", opts), (&d2, "/mnt/o2", opts)], |t| {
+        let ovl = MountSpec {
+            source: "overlay".into(),
+            target: "/mnt/ovl".into(),
+            fstype: "overlay".into(),
+            data: "lowerdir=/mnt/o1:/mnt/o2".into(),
+        };
+        if let Err(e) = mount(&ovl) {
+            t.ctx.check("mount overlay", Err(format!("{e}")));
+            return;
+        }
+        let (v1, v2) = (format!("/mnt/ovl/{s1}"), format!("/mnt/ovl/{s2}"));
+        let (l1, l2) = (format!("/mnt/o2/{s1}"), format!("/mnt/o2/{s2}"));
+        t.pair(
+            "overlay file shares with the other layer's copy (DONTNEED through overlay)",
+            &l1,
+            &v1,
+            &dg,
+            true,
+        );
+        t.pair(
+            "overlay file shares with the other layer's copy (DONTNEED on the layer)",
+            &v2,
+            &l2,
+            &dg,
+            true,
+        );
+        t.pair(
+            "two overlay files with the same content share",
+            &v1,
+            &v2,
+            &dg,
+            true,
+        );
+        t.mmap_check(
+            "mmap through overlay after the layer's copy was dropped",
+            &l1,
+            &[&v1, &v2],
+            &dg,
+        );
+        t.o_direct_einval("O_DIRECT open through overlay gives EINVAL", &v1);
+        let r = (|| {
+            let (_, d) = read_sha(&v1)?;
+            nobody_ok(&v1, &dg)?;
+            ok_or(
+                d == dg,
+                format!("root read {d}; uid 65534 read and mmap right"),
+            )
+        })();
+        t.ctx.check("overlay content as root and as uid 65534", r);
+        t.umount("/mnt/ovl");
+    });
+    Ok(())
+}
+
+fn nobody_ok(path: &str, want: &str) -> Result<(), String> {
+    match read_as_nobody(path, want, "") {
+        0 => Ok(()),
+        c => Err(format!("{path} read as uid 65534: code {c}")),
+    }
 }
