@@ -186,7 +186,7 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn random_uuid() -> [u8; 16] {
+pub(crate) fn random_uuid() -> [u8; 16] {
     use std::io::Read;
     let mut u = [0u8; 16];
     let ok = std::fs::File::open("/dev/urandom")

@@ -23,6 +23,7 @@ pub mod layout;
 mod pipeline;
 pub mod scan;
 pub mod tree;
+pub mod verity;
 pub mod write;
 pub mod xattr;
 
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use layout::Plan;
 pub use tree::Tree;
+pub use verity::{VerityOptions, VerityReport};
 
 /// Block size used when none is given: the x86-64 page size.
 pub const DEFAULT_BLOCK_SIZE_BITS: u8 = 12;
@@ -157,6 +159,10 @@ pub struct Options {
     pub keep_going: bool,
     /// Worker threads for scanning and hashing; 0 = one per CPU.
     pub threads: usize,
+    /// `--verity`: a dm-verity hash tree over the image.
+    pub verity: Option<VerityOptions>,
+    /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
+    pub fsverity_digest: bool,
 }
 
 impl Default for Options {
@@ -177,6 +183,8 @@ impl Default for Options {
             exclude_regexes: Vec::new(),
             keep_going: false,
             threads: 0,
+            verity: None,
+            fsverity_digest: false,
         }
     }
 }
@@ -300,6 +308,10 @@ pub struct BuildReport {
     pub skipped: Vec<Skipped>,
     /// Warnings, in the order they were raised.
     pub warnings: Vec<String>,
+    /// The dm-verity tree, with `--verity`.
+    pub verity: Option<VerityReport>,
+    /// The fs-verity digest of the image file, with `--fsverity-digest`.
+    pub fsverity_digest: Option<[u8; 32]>,
 }
 
 /// Errors of a build. Each names the path or the option at fault.
@@ -390,8 +402,7 @@ pub fn build_dir_to_path(
             .prefix(".mkfs-erofs-rs.")
             .tempfile_in(&image_parent)
             .map_err(|e| BuildError::io(&image_parent, e))?;
-        let written =
-            write::build_image(&tree, &options, tmp.as_file_mut(), progress, &mut report)?;
+        let written = write_image(&tree, &options, tmp.as_file_mut(), progress, &mut report)?;
         Ok((tmp, written))
     })?;
     // No fsync, like mkfs.erofs: the rename makes the new image visible only once it is
@@ -422,7 +433,7 @@ pub fn build_dir_to_writer<W: std::io::Write + Send>(
     in_pool(options, || {
         progress.phase(Phase::Scan);
         let tree = scan::scan_dir(source, options, &mut report, progress)?;
-        report.image_bytes = write::build_image(&tree, options, out, progress, &mut report)?;
+        report.image_bytes = write_image(&tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
     progress.phase(Phase::Done);
@@ -441,10 +452,59 @@ pub fn build_tree_to_writer<W: std::io::Write + Send>(
         .map_err(|e| BuildError::InvalidOption(e.to_string()))?;
     let mut report = BuildReport::default();
     in_pool(options, || {
-        report.image_bytes = write::build_image(tree, options, out, progress, &mut report)?;
+        report.image_bytes = write_image(tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
     Ok(report)
+}
+
+/// Writes the image of `tree`, then the integrity data the options ask for (a dm-verity tree
+/// appended or in its own file, the fs-verity digest of the whole file). Returns the size of
+/// the filesystem image, without what follows it.
+fn write_image<W: std::io::Write + Send>(
+    tree: &Tree,
+    options: &Options,
+    out: &mut W,
+    progress: &dyn Progress,
+    report: &mut BuildReport,
+) -> Result<u64, BuildError> {
+    if options.verity.is_none() && !options.fsverity_digest {
+        return write::build_image(tree, options, out, progress, report);
+    }
+    // The salt may derive from the UUID, so a random one is drawn before anything is hashed.
+    let uuid = verity::fixed_uuid(&options.uuid);
+    let fixed = Options {
+        uuid: UuidChoice::Value(uuid),
+        ..options.clone()
+    };
+    let options = &fixed;
+    let dm_salt = options
+        .verity
+        .as_ref()
+        .map(|v| verity::choose_salt(v, &uuid, options.timestamp.is_some()));
+    // With no salt the dm-verity leaves are fs-verity's; hash once.
+    let mut salts: Vec<&[u8]> = dm_salt.iter().map(Vec::as_slice).collect();
+    let fs_set = match &dm_salt {
+        _ if !options.fsverity_digest => None,
+        Some(s) if s.is_empty() => Some(0),
+        _ => {
+            salts.push(&[]);
+            Some(salts.len() - 1)
+        }
+    };
+    let mut tap = verity::Tap::new(&mut *out, &salts);
+    let written = write::build_image(tree, options, &mut tap, progress, report)?;
+    if let (Some(v), Some(salt)) = (&options.verity, &dm_salt) {
+        let leaves = tap.leaves(0).map_err(BuildError::Output)?;
+        let (r, _) = verity::write_tree(&mut tap, written, &leaves, salt, uuid, v)?;
+        report.verity = Some(r);
+    }
+    if let Some(i) = fs_set {
+        let len = tap.position();
+        let leaves = tap.leaves(i).map_err(BuildError::Output)?;
+        report.fsverity_digest = Some(erofs_verity::fsverity_digest(len, &leaves));
+    }
+    Ok(written)
 }
 
 /// Runs `f` on a dedicated rayon pool with `options.threads` workers and large stacks

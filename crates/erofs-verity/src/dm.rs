@@ -187,16 +187,15 @@ pub enum VerifyError {
     DataBlock(u64),
 }
 
-/// Verifies `data` (the image, padded to whole blocks with zeros as needed) against `tree`
-/// (the bytes after the superblock) and `root`, in parallel. Reports the first bad block:
-/// the tree from the top down, then the data blocks in order.
-pub fn verify_image(
-    data: &[u8],
+/// Checks `tree` (the bytes after the superblock) against `root`, from the top level down,
+/// in parallel, and returns the leaf hashes it vouches for: one per data block. A tree over
+/// a single block has no levels; its root is that block's hash, returned as the only leaf.
+pub fn check_tree(
     data_blocks: u64,
     tree: &[u8],
     salt: &[u8],
     root: &Digest,
-) -> Result<(), VerifyError> {
+) -> Result<Vec<Digest>, VerifyError> {
     let counts = level_blocks(data_blocks);
     let need: u64 = counts.iter().sum::<u64>() * HASH_BLOCK_SIZE as u64;
     if (tree.len() as u64) < need {
@@ -206,6 +205,10 @@ pub fn verify_image(
             data_blocks,
         });
     }
+    let Some(&top_blocks) = counts.last() else {
+        return Ok(vec![*root]);
+    };
+    debug_assert_eq!(top_blocks, 1);
     // Slice the levels out of the on-disk order (top first).
     let mut levels: Vec<&[u8]> = vec![&[]; counts.len()];
     let mut at = 0usize;
@@ -214,33 +217,13 @@ pub fn verify_image(
         levels[i] = &tree[at..at + len];
         at += len;
     }
-    let bs = HASH_BLOCK_SIZE as usize;
-    let digest_at = |level: &[u8], i: u64| -> Digest {
-        let o = i as usize * DIGEST_SIZE;
-        level[o..o + DIGEST_SIZE].try_into().unwrap()
-    };
-    match levels.last() {
-        Some(top) => {
-            if hash_block(salt, top) != *root {
-                return Err(VerifyError::RootMismatch);
-            }
-        }
-        None => {
-            let mut block = data
-                .get(..DATA_BLOCK_SIZE as usize)
-                .unwrap_or(data)
-                .to_vec();
-            block.resize(DATA_BLOCK_SIZE as usize, 0);
-            if data_blocks != 1 || hash_block(salt, &block) != *root {
-                return Err(VerifyError::RootMismatch);
-            }
-            return Ok(());
-        }
+    if hash_block(salt, levels[counts.len() - 1]) != *root {
+        return Err(VerifyError::RootMismatch);
     }
-    for level in (0..levels.len().saturating_sub(1)).rev() {
+    for level in (0..levels.len() - 1).rev() {
         let parent = levels[level + 1];
         let bad = levels[level]
-            .par_chunks(bs)
+            .par_chunks(HASH_BLOCK_SIZE as usize)
             .enumerate()
             .find_first(|(i, b)| hash_block(salt, b) != digest_at(parent, *i as u64));
         if let Some((i, _)) = bad {
@@ -250,20 +233,34 @@ pub fn verify_image(
             });
         }
     }
-    let leaves = levels[0];
+    Ok((0..data_blocks).map(|i| digest_at(levels[0], i)).collect())
+}
+
+fn digest_at(level: &[u8], i: u64) -> Digest {
+    let o = i as usize * DIGEST_SIZE;
+    level[o..o + DIGEST_SIZE]
+        .try_into()
+        .expect("a whole digest")
+}
+
+/// Verifies `data` (the image; bytes past its end read as zeros) against `tree` (the bytes
+/// after the superblock) and `root`, in parallel. Reports the first bad block: the tree from
+/// the top down, then the data blocks in order.
+pub fn verify_image(
+    data: &[u8],
+    data_blocks: u64,
+    tree: &[u8],
+    salt: &[u8],
+    root: &Digest,
+) -> Result<(), VerifyError> {
+    let leaves = check_tree(data_blocks, tree, salt, root)?;
+    let bs = DATA_BLOCK_SIZE as usize;
     let bad = (0..data_blocks).into_par_iter().find_first(|&i| {
-        let start = (i * DATA_BLOCK_SIZE as u64) as usize;
-        let end = (start + DATA_BLOCK_SIZE as usize).min(data.len());
-        let got = match data.get(start..end) {
-            Some(b) if b.len() == DATA_BLOCK_SIZE as usize => hash_block(salt, b),
-            Some(b) => {
-                let mut p = b.to_vec();
-                p.resize(DATA_BLOCK_SIZE as usize, 0);
-                hash_block(salt, &p)
-            }
-            None => hash_block(salt, &[0u8; DATA_BLOCK_SIZE as usize]),
-        };
-        got != digest_at(leaves, i)
+        let start = (i as usize).saturating_mul(bs).min(data.len());
+        let end = start.saturating_add(bs).min(data.len());
+        let mut block = data[start..end].to_vec();
+        block.resize(bs, 0);
+        hash_block(salt, &block) != leaves[i as usize]
     });
     match bad {
         Some(i) => Err(VerifyError::DataBlock(i)),

@@ -104,15 +104,21 @@ impl LeafSet {
     /// The leaf hashes of an image of `len` bytes (rounded up to whole blocks): blocks seen
     /// in part are hashed zero-padded, blocks never written as zeros.
     pub fn finish(self, len: u64) -> Vec<Digest> {
-        let st = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.leaves(len)
+    }
+
+    /// The leaf hashes of the first `len` bytes as written so far (see [`LeafSet::finish`]);
+    /// writes may go on afterwards.
+    pub fn leaves(&self, len: u64) -> Vec<Digest> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let blocks = len.div_ceil(DATA_BLOCK_SIZE as u64) as usize;
         let zero = hash_block(&self.salt, &[0u8; DATA_BLOCK_SIZE as usize]);
         let mut out: Vec<Digest> = (0..blocks)
             .map(|i| st.leaves.get(i).copied().flatten().unwrap_or(zero))
             .collect();
-        for (block, (buf, _)) in st.partial {
+        for (&block, (buf, _)) in &st.partial {
             if let Some(slot) = out.get_mut(block as usize) {
-                *slot = hash_block(&self.salt, &buf);
+                *slot = hash_block(&self.salt, buf);
             }
         }
         out

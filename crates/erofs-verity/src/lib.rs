@@ -19,7 +19,7 @@ mod leaves;
 
 pub use dm::{
     DATA_BLOCK_SIZE, HASH_BLOCK_SIZE, HashTree, SUPERBLOCK_SIZE, VerifyError, VeritySuperblock,
-    verify_image,
+    check_tree, verify_image,
 };
 pub use fsverity::{FsVerityDescriptor, fsverity_digest, fsverity_digest_of_bytes};
 pub use leaves::{LeafSet, hash_block};

@@ -4,6 +4,7 @@
 //! 1 when problems were found or extraction failed, 2 when the image cannot be opened.
 
 mod fingerprints;
+mod verity;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -76,6 +77,15 @@ pub struct Cli {
     /// its fingerprint xattr; also check the superblock's fingerprint fields.
     #[arg(long, alias = "xattr-inode-digest")]
     pub verify_fingerprints: bool,
+
+    /// Check the dm-verity hash tree that `mkfs.erofs-rs --verity` appended, and every data
+    /// block, against this root hash (hex).
+    #[arg(long, value_name = "ROOTHASH", require_equals = true)]
+    pub verity: Option<String>,
+
+    /// With --verity: the tree is in this file (`mkfs.erofs-rs --verity-file`).
+    #[arg(long, value_name = "FILE", requires = "verity")]
+    pub verity_file: Option<PathBuf>,
 }
 
 /// The `--json` output.
@@ -86,6 +96,7 @@ struct JsonOut<'a> {
     check: Option<&'a CheckReport>,
     extract: Option<&'a ExtractReport>,
     fingerprints: Option<&'a erofs_share::verify::VerifyReport>,
+    verity: Option<&'a verity::VerityOutcome>,
     error: Option<String>,
 }
 
@@ -112,7 +123,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Err(e) => {
             let msg = format!("cannot read {}: {e}", cli.image.display());
             if cli.json {
-                print_json(cli, None, None, None, Some(msg))?;
+                print_json(cli, None, None, None, None, Some(msg))?;
                 return Ok(2);
             }
             bail!(msg);
@@ -128,7 +139,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Ok(s) => s,
         Err(e) => {
             if cli.json {
-                print_json(cli, None, None, None, Some(format!("{e:#}")))?;
+                print_json(cli, None, None, None, None, Some(format!("{e:#}")))?;
                 return Ok(2);
             }
             return Err(e);
@@ -169,12 +180,22 @@ fn run(cli: &Cli) -> Result<i32> {
     }
 
     let image_name = cli.image.display().to_string();
+    let verity = match &cli.verity {
+        Some(root) => Some(verity::verify(
+            &img,
+            &cli.image,
+            root,
+            cli.verity_file.as_deref(),
+        )?),
+        None => None,
+    };
     let fingerprints = match verified {
         Some(v) => Some(fingerprints::print(v?, &image_name, cli.json)?),
         None => None,
     };
     let clean = report.is_clean()
         && extract_error.is_none()
+        && verity.as_ref().is_none_or(verity::VerityOutcome::ok)
         && !fingerprints.as_ref().is_some_and(fingerprints::failed);
     if cli.json {
         print_json(
@@ -182,6 +203,7 @@ fn run(cli: &Cli) -> Result<i32> {
             Some(&report),
             extract_report.as_ref(),
             fingerprints.as_ref(),
+            verity.as_ref(),
             extract_error,
         )?;
     } else {
@@ -226,6 +248,11 @@ fn run(cli: &Cli) -> Result<i32> {
                 report.compressed_files
             )?;
         }
+        drop(out);
+        if let Some(v) = &verity {
+            verity::print(v, &image_name);
+        }
+        let mut out = std::io::stdout().lock();
         if let Some(r) = &extract_report {
             writeln!(
                 out,
@@ -242,16 +269,19 @@ fn print_json(
     check: Option<&CheckReport>,
     extract: Option<&ExtractReport>,
     fingerprints: Option<&erofs_share::verify::VerifyReport>,
+    verity: Option<&verity::VerityOutcome>,
     error: Option<String>,
 ) -> Result<()> {
     let out = JsonOut {
         image: escape_bytes(cli.image.as_os_str().as_bytes()),
         clean: check.is_some_and(|c| c.is_clean())
             && error.is_none()
-            && !fingerprints.is_some_and(fingerprints::failed),
+            && !fingerprints.is_some_and(fingerprints::failed)
+            && verity.is_none_or(verity::VerityOutcome::ok),
         check,
         extract,
         fingerprints,
+        verity,
         error,
     };
     let mut stdout = std::io::stdout().lock();

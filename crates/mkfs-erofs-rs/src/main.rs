@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+mod integrity;
+
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use erofs_builder::{
@@ -105,6 +107,9 @@ struct Cli {
     /// Worker threads (default: one per CPU).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
     threads: usize,
+
+    #[command(flatten)]
+    integrity: integrity::IntegrityArgs,
 }
 
 fn options_from(cli: &Cli) -> Result<Options> {
@@ -187,6 +192,9 @@ fn options_from(cli: &Cli) -> Result<Options> {
         exclude_regexes: cli.exclude_regex.clone(),
         keep_going: cli.keep_going,
         threads: cli.threads,
+        verity: cli.integrity.verity_options()?,
+        fsverity_digest: cli.integrity.fsverity_digest,
+        ..Options::default()
     })
 }
 
@@ -306,6 +314,7 @@ fn run(cli: &Cli) -> Result<()> {
             eprintln!("  {}: {}", s.path.display(), s.reason);
         }
     }
+    integrity::print_report(&report);
     if !cli.quiet {
         eprintln!(
             "{}: {} inodes, {} bytes, {} fingerprinted files, {:.2}s",
