@@ -58,7 +58,7 @@ pub fn parse_salt(text: &str) -> Result<Vec<u8>, ParamError> {
 /// Decodes lowercase or uppercase hex; `None` if it is not an even number of hex digits.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -194,7 +194,6 @@ fn options_from(cli: &Cli) -> Result<Options> {
         threads: cli.threads,
         verity: cli.integrity.verity_options()?,
         fsverity_digest: cli.integrity.fsverity_digest,
-        ..Options::default()
     })
 }
 
