@@ -214,6 +214,13 @@ impl Options {
                 1u32 << self.blkszbits
             )));
         }
+        if self.verity.is_some() && self.blkszbits != 12 {
+            return Err(BuildError::InvalidOption(format!(
+                "--verity: dm-verity's 4096-byte data blocks give a device on which Linux cannot \
+                 mount an image of {}-byte blocks; build it with -b 4096",
+                1u32 << self.blkszbits
+            )));
+        }
         if self.label.len() > 15 {
             return Err(BuildError::InvalidOption(
                 "volume label is longer than 15 bytes".into(),
