@@ -117,7 +117,15 @@ impl<W: Write> Tap<W> {
         self.batch_at += batch.len() as u64;
         let sets = Arc::clone(&self.sets);
         let pending = Arc::clone(&self.pending);
-        *pending.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        {
+            // A window of batches in flight bounds memory when hashing falls behind.
+            let limit = 2 * rayon::current_num_threads() + 2;
+            let mut n = pending.0.lock().unwrap_or_else(|e| e.into_inner());
+            while *n >= limit {
+                n = pending.1.wait(n).unwrap_or_else(|e| e.into_inner());
+            }
+            *n += 1;
+        }
         rayon::spawn(move || {
             for s in sets.iter() {
                 s.write_at(at, &batch);
