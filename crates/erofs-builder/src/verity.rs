@@ -86,13 +86,73 @@ pub(crate) fn fixed_uuid(choice: &UuidChoice) -> [u8; 16] {
 const BATCH: usize = 1 << 20;
 
 /// Hashes what passes through it, in batches on the thread pool.
+///
+/// The writer may itself run on a pool thread (with `-j1`, the only one), so it never just
+/// waits for hashing jobs: when too many batches are queued, or when it needs the leaves, it
+/// hashes queued batches itself, and waits only for batches other threads are hashing.
 pub(crate) struct Tap<W: Write> {
     inner: W,
     offset: u64,
     batch: Vec<u8>,
     batch_at: u64,
-    sets: Arc<Vec<LeafSet>>,
-    pending: Arc<(Mutex<usize>, Condvar)>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    sets: Vec<LeafSet>,
+    state: Mutex<Queue>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    batches: std::collections::VecDeque<(u64, Vec<u8>)>,
+    /// Batches taken off the queue and being hashed.
+    busy: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hashes one queued batch, if there is one; false when the queue is empty.
+    fn hash_one(&self) -> bool {
+        let Some((at, batch)) = ({
+            let mut q = self.lock();
+            let b = q.batches.pop_front();
+            if b.is_some() {
+                q.busy += 1;
+            }
+            b
+        }) else {
+            return false;
+        };
+        for s in &self.sets {
+            s.write_at(at, &batch);
+        }
+        self.lock().busy -= 1;
+        self.done.notify_all();
+        true
+    }
+
+    /// Hashes or waits until at most `limit` batches are queued or being hashed.
+    fn drain_to(&self, limit: usize) {
+        loop {
+            {
+                let q = self.lock();
+                if q.batches.len() + q.busy <= limit {
+                    return;
+                }
+                if q.batches.is_empty() {
+                    // Only batches being hashed elsewhere remain: they finish on their own.
+                    drop(self.done.wait(q).unwrap_or_else(|e| e.into_inner()));
+                    continue;
+                }
+            }
+            self.hash_one();
+        }
+    }
 }
 
 impl<W: Write> Tap<W> {
@@ -103,8 +163,11 @@ impl<W: Write> Tap<W> {
             offset: 0,
             batch: Vec::with_capacity(BATCH),
             batch_at: 0,
-            sets: Arc::new(salts.iter().map(|s| LeafSet::new(s)).collect()),
-            pending: Arc::new((Mutex::new(0), Condvar::new())),
+            shared: Arc::new(Shared {
+                sets: salts.iter().map(|s| LeafSet::new(s)).collect(),
+                state: Mutex::new(Queue::default()),
+                done: Condvar::new(),
+            }),
         }
     }
 
@@ -115,24 +178,12 @@ impl<W: Write> Tap<W> {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         let at = self.batch_at;
         self.batch_at += batch.len() as u64;
-        let sets = Arc::clone(&self.sets);
-        let pending = Arc::clone(&self.pending);
-        {
-            // A window of batches in flight bounds memory when hashing falls behind.
-            let limit = 2 * rayon::current_num_threads() + 2;
-            let mut n = pending.0.lock().unwrap_or_else(|e| e.into_inner());
-            while *n >= limit {
-                n = pending.1.wait(n).unwrap_or_else(|e| e.into_inner());
-            }
-            *n += 1;
-        }
+        // A window of batches bounds memory when hashing falls behind.
+        self.shared.drain_to(2 * rayon::current_num_threads() + 1);
+        self.shared.lock().batches.push_back((at, batch));
+        let shared = Arc::clone(&self.shared);
         rayon::spawn(move || {
-            for s in sets.iter() {
-                s.write_at(at, &batch);
-            }
-            let mut n = pending.0.lock().unwrap_or_else(|e| e.into_inner());
-            *n -= 1;
-            pending.1.notify_all();
+            shared.hash_one();
         });
     }
 
@@ -146,12 +197,8 @@ impl<W: Write> Tap<W> {
     pub(crate) fn leaves(&mut self, set: usize) -> io::Result<Vec<erofs_verity::Digest>> {
         self.inner.flush()?;
         self.dispatch();
-        let mut n = self.pending.0.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
-            n = self.pending.1.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        drop(n);
-        Ok(self.sets[set].leaves(self.offset))
+        self.shared.drain_to(0);
+        Ok(self.shared.sets[set].leaves(self.offset))
     }
 }
 
