@@ -1,7 +1,7 @@
 //! The integrity output stage: a dm-verity hash tree (appended to the image or written to a
 //! file of its own) and the fs-verity digest of the finished image.
 //!
-//! The image's bytes are hashed as they are written, by [`Tap`], which hands whole 1 MiB
+//! The image's bytes are hashed as they are written, by a tap that hands whole 1 MiB
 //! batches to the thread pool: the writer only copies, and no byte of the image is read back.
 
 use std::io::{self, Write};

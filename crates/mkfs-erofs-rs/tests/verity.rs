@@ -4,15 +4,24 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
 
-fn tree(root: &Path) {
-    erofs_testkit::write_file(root, "a/big.bin", &bytes(1, 3 * 1024 * 1024 + 77));
-    erofs_testkit::write_file(root, "a/small.txt", b"hello verity\n");
-    erofs_testkit::write_file(root, "b/c/mid.bin", &bytes(2, 70_000));
+/// A scratch directory holding the source tree at `src`.
+fn source() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempdir();
+    let root = dir.path().join("src");
+    erofs_testkit::write_file(&root, "a/big.bin", &bytes(1, 3 * 1024 * 1024 + 77));
+    erofs_testkit::write_file(&root, "a/small.txt", b"hello verity\n");
+    erofs_testkit::write_file(&root, "b/c/mid.bin", &bytes(2, 70_000));
+    (dir, root)
+}
+
+/// True (after saying so) when veritysetup is missing and the test cannot run.
+fn without_veritysetup() -> bool {
+    !have("veritysetup") && skip_or_fail("veritysetup (Debian cryptsetup-bin) is missing")
 }
 
 fn mkfs_out(source: &Path, image: &Path, args: &[&str]) -> Output {
@@ -59,49 +68,51 @@ fn flip(path: &Path, at: u64) {
 
 #[test]
 fn an_appended_tree_is_accepted_by_veritysetup_and_a_flipped_byte_is_not() {
-    if !have("veritysetup") && skip_or_fail("veritysetup (Debian cryptsetup-bin) is missing") {
+    if without_veritysetup() {
         return;
     }
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    tree(&src);
-    {
-        let img = dir.path().join("v.erofs");
-        let v = values(&mkfs_out(&src, &img, &["--verity"]));
-        let len = std::fs::metadata(&img).unwrap().len();
-        let offset: u64 = v["verity-hash-offset"].parse().unwrap();
-        let blocks: u64 = v["verity-data-blocks"].parse().unwrap();
-        assert_eq!(offset % 4096, 0, "the tree starts on a data block boundary");
-        assert_eq!(offset, blocks * 4096);
-        assert!(len > offset, "the tree follows the filesystem");
-        assert_eq!(v["verity-hash-algorithm"], "sha256");
-        assert_eq!(v["verity-salt"].len(), 64, "32 random bytes by default");
-        assert!(veritysetup_verify(&img, &img, &v));
-        // Our reader and the kernel read the filesystem as if nothing followed it.
-        let cmp = Compare {
-            owners: true,
-            xattrs: true,
-            mtime: true,
-            nlink: true,
-        };
+    let (dir, src) = source();
+    let img = dir.path().join("v.erofs");
+    let v = values(&mkfs_out(&src, &img, &["--verity"]));
+    let len = std::fs::metadata(&img).unwrap().len();
+    let offset: u64 = v["verity-hash-offset"].parse().unwrap();
+    let blocks: u64 = v["verity-data-blocks"].parse().unwrap();
+    assert_eq!(offset % 4096, 0, "the tree starts on a data block boundary");
+    assert_eq!(offset, blocks * 4096);
+    assert!(len > offset, "the tree follows the filesystem");
+    assert_eq!(v["verity-hash-algorithm"], "sha256");
+    assert_eq!(v["verity-salt"].len(), 64, "32 random bytes by default");
+    assert!(veritysetup_verify(&img, &img, &v));
+    // Our reader and the kernel read the filesystem as if nothing followed it.
+    let cmp = Compare {
+        owners: true,
+        xattrs: true,
+        mtime: true,
+        nlink: true,
+    };
+    let want = snap_dir(&src, cmp, &[]);
+    assert_same(
+        "our reader, image with a tree",
+        &want,
+        &snap_image(&img, cmp),
+    );
+    if let Some(m) = Mount::new(&img) {
         assert_same(
-            "image with a tree",
-            &snap_dir(&src, cmp, &[]),
-            &snap_image(&img, cmp),
+            "host mount, image with a tree",
+            &want,
+            &snap_dir(m.path(), cmp, &[]),
         );
-        flip(&img, 4096 + 100);
-        assert!(!veritysetup_verify(&img, &img, &v), "a flipped byte passed");
     }
+    flip(&img, 4096 + 100);
+    assert!(!veritysetup_verify(&img, &img, &v), "a flipped byte passed");
 }
 
 #[test]
 fn a_tree_file_holds_the_tree_apart_from_the_image() {
-    if !have("veritysetup") && skip_or_fail("veritysetup (Debian cryptsetup-bin) is missing") {
+    if without_veritysetup() {
         return;
     }
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    tree(&src);
+    let (dir, src) = source();
     let img = dir.path().join("v.erofs");
     let tree_file = dir.path().join("v.verity");
     let args = ["-T0", "-U", "01234567-89ab-cdef-0123-456789abcdef"];
@@ -122,9 +133,7 @@ fn a_tree_file_holds_the_tree_apart_from_the_image() {
 
 #[test]
 fn reproducible_builds_give_the_same_root_hash_and_salt() {
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    tree(&src);
+    let (dir, src) = source();
     let run = |name: &str, uuid: &str, jobs: &str| {
         let img = dir.path().join(name);
         let args = [
@@ -170,9 +179,7 @@ fn the_fsverity_digest_is_the_one_fsverity_computes() {
     if !have("fsverity") && skip_or_fail("fsverity (Debian fsverity) is missing") {
         return;
     }
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    tree(&src);
+    let (dir, src) = source();
     for args in [
         &["--fsverity-digest"][..],
         &["--fsverity-digest", "--verity"][..],
@@ -193,9 +200,7 @@ fn the_fsverity_digest_is_the_one_fsverity_computes() {
 
 #[test]
 fn bad_integrity_options_fail_before_any_work() {
-    let dir = tempdir();
-    let src = dir.path().join("src");
-    tree(&src);
+    let (dir, src) = source();
     let img = dir.path().join("x.erofs");
     for (args, says) in [
         (&["--verity", "--verity-salt=zz"][..], "not hex"),
