@@ -387,6 +387,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )?;
     }
 
+    let vimg = img("verity.img");
+    add(
+        "mkfs.erofs-rs --fingerprint=sha256 --verity",
+        &[mk, "--quiet", "--fingerprint=sha256", "--verity", t, &vimg],
+        Some(&vimg),
+        Some("mkfs.erofs-rs --fingerprint=sha256"),
+        "",
+    )?;
     add(
         "fsck.erofs 1.5, metadata walk",
         &["fsck.erofs", &upstream],
@@ -1000,6 +1008,16 @@ fn render(
             o,
             "- fingerprinted build / read + hash alone, nothing written: {:.2}x (for reference)",
             fp / floor
+        )?;
+    }
+    if let (Some(v), Some(fp)) = (
+        get("mkfs.erofs-rs --fingerprint=sha256 --verity"),
+        get("mkfs.erofs-rs --fingerprint=sha256"),
+    ) {
+        writeln!(
+            o,
+            "- fingerprinted build with a dm-verity tree / without: {:.2}x (target: at most 1.2x)",
+            v / fp
         )?;
     }
     if let (Some(one), Some(all)) = (

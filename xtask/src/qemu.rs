@@ -58,6 +58,8 @@ pub struct Machine<'a> {
     pub accel: Accel,
     /// Where the serial console output goes.
     pub log: &'a Path,
+    /// Extra kernel command-line parameters (e.g. `dm-mod.create=...`).
+    pub append: &'a [String],
 }
 
 /// How a boot ended.
@@ -102,10 +104,12 @@ impl Machine<'_> {
             .arg(self.kernel)
             .arg("-initrd")
             .arg(self.initrd);
-        c.args([
-            "-append",
-            "console=ttyS0 panic=-1 pci=noacpi loglevel=5 rdinit=/init",
-        ]);
+        let mut cmdline = String::from("console=ttyS0 panic=-1 pci=noacpi loglevel=5 rdinit=/init");
+        for a in self.append {
+            cmdline.push(' ');
+            cmdline.push_str(a);
+        }
+        c.arg("-append").arg(cmdline);
         for d in self.disks {
             let mut spec = std::ffi::OsString::from("file=");
             spec.push(d.as_os_str());
@@ -180,6 +184,7 @@ pub fn choose_accel(choice: AccelChoice, kernel: &Path, probe_initrd: &Path, wor
         timeout: Duration::from_secs(20),
         accel: Accel::Kvm,
         log: &log,
+        append: &[],
     };
     match m.boot() {
         Ok(o) if o.serial.contains("@@EROFS ALIVE") => {

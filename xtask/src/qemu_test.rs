@@ -469,6 +469,7 @@ fn run_boot(
         timeout,
         accel,
         log: &log,
+        append: &boot.append,
     };
     std::fs::write(dir.join("qemu-command"), util::show(&m.command()))?;
     let out = m.boot()?;

@@ -5,6 +5,7 @@
 //! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs. `--json` turns
 //! every view into one JSON object (see docs/json.md).
 
+mod appended;
 mod compat;
 mod shared_report;
 mod views;
@@ -172,10 +173,17 @@ fn run(cli: &Cli) -> Result<Exit> {
     let mut json = serde_json::Map::new();
     if superblock {
         let info = erofs_reader::summary::SuperblockInfo::of(&img);
+        let tail = appended::detect(&img);
         if cli.json {
             json.insert("superblock".into(), serde_json::to_value(&info)?);
+            if let Some(t) = &tail {
+                json.insert("appended".into(), serde_json::to_value(t)?);
+            }
         } else {
             views::print_superblock(&mut out, &info)?;
+            if let Some(t) = &tail {
+                appended::print(&mut out, t)?;
+            }
         }
     }
     if cli.stats {

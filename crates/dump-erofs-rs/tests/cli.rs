@@ -424,3 +424,34 @@ fn ls_agrees_with_dump_erofs_ls() {
         }
     }
 }
+
+#[test]
+fn the_summary_shows_a_dm_verity_tree_appended_after_the_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    erofs_testkit::write_file(&src, "f", &[7; 10_000]);
+    let img = dir.path().join("v.erofs");
+    let r = erofs_testkit::build_verity_image(&src, &img);
+    let out = Command::new(env!("CARGO_BIN_EXE_dump-erofs-rs"))
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let len = std::fs::metadata(&img).unwrap().len();
+    assert!(
+        text.contains(&format!(
+            "{} bytes at offset {} (--hash-offset), {} data blocks, sha256",
+            len - r.hash_offset,
+            r.hash_offset,
+            r.data_blocks
+        )),
+        "{text}"
+    );
+    let plain = dir.path().join("p.erofs");
+    erofs_testkit::build_image(&src, &plain, false);
+    let out = Command::new(env!("CARGO_BIN_EXE_dump-erofs-rs"))
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Appended"));
+}

@@ -30,6 +30,7 @@ pub mod source;
 pub mod tar;
 pub mod tar_source;
 pub mod tree;
+pub mod verity;
 pub mod write;
 pub mod xattr;
 
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 pub use layout::Plan;
 pub use output::{Output, OutputKind};
 pub use tree::Tree;
+pub use verity::{VerityOptions, VerityReport};
 
 /// Block size used when none is given: the x86-64 page size.
 pub const DEFAULT_BLOCK_SIZE_BITS: u8 = 12;
@@ -173,6 +175,10 @@ pub struct Options {
     /// `--hard-dereference`: hard-linked source files become separate inodes, so that the
     /// image does not depend on how the host happened to link them.
     pub hard_dereference: bool,
+    /// `--verity`: a dm-verity hash tree over the image.
+    pub verity: Option<VerityOptions>,
+    /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
+    pub fsverity_digest: bool,
 }
 
 impl Default for Options {
@@ -195,6 +201,8 @@ impl Default for Options {
             threads: 0,
             compression: None,
             hard_dereference: false,
+            verity: None,
+            fsverity_digest: false,
         }
     }
 }
@@ -224,6 +232,13 @@ impl Options {
         {
             return Err(BuildError::InvalidOption(format!(
                 "block size {} is not supported (512 to 4096)",
+                1u32 << self.blkszbits
+            )));
+        }
+        if self.verity.is_some() && self.blkszbits != 12 {
+            return Err(BuildError::InvalidOption(format!(
+                "--verity: dm-verity's 4096-byte data blocks give a device on which Linux cannot \
+                 mount an image of {}-byte blocks; build it with -b 4096",
                 1u32 << self.blkszbits
             )));
         }
@@ -340,6 +355,10 @@ pub struct BuildReport {
     pub timings: Timings,
     /// The volume UUID written (all zeroes for `-U clear`).
     pub uuid: [u8; 16],
+    /// The dm-verity tree, with `--verity`.
+    pub verity: Option<VerityReport>,
+    /// The fs-verity digest of the image file, with `--fsverity-digest`.
+    pub fsverity_digest: Option<[u8; 32]>,
 }
 
 /// Errors of a build. Each names the path or the option at fault.
@@ -506,9 +525,9 @@ pub fn build_to_output(
             }
         }
         if out.is_seekable() {
-            write::build_image_at(&tree, &options, out.file(), progress, &mut report)
+            write_image_at(&tree, &options, out.file(), progress, &mut report)
         } else {
-            write::build_image(&tree, &options, out.file(), progress, &mut report)
+            write_image(&tree, &options, out.file(), progress, &mut report)
         }
     })?;
     report.image_bytes = written;
@@ -552,7 +571,7 @@ pub fn build_to_writer<W: std::io::Write + Send>(
             progress,
             staging_dir: &staging,
         })?;
-        report.image_bytes = write::build_image(&tree, options, out, progress, &mut report)?;
+        report.image_bytes = write_image(&tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
     progress.phase(Phase::Done);
@@ -571,10 +590,133 @@ pub fn build_tree_to_writer<W: std::io::Write + Send>(
         .map_err(|e| BuildError::InvalidOption(e.to_string()))?;
     let mut report = BuildReport::default();
     in_pool(options, || {
-        report.image_bytes = write::build_image(tree, options, out, progress, &mut report)?;
+        report.image_bytes = write_image(tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
     Ok(report)
+}
+
+/// What the integrity stage hashes: the dm-verity salt (if any) and which of the salted
+/// leaf sets gives the fs-verity digest. Fixes a random UUID first: the salt may derive
+/// from it.
+struct Integrity {
+    options: Options,
+    uuid: [u8; 16],
+    dm_salt: Option<Vec<u8>>,
+    fs_set: Option<usize>,
+}
+
+impl Integrity {
+    fn new(options: &Options) -> Option<Self> {
+        if options.verity.is_none() && !options.fsverity_digest {
+            return None;
+        }
+        let uuid = verity::fixed_uuid(&options.uuid);
+        let options = Options {
+            uuid: UuidChoice::Value(uuid),
+            ..options.clone()
+        };
+        let dm_salt = options
+            .verity
+            .as_ref()
+            .map(|v| verity::choose_salt(v, &uuid, options.timestamp.is_some()));
+        // With no salt the dm-verity leaves are fs-verity's: hash once.
+        let fs_set = match &dm_salt {
+            _ if !options.fsverity_digest => None,
+            Some(s) if s.is_empty() => Some(0),
+            Some(_) => Some(1),
+            None => Some(0),
+        };
+        Some(Self {
+            options,
+            uuid,
+            dm_salt,
+            fs_set,
+        })
+    }
+
+    fn salts(&self) -> Vec<&[u8]> {
+        let mut v: Vec<&[u8]> = self.dm_salt.iter().map(Vec::as_slice).collect();
+        if self.fs_set == Some(v.len()) {
+            v.push(&[]);
+        }
+        v
+    }
+
+    /// The bytes to append after an image of `written` bytes, recording the tree.
+    fn tail(
+        &self,
+        written: u64,
+        leaves: impl FnOnce(usize) -> std::io::Result<Vec<erofs_verity::Digest>>,
+        report: &mut BuildReport,
+    ) -> Result<Vec<u8>, BuildError> {
+        match (&self.options.verity, &self.dm_salt) {
+            (Some(v), Some(salt)) => {
+                let leaves = leaves(0).map_err(BuildError::Output)?;
+                let (r, appended) = verity::tree_tail(written, &leaves, salt, self.uuid, v)?;
+                report.verity = Some(r);
+                Ok(appended)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Writes the image of `tree` as a stream, then the integrity data the options ask for (a
+/// dm-verity tree appended or in its own file, the fs-verity digest of the whole file).
+/// Returns the size of the filesystem image, without what follows it.
+fn write_image<W: std::io::Write + Send>(
+    tree: &Tree,
+    options: &Options,
+    out: &mut W,
+    progress: &dyn Progress,
+    report: &mut BuildReport,
+) -> Result<u64, BuildError> {
+    let Some(integrity) = Integrity::new(options) else {
+        return write::build_image(tree, options, out, progress, report);
+    };
+    let mut tap = verity::Tap::new(&mut *out, &integrity.salts());
+    let written = write::build_image(tree, &integrity.options, &mut tap, progress, report)?;
+    let appended = integrity.tail(written, |i| tap.leaves(i), report)?;
+    std::io::Write::write_all(&mut tap, &appended).map_err(BuildError::Output)?;
+    if let Some(i) = integrity.fs_set {
+        let len = tap.position();
+        let leaves = tap.leaves(i).map_err(BuildError::Output)?;
+        report.fsverity_digest = Some(erofs_verity::fsverity_digest(len, &leaves));
+    }
+    Ok(written)
+}
+
+/// [`write_image`] with positioned writes: every worker hashes the bytes it writes.
+fn write_image_at(
+    tree: &Tree,
+    options: &Options,
+    file: &std::fs::File,
+    progress: &dyn Progress,
+    report: &mut BuildReport,
+) -> Result<u64, BuildError> {
+    let Some(integrity) = Integrity::new(options) else {
+        return write::build_image_at(tree, options, file, progress, report);
+    };
+    let tapped = verity::TappedFile {
+        file,
+        sets: integrity
+            .salts()
+            .iter()
+            .map(|s| erofs_verity::LeafSet::new(s))
+            .collect(),
+    };
+    let written = write::build_image_at(tree, &integrity.options, &tapped, progress, report)?;
+    let appended = integrity.tail(written, |i| Ok(tapped.sets[i].leaves(written)), report)?;
+    write::WriteAt::put_at(&tapped, &appended, written).map_err(BuildError::Output)?;
+    if let Some(i) = integrity.fs_set {
+        let len = written + appended.len() as u64;
+        report.fsverity_digest = Some(erofs_verity::fsverity_digest(
+            len,
+            &tapped.sets[i].leaves(len),
+        ));
+    }
+    Ok(written)
 }
 
 /// Runs `f` on a dedicated rayon pool with `options.threads` workers and large stacks

@@ -64,10 +64,23 @@ const META_JOB: usize = 1024;
 mod zdata;
 use zdata::{ZCtx, write_compressed};
 
+/// An image that takes positioned writes from any thread: a file, or a file whose bytes are
+/// also hashed as they are written (the integrity stage).
+pub trait WriteAt: Sync {
+    /// Writes all of `bytes` at byte `at` of the image.
+    fn put_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()>;
+}
+
+impl WriteAt for File {
+    fn put_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        self.write_all_at(bytes, at)
+    }
+}
+
 /// Where the image goes.
 enum Out<'a> {
     /// A seekable file: jobs write at their planned offsets.
-    At(&'a File),
+    At(&'a dyn WriteAt),
     /// A stream: bytes go out in image order.
     Stream(&'a mut (dyn Write + Send)),
 }
@@ -75,7 +88,7 @@ enum Out<'a> {
 impl Out<'_> {
     fn write(&mut self, at: u64, bytes: &[u8]) -> Result<(), BuildError> {
         match self {
-            Self::At(f) => f.write_all_at(bytes, at),
+            Self::At(f) => f.put_at(bytes, at),
             Self::Stream(w) => w.write_all(bytes),
         }
         .map_err(BuildError::Output)
@@ -102,7 +115,7 @@ pub fn build_image<W: Write + Send>(
 pub fn build_image_at(
     tree: &Tree,
     options: &Options,
-    out: &File,
+    out: &dyn WriteAt,
     progress: &dyn Progress,
     report: &mut BuildReport,
 ) -> Result<u64, BuildError> {
@@ -154,7 +167,7 @@ fn build(
                 threads,
                 clock: &clock,
             };
-            Some(write_compressed(zc, z, &buffers, file, progress)?)
+            Some(write_compressed(zc, z, &buffers, *file, progress)?)
         }
         _ => None,
     };
@@ -531,7 +544,7 @@ fn write_data(
     progress: &dyn Progress,
 ) -> Result<DataOut, BuildError> {
     match out {
-        Out::At(file) => write_data_at(ctx, buffers, file, progress),
+        Out::At(file) => write_data_at(ctx, buffers, *file, progress),
         Out::Stream(w) => write_data_stream(ctx, buffers, *w, progress),
     }
 }
@@ -549,7 +562,7 @@ struct JobResult {
 fn write_data_at(
     ctx: DataCtx<'_>,
     buffers: &BufPool,
-    file: &File,
+    file: &dyn WriteAt,
     progress: &dyn Progress,
 ) -> Result<DataOut, BuildError> {
     let (tree, plan) = (ctx.tree, ctx.plan);
@@ -574,7 +587,7 @@ fn write_data_at(
             } => run_piece(ctx, *inode, range.clone(), *last, &opened[*f], buffers)?,
             DataJob::Whole(inode) => return run_whole(ctx, *inode, buffers, file, progress),
         };
-        file.write_all_at(&done.buf[..done.len], at)
+        file.put_at(&done.buf[..done.len], at)
             .map_err(BuildError::Output)?;
         let mut r = JobResult::default();
         let (mut nfiles, mut holes) = (0u64, 0u64);
@@ -633,7 +646,7 @@ fn run_whole(
     ctx: DataCtx<'_>,
     i: usize,
     buffers: &BufPool,
-    file: &File,
+    file: &dyn WriteAt,
     progress: &dyn Progress,
 ) -> Result<JobResult, BuildError> {
     let Kind::Regular(c) = &ctx.tree.inodes[i].kind else {
@@ -656,7 +669,7 @@ fn run_whole(
             h.update(&buf[..data]);
         }
         pos = range.end;
-        file.write_all_at(&buf[..len], data_offset(ctx.plan, i, range.start))
+        file.put_at(&buf[..len], data_offset(ctx.plan, i, range.start))
             .map_err(BuildError::Output)?;
         bytes += data as u64;
         progress.advance(0, data as u64);
@@ -1240,7 +1253,7 @@ fn write_meta(
         Out::At(file) => {
             let results = run_unordered(jobs, ctx.threads, ctx.clock, |k| {
                 let done = encode(k)?;
-                file.write_all_at(&done.buf, meta_base + start_of(k))
+                file.put_at(&done.buf, meta_base + start_of(k))
                     .map_err(BuildError::Output)?;
                 Ok(finish(done))
             })?;

@@ -117,6 +117,21 @@ pub fn build_image(src: &Path, image: &Path, fingerprints: bool) {
     build_dir_to_path(src, image, &opts, &NoProgress).expect("build image");
 }
 
+/// Builds `src` into `image` with a dm-verity tree appended (`-T EPOCH -U clear --verity`)
+/// and returns what the build reported about it.
+pub fn build_verity_image(src: &Path, image: &Path) -> erofs_builder::VerityReport {
+    let opts = Options {
+        timestamp: Some(EPOCH),
+        uuid: UuidChoice::Clear,
+        verity: Some(erofs_builder::VerityOptions::appended()),
+        ..Options::default()
+    };
+    build_dir_to_path(src, image, &opts, &NoProgress)
+        .expect("build image")
+        .verity
+        .expect("a verity report")
+}
+
 /// The fingerprint xattr value of `content`: `sha256:` and the raw digest.
 pub fn fingerprint_of(content: &[u8]) -> Vec<u8> {
     erofs_format::xattr::sha256_fingerprint(&Sha256::digest(content).into()).to_vec()

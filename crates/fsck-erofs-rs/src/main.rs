@@ -6,6 +6,7 @@
 
 mod compat;
 mod fingerprints;
+mod verity;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -93,6 +94,15 @@ pub struct Cli {
     /// its fingerprint xattr; also check the superblock's fingerprint fields.
     #[arg(long, alias = "xattr-inode-digest")]
     pub verify_fingerprints: bool,
+
+    /// Check the dm-verity hash tree that `mkfs.erofs-rs --verity` appended, and every data
+    /// block, against this root hash (hex).
+    #[arg(long, value_name = "ROOTHASH", require_equals = true)]
+    pub verity: Option<String>,
+
+    /// With --verity: the tree is in this file (`mkfs.erofs-rs --verity-file`).
+    #[arg(long, value_name = "FILE", requires = "verity")]
+    pub verity_file: Option<PathBuf>,
 }
 
 /// The `--json` output.
@@ -103,6 +113,7 @@ struct JsonOut<'a> {
     check: Option<&'a CheckReport>,
     extract: Option<&'a ExtractReport>,
     fingerprints: Option<&'a erofs_share::verify::VerifyReport>,
+    verity: Option<&'a verity::VerityOutcome>,
     error: Option<String>,
 }
 
@@ -139,7 +150,7 @@ fn run(cli: &Cli) -> Result<Exit> {
                 format!("cannot read {}: {e}", cli.image.display())
             };
             if cli.json {
-                print_json(cli, None, None, None, Some(msg))?;
+                print_json(cli, None, None, None, None, Some(msg))?;
                 return Ok(Exit::Operational);
             }
             bail!(msg);
@@ -155,7 +166,7 @@ fn run(cli: &Cli) -> Result<Exit> {
         Ok(s) => s,
         Err(e) => {
             if cli.json {
-                print_json(cli, None, None, None, Some(format!("{e:#}")))?;
+                print_json(cli, None, None, None, None, Some(format!("{e:#}")))?;
                 return Ok(Exit::Operational);
             }
             return Err(e);
@@ -196,6 +207,15 @@ fn run(cli: &Cli) -> Result<Exit> {
     }
 
     let image_name = cli.image.display().to_string();
+    let verity = match &cli.verity {
+        Some(root) => Some(verity::verify(
+            &img,
+            &cli.image,
+            root,
+            cli.verity_file.as_deref(),
+        )?),
+        None => None,
+    };
     let fingerprints = match verified {
         Some(v) => Some(fingerprints::print(v?, &image_name, cli.json)?),
         None => None,
@@ -203,6 +223,7 @@ fn run(cli: &Cli) -> Result<Exit> {
     let extract_failed = extract_error.is_some();
     let clean = report.is_clean()
         && extract_error.is_none()
+        && verity.as_ref().is_none_or(verity::VerityOutcome::ok)
         && !fingerprints.as_ref().is_some_and(fingerprints::failed);
     if cli.json {
         print_json(
@@ -210,6 +231,7 @@ fn run(cli: &Cli) -> Result<Exit> {
             Some(&report),
             extract_report.as_ref(),
             fingerprints.as_ref(),
+            verity.as_ref(),
             extract_error,
         )?;
     } else {
@@ -241,7 +263,12 @@ fn run(cli: &Cli) -> Result<Exit> {
             report.symlinks,
             report.special_files,
             report.data_bytes,
-            verdict(&report, fingerprints.as_ref(), extract_error.is_some())
+            verdict(
+                &report,
+                fingerprints.as_ref(),
+                verity.as_ref(),
+                extract_error.is_some()
+            )
         )?;
         if report.compressed_files > 0 {
             writeln!(
@@ -253,6 +280,11 @@ fn run(cli: &Cli) -> Result<Exit> {
         if cli.print_ratio {
             writeln!(out, "compression ratio: {}", ratio_text(&report))?;
         }
+        drop(out);
+        if let Some(v) = &verity {
+            verity::print(v, &image_name);
+        }
+        let mut out = std::io::stdout().lock();
         if let Some(r) = &extract_report {
             writeln!(
                 out,
@@ -274,6 +306,7 @@ fn run(cli: &Cli) -> Result<Exit> {
 fn verdict(
     report: &CheckReport,
     fingerprints: Option<&erofs_share::verify::VerifyReport>,
+    verity: Option<&verity::VerityOutcome>,
     extract_failed: bool,
 ) -> String {
     let mut bad = Vec::new();
@@ -286,6 +319,9 @@ fn verdict(
         } else {
             format!("{} fingerprint error(s)", f.errors())
         });
+    }
+    if verity.is_some_and(|v| !v.ok()) {
+        bad.push("dm-verity mismatch".into());
     }
     if extract_failed {
         bad.push("extraction failed".into());
@@ -327,16 +363,19 @@ fn print_json(
     check: Option<&CheckReport>,
     extract: Option<&ExtractReport>,
     fingerprints: Option<&erofs_share::verify::VerifyReport>,
+    verity: Option<&verity::VerityOutcome>,
     error: Option<String>,
 ) -> Result<()> {
     let out = JsonOut {
         image: escape_bytes(cli.image.as_os_str().as_bytes()),
         clean: check.is_some_and(|c| c.is_clean())
             && error.is_none()
-            && !fingerprints.is_some_and(fingerprints::failed),
+            && !fingerprints.is_some_and(fingerprints::failed)
+            && verity.is_none_or(verity::VerityOutcome::ok),
         check,
         extract,
         fingerprints,
+        verity,
         error,
     };
     let mut stdout = std::io::stdout().lock();

@@ -22,6 +22,24 @@ pub struct JsonReport<'a> {
     skipped: Vec<JsonSkipped>,
     warnings: &'a [String],
     options: JsonOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verity: Option<JsonVerity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fsverity_digest: Option<String>,
+}
+
+/// `--verity`: what `veritysetup open` and a dm-verity table need.
+#[derive(Serialize)]
+struct JsonVerity {
+    root_hash: String,
+    salt: String,
+    hash_offset: u64,
+    data_blocks: u64,
+    data_block_size: u32,
+    hash_block_size: u32,
+    hash_algorithm: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -98,6 +116,19 @@ impl<'a> JsonReport<'a> {
                 hard_dereference: options.hard_dereference,
                 threads: options.threads,
             },
+            verity: report.verity.as_ref().map(|v| JsonVerity {
+                root_hash: erofs_verity::to_hex(&v.root_hash),
+                salt: erofs_verity::to_hex(&v.salt),
+                hash_offset: v.hash_offset,
+                data_blocks: v.data_blocks,
+                data_block_size: erofs_builder::VerityReport::DATA_BLOCK_SIZE,
+                hash_block_size: erofs_builder::VerityReport::HASH_BLOCK_SIZE,
+                hash_algorithm: erofs_builder::VerityReport::HASH_ALGORITHM,
+                tree_file: v.tree_file.as_ref().map(|f| f.display().to_string()),
+            }),
+            fsverity_digest: report
+                .fsverity_digest
+                .map(|d| format!("sha256:{}", erofs_verity::to_hex(&d))),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 mod input;
+mod integrity;
 
 use anyhow::{Context, Result, bail};
 use clap::{FromArgMatches, Parser};
@@ -151,6 +152,9 @@ struct Cli {
 
     #[command(flatten)]
     tar: TarArgs,
+
+    #[command(flatten)]
+    integrity: integrity::IntegrityArgs,
 }
 
 /// The `--tar` options.
@@ -288,6 +292,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
             None => None,
         },
         hard_dereference: cli.hard_dereference,
+        verity: cli.integrity.verity_options()?,
+        fsverity_digest: cli.integrity.fsverity_digest,
     })
 }
 
@@ -539,6 +545,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             eprintln!("  {}: {}", s.path.display(), s.reason);
         }
     }
+    integrity::print_report(&report, to_stdout);
     if !cli.quiet {
         eprintln!(
             "{}: {} inodes, {} bytes, {} fingerprinted files, {:.2}s",

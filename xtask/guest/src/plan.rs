@@ -160,3 +160,16 @@ pub struct PageCacheParams {
     /// Whether the two must share one page cache.
     pub expect_shared: bool,
 }
+
+/// Parameters of the `verity_eio` guest scenario: a dm-verity device whose image has one
+/// damaged file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerityEioParams {
+    /// How to mount the dm-verity device.
+    pub mount: MountSpec,
+    /// The manifest of the undamaged tree.
+    pub manifest: String,
+    /// The damaged file, relative to the mount point: reading it must fail with EIO, and
+    /// every other entry must match the manifest.
+    pub bad: String,
+}

@@ -4,6 +4,7 @@
 
 pub mod share;
 pub mod stock;
+pub mod verity;
 
 use crate::corrupt;
 use crate::kernel::Variant;
@@ -30,6 +31,7 @@ pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(stock::scenarios());
     v.extend(share::scenarios());
+    v.extend(verity::scenarios());
     v
 }
 
@@ -66,6 +68,8 @@ pub struct Boot {
     pub memory_mib: u32,
     /// Boot timeout in seconds (TCG speed).
     pub timeout_secs: u64,
+    /// Extra kernel command-line parameters.
+    pub append: Vec<String>,
 }
 
 impl Default for Boot {
@@ -77,6 +81,7 @@ impl Default for Boot {
             expected: Expected::default(),
             memory_mib: 512,
             timeout_secs: 300,
+            append: Vec::new(),
         }
     }
 }

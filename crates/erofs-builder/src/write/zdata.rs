@@ -15,7 +15,6 @@
 //! written when the last is compressed.
 
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::sync::{Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -127,7 +126,7 @@ pub(super) fn write_compressed(
     ctx: ZCtx<'_>,
     z: &CompressOptions,
     buffers: &BufPool,
-    file: &std::fs::File,
+    file: &dyn super::WriteAt,
     progress: &dyn Progress,
 ) -> Result<ZOut, BuildError> {
     let tree = ctx.tree;
@@ -288,7 +287,7 @@ pub(super) fn write_compressed(
                         "block addresses exceed 32 bits; use a larger block size".into(),
                     ));
                 }
-                file.write_all_at(&o.z.data, next * blksz)
+                file.put_at(&o.z.data, next * blksz)
                     .map_err(BuildError::Output)?;
                 if let Some(tail) = o.flat {
                     zfiles[o.inode] = Some(ZStored::Flat {

@@ -7,6 +7,7 @@ mod mount_options;
 mod page_cache;
 mod share;
 pub mod util;
+mod verity;
 
 use crate::Ctx;
 
@@ -21,6 +22,7 @@ pub const REGISTRY: &[(&str, ScenarioFn)] = &[
     ("corrupt", corrupt::run),
     ("page_cache", page_cache::run),
     ("share", share::run),
+    ("verity_eio", verity::run_eio),
 ];
 
 /// Looks a scenario up by name.
