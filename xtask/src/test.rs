@@ -38,6 +38,22 @@ const TEST_NEEDS: &[Need] = &[
         package: "zsh",
         probe: "zsh",
     },
+    Need {
+        package: "cryptsetup-bin",
+        probe: "veritysetup",
+    },
+    Need {
+        package: "fsverity",
+        probe: "fsverity",
+    },
+    Need {
+        package: "tar",
+        probe: "tar",
+    },
+    Need {
+        package: "zstd",
+        probe: "zstd",
+    },
 ];
 
 /// Options of `cargo xtask test`.

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use erofs_format::xattr::{LongPrefix, MAX_LONG_PREFIXES};
+use erofs_format::xattr::{LongPrefix, LongPrefixRecordHeader, MAX_LONG_PREFIXES};
 use erofs_format::{
     Compat, EROFS_MAGIC, Incompat, MAX_BLOCK_SIZE_BITS, MIN_BLOCK_SIZE_BITS, SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE, SuperBlock, superblock_checksum, superblock_checksum_range,
@@ -272,7 +272,8 @@ impl Image {
                 }
                 r => r?,
             }
-            let len = u16::from_le_bytes(len) as usize;
+            let hdr = LongPrefixRecordHeader::decode(&len).unwrap_or_default();
+            let len = usize::from(hdr.len.get());
             if len == 0 || len > 256 {
                 return Err(Error::corrupt(
                     None,
@@ -282,11 +283,8 @@ impl Image {
             }
             let mut body = vec![0u8; len];
             read(self, pos + 2, &mut body)?;
-            prefixes.push(LongPrefix {
-                base_index: body[0],
-                infix: body[1..].to_vec(),
-            });
-            pos += (2 + len as u64 + 3) & !3;
+            prefixes.extend(LongPrefixRecordHeader::body(&body));
+            pos += hdr.stride();
         }
         self.prefixes = prefixes;
         Ok(())

@@ -148,7 +148,7 @@ fn a_flipped_byte_in_a_pcluster_fails_fingerprint_verification_naming_the_file()
         bad.as_os_str(),
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("/ladder/vocab-10.txt"), "{stderr}");
     // The check names the inode and the pcluster's offset as well.
     assert!(stderr.contains(&format!("nid {}", f.nid)), "{stderr}");

@@ -68,7 +68,8 @@ pub fn command(invoked_as: Option<&str>) -> clap::Command {
         cmd.name(DROP_IN_NAME)
             .bin_name(DROP_IN_NAME)
             .mut_arg("image", |a| a.index(1))
-            .mut_arg("source", |a| a.index(2))
+            // containerd passes only IMAGE with --tar and the layer on standard input.
+            .mut_arg("source", |a| a.index(2).required(false).default_value("-"))
     } else {
         cmd
     }

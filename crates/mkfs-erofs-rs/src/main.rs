@@ -451,6 +451,13 @@ fn check_source(cli: &Cli) -> Result<()> {
     if source_is_dir {
         return Ok(());
     }
+    if cli.source.as_os_str() == "-" {
+        bail!(
+            "SOURCE - (standard input) is a tar stream: add --tar=f, or give a directory \
+             (usage: {})",
+            compat::usage(erofs_cli::invoked_as().as_deref())
+        );
+    }
     let image_is_dir = std::fs::metadata(&cli.image).is_ok_and(|m| m.is_dir());
     let what = match std::fs::metadata(&cli.source) {
         Ok(_) => "is not a directory",

@@ -66,7 +66,7 @@ fn containerd_s_feature_check_finds_tar_in_the_help() {
     let help = String::from_utf8_lossy(&o.stdout);
     assert!(help.contains("--tar="), "{help}");
     assert!(
-        help.contains("Usage: mkfs.erofs [OPTIONS] <IMAGE> <SOURCE>"),
+        help.contains("Usage: mkfs.erofs [OPTIONS] <IMAGE> [SOURCE]"),
         "{help}"
     );
     assert!(help.contains("16  usage error"), "{help}");
@@ -124,24 +124,58 @@ fn erofs_utils_spellings_work_under_the_drop_in_name() {
 }
 
 #[test]
-fn containerd_s_differ_line_is_refused_by_name_until_tar_input_exists() {
+fn containerd_s_differ_line_builds_the_layer_from_standard_input() {
     // containerd's differ: `mkfs.erofs --tar=f --aufs --quiet -Enoinline_data -U <uuid>
-    // layer.erofs` with the layer on stdin. Until tar input lands, --tar is named in the
-    // refusal (an extra SOURCE keeps clap's positional count satisfied).
+    // layer.erofs`, the layer on standard input and no SOURCE.
     let tmp = tempfile::tempdir().unwrap();
-    let src = tree(tmp.path());
     let img = tmp.path().join("layer.erofs");
-    let o = run(Command::new(drop_in(tmp.path()))
+    let mut t = erofs_testkit::tar::Tar::default();
+    t.dir("etc")
+        .file("etc/os-release", b"ID=layer\n")
+        .file("etc/.wh.motd", b"");
+    let layer = t.finish();
+    let mut child = Command::new(drop_in(tmp.path()))
         .args(["--tar=f", "--aufs", "--quiet", "-Enoinline_data", "-U"])
         .arg("01234567-89ab-cdef-0123-456789abcdef")
         .arg(&img)
-        .arg(&src));
-    assert_eq!(o.status.code(), Some(16), "{}", text(&o));
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &layer).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
-        stderr(&o).contains("--tar=f: tar input is not implemented yet"),
-        "{}",
+        o.stdout.is_empty() && o.stderr.is_empty(),
+        "--quiet: {}",
         text(&o)
     );
+    let image = Image::open(&img).unwrap();
+    let f = image.lookup(b"/etc/os-release").unwrap();
+    assert_eq!(image.read_to_vec(&f, 1 << 20).unwrap(), b"ID=layer\n");
+    // The whiteout became the 0/0 character device overlayfs reads as "deleted".
+    let w = image.lookup(b"/etc/motd").unwrap();
+    assert_eq!(w.rdev(), Some((0, 0)));
+    assert_eq!(
+        image.superblock().uuid,
+        [
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+            0xcd, 0xef
+        ]
+    );
+}
+
+#[test]
+fn stdin_without_tar_is_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("x.erofs");
+    let o = run(Command::new(drop_in(tmp.path()))
+        .arg(&img)
+        .stdin(Stdio::null()));
+    assert_eq!(o.status.code(), Some(16), "{}", text(&o));
+    assert!(stderr(&o).contains("add --tar=f"), "{}", text(&o));
     assert!(!img.exists());
 }
 

@@ -6,10 +6,13 @@ use super::{Boot, Env, Prepared, Scenario, Tree, erofs_mount};
 use crate::kernel::Variant;
 use crate::mkfs::{DEFAULT_FINGERPRINT_XATTR, Options};
 use anyhow::{Context, Result, bail};
+use erofs_format::xattr::LongPrefixRecordHeader;
+use erofs_format::{Compat, Incompat, SuperBlock};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// The sharing scenarios.
 pub fn scenarios() -> Vec<Scenario> {
@@ -73,7 +76,13 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 const SAME: [&str; 2] = ["same-1", "same-2"];
-const SB: usize = 1024;
+/// The superblock of an image, for editing in place.
+fn superblock(img: &mut [u8]) -> Result<&mut SuperBlock> {
+    let at = erofs_format::SUPERBLOCK_OFFSET;
+    img.get_mut(at..at + erofs_format::SUPERBLOCK_SIZE)
+        .and_then(|b| SuperBlock::mut_from_bytes(b).ok())
+        .context("image shorter than its superblock")
+}
 
 fn fp(block_size: u32) -> Options {
     Options {
@@ -156,14 +165,15 @@ fn rules(env: &mut Env) -> Result<Prepared> {
 
     // ishare_xattr_prefix_id (superblock byte 105) past the prefix table.
     let mut img = std::fs::read(&share)?;
-    if img[SB + 8] & 0x20 == 0 {
+    let sb = superblock(&mut img)?;
+    if !sb.compat().contains(Compat::ISHARE_XATTRS) {
         bail!(
             "our mkfs wrote no ISHARE_XATTRS compat bit into {}",
             share.display()
         );
     }
-    img[SB + 105] = img[SB + 91] + 5;
-    let blkszbits = img[SB + 12];
+    sb.ishare_xattr_prefix_id = sb.xattr_prefix_count + 5;
+    let blkszbits = sb.blkszbits;
     crate::corrupt::reseal(&mut img, blkszbits);
     let badid = env.work.join("images/share-badid.erofs");
     std::fs::write(&badid, &img)?;
@@ -579,27 +589,38 @@ fn debian_with_values(
         );
     }
     let mut b = std::fs::read(img)?;
-    if b.len() % 4096 != 0 || b[SB + 12] != 12 || b[SB + 91] != 0 {
+    let sb = superblock(&mut b)?;
+    if sb.blkszbits != 12 || sb.xattr_prefix_count != 0 {
         bail!("unexpected mkfs.erofs output in {}", img.display());
     }
+    if b.len() % 4096 != 0 {
+        bail!("unexpected mkfs.erofs output in {}", img.display());
+    }
+    // One long-prefix record ("user." + "erofs.fingerprint") in a block of its own at the
+    // end, registered in the superblock.
     let at = b.len();
     let infix = b"erofs.fingerprint";
     let mut block = vec![0u8; 4096];
-    block[..2].copy_from_slice(&(1 + infix.len() as u16).to_le_bytes());
+    let hdr = LongPrefixRecordHeader {
+        len: (1 + infix.len() as u16).into(),
+    };
+    block[..2].copy_from_slice(hdr.as_bytes());
     block[2] = 1; // base index: "user."
     block[3..3 + infix.len()].copy_from_slice(infix);
     b.extend_from_slice(&block);
-    let get32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let compat = get32(&b, SB + 8) | 0x20 | 0x10; // ISHARE_XATTRS | PLAIN_XATTR_PFX
-    let incompat = get32(&b, SB + 80) | 0x40; // XATTR_PREFIXES
-    let blocks = get32(&b, SB + 36) + 1;
-    b[SB + 8..SB + 12].copy_from_slice(&compat.to_le_bytes());
-    b[SB + 80..SB + 84].copy_from_slice(&incompat.to_le_bytes());
-    b[SB + 36..SB + 40].copy_from_slice(&blocks.to_le_bytes());
-    b[SB + 91] = 1;
-    b[SB + 92..SB + 96].copy_from_slice(&((at / 4) as u32).to_le_bytes());
-    b[SB + 105] = 0;
-    let blkszbits = b[SB + 12];
+    let sb = superblock(&mut b)?;
+    let mut compat = sb.compat();
+    compat.insert(Compat::ISHARE_XATTRS);
+    compat.insert(Compat::PLAIN_XATTR_PFX);
+    sb.feature_compat.set(compat.bits());
+    let incompat = sb.feature_incompat.get() | Incompat::XATTR_PREFIXES.bits();
+    sb.feature_incompat.set(incompat);
+    let blocks = sb.blocks_lo.get() + 1;
+    sb.blocks_lo.set(blocks);
+    sb.xattr_prefix_count = 1;
+    sb.xattr_prefix_start.set((at / 4) as u32);
+    sb.ishare_xattr_prefix_id = 0;
+    let blkszbits = sb.blkszbits;
     crate::corrupt::reseal(&mut b, blkszbits);
     std::fs::write(img, &b)?;
     Ok(())
