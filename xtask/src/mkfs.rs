@@ -47,6 +47,10 @@ pub struct Options {
     pub all_root: bool,
     /// `-L`.
     pub label: Option<String>,
+    /// `-z ALG[,LEVEL]`.
+    pub compress: Option<String>,
+    /// `-C BYTES` (with `compress`).
+    pub pcluster: Option<u32>,
 }
 
 impl Options {
@@ -107,6 +111,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 writes no fingerprints".into())
                 } else if !o.xattr_prefixes.is_empty() {
                     Some("Debian's mkfs.erofs 1.5 has no long xattr prefixes".into())
+                } else if o.compress.as_deref().is_some_and(|z| !z.starts_with("lz4")) {
+                    Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
                 } else {
                     None
                 }
@@ -163,6 +169,12 @@ impl Mkfs {
         }
         if o.all_root {
             c.arg("--all-root");
+        }
+        if let Some(z) = &o.compress {
+            c.arg(format!("-z{z}"));
+        }
+        if let Some(p) = o.pcluster {
+            c.arg(format!("-C{p}"));
         }
         match self {
             Mkfs::Ours(_) => c.arg(source).arg(image),
