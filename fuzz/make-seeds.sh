@@ -24,4 +24,10 @@ mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 --chunksize=4096 -Eforce-c
 mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -Enoinline_data "$out/noinline.img" "$t/s" >/dev/null
 mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -zlz4 "$out/lz4.img" "$t/s" >/dev/null
 mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -x0 "$out/shared-xattrs.img" "$t/s" >/dev/null
+# Compressed layouts Debian's mkfs 1.5 makes: big pclusters (compact indexes with CBLKCNT)
+# and ztailpacking. lzma, deflate and zstd seeds are the 1.9.3 reference images (README).
+head -c 20000 /dev/zero | tr '\0' b > "$t/s/big2"
+seq 1 3000 > "$t/s/numbers"
+mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -zlz4hc -C16384 "$out/lz4hc-C16k.img" "$t/s" >/dev/null
+mkfs.erofs -T0 -U00000000-0000-0000-0000-000000000000 -zlz4 -Eztailpacking "$out/lz4-ztail.img" "$t/s" >/dev/null
 ls -la "$out"

@@ -32,7 +32,8 @@ pub struct BenchArgs {
     /// Where the table goes.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
-    /// Internal: run a floor program (`read` or `hash`) over the files listed in a file.
+    /// Internal: run a floor program (`read` or `hash`) over the files listed in a file, or
+    /// `decode` over the pclusters of an image.
     #[arg(long, hide = true, num_args = 2, value_names = ["KIND", "LIST"])]
     floor: Option<Vec<String>>,
     /// Internal: threads for the floor program.
@@ -330,6 +331,58 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some("fsck.erofs-rs --verify-fingerprints (1 thread)"),
         "",
     )?;
+    // Compressed images (Debian's mkfs 1.5 cannot fingerprint, so these rows read and
+    // decode every byte instead of verifying): against Debian's fsck and the decode floor.
+    // Debian's mkfs has no lzma: that row reads the 1.9.3 reference image (an 8 MB tree).
+    let lzma_ref = root.join("../shared/testdata/erofs-utils-1.9.3/lzma-default.erofs");
+    for alg in ["lz4hc", "lzma"] {
+        let z = if alg == "lzma" {
+            if !lzma_ref.is_file() {
+                eprintln!("bench: {} is missing; no lzma rows", lzma_ref.display());
+                continue;
+            }
+            lzma_ref.to_string_lossy().into_owned()
+        } else {
+            let z = img("up-lz4hc.erofs");
+            let st = Command::new("mkfs.erofs")
+                .args(["-zlz4hc", &z, t])
+                .stdout(Stdio::null())
+                .status()?;
+            if !st.success() {
+                eprintln!("bench: mkfs.erofs -zlz4hc failed; no lz4hc rows");
+                continue;
+            }
+            z
+        };
+        let floor_name = format!("floor: decode every pcluster ({alg}, all threads)");
+        add(
+            &floor_name,
+            &[x, "bench", "--floor", "decode", &z],
+            None,
+            None,
+            "erofs-reader's decoders, no walk",
+        )?;
+        if alg == "lz4hc" {
+            add(
+                "fsck.erofs 1.5 --extract (lz4hc, no write)",
+                &["sh", "-c", &format!("fsck.erofs --extract {z} > /dev/null")],
+                None,
+                Some(&floor_name),
+                "",
+            )?;
+        }
+        add(
+            &format!("fsck.erofs-rs --extract ({alg}, no write)"),
+            &[fk, "--extract", &z],
+            None,
+            Some(if alg == "lz4hc" {
+                "fsck.erofs 1.5 --extract (lz4hc, no write)"
+            } else {
+                floor_name.as_str()
+            }),
+            "checks the indexes and decodes every extent",
+        )?;
+    }
     if is_root() {
         let mnt = work.join("mnt");
         std::fs::create_dir_all(&mnt)?;
@@ -616,6 +669,9 @@ fn floor(kind: &str, list: &Path, threads: usize, out: Option<&Path>) -> Result<
     use sha2::Digest;
     use std::io::Read;
     use std::os::unix::fs::FileExt;
+    if kind == "decode" {
+        return decode_floor(list, threads);
+    }
     let raw = std::fs::read(list)?;
     let paths: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     let hash = match kind {
@@ -686,6 +742,48 @@ fn floor(kind: &str, list: &Path, threads: usize, out: Option<&Path>) -> Result<
         for h in handles {
             h.join()
                 .map_err(|_| anyhow::anyhow!("floor thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// The decode floor: every pcluster of every compressed file of `image` decoded once, spread
+/// over `threads` threads (0: all), with no walk order, hashing or output.
+fn decode_floor(image: &Path, threads: usize) -> Result<()> {
+    let img = erofs_reader::Image::open(image)?;
+    let mut jobs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in img.walk()? {
+        let e = e?;
+        if e.inode.is_file() && e.inode.is_compressed() && seen.insert(e.nid) {
+            for x in img.z_extents(&e.inode)? {
+                if !matches!(x.storage, erofs_reader::ZStorage::Fragment { .. }) {
+                    jobs.push((e.inode.clone(), x));
+                }
+            }
+        }
+    }
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    };
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<u64> {
+                    let mut acc = 0u64;
+                    while let Some((inode, x)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        acc += img.z_decode_extent(inode, x)?.len() as u64;
+                    }
+                    Ok(acc)
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("decode thread panicked"))??;
         }
         Ok(())
     })

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use erofs_reader::stats::Stats;
 use erofs_reader::summary::{SuperblockInfo, ctime_utc, timestamp_utc};
-use erofs_reader::{DirEntry, Extent, Image, Inode, Xattr, escape_bytes};
+use erofs_reader::{DirEntry, Extent, Image, Inode, Xattr, ZExtent, ZStorage, escape_bytes};
 use serde::Serialize;
 
 /// Prints the superblock summary with `dump.erofs -s` labels, plus our extra facts.
@@ -129,6 +129,26 @@ pub fn print_stats(out: &mut impl Write, s: &Stats) -> Result<()> {
         s.on_disk_size as f64 * 100.0 / s.original_size as f64
     };
     writeln!(out, "Filesystem compress rate:               {rate:.2}%")?;
+    if !s.compression.is_empty() {
+        writeln!(out, "\nCompressed extents by storage:")?;
+        writeln!(
+            out,
+            "{:<10} {:>8} {:>9} {:>14} {:>14} {:>8}",
+            "kind", "files", "extents", "stored bytes", "decoded bytes", "ratio"
+        )?;
+        for (name, a) in &s.compression {
+            let ratio = if a.decoded_bytes == 0 {
+                0.0
+            } else {
+                a.compressed_bytes as f64 * 100.0 / a.decoded_bytes as f64
+            };
+            writeln!(
+                out,
+                "{name:<10} {:>8} {:>9} {:>14} {:>14} {ratio:>7.2}%",
+                a.files, a.extents, a.compressed_bytes, a.decoded_bytes
+            )?;
+        }
+    }
     histogram(
         out,
         "Original file size distribution",
@@ -210,6 +230,8 @@ pub struct InodeView {
     pub xattrs: Vec<Xattr>,
     /// Data extents (empty for compressed inodes).
     pub extents: Vec<Extent>,
+    /// Extents of a compressed inode: decoded range, pcluster, storage (empty otherwise).
+    pub compressed_extents: Vec<ZExtent>,
 }
 
 impl InodeView {
@@ -220,10 +242,10 @@ impl InodeView {
         } else {
             None
         };
-        let extents = if inode.is_compressed() {
-            Vec::new()
+        let (extents, compressed_extents) = if inode.is_compressed() {
+            (Vec::new(), img.z_extents(inode)?)
         } else {
-            img.data_extents(inode)?
+            (img.data_extents(inode)?, Vec::new())
         };
         Ok(InodeView {
             path: path.map(escape_bytes),
@@ -253,6 +275,7 @@ impl InodeView {
             compression,
             xattrs: img.xattrs(inode)?,
             extents,
+            compressed_extents,
         })
     }
 }
@@ -334,10 +357,7 @@ pub fn print_inode(out: &mut impl Write, v: &InodeView) -> Result<()> {
         writeln!(out, "Symlink target: {t}")?;
     }
     if let Some(c) = &v.compression {
-        writeln!(
-            out,
-            "Compression: {c} (data not decoded: compressed data is not supported yet)"
-        )?;
+        writeln!(out, "Compression: {c}")?;
     }
     if !v.xattrs.is_empty() {
         writeln!(out, "\nXattrs ({}):", v.xattrs.len())?;
@@ -373,6 +393,53 @@ pub fn print_inode(out: &mut impl Write, v: &InodeView) -> Result<()> {
             v.extents.len()
         )?;
     }
+    if !v.compressed_extents.is_empty() {
+        print_compressed_extents(out, v)?;
+    }
+    Ok(())
+}
+
+/// The extent table of a compressed inode, like `dump.erofs -e` plus the pcluster's kind.
+fn print_compressed_extents(out: &mut impl Write, v: &InodeView) -> Result<()> {
+    writeln!(
+        out,
+        "\n Ext:   logical offset   |  length :     physical offset    |  length  | lcluster | storage"
+    )?;
+    for (i, e) in v.compressed_extents.iter().enumerate() {
+        let (ps, pe) = match e.storage {
+            ZStorage::Fragment { offset } => (format!("packed+{offset}"), String::new()),
+            _ => (e.physical.to_string(), (e.physical + e.plen).to_string()),
+        };
+        let mut kind = e.kind_name().to_string();
+        if let ZStorage::Raw { interlaced: true } = e.storage {
+            kind.push_str(" interlaced");
+        }
+        if e.inline {
+            kind.push_str(" inline");
+        }
+        if e.partial {
+            kind.push_str(" partial");
+        }
+        writeln!(
+            out,
+            "{:>4}: {:>8}..{:>8} | {:>7} : {:>10}..{:>10} | {:>7}  | {:<8} | {}",
+            i,
+            e.logical,
+            e.end(),
+            e.length,
+            ps,
+            pe,
+            e.plen,
+            e.lcluster_type.name(),
+            kind
+        )?;
+    }
+    writeln!(
+        out,
+        "{}: {} extents found",
+        v.path.as_deref().unwrap_or("(by nid)"),
+        v.compressed_extents.len()
+    )?;
     Ok(())
 }
 

@@ -246,15 +246,28 @@ fn a_missing_path_is_an_error_with_the_path_named() {
 }
 
 #[test]
-fn compressed_file_is_reported_by_name_in_the_inode_view() {
+fn compressed_file_shows_its_extents_and_cats_decoded() {
     let img = images_dir().join("lz4.erofs");
     let v = dump_json(&[img.to_str().unwrap(), "--path", "/dir/numbers.txt"]);
     assert_eq!(v["inode"]["compression"], "lz4");
+    let ext = v["inode"]["compressed_extents"].as_array().unwrap();
+    assert!(!ext.is_empty());
+    assert_eq!(ext[0]["logical"], 0);
+    assert_eq!(ext[0]["lcluster_type"], "HEAD1");
+    assert_eq!(ext[0]["storage"]["type"], "compressed");
+    assert_eq!(ext[0]["storage"]["algorithm"], "lz4");
+    let last = ext.last().unwrap();
+    let end = last["logical"].as_u64().unwrap() + last["length"].as_u64().unwrap();
+    assert_eq!(end, 13893, "extents cover the file");
     let out = dump(&[img.to_str().unwrap(), "--path", "/dir/numbers.txt", "--cat"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("compressed data (lz4), not supported yet")
-    );
+    assert!(out.status.success());
+    let want: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want, "`seq 1 3000`");
+    let text = String::from_utf8_lossy(
+        &dump(&[img.to_str().unwrap(), "--path", "/dir/numbers.txt"]).stdout,
+    )
+    .into_owned();
+    assert!(text.contains("| HEAD1    | lz4"), "{text}");
 }
 
 /// `Key: value` pairs of a `dump.erofs --path` listing (pairs are separated by two or

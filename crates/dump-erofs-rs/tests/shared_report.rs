@@ -340,3 +340,36 @@ fn saving_over_two_real_trees_matches_what_the_source_trees_imply() {
         "two near-identical trees of 24 MiB save most pages ({expected})"
     );
 }
+
+/// Compressed images (mkfs.erofs 1.9.3, lz4 and zstd): the shared page cache holds decoded
+/// pages, so a group's size is the decoded size, and `--verify-content` decodes every
+/// fingerprinted file and finds it matching.
+#[test]
+fn compressed_reference_images_share_decoded_pages_and_verify() {
+    let Some(dir) = erofs_testkit::reference_images_1_9_3() else {
+        return;
+    };
+    let (a, b) = (
+        dir.join("lz4-default.erofs"),
+        dir.join("zstd-default.erofs"),
+    );
+    let r = report(&[&a, &b], &["--verify-content", "--top", "1000"]);
+    let mixed = Image::open(&a).unwrap().lookup(b"/big/mixed.bin").unwrap();
+    assert!(mixed.is_compressed());
+    let g = r["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["members"].as_array().unwrap().len() == 4 && g["size"] == mixed.size)
+        .expect("mixed.bin and its copy in both images form one group");
+    assert_eq!(g["read_path"], "compressed");
+    assert_eq!(g["saved_pages"], 3 * mixed.size.div_ceil(4096));
+    let findings = r["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["kind"] == "name_mismatch" || f["kind"] == "empty_files"),
+        "no content problem: {findings:?}"
+    );
+    assert_eq!(r["totals"]["files"], 708);
+}

@@ -25,3 +25,35 @@ pub struct ChunkIndex {
 }
 
 const _: () = assert!(size_of::<ChunkIndex>() == 8);
+
+/// One chunk table entry, decoded from either format (§9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// Device id (0 = primary), unmasked; always 0 for a 4-byte block map.
+    pub device_id: u16,
+    /// Start block, low 32 bits; [`NULL_ADDR`] = hole.
+    pub startblk_lo: u32,
+    /// Bits 32..47 of the start block (8-byte indexes on 48-bit images).
+    pub startblk_hi: u16,
+}
+
+impl ChunkEntry {
+    /// Decodes an entry of `raw.len()` bytes: 8 for chunk indexes, 4 for a block map.
+    pub fn decode(raw: &[u8]) -> Option<Self> {
+        if raw.len() == 8 {
+            let c = ChunkIndex::read_from_bytes(raw).ok()?;
+            Some(Self {
+                device_id: c.device_id.get(),
+                startblk_lo: c.startblk_lo.get(),
+                startblk_hi: c.startblk_hi.get(),
+            })
+        } else {
+            let b = U32::read_from_bytes(raw).ok()?;
+            Some(Self {
+                device_id: 0,
+                startblk_lo: b.get(),
+                startblk_hi: 0,
+            })
+        }
+    }
+}

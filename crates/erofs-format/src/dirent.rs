@@ -24,6 +24,20 @@ pub struct Dirent {
 
 const _: () = assert!(size_of::<Dirent>() == DIRENT_SIZE);
 
+impl Dirent {
+    /// The first dirent of a directory block, whose `nameoff` gives the dirent count.
+    pub fn first(block: &[u8]) -> Option<Dirent> {
+        Dirent::read_from_prefix(block).ok().map(|(d, _)| d)
+    }
+
+    /// The `count` dirents at the start of a directory block, as typed records.
+    pub fn slice(block: &[u8], count: usize) -> Option<&[Dirent]> {
+        <[Dirent]>::ref_from_prefix_with_elems(block, count)
+            .ok()
+            .map(|(d, _)| d)
+    }
+}
+
 /// The `file_type` byte of a dirent (Linux `FT_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FileType {

@@ -114,6 +114,15 @@ impl SuperBlock {
     }
 }
 
+/// Image byte offset of a superblock field: `sb_field!(name)` gives `1024 + offset_of!`,
+/// so that error locations come from the struct, not from hand-written numbers.
+#[macro_export]
+macro_rules! sb_field {
+    ($field:ident) => {
+        ($crate::SUPERBLOCK_OFFSET + core::mem::offset_of!($crate::SuperBlock, $field)) as u64
+    };
+}
+
 /// One 128-byte device table slot (§10).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]
@@ -155,5 +164,17 @@ mod tests {
             &[0x34, 0x12],
             "root nid is a le16 at offset 14"
         );
+    }
+}
+
+#[cfg(test)]
+mod field_offset_tests {
+    #[test]
+    fn sb_field_gives_image_offsets_of_the_table_in_section_2() {
+        assert_eq!(crate::sb_field!(sb_extslots), 1024 + 13);
+        assert_eq!(crate::sb_field!(root_nid), 1024 + 14);
+        assert_eq!(crate::sb_field!(dirblkbits), 1024 + 90);
+        assert_eq!(crate::sb_field!(xattr_prefix_count), 1024 + 91);
+        assert_eq!(crate::sb_field!(ishare_xattr_prefix_id), 1024 + 105);
     }
 }

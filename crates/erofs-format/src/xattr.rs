@@ -41,6 +41,24 @@ pub struct XattrIbodyHeader {
 
 const _: () = assert!(size_of::<XattrIbodyHeader>() == XATTR_IBODY_HEADER_SIZE);
 
+impl XattrIbodyHeader {
+    /// The header at the start of an inode's xattr body and the shared ids that follow it,
+    /// or `None` when the body is too short for them.
+    pub fn decode(body: &[u8]) -> Option<(XattrIbodyHeader, Vec<u32>)> {
+        let (h, rest) = XattrIbodyHeader::read_from_prefix(body).ok()?;
+        let (ids, _) =
+            <[U32]>::ref_from_prefix_with_elems(rest, usize::from(h.shared_count)).ok()?;
+        Some((h, ids.iter().map(|i| i.get()).collect()))
+    }
+}
+
+impl XattrEntry {
+    /// Bytes of the record: header, name suffix and value (without padding).
+    pub fn record_len(&self) -> usize {
+        XATTR_ENTRY_HEADER_SIZE + usize::from(self.name_len) + usize::from(self.value_size.get())
+    }
+}
+
 /// The 4-byte header of an xattr record; name suffix and value follow, padded to 4.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 #[repr(C)]

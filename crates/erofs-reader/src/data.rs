@@ -3,6 +3,7 @@
 
 use std::io;
 
+use erofs_format::chunk::ChunkEntry;
 use erofs_format::compress::{Algorithm, MapHeader};
 use erofs_format::{
     CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, DataLayout, Incompat, NULL_ADDR, round_up,
@@ -192,17 +193,13 @@ impl Image {
         let mut raw = [0u8; 8];
         self.read_meta(at, &mut raw[..entry as usize])
             .map_err(|e| e.with_nid(nid))?;
-        let (device, blk) = if indexes {
-            let dev = u16::from_le_bytes([raw[2], raw[3]]);
-            let mask =
-                (u32::from(self.superblock().extra_devices.get()) + 1).next_power_of_two() - 1;
-            (
-                dev & mask as u16,
-                u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-            )
-        } else {
-            (0, u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
-        };
+        let c = ChunkEntry::decode(&raw[..entry as usize]).unwrap_or(ChunkEntry {
+            device_id: 0,
+            startblk_lo: NULL_ADDR,
+            startblk_hi: 0,
+        });
+        let mask = (u32::from(self.superblock().extra_devices.get()) + 1).next_power_of_two() - 1;
+        let (device, blk) = (c.device_id & mask as u16, c.startblk_lo);
         let start = idx << chunkbits;
         let length = (1u64 << chunkbits).min(inode.size - start);
         if blk == NULL_ADDR {

@@ -130,14 +130,15 @@ pub(crate) fn lz4(input: &[u8], out_len: usize, partial: bool) -> Result<Vec<u8>
         } else {
             mlen
         };
+        // An overlapping match repeats the last `offset` bytes. Copying from the match start
+        // whatever is already written keeps that period (each piece is a whole number of
+        // periods), and the pieces double in size.
         let start = out.len() - offset;
-        if offset >= take {
-            out.extend_from_within(start..start + take);
-        } else {
-            for k in 0..take {
-                let b = out[start + k];
-                out.push(b);
-            }
+        let mut left = take;
+        while left > 0 {
+            let n = left.min(out.len() - start);
+            out.extend_from_within(start..start + n);
+            left -= n;
         }
         if partial && out.len() == out_len {
             return Ok(out);
@@ -281,6 +282,12 @@ mod tests {
         let stream = [0x35, b'a', b'b', b'c', 3, 0, 0x20, b'x', b'y'];
         let out = lz4(&stream, 14, false).unwrap();
         assert_eq!(out, b"abcabcabcabcxy");
+        // Offset 1, length 19 (match nibble 15, extension 0): a run of one byte.
+        let run = [0x1f, b'z', 1, 0, 0, 0x10, b'!'];
+        assert_eq!(
+            lz4(&run, 21, false).unwrap(),
+            [&[b'z'; 20][..], b"!"].concat()
+        );
         assert_eq!(lz4(&stream, 10, true).unwrap(), b"abcabcabca");
         assert!(lz4(&stream, 13, false).is_err(), "output bound enforced");
         assert!(lz4(&stream[..7], 14, false).is_err(), "truncated stream");

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use erofs_format::{DIRENT_SIZE, FileType, MAX_NAME_LEN};
+use erofs_format::{DIRENT_SIZE, Dirent, FileType, MAX_NAME_LEN};
 use serde::Serialize;
 
 use crate::error::{Corruption, Error, Result};
@@ -57,7 +57,7 @@ pub fn parse_dir_block(block: &[u8], valid: usize, block_index: u64) -> Result<V
             bad(format!("only {valid} bytes, less than one dirent")),
         ));
     }
-    let nameoff0 = usize::from(u16::from_le_bytes([block[8], block[9]]));
+    let nameoff0 = usize::from(Dirent::first(block).map_or(0, |d| d.nameoff.get()));
     if nameoff0 < DIRENT_SIZE || nameoff0 >= valid || nameoff0 % DIRENT_SIZE != 0 {
         return Err(Error::corrupt(
             None,
@@ -66,15 +66,15 @@ pub fn parse_dir_block(block: &[u8], valid: usize, block_index: u64) -> Result<V
         ));
     }
     let count = nameoff0 / DIRENT_SIZE;
+    // nameoff0 < valid <= block.len(), so the dirent array lies inside the block.
+    let dirents = Dirent::slice(block, count).unwrap_or(&[]);
     let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let d = &block[i * DIRENT_SIZE..(i + 1) * DIRENT_SIZE];
-        let nid = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-        let nameoff = usize::from(u16::from_le_bytes([d[8], d[9]]));
-        let ft = d[10];
-        let end = if i + 1 < count {
-            let n = &block[(i + 1) * DIRENT_SIZE..(i + 2) * DIRENT_SIZE];
-            usize::from(u16::from_le_bytes([n[8], n[9]]))
+    for (i, d) in dirents.iter().enumerate() {
+        let nid = d.nid.get();
+        let nameoff = usize::from(d.nameoff.get());
+        let ft = d.file_type;
+        let end = if let Some(n) = dirents.get(i + 1) {
+            usize::from(n.nameoff.get())
         } else {
             // Last name: up to the first NUL, bounded by the valid bytes.
             let tail = block.get(nameoff..valid).unwrap_or(&[]);

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use erofs_format::FileType;
@@ -162,6 +162,24 @@ impl Extractor<'_> {
             .map_err(io("create", path))?;
         // End of the last byte written; a trailing hole needs an explicit length.
         let mut end = 0;
+        if inode.is_compressed() {
+            // Decoded through the bounded pcluster cache, one piece at a time.
+            let mut buf = vec![0u8; inode.size.min(1 << 20) as usize];
+            while end < inode.size {
+                let n = self.img.read_at(inode, end, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                if buf[..n].iter().any(|&b| b != 0) {
+                    f.write_all_at(&buf[..n], end).map_err(io("write", path))?;
+                }
+                end += n as u64;
+                self.report.bytes_written = self.report.bytes_written.saturating_add(n as u64);
+            }
+            // Zero pieces were skipped: the length makes them (and a trailing run) holes.
+            f.set_len(inode.size).map_err(io("truncate", path))?;
+            return Ok(f);
+        }
         for ext in self.img.data_extents(inode)? {
             let Some(phys) = ext.physical else {
                 continue; // a hole: left unwritten, so the file stays sparse
@@ -205,8 +223,9 @@ impl Extractor<'_> {
         }
         if self.opts.xattrs && inode.xattr_icount != 0 {
             for x in self.img.xattrs(inode)? {
-                if x.name_index == 0 {
-                    // Hidden names (index 0) have no VFS handler.
+                if x.name_index == 0 || x.filter_key().0 == 0 {
+                    // Hidden names (index 0, or a long prefix over index 0, such as
+                    // erofs-utils' default fingerprint name) have no VFS handler.
                     continue;
                 }
                 let name = OsStr::from_bytes(&x.name);

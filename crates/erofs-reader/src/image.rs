@@ -159,7 +159,7 @@ impl Image {
         let sb = SuperBlock::read_from_bytes(&raw).map_err(|_| {
             Error::corrupt(
                 None,
-                Some(1024),
+                Some(SUPERBLOCK_OFFSET as u64),
                 Corruption::Superblock("short read".into()),
             )
         })?;
@@ -176,7 +176,7 @@ impl Image {
         if sb_size > MAX_SB_SIZE {
             return Err(Error::corrupt(
                 None,
-                Some(1024 + 13),
+                Some(erofs_format::sb_field!(sb_extslots)),
                 Corruption::Superblock(format!("superblock size {sb_size} too large")),
             ));
         }
@@ -193,7 +193,7 @@ impl Image {
         if sb.dirblkbits != 0 {
             return Err(Error::corrupt(
                 None,
-                Some(1024 + 90),
+                Some(erofs_format::sb_field!(dirblkbits)),
                 Corruption::Superblock(format!("dirblkbits {} is not 0", sb.dirblkbits)),
             ));
         }
@@ -210,7 +210,7 @@ impl Image {
         if !root.is_dir() {
             return Err(Error::corrupt(
                 Some(root.nid),
-                Some(1024 + 14),
+                Some(erofs_format::sb_field!(root_nid)),
                 Corruption::Superblock(format!("root nid {} is not a directory", root.nid)),
             ));
         }
@@ -237,7 +237,7 @@ impl Image {
         if count > MAX_LONG_PREFIXES {
             return Err(Error::corrupt(
                 None,
-                Some(1024 + 91),
+                Some(erofs_format::sb_field!(xattr_prefix_count)),
                 Corruption::LongPrefixes(format!("{count} prefixes, at most 128 allowed")),
             ));
         }

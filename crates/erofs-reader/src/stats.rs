@@ -48,8 +48,25 @@ pub struct Stats {
     pub original_size_histogram: Vec<Bucket>,
     /// Histogram of on-disk sizes.
     pub on_disk_size_histogram: Vec<Bucket>,
+    /// Compressed regular files by how their extents are stored: the algorithm name,
+    /// `plain` (raw pclusters) or `fragment` (in the packed inode). Distinct inodes.
+    pub compression: BTreeMap<String, AlgorithmStats>,
     /// Regular files per file-name extension (`""` for none), most frequent first, top 20.
     pub extensions: Vec<(String, u64)>,
+}
+
+/// Per-algorithm counts of [`Stats::compression`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AlgorithmStats {
+    /// Files with at least one such extent.
+    pub files: u64,
+    /// Extents.
+    pub extents: u64,
+    /// Bytes of their pclusters (a pcluster shared by several extents of one file counted
+    /// once; 0 for fragments).
+    pub compressed_bytes: u64,
+    /// Bytes they decode to.
+    pub decoded_bytes: u64,
 }
 
 fn buckets() -> Vec<Bucket> {
@@ -80,6 +97,27 @@ fn add(h: &mut [Bucket], size: u64) {
     h[i].count += 1;
 }
 
+fn count_extents(
+    img: &Image,
+    inode: &crate::Inode,
+    by: &mut BTreeMap<String, AlgorithmStats>,
+) -> Result<()> {
+    let mut pclusters = std::collections::BTreeSet::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for x in img.z_extents(inode)? {
+        let a = by.entry(x.kind_name().to_owned()).or_default();
+        a.extents += 1;
+        a.decoded_bytes = a.decoded_bytes.saturating_add(x.length);
+        if x.plen > 0 && pclusters.insert((x.physical, x.plen)) {
+            a.compressed_bytes = a.compressed_bytes.saturating_add(x.plen);
+        }
+        if kinds.insert(x.kind_name()) {
+            a.files += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Walks the image and counts. Stops at the first error.
 pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
     let mut s = Stats {
@@ -95,13 +133,17 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
         let e = e?;
         batch.step();
         s.files += 1;
-        if seen.insert(e.nid) {
+        let first = seen.insert(e.nid);
+        if first {
             s.inodes += 1;
         }
         let ft = e.inode.file_type();
         *s.by_type.entry(ft.name().to_owned()).or_default() += 1;
         if e.inode.is_compressed() {
             s.compressed_files += 1;
+            if ft == FileType::Regular && first {
+                count_extents(img, &e.inode, &mut s.compression)?;
+            }
         } else {
             s.uncompressed_files += 1;
         }

@@ -5,7 +5,7 @@ use erofs_format::xattr::{
     LongPrefix, XATTR_ENTRY_HEADER_SIZE, XATTR_IBODY_HEADER_SIZE, XATTR_LONG_PREFIX,
     name_filter_bit, short_prefix, split_short_prefix,
 };
-use erofs_format::{Compat, XattrEntry};
+use erofs_format::{Compat, XattrEntry, XattrIbodyHeader};
 use serde::Serialize;
 use zerocopy::FromBytes;
 
@@ -79,10 +79,8 @@ impl Image {
 
     fn parse_header(&self, inode: &Inode, body: &[u8]) -> Result<XattrHeader> {
         let at = inode.offset + inode.inode_size();
-        let filter = u32::from_le_bytes(body[0..4].try_into().unwrap_or_default());
-        let count = usize::from(body[4]);
-        let end = XATTR_IBODY_HEADER_SIZE + 4 * count;
-        if end > body.len() {
+        let count = body.get(4).map_or(0, |&c| usize::from(c));
+        let Some((header, shared_ids)) = XattrIbodyHeader::decode(body) else {
             return Err(Self::xattr_err(
                 inode.nid,
                 at + 4,
@@ -91,13 +89,9 @@ impl Image {
                     body.len()
                 ),
             ));
-        }
-        let shared_ids = body[XATTR_IBODY_HEADER_SIZE..end]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect();
+        };
         Ok(XattrHeader {
-            name_filter: filter,
+            name_filter: header.name_filter.get(),
             shared_ids,
         })
     }
@@ -215,9 +209,7 @@ impl Image {
         }
         let mut hdr = [0u8; XATTR_ENTRY_HEADER_SIZE];
         self.read_meta(at, &mut hdr).map_err(|e| e.with_nid(nid))?;
-        let total = XATTR_ENTRY_HEADER_SIZE
-            + usize::from(hdr[0])
-            + usize::from(u16::from_le_bytes([hdr[2], hdr[3]]));
+        let total = XattrEntry::read_from_bytes(&hdr[..]).map_or(0, |e| e.record_len());
         let buf = self
             .read_meta_vec(at, total as u64)
             .map_err(|_| Error::corrupt(Some(nid), Some(at), Corruption::SharedXattrId { id }))?;
@@ -301,7 +293,7 @@ impl Image {
             Some(p) => Ok(Some(p.full_name())),
             None => Err(Error::corrupt(
                 None,
-                Some(1024 + 105),
+                Some(erofs_format::sb_field!(ishare_xattr_prefix_id)),
                 Corruption::LongPrefixIndex {
                     index: id,
                     count: self.long_prefixes().len(),

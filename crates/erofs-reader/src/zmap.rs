@@ -332,6 +332,10 @@ impl Image {
         };
         self.check_range(ebase, index_bytes)
             .map_err(|e| e.with_nid(nid))?;
+        if inode.size == 0 {
+            // Nothing to map, so no tail to find.
+            return Ok(zi);
+        }
         if zi.advise & advise::INLINE_PCLUSTER != 0 {
             let head = self.z_head(&zi, inode.size - 1)?;
             let size = u64::from(h.idata_size());
@@ -523,7 +527,25 @@ impl Image {
         self.z_map_with(&zi, logical)
     }
 
+    /// [`Image::z_map`] with the map header decoded; the extent returned always contains
+    /// `logical` (indexes whose lookback and lookahead disagree are corrupt).
     pub(crate) fn z_map_with(&self, zi: &ZInfo, logical: u64) -> Result<ZExtent> {
+        let e = self.z_map_inner(zi, logical)?;
+        if e.logical > logical || e.end() <= logical || e.end() > zi.size {
+            return Err(zi.corrupt(
+                None,
+                logical >> zi.lclusterbits,
+                format!(
+                    "extent {}..{} does not contain logical offset {logical}",
+                    e.logical,
+                    e.end()
+                ),
+            ));
+        }
+        Ok(e)
+    }
+
+    fn z_map_inner(&self, zi: &ZInfo, logical: u64) -> Result<ZExtent> {
         if logical >= zi.size {
             return Err(Error::corrupt(Some(zi.nid), None, Corruption::Overflow));
         }
@@ -755,8 +777,22 @@ impl Image {
     /// Every extent of a compressed inode, in logical order. The count is bounded by the
     /// index area, which lies inside the image.
     pub fn z_extents(&self, inode: &Inode) -> Result<Vec<ZExtent>> {
-        let zi = self.zinfo(inode)?;
         let mut out = Vec::new();
+        self.z_for_each_extent(inode, &mut |e| {
+            out.push(*e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every extent of a compressed inode in logical order, without
+    /// collecting them (a huge file's extent list is never held in memory).
+    pub fn z_for_each_extent(
+        &self,
+        inode: &Inode,
+        f: &mut dyn FnMut(&ZExtent) -> Result<()>,
+    ) -> Result<()> {
+        let zi = self.zinfo(inode)?;
         let mut pos = 0;
         while pos < inode.size {
             let e = self.z_map_with(&zi, pos)?;
@@ -764,9 +800,9 @@ impl Image {
                 return Err(zi.corrupt(None, pos >> zi.lclusterbits, "extents do not advance"));
             }
             pos = e.end();
-            out.push(e);
+            f(&e)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The decoded bytes of a non-fragment extent, through the pcluster cache.
@@ -874,7 +910,10 @@ impl Image {
             let dst = &mut buf[done..done + n];
             match e.storage {
                 ZStorage::Fragment { offset: frag } => {
-                    self.read_fragment(&zi, frag + (pos - e.logical), dst, depth)?;
+                    let at = frag
+                        .checked_add(pos - e.logical)
+                        .ok_or_else(|| Error::corrupt(Some(zi.nid), None, Corruption::Overflow))?;
+                    self.read_fragment(&zi, at, dst, depth)?;
                 }
                 _ => {
                     let data = self.z_decoded(&zi, &e)?;
@@ -918,6 +957,36 @@ impl Image {
             return Err(bad("short read from the packed inode".into()));
         }
         Ok(())
+    }
+
+    /// Decodes one extent of `inode` (as [`Image::z_extents`] returned it) without the cache:
+    /// exactly `ext.length` bytes, at most [`compress::MAX_EXTENT_DECODED`]. Fragments are
+    /// refused: read them with [`Image::z_read_extent`].
+    pub fn z_decode_extent(&self, inode: &Inode, ext: &ZExtent) -> Result<Vec<u8>> {
+        let zi = self.zinfo(inode)?;
+        self.z_decode(&zi, ext)
+    }
+
+    /// Streams the decoded bytes of one extent to `sink` in pieces of at most 1 MiB (through
+    /// the pcluster cache); returns the byte count.
+    pub fn z_read_extent(
+        &self,
+        inode: &Inode,
+        ext: &ZExtent,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64> {
+        let mut buf = vec![0u8; ext.length.min(1 << 20) as usize];
+        let mut pos = ext.logical;
+        while pos < ext.end() {
+            let n = ((ext.end() - pos) as usize).min(buf.len());
+            let got = self.read_at(inode, pos, &mut buf[..n])?;
+            if got != n {
+                return Err(Error::corrupt(Some(inode.nid), None, Corruption::Overflow));
+            }
+            sink(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok(ext.length)
     }
 
     /// Bytes of pclusters a compressed inode occupies (inline tails counted, fragments not).

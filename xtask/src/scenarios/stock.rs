@@ -178,7 +178,83 @@ pub fn scenarios() -> Vec<Scenario> {
             about: "the same damage to a 1024-byte-block image",
             prepare: |e| corrupt(e, 1024),
         },
+        Scenario {
+            name: "compressed-reference",
+            about: "the mkfs.erofs 1.9.3 compressed reference images (lz4, lzma, deflate, zstd; \
+                    big pclusters, ztailpacking, fragments, dedupe, 1 KiB blocks), bdev + file-backed, \
+                    against the tree make-tree.py builds",
+            prepare: compressed_reference,
+        },
     ]
+}
+
+/// The 1.9.3 reference images Linux 6.12 can mount (it lacks incompat `48BIT`), each with
+/// the fingerprint xattr name the guest sees: erofs-utils' default name has no VFS prefix,
+/// so only `trusted.erofs.fingerprint` is listed.
+fn compressed_reference(env: &mut Env) -> Result<Prepared> {
+    let dir = crate::util::workspace_root().join("../shared/testdata/erofs-utils-1.9.3");
+    let Ok(commands) = std::fs::read_to_string(dir.join("commands.txt")) else {
+        return Ok(Prepared::Skip(format!("{} is missing", dir.display())));
+    };
+    let tree = env.work.join("reference-tree-1.9.3");
+    if !tree.is_dir() {
+        let st = std::process::Command::new("python3")
+            .arg(dir.join("make-tree.py"))
+            .arg(&tree)
+            .status()?;
+        anyhow::ensure!(st.success(), "make-tree.py failed");
+    }
+    let mut boot = Boot::default();
+    let mut checks = Vec::new();
+    let mut files = Vec::new();
+    for line in commands.lines() {
+        let Some((name, cmd)) = line.split_once(": ") else {
+            continue;
+        };
+        if cmd.contains("-E48bit") {
+            continue;
+        }
+        let label = name.trim_end_matches(".erofs").to_string();
+        let o = Options {
+            fingerprint: cmd
+                .contains("=trusted.erofs.fingerprint")
+                .then(|| "trusted.erofs.fingerprint".to_string()),
+            all_root: true,
+            ..Default::default()
+        };
+        let manifest = boot.file(&format!("/data/{label}.json"), env.manifest(&tree, &o)?);
+        let img = dir.join(name);
+        let dev = boot.disk(&img);
+        let block_size = if cmd.contains("-b1024") { 1024 } else { 4096 };
+        checks.push(ImageCheck {
+            label: label.clone(),
+            manifest,
+            block_size,
+            mounts: vec![
+                erofs_mount(&dev, &format!("/mnt/{label}"), ""),
+                erofs_mount(
+                    &format!("/carrier/{name}"),
+                    &format!("/mnt/{label}-file"),
+                    "",
+                ),
+            ],
+        });
+        files.push((name.to_string(), img));
+    }
+    let refs: Vec<(&str, &std::path::Path)> = files
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    let carrier = env.carrier("reference-1.9.3", &refs)?;
+    let cdev = boot.disk(&carrier);
+    boot.memory_mib = 1024;
+    boot.timeout_secs = 900;
+    let params = ConformanceParams {
+        carriers: vec![erofs_mount(&cdev, "/carrier", "")],
+        images: checks,
+    };
+    boot.run("conformance", "compressed-reference", params)?;
+    Ok(Prepared::Boot(boot))
 }
 
 fn opts(block_size: u32) -> Options {
