@@ -49,6 +49,10 @@ pub struct Options {
     pub label: Option<String>,
     /// Build through `--tar=f` from a GNU tar (POSIX format, xattrs, sparse) of the source.
     pub tar: bool,
+    /// `-z ALG[,LEVEL]`.
+    pub compress: Option<String>,
+    /// `-C BYTES` (with `compress`).
+    pub pcluster: Option<u32>,
 }
 
 impl Options {
@@ -111,6 +115,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 has no long xattr prefixes".into())
                 } else if o.tar {
                     Some("Debian's mkfs.erofs 1.5 has no --tar".into())
+                } else if o.compress.as_deref().is_some_and(|z| !z.starts_with("lz4")) {
+                    Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
                 } else {
                     None
                 }
@@ -167,6 +173,12 @@ impl Mkfs {
         }
         if o.all_root {
             c.arg("--all-root");
+        }
+        if let Some(z) = &o.compress {
+            c.arg(format!("-z{z}"));
+        }
+        if let Some(p) = o.pcluster {
+            c.arg(format!("-C{p}"));
         }
         match self {
             Mkfs::Ours(_) if o.tar => {

@@ -26,7 +26,7 @@
 //!
 //! A stage whose output size is known only once it is produced (compressed data) fits the
 //! same shape: its jobs compress in parallel, and only the assignment of addresses runs in
-//! order ([`crate::pipeline::run_ordered`]), with the copy or positioned write after it.
+//! order (`pipeline::run_ordered`), with the copy or positioned write after it.
 //!
 //! Memory is bounded by the jobs in flight, not by the amount of data. Buffers go back to a
 //! pool after they are written, so their pages are faulted in once.

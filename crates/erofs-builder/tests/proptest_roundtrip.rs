@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use erofs_builder::compress::CompressOptions;
 use erofs_builder::tree::{DataSource, DirEntry, FileContent, Inode, Kind, Tree};
 use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice};
 use proptest::prelude::*;
@@ -63,6 +64,21 @@ fn gen_kind() -> impl Strategy<Value = Gen> {
     prop_oneof![
         6 => (proptest::collection::vec(any::<u8>(), 0..9000), proptest::option::of(0u64..20_000))
             .prop_map(|(d, hole)| Gen::File(d, hole)),
+        // Compressible content (a short period) behind a random-looking prefix, so that
+        // compressed images get compressed extents, raw ones and flat fallbacks.
+        3 => (0usize..40_000, 1usize..64, any::<u8>(), 0usize..6000).prop_map(
+            |(len, period, seed, noise)| {
+                let mut d: Vec<u8> = (0..len).map(|k| seed.wrapping_add((k % period) as u8)).collect();
+                let mut x = u32::from(seed) | 1;
+                for b in d.iter_mut().take(noise) {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    *b = x as u8;
+                }
+                Gen::File(d, None)
+            }
+        ),
         3 => Just(Gen::Dir),
         1 => proptest::collection::vec(
             any::<u8>().prop_filter("no NUL", |b| *b != 0),
@@ -240,6 +256,8 @@ proptest! {
         noinline in any::<bool>(),
         tolerance in -1i32..3,
         prefix in any::<bool>(),
+        z in 0usize..4,
+        big in 0usize..3,
     ) {
         let tree = build_tree(&entries);
         tree.validate().expect("generated tree is valid");
@@ -253,6 +271,11 @@ proptest! {
             noinline_data: noinline,
             fingerprint: fingerprint.then(|| FingerprintOptions {
                 xattr_name: b"trusted.erofs.fingerprint".to_vec(),
+            }),
+            compression: (z > 0).then(|| {
+                let mut c = CompressOptions::parse(["lz4", "lz4hc", "deflate"][z - 1]).unwrap();
+                c.max_pcluster_bytes = [0, 4, 16][big] << blkszbits;
+                c
             }),
             ..Options::default()
         };

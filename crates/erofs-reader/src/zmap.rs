@@ -332,6 +332,10 @@ impl Image {
         };
         self.check_range(ebase, index_bytes)
             .map_err(|e| e.with_nid(nid))?;
+        if inode.size == 0 {
+            // Nothing to map, so no tail to find.
+            return Ok(zi);
+        }
         if zi.advise & advise::INLINE_PCLUSTER != 0 {
             let head = self.z_head(&zi, inode.size - 1)?;
             let size = u64::from(h.idata_size());
@@ -523,7 +527,25 @@ impl Image {
         self.z_map_with(&zi, logical)
     }
 
+    /// [`Image::z_map`] with the map header decoded; the extent returned always contains
+    /// `logical` (indexes whose lookback and lookahead disagree are corrupt).
     pub(crate) fn z_map_with(&self, zi: &ZInfo, logical: u64) -> Result<ZExtent> {
+        let e = self.z_map_inner(zi, logical)?;
+        if e.logical > logical || e.end() <= logical || e.end() > zi.size {
+            return Err(zi.corrupt(
+                None,
+                logical >> zi.lclusterbits,
+                format!(
+                    "extent {}..{} does not contain logical offset {logical}",
+                    e.logical,
+                    e.end()
+                ),
+            ));
+        }
+        Ok(e)
+    }
+
+    fn z_map_inner(&self, zi: &ZInfo, logical: u64) -> Result<ZExtent> {
         if logical >= zi.size {
             return Err(Error::corrupt(Some(zi.nid), None, Corruption::Overflow));
         }
@@ -888,7 +910,10 @@ impl Image {
             let dst = &mut buf[done..done + n];
             match e.storage {
                 ZStorage::Fragment { offset: frag } => {
-                    self.read_fragment(&zi, frag + (pos - e.logical), dst, depth)?;
+                    let at = frag
+                        .checked_add(pos - e.logical)
+                        .ok_or_else(|| Error::corrupt(Some(zi.nid), None, Corruption::Overflow))?;
+                    self.read_fragment(&zi, at, dst, depth)?;
                 }
                 _ => {
                     let data = self.z_decoded(&zi, &e)?;

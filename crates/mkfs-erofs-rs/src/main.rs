@@ -136,7 +136,8 @@ struct Cli {
         hide_default_value = true
     )]
     threads: usize,
-    /// Compress regular files: `ALG[,LEVEL]` with lz4 or lz4hc (levels 0..=12, default 9).
+    /// Compress regular files: `ALG[,LEVEL]`: lz4, lz4hc (levels 0..=12, default 9) or deflate
+    /// (levels 0..=9, default 1).
     #[arg(short = 'z', value_name = "ALG[,LEVEL]")]
     compress: Option<String>,
     /// Largest pcluster in bytes, a multiple of the block size (default: one block).

@@ -144,6 +144,27 @@ pub fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            name: "compressed",
+            about: "-z lz4, lz4hc -C65536, deflate and lz4 at 1024-byte blocks, bdev + file-backed",
+            prepare: |e| {
+                let z = |alg: &str, c: Option<u32>, bs: u32| Options {
+                    compress: Some(alg.into()),
+                    pcluster: c,
+                    ..opts(bs)
+                };
+                full(
+                    e,
+                    &[
+                        ("lz4", z("lz4", None, 4096)),
+                        ("lz4hc-C64k", z("lz4hc", Some(65536), 4096)),
+                        ("deflate", z("deflate", None, 4096)),
+                        ("deflate9-C16k", z("deflate,9", Some(16384), 4096)),
+                        ("lz4-1024", z("lz4", None, 1024)),
+                    ],
+                )
+            },
+        },
+        Scenario {
             name: "example-tree",
             about: "testdata/example-tree at 4096 and 512",
             prepare: example,
