@@ -1017,13 +1017,14 @@ fn loop_attach(file: &str) -> Result<String, String> {
     Ok(dev)
 }
 
-/// LOOP_SET_FD, retried while the device is still bound (a detach is deferred until the
-/// last opener goes).
+/// LOOP_SET_FD, retried for up to 10 s while the device is still bound: a detach is deferred
+/// until the last opener goes, so the device is opened anew for each try (an open descriptor
+/// of our own would keep the deferred detach from ever happening).
 fn loop_set(dev: &str, file: &str) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
-    let d = std::fs::File::open(dev).map_err(|e| format!("{dev}: {e}"))?;
-    for _ in 0..200 {
+    for _ in 0..500 {
+        let d = std::fs::File::open(dev).map_err(|e| format!("{dev}: {e}"))?;
         // SAFETY: ioctl with a descriptor argument, both owned here.
         if unsafe { libc::ioctl(d.as_raw_fd(), LOOP_SET_FD as _, f.as_raw_fd()) } == 0 {
             return Ok(());
@@ -1032,9 +1033,10 @@ fn loop_set(dev: &str, file: &str) -> Result<(), String> {
         if e.raw_os_error() != Some(libc::EBUSY) {
             return Err(format!("LOOP_SET_FD {dev} {file}: {e}"));
         }
+        drop(d);
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(format!("LOOP_SET_FD {dev} {file}: still busy"))
+    Err(format!("LOOP_SET_FD {dev} {file}: still busy after 10 s"))
 }
 
 fn loop_clear(dev: &str) -> Result<(), String> {
