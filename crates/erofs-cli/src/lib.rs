@@ -70,6 +70,29 @@ pub fn invoked_as() -> Option<String> {
 }
 
 /// Parses the command line with `cmd`; a usage error prints clap's message and exits with
+/// The clap command of a tool for the name it was invoked as: erofs-utils' name
+/// (`drop_in`) renames it; the fingerprint format and the exit statuses end its help.
+pub fn command_for(
+    cmd: clap::Command,
+    drop_in: &'static str,
+    invoked_as: Option<&str>,
+) -> clap::Command {
+    let cmd = cmd.after_help(format!("{FINGERPRINT_HELP}\n\n{EXIT_STATUS_HELP}"));
+    if invoked_as == Some(drop_in) {
+        cmd.name(drop_in).bin_name(drop_in)
+    } else {
+        cmd
+    }
+}
+
+/// The man page section that says how the drop-in name behaves.
+pub fn compatibility_section(drop_in: &str) -> String {
+    format!(
+        "Invoked as {drop_in} (cargo xtask dist --install PREFIX --drop-in), the tool answers \
+         to erofs-utils' name; erofs-utils' option spellings work under both names."
+    )
+}
+
 /// [`Exit::Usage`], `--help` and `--version` exit 0.
 pub fn parse(cmd: clap::Command, args: Vec<OsString>) -> clap::ArgMatches {
     match cmd.try_get_matches_from(args) {

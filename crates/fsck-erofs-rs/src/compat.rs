@@ -9,33 +9,20 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::Cli;
 
-/// Invoked as fsck.erofs.
-const COMPATIBILITY: &str = "\\
-Invoked as fsck.erofs (cargo xtask dist --install PREFIX --drop-in), the tool answers to \\
-erofs-utils' name; erofs-utils' option spellings work under both names.";
-
 /// erofs-utils' name for this tool.
 pub const DROP_IN_NAME: &str = "fsck.erofs";
 
 /// The clap command for the name this process was invoked as.
 pub fn command(invoked_as: Option<&str>) -> clap::Command {
-    let cmd = Cli::command().after_help(format!(
-        "{}\n\n{}",
-        erofs_cli::FINGERPRINT_HELP,
-        erofs_cli::EXIT_STATUS_HELP
-    ));
-    if invoked_as == Some(DROP_IN_NAME) {
-        cmd.name(DROP_IN_NAME).bin_name(DROP_IN_NAME)
-    } else {
-        cmd
-    }
+    erofs_cli::command_for(Cli::command(), DROP_IN_NAME, invoked_as)
 }
 
 /// Parses the command line; a usage error exits with status 16.
 pub fn parse() -> Cli {
     let name = erofs_cli::invoked_as();
     let cmd = command(name.as_deref());
-    erofs_cli::generate_if_asked(&cmd, &[("erofs-utils compatibility", COMPATIBILITY)]);
+    let compatibility = erofs_cli::compatibility_section(DROP_IN_NAME);
+    erofs_cli::generate_if_asked(&cmd, &[("erofs-utils compatibility", &compatibility)]);
     let args: Vec<OsString> = std::env::args_os().collect();
     let matches = match cmd.try_get_matches_from(&args) {
         Ok(m) => m,
