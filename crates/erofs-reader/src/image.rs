@@ -272,7 +272,7 @@ impl Image {
                 }
                 r => r?,
             }
-            let len = u16::from_le_bytes(len) as usize;
+            let len = usize::from(zerocopy::little_endian::U16::from_bytes(len).get());
             if len == 0 || len > 256 {
                 return Err(Error::corrupt(
                     None,

@@ -67,7 +67,9 @@ impl Inode {
         let mut buf = [0u8; INODE_EXTENDED_SIZE];
         img.read_meta(offset, &mut buf[..avail as usize])
             .map_err(|e| e.with_nid(nid))?;
-        let raw_format = u16::from_le_bytes([buf[0], buf[1]]);
+        // Both inode kinds start with `i_format`; the compact view reads it.
+        let raw_format =
+            InodeCompact::read_from_prefix(&buf[..]).map_or(0, |(c, _)| c.format.get());
         let format = InodeFormat::decode(raw_format)
             .map_err(|raw| Error::corrupt(Some(nid), Some(offset), Corruption::InodeFormat(raw)))?;
         let sb = img.superblock();

@@ -666,7 +666,7 @@ impl Image {
                 let mut b = [0u8; 8];
                 self.read_meta(pos, &mut b)
                     .map_err(|e| e.with_nid(zi.nid))?;
-                pa = Some(u64::from_le_bytes(b));
+                pa = Some(zerocopy::little_endian::U64::from_bytes(b).get());
                 pos += 8;
                 lstart = 0;
             } else {
