@@ -232,7 +232,7 @@ fn run(cli: &Cli) -> Result<i32> {
             )?;
         }
         if cli.print_ratio {
-            writeln!(out, "compression ratio: {}", ratio_text(&report))?;
+            writeln!(out, "Compression ratio: {}", ratio_text(&report))?;
         }
         if let Some(r) = &extract_report {
             writeln!(
