@@ -71,10 +71,10 @@ pub struct CheckReport {
     pub compressed_bytes: u64,
     /// Bytes the compressed files decode to.
     pub decoded_bytes: u64,
-    /// Blocks holding regular-file data (pclusters and flat blocks; inline tails and
-    /// fragments count 0), for the compression ratio.
+    /// Blocks holding the data of files, directories and symlinks, per inode the bytes of
+    /// its pclusters (or flat data) rounded up, as fsck.erofs counts them; fragments 0.
     pub physical_blocks: u64,
-    /// Blocks the regular files span once decoded (`ceil(size / blksz)` each).
+    /// Blocks that data spans once decoded (`ceil(size / blksz)` per inode).
     pub logical_blocks: u64,
     /// Bytes of regular-file data mapped (and read, with `read_data`).
     pub data_bytes: u64,
@@ -213,13 +213,15 @@ impl Checker<'_> {
                 }
                 if inode.is_file() {
                     self.report.data_bytes = self.report.data_bytes.saturating_add(inode.size);
-                    let stored: u64 = extents
-                        .iter()
-                        .filter(|e| e.kind == crate::ExtentKind::Mapped)
-                        .map(|e| e.length.div_ceil(blksz))
-                        .sum();
-                    self.count_blocks(inode, stored);
                 }
+                // As fsck.erofs counts: every inode with data, an inline tail as a block.
+                let stored: u64 = extents
+                    .iter()
+                    .filter(|e| e.kind != crate::ExtentKind::Hole)
+                    .map(|e| e.length)
+                    .sum::<u64>()
+                    .div_ceil(blksz);
+                self.count_blocks(inode, stored);
             }
         }
         if inode.is_symlink() {
@@ -256,8 +258,6 @@ impl Checker<'_> {
             })) => Some(u64::from(max_pclusterblks.max(1)) << img.block_bits()),
             _ => None,
         };
-        // Pclusters already counted: dedupe points several extents at one pcluster.
-        let mut pclusters = std::collections::HashSet::new();
         let mut stored = 0u64;
         let mut oversized = Vec::new();
         let mut decoded = 0u64;
@@ -277,9 +277,9 @@ impl Checker<'_> {
                     img.z_decode_extent(inode, e)?.len() as u64
                 }
             });
-            if !e.inline && e.plen > 0 && pclusters.insert((e.physical, e.plen)) {
-                stored = stored.saturating_add(e.plen.div_ceil(img.block_size()));
-            }
+            // As fsck.erofs counts: every extent's pcluster (inline ones too, shared ones
+            // again), the sum rounded up to blocks.
+            stored = stored.saturating_add(e.plen);
             Ok(())
         });
         for (physical, plen, logical, limit) in oversized {
@@ -300,11 +300,11 @@ impl Checker<'_> {
         }
         if inode.is_file() {
             self.report.data_bytes = self.report.data_bytes.saturating_add(inode.size);
-            self.count_blocks(inode, stored);
         }
+        self.count_blocks(inode, stored.div_ceil(img.block_size()));
     }
 
-    /// Adds a regular file's blocks to the `-p` ratio: `stored` blocks hold what decodes to
+    /// Adds an inode's blocks to the `-p` ratio: `stored` blocks hold what decodes to
     /// `ceil(size / blksz)` blocks.
     fn count_blocks(&mut self, inode: &Inode, stored: u64) {
         let r = &mut self.report;

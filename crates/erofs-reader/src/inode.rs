@@ -67,10 +67,11 @@ impl Inode {
         let mut buf = [0u8; INODE_EXTENDED_SIZE];
         img.read_meta(offset, &mut buf[..avail as usize])
             .map_err(|e| e.with_nid(nid))?;
-        let format = InodeFormat::of_slot(&buf)
-            .unwrap_or(Err(0))
+        // Both inode kinds start with `i_format`; the compact view reads it.
+        let raw_format =
+            InodeCompact::read_from_prefix(&buf[..]).map_or(0, |(c, _)| c.format.get());
+        let format = InodeFormat::decode(raw_format)
             .map_err(|raw| Error::corrupt(Some(nid), Some(offset), Corruption::InodeFormat(raw)))?;
-        let raw_format = format.encode();
         let sb = img.superblock();
         let is48 = sb.incompat().contains(erofs_format::Incompat::BIT48);
         if format.bit4 && (!is48 || format.extended) {
@@ -142,7 +143,7 @@ impl Inode {
         if FileType::from_mode(inode.mode).is_none() {
             return Err(Error::corrupt(
                 Some(nid),
-                Some(offset + std::mem::offset_of!(erofs_format::InodeCompact, mode) as u64),
+                Some(offset + 4),
                 Corruption::InodeMode(inode.mode),
             ));
         }

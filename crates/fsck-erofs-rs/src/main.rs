@@ -278,7 +278,7 @@ fn run(cli: &Cli) -> Result<Exit> {
             )?;
         }
         if cli.print_ratio {
-            writeln!(out, "compression ratio: {}", ratio_text(&report))?;
+            writeln!(out, "Compression ratio: {}", ratio_text(&report))?;
         }
         drop(out);
         if let Some(v) = &verity {

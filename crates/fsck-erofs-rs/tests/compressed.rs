@@ -210,6 +210,24 @@ fn debian_mkfs_images_extract_like_debian_fsck() {
         let (a, b) = (describe(&theirs), describe(&ours));
         assert_eq!(a, b, "{v:?}");
         assert_eq!(describe(&src), b, "{v:?}: source tree");
+        // -p: the same compression ratio as fsck.erofs prints (at message level 3).
+        let ratio = |text: &str| {
+            text.lines().find_map(|l| {
+                l.split_once("Compression ratio: ")
+                    .map(|(_, r)| r.trim().to_owned())
+            })
+        };
+        let theirs = Command::new("fsck.erofs")
+            .args(["-d3", "-p", "--extract"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let theirs = ratio(&String::from_utf8_lossy(&theirs.stdout))
+            .or_else(|| ratio(&String::from_utf8_lossy(&theirs.stderr)));
+        let o = fsck(&["-q".as_ref(), "-p".as_ref(), img.as_os_str()]);
+        let ours = ratio(&String::from_utf8_lossy(&o.stdout));
+        assert!(ours.is_some(), "{v:?}: no ratio printed");
+        assert_eq!(ours, theirs, "{v:?}: -p");
     }
 }
 
