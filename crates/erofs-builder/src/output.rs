@@ -88,26 +88,21 @@ impl Output {
         match std::fs::metadata(&target) {
             Ok(meta) => {
                 let ft = meta.file_type();
-                if ft.is_block_device() {
+                // Devices and fifos are written in place, never replaced: a block device
+                // with positioned writes, the others as a stream.
+                if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() {
                     let file = std::fs::OpenOptions::new()
                         .write(true)
                         .open(&target)
                         .map_err(|e| create_error(path, e))?;
+                    let kind = if ft.is_block_device() {
+                        OutputKind::BlockDevice
+                    } else {
+                        OutputKind::Stream
+                    };
                     return Ok(Self {
                         target,
-                        kind: OutputKind::BlockDevice,
-                        file,
-                        pending: Pending::Nothing,
-                    });
-                }
-                if ft.is_char_device() || ft.is_fifo() {
-                    let file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&target)
-                        .map_err(|e| create_error(path, e))?;
-                    return Ok(Self {
-                        target,
-                        kind: OutputKind::Stream,
+                        kind,
                         file,
                         pending: Pending::Nothing,
                     });
