@@ -19,7 +19,7 @@ use erofs_format::{Compat, DataLayout, INODE_SLOT_SIZE, Incompat, NULL_ADDR, Sup
 
 use crate::tree::{FileContent, Inode, Kind, Tree};
 use crate::xattr::XattrPlan;
-use crate::{BuildError, Options, UuidChoice};
+use crate::{BuildError, Options};
 
 /// Where the records after the 128-byte superblock start: the compression configuration
 /// records (with `COMPR_CFGS`), then the long prefix records.
@@ -667,11 +667,7 @@ pub fn plan_with(
     sb.blocks_lo.set(total_blocks as u32);
     sb.meta_blkaddr.set((meta_start - 1) as u32);
     sb.xattr_blkaddr.set(xattr_blkaddr as u32);
-    sb.uuid = match options.uuid {
-        UuidChoice::Random => random_uuid(),
-        UuidChoice::Clear => [0; 16],
-        UuidChoice::Value(v) => v,
-    };
+    sb.uuid = options.uuid.resolve();
     sb.volume_name[..options.label.len()].copy_from_slice(&options.label);
 
     Ok(Plan {

@@ -57,6 +57,15 @@ pub enum UuidChoice {
 }
 
 impl UuidChoice {
+    /// The UUID an image gets: a new random one, zeros, or the value.
+    pub fn resolve(&self) -> [u8; 16] {
+        match self {
+            Self::Random => layout::random_uuid(),
+            Self::Clear => [0; 16],
+            Self::Value(v) => *v,
+        }
+    }
+
     /// Parses `random`, `clear` or a UUID with or without dashes.
     pub fn parse(s: &str) -> Result<Self, BuildError> {
         match s {
@@ -611,7 +620,7 @@ impl Integrity {
         if options.verity.is_none() && !options.fsverity_digest {
             return None;
         }
-        let uuid = verity::fixed_uuid(&options.uuid);
+        let uuid = options.uuid.resolve();
         let options = Options {
             uuid: UuidChoice::Value(uuid),
             ..options.clone()

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use erofs_verity::{DATA_BLOCK_SIZE, HASH_BLOCK_SIZE, HashTree, LeafSet, VeritySuperblock};
 use sha2::{Digest as _, Sha256};
 
-use crate::{BuildError, UuidChoice};
+use crate::BuildError;
 
 /// `--verity`: a dm-verity hash tree over the image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,15 +72,6 @@ pub(crate) fn choose_salt(opts: &VerityOptions, uuid: &[u8; 16], reproducible: b
         return h.finalize().to_vec();
     }
     [crate::layout::random_uuid(), crate::layout::random_uuid()].concat()
-}
-
-/// The UUID the image will carry, fixed before the build when the salt depends on it.
-pub(crate) fn fixed_uuid(choice: &UuidChoice) -> [u8; 16] {
-    match choice {
-        UuidChoice::Random => crate::layout::random_uuid(),
-        UuidChoice::Clear => [0; 16],
-        UuidChoice::Value(v) => *v,
-    }
 }
 
 const BATCH: usize = 1 << 20;
