@@ -33,7 +33,7 @@ pub struct AppendedVerity {
 
 /// Looks past the filesystem; `None` when the file ends with it.
 pub fn detect(img: &Image) -> Option<Appended> {
-    let fs_end = u64::from(img.superblock().blocks_lo.get()) << img.block_bits();
+    let fs_end = img.superblock().filesystem_bytes();
     let len = img.len();
     if len <= fs_end {
         return None;

@@ -83,6 +83,12 @@ impl SuperBlock {
         1u64 << self.blkszbits
     }
 
+    /// Bytes of the filesystem: `blocks_lo` blocks. What follows them in an image file
+    /// (an appended dm-verity tree, say) is not part of it.
+    pub fn filesystem_bytes(&self) -> u64 {
+        u64::from(self.blocks_lo.get()) * self.block_size()
+    }
+
     /// On-disk superblock size: 128 bytes plus 16 per extension slot.
     pub fn on_disk_size(&self) -> usize {
         SUPERBLOCK_SIZE + 16 * self.sb_extslots as usize

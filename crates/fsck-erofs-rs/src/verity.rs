@@ -53,7 +53,7 @@ pub fn verify(
         .and_then(|v| v.try_into().ok())
         .with_context(|| format!("--verity={root_hex}: a sha256 root hash is 64 hex digits"))?;
     let image = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let fs_bytes = u64::from(img.superblock().blocks_lo.get()) << img.block_bits();
+    let fs_bytes = img.superblock().filesystem_bytes();
     let data_blocks = fs_bytes.div_ceil(u64::from(DATA_BLOCK_SIZE));
     let (tree_src, tree_name, sb_offset) = match tree_file {
         Some(p) => (
