@@ -243,6 +243,34 @@ fn digest_at(level: &[u8], i: u64) -> Digest {
         .expect("a whole digest")
 }
 
+/// The first data block of `bytes` (blocks `first_block` on; a short last block read
+/// zero-padded) whose hash is not its leaf in `leaves`.
+pub fn first_bad_block(
+    salt: &[u8],
+    leaves: &[Digest],
+    first_block: u64,
+    bytes: &[u8],
+) -> Option<u64> {
+    let bs = DATA_BLOCK_SIZE as usize;
+    bytes
+        .chunks(bs)
+        .zip(first_block..)
+        .find(|(b, i)| {
+            let h = if b.len() == bs {
+                hash_block(salt, b)
+            } else {
+                let mut padded = b.to_vec();
+                padded.resize(bs, 0);
+                hash_block(salt, &padded)
+            };
+            leaves.get(*i as usize) != Some(&h)
+        })
+        .map(|(_, i)| i)
+}
+
+/// Data blocks hashed per parallel job.
+const JOB_BLOCKS: u64 = 256;
+
 /// Verifies `data` (the image; bytes past its end read as zeros) against `tree` (the bytes
 /// after the superblock) and `root`, in parallel. Reports the first bad block: the tree from
 /// the top down, then the data blocks in order.
@@ -254,14 +282,20 @@ pub fn verify_image(
     root: &Digest,
 ) -> Result<(), VerifyError> {
     let leaves = check_tree(data_blocks, tree, salt, root)?;
-    let bs = DATA_BLOCK_SIZE as usize;
-    let bad = (0..data_blocks).into_par_iter().find_first(|&i| {
-        let start = (i as usize).saturating_mul(bs).min(data.len());
-        let end = start.saturating_add(bs).min(data.len());
-        let mut block = data[start..end].to_vec();
-        block.resize(bs, 0);
-        hash_block(salt, &block) != leaves[i as usize]
-    });
+    let bs = DATA_BLOCK_SIZE as u64;
+    let bad = (0..data_blocks.div_ceil(JOB_BLOCKS))
+        .into_par_iter()
+        .find_map_first(|job| {
+            let first = job * JOB_BLOCKS;
+            let last = (first + JOB_BLOCKS).min(data_blocks);
+            let at = |b: u64| (b.saturating_mul(bs)).min(data.len() as u64) as usize;
+            let mut bytes = std::borrow::Cow::Borrowed(&data[at(first)..at(last)]);
+            let want = ((last - first) * bs) as usize;
+            if bytes.len() < want {
+                bytes.to_mut().resize(want, 0);
+            }
+            first_bad_block(salt, &leaves, first, &bytes)
+        });
     match bad {
         Some(i) => Err(VerifyError::DataBlock(i)),
         None => Ok(()),

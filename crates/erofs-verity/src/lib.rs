@@ -19,7 +19,7 @@ mod leaves;
 
 pub use dm::{
     DATA_BLOCK_SIZE, HASH_BLOCK_SIZE, HashTree, SUPERBLOCK_SIZE, VerifyError, VeritySuperblock,
-    check_tree, verify_image,
+    check_tree, first_bad_block, verify_image,
 };
 pub use fsverity::{FsVerityDescriptor, fsverity_digest, fsverity_digest_of_bytes};
 pub use leaves::{LeafSet, hash_block};

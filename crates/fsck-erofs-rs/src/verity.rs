@@ -10,7 +10,7 @@ use erofs_reader::Image;
 use erofs_reader::data::ExtentKind;
 use erofs_verity::{
     DATA_BLOCK_SIZE, Digest, HASH_BLOCK_SIZE, SUPERBLOCK_SIZE, VerifyError, VeritySuperblock,
-    check_tree, hash_block,
+    check_tree, first_bad_block,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -122,11 +122,7 @@ pub fn verify(
             let mut buf = vec![0u8; (end - start) as usize];
             let avail = image_len.saturating_sub(start).min(end - start) as usize;
             image.read_exact_at(&mut buf[..avail], start)?;
-            Ok(buf
-                .chunks(bs as usize)
-                .zip(start / bs..)
-                .find(|(b, blk)| hash_block(&sb.salt, b) != leaves[*blk as usize])
-                .map(|(_, blk)| blk))
+            Ok(first_bad_block(&sb.salt, &leaves, start / bs, &buf))
         })
         .collect::<std::io::Result<Vec<_>>>()
         .with_context(|| format!("reading {}", path.display()))?
