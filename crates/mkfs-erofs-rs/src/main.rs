@@ -508,7 +508,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         b.finish_and_clear();
     }
     if let Some(d) = diff_id {
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = erofs_verity::to_hex(&d);
         // With the image on standard output, the diff_id goes to stderr.
         if to_stdout {
             eprintln!("sha256:{hex}");
