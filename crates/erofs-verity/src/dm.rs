@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::leaves::hash_block;
+use crate::blocks::{hash_block, hash_blocks};
 use crate::{DIGEST_SIZE, Digest};
 
 /// Data block size: the kernel's dm-verity needs at most the page size, and EROFS images of
@@ -252,19 +252,18 @@ pub fn first_bad_block(
     bytes: &[u8],
 ) -> Option<u64> {
     let bs = DATA_BLOCK_SIZE as usize;
-    bytes
-        .chunks(bs)
+    let full = bytes.len() / bs * bs;
+    let mut hashes = Vec::new();
+    hash_blocks(salt, &bytes[..full], &mut hashes);
+    if full < bytes.len() {
+        let mut padded = bytes[full..].to_vec();
+        padded.resize(bs, 0);
+        hashes.push(hash_block(salt, &padded));
+    }
+    hashes
+        .iter()
         .zip(first_block..)
-        .find(|(b, i)| {
-            let h = if b.len() == bs {
-                hash_block(salt, b)
-            } else {
-                let mut padded = b.to_vec();
-                padded.resize(bs, 0);
-                hash_block(salt, &padded)
-            };
-            leaves.get(*i as usize) != Some(&h)
-        })
+        .find(|(h, i)| leaves.get(*i as usize) != Some(h))
         .map(|(_, i)| i)
 }
 

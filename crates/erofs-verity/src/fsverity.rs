@@ -1,6 +1,6 @@
 //! The fs-verity file digest (`fsverity digest`): SHA-256, 4096-byte blocks, no salt.
 
-use crate::leaves::hash_block;
+use crate::blocks::hash_block;
 use crate::{DATA_BLOCK_SIZE, DIGEST_SIZE, Digest};
 use sha2::{Digest as _, Sha256};
 

@@ -3,18 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sha2::{Digest as _, Sha256};
-
+use crate::blocks::{hash_block, hash_blocks};
 use crate::{DATA_BLOCK_SIZE, Digest};
-
-/// Hashes one block as dm-verity format 1 does: `sha256(salt || block)`. With an empty salt
-/// this is fs-verity's block hash too.
-pub fn hash_block(salt: &[u8], block: &[u8]) -> Digest {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(block);
-    h.finalize().into()
-}
 
 /// The leaf hashes of an image, filled by [`LeafSet::write_at`] from any thread.
 ///
@@ -55,10 +45,7 @@ impl LeafSet {
         if first_full < end_full {
             let start = (first_full * bs - offset) as usize;
             let stop = (end_full * bs - offset) as usize;
-            hashed = bytes[start..stop]
-                .chunks_exact(DATA_BLOCK_SIZE as usize)
-                .map(|b| hash_block(&self.salt, b))
-                .collect();
+            hash_blocks(&self.salt, &bytes[start..stop], &mut hashed);
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (i, d) in hashed.into_iter().enumerate() {

@@ -10,19 +10,20 @@
 //! The layout follows what `veritysetup format` writes (and the kernel's dm-verity reads):
 //! an optional 512-byte superblock padded to a hash block, then the levels of the tree from
 //! the top (one block) down to the leaf hashes, each hash block zero-padded.
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod blocks;
 mod dm;
 mod fsverity;
 mod leaves;
 
+pub use blocks::{hash_block, hash_blocks};
 pub use dm::{
     DATA_BLOCK_SIZE, HASH_BLOCK_SIZE, HashTree, SUPERBLOCK_SIZE, VerifyError, VeritySuperblock,
     check_tree, first_bad_block, verify_image,
 };
 pub use fsverity::{FsVerityDescriptor, fsverity_digest, fsverity_digest_of_bytes};
-pub use leaves::{LeafSet, hash_block};
+pub use leaves::LeafSet;
 
 /// Length of a SHA-256 digest.
 pub const DIGEST_SIZE: usize = 32;
