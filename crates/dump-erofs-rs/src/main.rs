@@ -107,18 +107,12 @@ fn main() -> std::process::ExitCode {
 
 /// Opens an image for viewing; the message names the path once, and says when it is a
 /// directory rather than an image.
-pub fn open_image(image: &std::path::Path) -> Result<Image> {
+pub fn open_image(image: &std::path::Path) -> Result<Image<'static>> {
     if image.is_dir() {
         bail!("{} is a directory, not an EROFS image", image.display());
     }
     // dump shows damaged images too: the checksum is reported, not enforced.
-    Image::open_with(
-        image,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    )
-    .map_err(|e| match e {
+    Image::open_with(image, OpenOptions::default().verify_checksum(false)).map_err(|e| match e {
         // Already names the path.
         erofs_reader::Error::Open { .. } => anyhow::anyhow!("{e}"),
         e => anyhow::anyhow!("cannot read {}: {e}", image.display()),

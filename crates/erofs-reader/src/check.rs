@@ -12,8 +12,9 @@ use crate::image::Image;
 use crate::inode::Inode;
 use crate::progress::Progress;
 
-/// What to check.
+/// What to check: `CheckOptions::default().read_data(true)`.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct CheckOptions {
     /// Report a superblock checksum mismatch (open the image with
     /// `verify_checksum: false` so that the walk still runs).
@@ -28,6 +29,20 @@ impl Default for CheckOptions {
             verify_checksum: true,
             read_data: false,
         }
+    }
+}
+
+impl CheckOptions {
+    /// Sets [`CheckOptions::verify_checksum`].
+    pub fn verify_checksum(mut self, on: bool) -> Self {
+        self.verify_checksum = on;
+        self
+    }
+
+    /// Sets [`CheckOptions::read_data`].
+    pub fn read_data(mut self, on: bool) -> Self {
+        self.read_data = on;
+        self
     }
 }
 
@@ -90,7 +105,7 @@ impl CheckReport {
 }
 
 struct Checker<'a> {
-    img: &'a Image,
+    img: &'a Image<'a>,
     opts: CheckOptions,
     report: CheckReport,
     /// nid -> (path, inode, references seen, subdirectories)

@@ -53,7 +53,7 @@ impl Extent {
     }
 }
 
-impl Image {
+impl Image<'_> {
     /// Name of the compression algorithm of a compressed inode (`lz4`, `lzma`, ...), read
     /// from its map header (§12.1).
     pub fn compression_algorithm(&self, inode: &Inode) -> Result<String> {
@@ -369,7 +369,7 @@ impl Image {
 /// Streams one file's data; see [`Image::reader`].
 #[derive(Debug)]
 pub struct FileReader<'a> {
-    image: &'a Image,
+    image: &'a Image<'a>,
     inode: Inode,
     pos: u64,
 }

@@ -82,7 +82,7 @@ pub fn parse_dir_block(block: &[u8], valid: usize, block_index: u64) -> Result<V
         .collect()
 }
 
-impl Image {
+impl Image<'_> {
     fn check_dir(&self, dir: &Inode) -> Result<()> {
         if !dir.is_dir() {
             return Err(Error::NotADirectory { nid: dir.nid });

@@ -105,7 +105,7 @@ fn rio<'p>(
 }
 
 struct Extractor<'a> {
-    img: &'a Image,
+    img: &'a Image<'a>,
     opts: ExtractOptions,
     report: ExtractReport,
     first_path: crate::nidmap::NidMap<PathBuf>,

@@ -52,7 +52,7 @@ pub struct XattrHeader {
     pub shared_ids: Vec<u32>,
 }
 
-impl Image {
+impl Image<'_> {
     fn xattr_err(nid: u64, offset: u64, msg: String) -> Error {
         Error::corrupt(Some(nid), Some(offset), Corruption::Xattr(msg))
     }

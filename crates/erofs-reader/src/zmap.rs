@@ -196,7 +196,7 @@ impl PclusterCache {
     }
 }
 
-impl Image {
+impl Image<'_> {
     /// The configuration record of `algorithm` (`COMPR_CFGS`), if the image has one.
     pub fn compression_config(&self, algorithm: Algorithm) -> Result<Option<ComprCfg>> {
         let sb = self.superblock();

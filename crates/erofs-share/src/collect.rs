@@ -78,7 +78,7 @@ struct Found {
 
 /// State shared by the directory jobs of [`parallel_regular_files`].
 struct ParWalk<'a> {
-    image: &'a Image,
+    image: &'a Image<'a>,
     /// Directories claimed so far: each is read at most once, so the work is bounded by the
     /// image even when directories point at each other.
     visited: Mutex<HashSet<u64>>,
@@ -336,7 +336,11 @@ mod tests {
         let at = deeper.dirent_offset.unwrap() as usize;
         let mut bytes = std::fs::read(reference("compact")).unwrap();
         bytes[at..at + 8].copy_from_slice(&img.root_nid().to_le_bytes());
-        let img = erofs_reader::fuzzing::open_unchecked(bytes).unwrap();
+        let img = Image::from_source(
+            bytes,
+            erofs_reader::OpenOptions::default().verify_checksum(false),
+        )
+        .unwrap();
         assert!(on_threads(4, || parallel_regular_files(&img)).is_none());
         let err = on_threads(4, || regular_files(&img)).unwrap_err();
         assert!(err.to_string().contains("/dir/sub/deeper"), "{err}");
@@ -356,7 +360,10 @@ mod tests {
                 let at = 1024 + (rng.next_u64() % (pristine.len() as u64 / 2 - 1024)) as usize;
                 b[at] ^= 1 << (rng.next_u64() % 8);
             }
-            let Some(img) = erofs_reader::fuzzing::open_unchecked(b) else {
+            let Ok(img) = Image::from_source(
+                b,
+                erofs_reader::OpenOptions::default().verify_checksum(false),
+            ) else {
                 continue;
             };
             let serial = outcome(&serial_regular_files(&img));
