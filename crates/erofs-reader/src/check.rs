@@ -5,7 +5,6 @@ use crate::nidmap::NidMap;
 
 use erofs_format::FileType;
 use erofs_format::xattr::name_filter_bit;
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::image::Image;
@@ -47,7 +46,8 @@ impl CheckOptions {
 }
 
 /// One problem found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Problem {
     /// The inode concerned, if any.
     pub nid: Option<u64>,
@@ -63,7 +63,8 @@ pub struct Problem {
 }
 
 /// Summary of a check.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CheckReport {
     /// Image size in bytes.
     pub image_size: u64,

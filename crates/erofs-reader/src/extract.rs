@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use erofs_format::FileType;
 use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps, XattrFlags};
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::image::Image;
@@ -65,7 +64,8 @@ pub enum ExtractError {
 }
 
 /// Counts of what was restored.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ExtractReport {
     /// Directories created or reused.
     pub directories: u64,

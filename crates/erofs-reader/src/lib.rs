@@ -30,6 +30,7 @@ pub mod inode;
 mod nidmap;
 pub mod progress;
 pub mod source;
+pub mod space;
 pub mod stats;
 pub mod summary;
 pub mod walk;
@@ -49,6 +50,7 @@ pub use xattr::Xattr;
 pub use zmap::{ZExtent, ZStorage};
 
 /// Serializes raw bytes as a string: UTF-8 as is, other bytes escaped `\xNN`.
+#[cfg(feature = "serde")]
 pub fn serde_bytes_lossy<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&escape_bytes(b))
 }

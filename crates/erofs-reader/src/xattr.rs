@@ -6,7 +6,6 @@ use erofs_format::xattr::{
     name_filter_bit, short_prefix, split_short_prefix,
 };
 use erofs_format::{Compat, XattrEntry, XattrIbodyHeader};
-use serde::Serialize;
 use zerocopy::FromBytes;
 
 use crate::error::{Corruption, Error, Result};
@@ -14,14 +13,15 @@ use crate::image::Image;
 use crate::inode::Inode;
 
 /// One extended attribute.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Xattr {
     /// The full name (prefix + suffix) as raw bytes. Names with index 0 (hidden) are the
     /// bare suffix.
-    #[serde(serialize_with = "crate::serde_bytes_lossy")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_bytes_lossy"))]
     pub name: Vec<u8>,
     /// The value.
-    #[serde(serialize_with = "crate::serde_bytes_lossy")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_bytes_lossy"))]
     pub value: Vec<u8>,
     /// Stored in the shared area rather than inline.
     pub shared: bool,
