@@ -28,6 +28,8 @@ pub mod fuzzing;
 pub mod image;
 pub mod inode;
 mod nidmap;
+#[cfg(feature = "parallel")]
+mod par_walk;
 pub mod progress;
 pub mod source;
 pub mod space;
