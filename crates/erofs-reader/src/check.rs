@@ -48,6 +48,7 @@ impl CheckOptions {
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Problem {
     /// The inode concerned, if any.
     pub nid: Option<u64>,
@@ -65,6 +66,7 @@ pub struct Problem {
 /// Summary of a check.
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct CheckReport {
     /// Image size in bytes.
     pub image_size: u64,

@@ -17,6 +17,7 @@ use crate::progress::Progress;
 
 /// What to restore.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct ExtractOptions {
     /// Replace existing files (directories are reused). Without it an existing path is
     /// an error.
@@ -34,6 +35,26 @@ impl Default for ExtractOptions {
             preserve_owner: rustix::process::geteuid().is_root(),
             xattrs: true,
         }
+    }
+}
+
+impl ExtractOptions {
+    /// Sets [`ExtractOptions::overwrite`].
+    pub fn overwrite(mut self, on: bool) -> Self {
+        self.overwrite = on;
+        self
+    }
+
+    /// Sets [`ExtractOptions::preserve_owner`].
+    pub fn preserve_owner(mut self, on: bool) -> Self {
+        self.preserve_owner = on;
+        self
+    }
+
+    /// Sets [`ExtractOptions::xattrs`].
+    pub fn xattrs(mut self, on: bool) -> Self {
+        self.xattrs = on;
+        self
     }
 }
 
@@ -66,6 +87,7 @@ pub enum ExtractError {
 /// Counts of what was restored.
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ExtractReport {
     /// Directories created or reused.
     pub directories: u64,

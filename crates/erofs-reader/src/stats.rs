@@ -18,6 +18,7 @@ pub const SIZE_BUCKETS_KIB: [u64; 16] = [
 /// One histogram bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Bucket {
     /// Lower bound in KiB (inclusive).
     pub from_kib: u64,
@@ -30,6 +31,7 @@ pub struct Bucket {
 /// Statistics of an image.
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Stats {
     /// Paths reached (every type).
     pub files: u64,
@@ -59,6 +61,7 @@ pub struct Stats {
 /// Per-algorithm counts of [`Stats::compression`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct AlgorithmStats {
     /// Files with at least one such extent.
     pub files: u64,

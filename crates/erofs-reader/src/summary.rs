@@ -6,6 +6,7 @@ use crate::image::{Image, compat_names, incompat_names};
 /// Superblock facts, decoded.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct SuperblockInfo {
     /// `0xE0F5E1E2`.
     pub magic: u32,

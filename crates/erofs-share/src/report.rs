@@ -56,6 +56,7 @@ impl ImageFacts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum ImageProblem {
     /// The superblock lacks compat `ISHARE_XATTRS`: the kernel turns `inode_share` off.
     NoIshareFeature,
@@ -91,6 +92,7 @@ pub struct FileFacts {
 /// Per-image totals.
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ImageSummary {
     /// The image as named by the user.
     pub path: String,
@@ -109,6 +111,7 @@ pub struct ImageSummary {
 /// One file as it appears in a group or a finding.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Member {
     /// Index into [`Report::images`].
     pub image: usize,
@@ -121,6 +124,7 @@ pub struct Member {
 /// A set of inodes that would use one shared page cache.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ShareGroup {
     /// The fingerprint value, hex-encoded.
     pub fingerprint: String,
@@ -139,6 +143,7 @@ pub struct ShareGroup {
 /// One variant of a fingerprint value that appears with conflicting attributes.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Variant {
     /// File size of this variant.
     pub size: u64,
@@ -152,6 +157,7 @@ pub struct Variant {
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum Finding {
     /// Non-empty regular files without a fingerprint xattr.
     NoFingerprint {
@@ -247,6 +253,7 @@ impl Finding {
 /// Totals across all images.
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Totals {
     /// Regular-file inodes in all images.
     pub files: u64,
@@ -277,6 +284,7 @@ pub struct Totals {
 /// The sharing report for a set of images mounted in one domain.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Report {
     /// What the report assumes about how the images are mounted.
     pub assumptions: Vec<String>,

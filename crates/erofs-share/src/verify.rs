@@ -19,6 +19,7 @@ pub const READ_CHUNK: usize = 256 << 10;
 /// A file whose fingerprint is wrong or could not be checked.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct FileIssue {
     /// Inode number.
     pub nid: u64,
@@ -34,6 +35,7 @@ pub struct FileIssue {
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum Issue {
     /// The stored digest differs from the content's SHA-256.
     Mismatch {
@@ -71,6 +73,7 @@ impl Issue {
 /// The outcome of [`verify_fingerprints`].
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Full name of the fingerprint xattr, when the image declares one.
     pub fingerprint_name: Option<String>,

@@ -403,11 +403,9 @@ fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
 
 fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
     let (nid, _) = subtree(cli, img)?;
-    let mut opts = ExtractOptions {
-        overwrite: cli.overwrite,
-        xattrs: !cli.no_xattrs,
-        ..ExtractOptions::default()
-    };
+    let mut opts = ExtractOptions::default()
+        .overwrite(cli.overwrite)
+        .xattrs(!cli.no_xattrs);
     if cli.no_preserve_owner {
         opts.preserve_owner = false;
     }
