@@ -207,7 +207,7 @@ impl Image<'_> {
     }
 
     /// The byte range of a chunk-based inode's chunk table.
-    pub(crate) fn chunk_table_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
+    pub fn chunk_table_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
         let t = self.chunk_table(inode)?;
         Ok(t.start..t.start + t.len)
     }

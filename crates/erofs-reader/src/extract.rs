@@ -206,9 +206,7 @@ impl Extractor<'_> {
             let Some(phys) = ext.physical else {
                 continue; // a hole: left unwritten, so the file stays sparse
             };
-            self.img
-                .copy_to_file(phys, ext.length, &f, ext.logical)
-                .map_err(io("write", path))?;
+            copy_to_file(self.img, phys, ext.length, &f, ext.logical).map_err(io("write", path))?;
             self.report.bytes_written = self.report.bytes_written.saturating_add(ext.length);
             end = ext.end();
         }
@@ -379,4 +377,41 @@ pub fn extract(
     batch.flush();
     progress.finish();
     Ok(x.report)
+}
+
+/// Copies `len` image bytes at `offset` into `out` at `out_offset`, in the kernel
+/// (`copy_file_range`) when the image is a file, else through a buffer. Used for
+/// extraction of uncompressed data.
+fn copy_to_file(
+    img: &Image<'_>,
+    offset: u64,
+    len: u64,
+    out: &fs::File,
+    out_offset: u64,
+) -> std::io::Result<()> {
+    img.check_range(offset, len)
+        .map_err(std::io::Error::other)?;
+    let (mut src_off, mut dst_off, mut left) = (offset, out_offset, len);
+    if let Some(f) = img.source().as_fd() {
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            match rustix::fs::copy_file_range(f, Some(&mut src_off), out, Some(&mut dst_off), chunk)
+            {
+                Ok(0) => break,
+                Ok(n) => left -= n as u64,
+                // Not supported between these filesystems: fall back to a buffer.
+                Err(_) => break,
+            }
+        }
+    }
+    let mut buf = vec![0u8; left.min(128 * 1024) as usize];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        img.source().read_exact_at(&mut buf[..n], src_off)?;
+        out.write_all_at(&buf[..n], dst_off)?;
+        src_off += n as u64;
+        dst_off += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
 }

@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -435,49 +434,6 @@ impl<'a> Image<'a> {
         Ok(v)
     }
 
-    /// Copies `len` image bytes at `offset` into `out` at `out_offset`, in the kernel
-    /// (`copy_file_range`) when the image is a file, else through a buffer. Used for
-    /// extraction of uncompressed data.
-    pub(crate) fn copy_to_file(
-        &self,
-        offset: u64,
-        len: u64,
-        out: &File,
-        out_offset: u64,
-    ) -> std::io::Result<()> {
-        self.check_range(offset, len)
-            .map_err(std::io::Error::other)?;
-        let (mut src_off, mut dst_off, mut left) = (offset, out_offset, len);
-        if let Some(f) = self.src.as_fd() {
-            while left > 0 {
-                let chunk = left.min(1 << 30) as usize;
-                match rustix::fs::copy_file_range(
-                    f,
-                    Some(&mut src_off),
-                    out,
-                    Some(&mut dst_off),
-                    chunk,
-                ) {
-                    Ok(0) => break,
-                    Ok(n) => left -= n as u64,
-                    // Not supported between these filesystems: fall back to a buffer.
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut buf = vec![0u8; left.min(128 * 1024) as usize];
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            self.read_exact(src_off, &mut buf[..n])
-                .map_err(std::io::Error::other)?;
-            out.write_all_at(&buf[..n], dst_off)?;
-            src_off += n as u64;
-            dst_off += n as u64;
-            left -= n as u64;
-        }
-        Ok(())
-    }
-
     /// Reads `len` bytes at `offset` into a new buffer. The length is checked against the
     /// image size before allocating.
     pub(crate) fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -488,7 +444,7 @@ impl<'a> Image<'a> {
     }
 
     /// Checks that `len` bytes at `offset` lie inside the image.
-    pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
             Some(_) => Err(Error::corrupt(

@@ -84,6 +84,36 @@ mod tests {
         assert_sync::<super::Image>();
     }
 
+    /// The tools built on the reader use only its public API (and the nid map helper), so
+    /// that they can move to a crate of their own without opening the core's raw reads.
+    #[test]
+    fn the_tools_use_only_the_public_reader_api() {
+        let tools = [
+            ("check.rs", include_str!("check.rs")),
+            ("extract.rs", include_str!("extract.rs")),
+            ("stats.rs", include_str!("stats.rs")),
+            ("summary.rs", include_str!("summary.rs")),
+            ("space.rs", include_str!("space.rs")),
+        ];
+        let private = [
+            "read_exact(",
+            "read_vec(",
+            "read_meta(",
+            "read_meta_vec(",
+            "zinfo(",
+            "z_map_with(",
+            "z_decoded(",
+            "z_read_at(",
+            "zcache(",
+            "crate::decompress",
+        ];
+        for (name, text) in tools {
+            for p in private {
+                assert!(!text.contains(p), "{name} uses the reader's private {p}");
+            }
+        }
+    }
+
     #[test]
     fn escape_keeps_utf8_and_escapes_the_rest() {
         assert_eq!(super::escape_bytes(b"a\xffb\\"), "a\\xffb\\\\");

@@ -13,9 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use erofs_format::xattr::{LongPrefixRecordHeader, XattrEntry, entry_size};
+use erofs_format::xattr::LongPrefixRecordHeader;
 use erofs_format::{Compat, Incompat, SUPERBLOCK_OFFSET};
-use zerocopy::FromBytes;
 
 use crate::data::ExtentKind;
 use crate::error::Result;
@@ -218,25 +217,11 @@ fn head(image: &Image<'_>, c: &mut Claims) -> Result<()> {
     c.add(0, sb_start, SpaceKind::Reserved, "boot area");
     let sb_len = image.superblock_bytes().len() as u64;
     c.add(sb_start, sb_len, SpaceKind::Superblock, "superblock");
-    if sb.incompat().contains(Incompat::COMPR_CFGS) {
-        let start = sb_start + sb_len;
-        let end = image.block_size().max(4096).min(image.len());
-        let bytes = image.read_vec(start, end.saturating_sub(start))?;
-        // Errors here are reported by the compressed files that need the records.
-        if let Ok(records) =
-            erofs_format::compress::decode_compr_cfgs(sb.available_compr_algs.get(), &bytes)
-        {
-            for (pos, cfg) in records {
-                let owner = format!("{} config", cfg.algorithm().name());
-                let len = cfg.encode().len() as u64;
-                c.add(
-                    start + pos as u64,
-                    len,
-                    SpaceKind::CompressionConfigs,
-                    &owner,
-                );
-            }
-        }
+    // Errors here are reported by the compressed files that need the records.
+    for (at, cfg) in image.compression_configs().unwrap_or_default() {
+        let owner = format!("{} config", cfg.algorithm().name());
+        let len = cfg.encode().len() as u64;
+        c.add(at, len, SpaceKind::CompressionConfigs, &owner);
     }
     let packed = sb.packed_nid.get();
     if sb.incompat().contains(Incompat::XATTR_PREFIXES)
@@ -287,14 +272,10 @@ fn inode_claims(
         if !shared.insert(id) {
             continue;
         }
-        let at = image.shared_xattr_offset(id)?;
-        let mut raw = [0u8; erofs_format::xattr::XATTR_ENTRY_HEADER_SIZE];
-        image.read_meta(at, &mut raw)?;
-        let e = XattrEntry::read_from_bytes(&raw).unwrap_or_default();
-        let len = entry_size(usize::from(e.name_len), usize::from(e.value_size.get()));
+        let range = image.shared_xattr_range(id)?;
         c.add(
-            at,
-            len as u64,
+            range.start,
+            range.end - range.start,
             SpaceKind::SharedXattr,
             &format!("shared xattr {id}"),
         );
@@ -303,7 +284,7 @@ fn inode_claims(
         return Ok(());
     }
     if inode.is_compressed() {
-        let index = image.z_index_range(inode)?;
+        let index = image.compression_index_range(inode)?;
         c.add(
             index.start,
             index.end - index.start,

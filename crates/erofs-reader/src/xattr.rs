@@ -184,6 +184,21 @@ impl Image<'_> {
         Ok(base + 4 * u64::from(id))
     }
 
+    /// The byte range of shared xattr `id`'s record (header, name suffix and value, padded to
+    /// 4 bytes), checked to lie inside the image.
+    pub fn shared_xattr_range(&self, id: u32) -> Result<std::ops::Range<u64>> {
+        let at = self.shared_xattr_offset(id)?;
+        let mut raw = [0u8; erofs_format::xattr::XATTR_ENTRY_HEADER_SIZE];
+        self.read_meta(at, &mut raw)?;
+        let e = erofs_format::xattr::XattrEntry::read_from_bytes(&raw).unwrap_or_default();
+        let len = erofs_format::xattr::entry_size(
+            usize::from(e.name_len),
+            usize::from(e.value_size.get()),
+        ) as u64;
+        self.check_range(at, len)?;
+        Ok(at..at + len)
+    }
+
     /// Reads shared xattr `id` on behalf of inode `nid`.
     pub fn shared_xattr(&self, nid: u64, id: u32) -> Result<Xattr> {
         if self

@@ -204,9 +204,19 @@ impl PclusterCache {
 impl Image<'_> {
     /// The configuration record of `algorithm` (`COMPR_CFGS`), if the image has one.
     pub fn compression_config(&self, algorithm: Algorithm) -> Result<Option<ComprCfg>> {
+        Ok(self
+            .compression_configs()?
+            .into_iter()
+            .map(|(_, c)| c)
+            .find(|c| c.algorithm() == algorithm))
+    }
+
+    /// Every `COMPR_CFGS` record after the superblock, with its byte offset in the image;
+    /// empty without the feature.
+    pub fn compression_configs(&self) -> Result<Vec<(u64, ComprCfg)>> {
         let sb = self.superblock();
         if !sb.incompat().contains(Incompat::COMPR_CFGS) {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let start = (SUPERBLOCK_OFFSET + sb.on_disk_size()) as u64;
         let end = self.block_size().max(4096).min(self.len());
@@ -217,8 +227,8 @@ impl Image<'_> {
             })?;
         Ok(recs
             .into_iter()
-            .map(|(_, c)| c)
-            .find(|c| c.algorithm() == algorithm))
+            .map(|(pos, c)| (start + pos as u64, c))
+            .collect())
     }
 
     /// Algorithms the superblock allows (`available_compr_algs`, or LZ4 alone without
@@ -789,7 +799,7 @@ impl Image<'_> {
     }
 
     /// The byte range of a compressed inode's map header and indexes (or extent records).
-    pub(crate) fn z_index_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
+    pub fn compression_index_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
         let zi = self.zinfo(inode)?;
         Ok(zi.header..zi.index_end)
     }
