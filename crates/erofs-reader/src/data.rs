@@ -206,6 +206,11 @@ impl Image<'_> {
         })
     }
 
+    /// The chunk size of a chunk-based inode in bytes.
+    pub fn chunk_size(&self, inode: &Inode) -> Result<u64> {
+        Ok(1u64 << self.chunk_table(inode)?.chunkbits)
+    }
+
     /// The byte range of a chunk-based inode's chunk table.
     pub fn chunk_table_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
         let t = self.chunk_table(inode)?;

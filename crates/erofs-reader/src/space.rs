@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use erofs_format::xattr::LongPrefixRecordHeader;
 use erofs_format::{Compat, Incompat, SUPERBLOCK_OFFSET};
 
-use crate::data::ExtentKind;
-use crate::error::Result;
+use crate::data::{Extent, ExtentKind};
+use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::inode::Inode;
 use crate::zmap::ZStorage;
@@ -298,6 +298,11 @@ fn inode_claims(
         }
         return Ok(());
     }
+    let kind_of = |e: &Extent| match (e.kind, inode.is_dir()) {
+        (_, true) => SpaceKind::Directory,
+        (ExtentKind::Inline, false) => SpaceKind::InlineData,
+        _ => SpaceKind::Data,
+    };
     if inode.layout == erofs_format::DataLayout::ChunkBased {
         let table = image.chunk_table_range(inode)?;
         c.add(
@@ -306,15 +311,28 @@ fn inode_claims(
             SpaceKind::ChunkIndexes,
             owner,
         );
+        // Chunk by chunk: chunks on an extra device (a tar indexed with `--tar=i`, a blob)
+        // hold no bytes of this image. The count is bounded by the table, inside the image.
+        let chunk = image.chunk_size(inode)?;
+        let mut pos = 0;
+        while pos < inode.size {
+            match image.map(inode, pos) {
+                Ok(e) => {
+                    if let Some(at) = e.physical {
+                        c.add(at, e.length, kind_of(&e), owner);
+                    }
+                }
+                Err(Error::ExtraDevice { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            pos = pos.saturating_add(chunk);
+        }
+        return Ok(());
     }
     for e in image.data_extents(inode)? {
-        let Some(at) = e.physical else { continue };
-        let kind = match (e.kind, inode.is_dir()) {
-            (_, true) => SpaceKind::Directory,
-            (ExtentKind::Inline, false) => SpaceKind::InlineData,
-            _ => SpaceKind::Data,
-        };
-        c.add(at, e.length, kind, owner);
+        if let Some(at) = e.physical {
+            c.add(at, e.length, kind_of(&e), owner);
+        }
     }
     Ok(())
 }
