@@ -62,6 +62,11 @@ fn the_map_of_the_example_image_accounts_for_every_byte() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(total, size, "the totals sum to the image size");
+    assert_eq!(
+        map["totals"].get("unreferenced"),
+        None,
+        "every block is used"
+    );
     for kind in ["superblock", "inode", "inline-xattrs", "directory", "data"] {
         assert!(map["totals"][kind].as_u64() > Some(0), "{kind}: {map}");
     }
