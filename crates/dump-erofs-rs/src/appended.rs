@@ -40,10 +40,13 @@ pub fn detect(img: &Image) -> Option<Appended> {
     }
     // The tree starts at the next data block boundary; the gap is zero padding.
     let hash_offset = fs_end.div_ceil(u64::from(DATA_BLOCK_SIZE)) * u64::from(DATA_BLOCK_SIZE);
-    let verity = img
-        .read_vec(hash_offset, SUPERBLOCK_SIZE as u64)
-        .ok()
-        .and_then(|b| VeritySuperblock::decode(&b))
+    let mut sb = [0u8; SUPERBLOCK_SIZE];
+    // The tree lies outside the filesystem, so it is read from the source itself; a short
+    // read past the end of the file is an error, not a verity superblock.
+    let verity = (hash_offset + SUPERBLOCK_SIZE as u64 <= len)
+        .then(|| img.source().read_exact_at(&mut sb, hash_offset).ok())
+        .flatten()
+        .and_then(|()| VeritySuperblock::decode(&sb))
         .map(|sb| AppendedVerity {
             hash_offset,
             size: len - hash_offset,

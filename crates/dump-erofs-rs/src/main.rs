@@ -2,7 +2,8 @@
 //!
 //! The default view is the superblock summary. `-S` adds statistics, `--nid`/`--path`
 //! select an inode (shown with its layout, sizes, xattrs and extents), `--ls` lists a
-//! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs. `--json` turns
+//! directory, `--cat` writes a file's contents, `--xattrs` lists xattrs, `--map` accounts
+//! for every byte of the image. `--json` turns
 //! every view into one JSON object (see docs/json.md).
 
 mod appended;
@@ -65,6 +66,12 @@ pub struct Cli {
     #[arg(long)]
     pub xattrs: bool,
 
+    /// Account for every byte of the image: a sorted list of ranges (superblock, inodes,
+    /// xattrs, directories, data, pclusters, padding, unreferenced bytes) with their owners,
+    /// and totals per kind that sum to the image size.
+    #[arg(long)]
+    pub map: bool,
+
     /// Print JSON (one object whose keys are the views shown; see docs/json.md).
     #[arg(long)]
     pub json: bool,
@@ -107,18 +114,12 @@ fn main() -> std::process::ExitCode {
 
 /// Opens an image for viewing; the message names the path once, and says when it is a
 /// directory rather than an image.
-pub fn open_image(image: &std::path::Path) -> Result<Image> {
+pub fn open_image(image: &std::path::Path) -> Result<Image<'static>> {
     if image.is_dir() {
         bail!("{} is a directory, not an EROFS image", image.display());
     }
     // dump shows damaged images too: the checksum is reported, not enforced.
-    Image::open_with(
-        image,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    )
-    .map_err(|e| match e {
+    Image::open_with(image, OpenOptions::default().verify_checksum(false)).map_err(|e| match e {
         // Already names the path.
         erofs_reader::Error::Open { .. } => anyhow::anyhow!("{e}"),
         e => anyhow::anyhow!("cannot read {}: {e}", image.display()),
@@ -157,8 +158,8 @@ fn run(cli: &Cli) -> Result<Exit> {
         (None, None) => None,
     };
     let inode_view = selected.is_some() && !cli.ls && !cli.cat && !cli.xattrs;
-    let superblock =
-        cli.superblock || !(cli.stats || selected.is_some() || cli.ls || cli.cat || cli.xattrs);
+    let superblock = cli.superblock
+        || !(cli.stats || selected.is_some() || cli.ls || cli.cat || cli.xattrs || cli.map);
     let target = || -> Result<(erofs_reader::Inode, Option<Vec<u8>>)> {
         match &selected {
             Some(s) => Ok(s.clone()),
@@ -193,6 +194,14 @@ fn run(cli: &Cli) -> Result<Exit> {
             json.insert("stats".into(), serde_json::to_value(&stats)?);
         } else {
             views::print_stats(&mut out, &stats)?;
+        }
+    }
+    if cli.map {
+        let map = erofs_reader::space::space_map(&img).context("mapping the image")?;
+        if cli.json {
+            json.insert("map".into(), serde_json::to_value(&map)?);
+        } else {
+            views::print_map(&mut out, &map)?;
         }
     }
     if inode_view && let Some((inode, path)) = &selected {

@@ -36,13 +36,8 @@ pub fn run(
         .enumerate()
         .map(|(i, path)| {
             let name = path.display().to_string();
-            let img = Image::open_with(
-                path,
-                OpenOptions {
-                    verify_checksum: true,
-                },
-            )
-            .with_context(|| format!("cannot read {name}"))?;
+            let img = Image::open_with(path, OpenOptions::default().verify_checksum(true))
+                .with_context(|| format!("cannot read {name}"))?;
             let facts = image_facts(&name, &img);
             let regular = regular_files(&img).with_context(|| format!("walking {name}"))?;
             let mut files =

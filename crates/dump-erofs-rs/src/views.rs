@@ -489,3 +489,35 @@ pub fn print_xattrs(out: &mut impl Write, xattrs: &[Xattr]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The `--map` view: one line per range (hex offsets, length, kind, owners), then the
+/// bytes per kind and their sum, which is the image size.
+pub fn print_map(out: &mut impl Write, m: &erofs_reader::space::SpaceMap) -> Result<()> {
+    writeln!(
+        out,
+        "{:>10} {:>10} {:>10}  {:<20} OWNERS",
+        "START", "END", "BYTES", "KIND"
+    )?;
+    for r in &m.ranges {
+        writeln!(
+            out,
+            "{:#010x} {:#010x} {:>10}  {:<20} {}",
+            r.start,
+            r.end,
+            r.len(),
+            r.kind.name(),
+            r.owners.join(", ")
+        )?;
+    }
+    writeln!(out)?;
+    for (kind, bytes) in &m.totals {
+        writeln!(out, "{kind:<20} {bytes:>12}")?;
+    }
+    let sum: u64 = m.totals.values().sum();
+    writeln!(
+        out,
+        "{:<20} {:>12} (image size {})",
+        "total", sum, m.image_size
+    )?;
+    Ok(())
+}

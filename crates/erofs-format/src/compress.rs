@@ -430,6 +430,7 @@ impl LclusterIndex {
 
 /// Why an index could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IndexError {
     /// The lcluster size does not fit the compact layout (≤ 14 bits for 4-byte packs, ≤ 12
     /// for 2-byte packs).
@@ -816,6 +817,7 @@ pub enum ComprCfg {
 
 /// Why a configuration record is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ComprCfgError {
     /// The algorithm of the record.
     pub algorithm: Algorithm,

@@ -5,15 +5,15 @@ use crate::nidmap::NidMap;
 
 use erofs_format::FileType;
 use erofs_format::xattr::name_filter_bit;
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::image::Image;
 use crate::inode::Inode;
 use crate::progress::Progress;
 
-/// What to check.
+/// What to check: `CheckOptions::default().read_data(true)`.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct CheckOptions {
     /// Report a superblock checksum mismatch (open the image with
     /// `verify_checksum: false` so that the walk still runs).
@@ -31,8 +31,24 @@ impl Default for CheckOptions {
     }
 }
 
+impl CheckOptions {
+    /// Sets [`CheckOptions::verify_checksum`].
+    pub fn verify_checksum(mut self, on: bool) -> Self {
+        self.verify_checksum = on;
+        self
+    }
+
+    /// Sets [`CheckOptions::read_data`].
+    pub fn read_data(mut self, on: bool) -> Self {
+        self.read_data = on;
+        self
+    }
+}
+
 /// One problem found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Problem {
     /// The inode concerned, if any.
     pub nid: Option<u64>,
@@ -48,7 +64,9 @@ pub struct Problem {
 }
 
 /// Summary of a check.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct CheckReport {
     /// Image size in bytes.
     pub image_size: u64,
@@ -90,7 +108,7 @@ impl CheckReport {
 }
 
 struct Checker<'a> {
-    img: &'a Image,
+    img: &'a Image<'a>,
     opts: CheckOptions,
     report: CheckReport,
     /// nid -> (path, inode, references seen, subdirectories)

@@ -8,7 +8,6 @@ use erofs_format::compress::{Algorithm, MapHeader};
 use erofs_format::{
     CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, DataLayout, Incompat, NULL_ADDR, round_up,
 };
-use serde::Serialize;
 use zerocopy::FromBytes;
 
 use crate::error::{Corruption, Error, Result};
@@ -22,8 +21,9 @@ const NULL_ADDR_48: u64 = (1 << 48) - 1;
 pub const MAX_SYMLINK_LEN: u64 = 4096;
 
 /// How a range of a file's bytes is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum ExtentKind {
     /// In data blocks at `physical`.
     Mapped,
@@ -34,7 +34,8 @@ pub enum ExtentKind {
 }
 
 /// A range of a file's logical bytes and where they are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Extent {
     /// First logical byte.
     pub logical: u64,
@@ -53,7 +54,16 @@ impl Extent {
     }
 }
 
-impl Image {
+/// Where a chunk-based inode's chunk table lies and how it is laid out.
+struct ChunkTable {
+    start: u64,
+    len: u64,
+    /// 4 (block map) or 8 (chunk indexes) bytes per chunk.
+    entry: u64,
+    chunkbits: u32,
+}
+
+impl Image<'_> {
     /// Name of the compression algorithm of a compressed inode (`lz4`, `lzma`, ...), read
     /// from its map header (§12.1).
     pub fn compression_algorithm(&self, inode: &Inode) -> Result<String> {
@@ -166,7 +176,8 @@ impl Image {
         Ok(ext)
     }
 
-    fn map_chunk(&self, inode: &Inode, logical: u64) -> Result<Extent> {
+    /// The chunk table of a chunk-based inode (§7), checked to lie inside the image.
+    fn chunk_table(&self, inode: &Inode) -> Result<ChunkTable> {
         let nid = inode.nid;
         let format = (inode.raw_u & 0xFFFF) as u16;
         if format & !(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES) != 0 {
@@ -180,14 +191,41 @@ impl Image {
         let chunkbits = u32::from(bits) + u32::from(format & CHUNK_FORMAT_BLKBITS_MASK);
         let indexes = format & CHUNK_FORMAT_INDEXES != 0;
         let entry = if indexes { 8u64 } else { 4u64 };
-        let table = round_up(inode.meta_end(), entry)
+        let start = round_up(inode.meta_end(), entry)
             .ok_or_else(|| Error::corrupt(Some(nid), None, Corruption::Overflow))?;
         let count = inode.size.div_ceil(1u64 << chunkbits);
-        let table_len = count
+        let len = count
             .checked_mul(entry)
-            .ok_or_else(|| Error::corrupt(Some(nid), Some(table), Corruption::Overflow))?;
-        self.check_range(table, table_len)
-            .map_err(|e| e.with_nid(nid))?;
+            .ok_or_else(|| Error::corrupt(Some(nid), Some(start), Corruption::Overflow))?;
+        self.check_range(start, len).map_err(|e| e.with_nid(nid))?;
+        Ok(ChunkTable {
+            start,
+            len,
+            entry,
+            chunkbits,
+        })
+    }
+
+    /// The chunk size of a chunk-based inode in bytes.
+    pub fn chunk_size(&self, inode: &Inode) -> Result<u64> {
+        Ok(1u64 << self.chunk_table(inode)?.chunkbits)
+    }
+
+    /// The byte range of a chunk-based inode's chunk table.
+    pub fn chunk_table_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
+        let t = self.chunk_table(inode)?;
+        Ok(t.start..t.start + t.len)
+    }
+
+    fn map_chunk(&self, inode: &Inode, logical: u64) -> Result<Extent> {
+        let nid = inode.nid;
+        let bits = self.block_bits();
+        let ChunkTable {
+            start: table,
+            entry,
+            chunkbits,
+            ..
+        } = self.chunk_table(inode)?;
         let idx = logical >> chunkbits;
         let at = table + idx * entry;
         let mut raw = [0u8; 8];
@@ -369,7 +407,7 @@ impl Image {
 /// Streams one file's data; see [`Image::reader`].
 #[derive(Debug)]
 pub struct FileReader<'a> {
-    image: &'a Image,
+    image: &'a Image<'a>,
     inode: Inode,
     pos: u64,
 }

@@ -3,7 +3,6 @@
 use std::cmp::Ordering;
 
 use erofs_format::{DIRENT_SIZE, DirBlock, DirBlockError, FileType};
-use serde::Serialize;
 
 use crate::error::{Corruption, Error, Result};
 use crate::image::Image;
@@ -13,18 +12,20 @@ use crate::inode::Inode;
 pub const MAX_PATH_COMPONENTS: usize = 4096;
 
 /// One directory entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DirEntry {
     /// The name: raw bytes, not necessarily UTF-8.
-    #[serde(serialize_with = "crate::serde_bytes_lossy")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_bytes_lossy"))]
     pub name: Vec<u8>,
     /// Target nid.
     pub nid: u64,
     /// The `file_type` byte of the dirent, as stored (0..=7; other values are rejected).
-    #[serde(serialize_with = "serialize_file_type")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_file_type"))]
     pub file_type: FileType,
 }
 
+#[cfg(feature = "serde")]
 fn serialize_file_type<S: serde::Serializer>(t: &FileType, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(t.name())
 }
@@ -82,7 +83,7 @@ pub fn parse_dir_block(block: &[u8], valid: usize, block_index: u64) -> Result<V
         .collect()
 }
 
-impl Image {
+impl Image<'_> {
     fn check_dir(&self, dir: &Inode) -> Result<()> {
         if !dir.is_dir() {
             return Err(Error::NotADirectory { nid: dir.nid });

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use erofs_format::FileType;
 use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps, XattrFlags};
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::image::Image;
@@ -18,6 +17,7 @@ use crate::progress::Progress;
 
 /// What to restore.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct ExtractOptions {
     /// Replace existing files (directories are reused). Without it an existing path is
     /// an error.
@@ -35,6 +35,26 @@ impl Default for ExtractOptions {
             preserve_owner: rustix::process::geteuid().is_root(),
             xattrs: true,
         }
+    }
+}
+
+impl ExtractOptions {
+    /// Sets [`ExtractOptions::overwrite`].
+    pub fn overwrite(mut self, on: bool) -> Self {
+        self.overwrite = on;
+        self
+    }
+
+    /// Sets [`ExtractOptions::preserve_owner`].
+    pub fn preserve_owner(mut self, on: bool) -> Self {
+        self.preserve_owner = on;
+        self
+    }
+
+    /// Sets [`ExtractOptions::xattrs`].
+    pub fn xattrs(mut self, on: bool) -> Self {
+        self.xattrs = on;
+        self
     }
 }
 
@@ -65,7 +85,9 @@ pub enum ExtractError {
 }
 
 /// Counts of what was restored.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ExtractReport {
     /// Directories created or reused.
     pub directories: u64,
@@ -105,7 +127,7 @@ fn rio<'p>(
 }
 
 struct Extractor<'a> {
-    img: &'a Image,
+    img: &'a Image<'a>,
     opts: ExtractOptions,
     report: ExtractReport,
     first_path: crate::nidmap::NidMap<PathBuf>,
@@ -184,9 +206,7 @@ impl Extractor<'_> {
             let Some(phys) = ext.physical else {
                 continue; // a hole: left unwritten, so the file stays sparse
             };
-            self.img
-                .copy_to_file(phys, ext.length, &f, ext.logical)
-                .map_err(io("write", path))?;
+            copy_to_file(self.img, phys, ext.length, &f, ext.logical).map_err(io("write", path))?;
             self.report.bytes_written = self.report.bytes_written.saturating_add(ext.length);
             end = ext.end();
         }
@@ -357,4 +377,41 @@ pub fn extract(
     batch.flush();
     progress.finish();
     Ok(x.report)
+}
+
+/// Copies `len` image bytes at `offset` into `out` at `out_offset`, in the kernel
+/// (`copy_file_range`) when the image is a file, else through a buffer. Used for
+/// extraction of uncompressed data.
+fn copy_to_file(
+    img: &Image<'_>,
+    offset: u64,
+    len: u64,
+    out: &fs::File,
+    out_offset: u64,
+) -> std::io::Result<()> {
+    img.check_range(offset, len)
+        .map_err(std::io::Error::other)?;
+    let (mut src_off, mut dst_off, mut left) = (offset, out_offset, len);
+    if let Some(f) = img.source().as_fd() {
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            match rustix::fs::copy_file_range(f, Some(&mut src_off), out, Some(&mut dst_off), chunk)
+            {
+                Ok(0) => break,
+                Ok(n) => left -= n as u64,
+                // Not supported between these filesystems: fall back to a buffer.
+                Err(_) => break,
+            }
+        }
+    }
+    let mut buf = vec![0u8; left.min(128 * 1024) as usize];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        img.source().read_exact_at(&mut buf[..n], src_off)?;
+        out.write_all_at(&buf[..n], dst_off)?;
+        src_off += n as u64;
+        dst_off += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
 }

@@ -1,9 +1,11 @@
-//! The body of the `open_and_walk` fuzz target, public so that tests run it too.
+//! The bodies of the fuzz targets, public with the `fuzzing` feature so that fuzz/ and the
+//! tests run them; not part of the API otherwise.
 
 use crate::check::{CheckOptions, check};
 use crate::data::ExtentKind;
 use crate::image::{Image, OpenOptions};
 use crate::progress::NoProgress;
+use crate::source::ReadAt;
 
 /// Most file bytes read per input, across all files, so one input stays fast even when
 /// many files map the same blocks.
@@ -11,32 +13,19 @@ const READ_BUDGET: u64 = 64 << 20;
 
 /// Opens `bytes` as an image without the checksum check, so that mutated bytes reach the
 /// inodes instead of stopping at the superblock.
-pub fn open_unchecked(bytes: Vec<u8>) -> Option<Image> {
-    Image::from_bytes_with(
-        bytes,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    )
-    .ok()
+pub fn open_unchecked<'a>(bytes: impl ReadAt + 'a) -> Option<Image<'a>> {
+    Image::from_source(bytes, OpenOptions::default().verify_checksum(false)).ok()
 }
 
 /// Opens `bytes` with [`open_unchecked`] and exercises every reader function on
 /// everything reachable. Errors are expected and ignored; the property under test is the
 /// absence of panics, hangs and unbounded allocation.
-pub fn open_and_walk_everything(bytes: Vec<u8>) {
+pub fn open_and_walk_everything(bytes: &[u8]) {
     let Some(img) = open_unchecked(bytes) else {
         return;
     };
     let _ = crate::summary::SuperblockInfo::of(&img);
-    let _ = check(
-        &img,
-        CheckOptions {
-            verify_checksum: true,
-            read_data: false,
-        },
-        &NoProgress,
-    );
+    let _ = check(&img, CheckOptions::default(), &NoProgress);
     let _ = crate::stats::stats(&img, &NoProgress);
     let Ok(walk) = img.walk() else {
         return;
@@ -122,4 +111,10 @@ pub fn decode_pcluster(data: &[u8]) {
     if let Ok(out) = crate::decompress::decode(&req, &data[3..]) {
         assert_eq!(out.len(), out_len);
     }
+}
+
+/// A metadata read through the image's block cache, for the test that hammers the cache
+/// from several threads (raw reads are not part of the API).
+pub fn read_meta(image: &Image<'_>, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
+    image.read_meta(offset, buf)
 }

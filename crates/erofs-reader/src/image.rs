@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -15,6 +14,7 @@ use zerocopy::FromBytes;
 
 use crate::error::{Corruption, Error, Result};
 use crate::inode::Inode;
+use crate::source::ReadAt;
 
 /// Incompat bits whose images this reader reads: everything but `METABOX`, which moves
 /// inodes into a compressed inode.
@@ -59,16 +59,10 @@ impl MetaCache {
     }
 }
 
-/// Where the image bytes come from. Both kinds are read with positional reads, so an
-/// [`Image`] can be shared between threads.
-#[derive(Debug)]
-enum Source {
-    File(File),
-    Bytes(Vec<u8>),
-}
-
-/// Options for [`Image::open_with`].
+/// Options for [`Image::open_with`] and [`Image::from_source`]:
+/// `OpenOptions::default().verify_checksum(false)`.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// Verify the superblock checksum when compat `SB_CHKSUM` is set (default: true).
     pub verify_checksum: bool,
@@ -82,11 +76,20 @@ impl Default for OpenOptions {
     }
 }
 
-/// An open EROFS image. `Image` is `Send + Sync`: every read is a positional read (`pread`),
-/// so many threads can read files from one image at once.
+impl OpenOptions {
+    /// Sets [`OpenOptions::verify_checksum`].
+    pub fn verify_checksum(mut self, on: bool) -> Self {
+        self.verify_checksum = on;
+        self
+    }
+}
+
+/// An open EROFS image. `Image` is `Send + Sync`: every read is a positioned read of its
+/// [`ReadAt`] source, so many threads can read files from one image at once. The lifetime is
+/// the source's: `'static` for a file or owned bytes, the borrow's for `&[u8]`.
 #[derive(Debug)]
-pub struct Image {
-    src: Source,
+pub struct Image<'a> {
+    src: Box<dyn ReadAt + 'a>,
     len: u64,
     sb: SuperBlock,
     sb_bytes: Vec<u8>,
@@ -97,50 +100,43 @@ pub struct Image {
     zcache: crate::zmap::PclusterCache,
 }
 
-impl Image {
+impl<'a> Image<'a> {
     /// Opens the image at `path` and checks its superblock (magic, block size, checksum,
     /// incompat bits, long prefixes, root inode).
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path, OpenOptions::default())
+    pub fn open(path: impl AsRef<Path>) -> Result<Image<'static>> {
+        Image::open_with(path, OpenOptions::default())
     }
 
     /// Like [`Image::open`], with options.
-    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Image<'static>> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Open {
+        let open_error = |source| Error::Open {
             path: path.to_owned(),
             source,
-        })?;
-        let meta = file.metadata().map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        // A block device reports length 0 in its metadata; its size is where it ends.
-        let len = if std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
-            std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0)).map_err(|source| {
-                Error::Open {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?
-        } else {
-            meta.len()
         };
-        Self::from_source(Source::File(file), len, opts)
+        let file = File::open(path).map_err(open_error)?;
+        let len = file.size().map_err(open_error)?;
+        Image::open_source(file, len, opts)
     }
 
-    /// Opens an image held in memory (tests and fuzzing).
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::from_bytes_with(bytes, OpenOptions::default())
+    /// Opens an image held in memory: `&[u8]`, `Vec<u8>`, `Arc<[u8]>`, a memory map (with
+    /// the `mmap` feature), or any other [`ReadAt`].
+    pub fn from_bytes(bytes: impl ReadAt + 'a) -> Result<Self> {
+        Self::from_source(bytes, OpenOptions::default())
     }
 
-    /// Like [`Image::from_bytes`], with options.
-    pub fn from_bytes_with(bytes: Vec<u8>, opts: OpenOptions) -> Result<Self> {
-        let len = bytes.len() as u64;
-        Self::from_source(Source::Bytes(bytes), len, opts)
+    /// Opens an image read from `src`, with options.
+    pub fn from_source(src: impl ReadAt + 'a, opts: OpenOptions) -> Result<Self> {
+        let len = src.size().map_err(|source| Error::Io {
+            offset: 0,
+            len: 0,
+            source,
+        })?;
+        Self::open_source(src, len, opts)
     }
 
-    fn from_source(src: Source, len: u64, opts: OpenOptions) -> Result<Self> {
+    fn open_source(src: impl ReadAt + 'a, len: u64, opts: OpenOptions) -> Result<Self> {
+        let src: Box<dyn ReadAt + 'a> = Box::new(src);
         if len < (SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) as u64 {
             return Err(Error::TooSmall { size: len });
         }
@@ -342,29 +338,27 @@ impl Image {
         self.prefixes_compressed.as_deref()
     }
 
+    /// The source the image is read from.
+    pub fn source(&self) -> &(dyn ReadAt + 'a) {
+        &*self.src
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, refusing reads past the image end.
-    pub fn read_exact(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_exact(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
-        let r = match &self.src {
-            Source::File(f) => f.read_exact_at(buf, offset),
-            Source::Bytes(b) => {
-                // check_range guarantees the range is inside `b`.
-                let s = offset as usize;
-                buf.copy_from_slice(&b[s..s + buf.len()]);
-                Ok(())
-            }
-        };
-        r.map_err(|source| Error::Io {
-            offset,
-            len: buf.len() as u64,
-            source,
-        })
+        self.src
+            .read_exact_at(buf, offset)
+            .map_err(|source| Error::Io {
+                offset,
+                len: buf.len() as u64,
+                source,
+            })
     }
 
     /// Reads metadata: like [`Image::read_exact`], through a small cache of whole blocks.
-    pub fn read_meta(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_meta(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
-        if matches!(self.src, Source::Bytes(_)) {
+        if self.src.as_slice().is_some() {
             return self.read_exact(offset, buf);
         }
         let bits = META_CACHE_UNIT_BITS;
@@ -433,59 +427,16 @@ impl Image {
     }
 
     /// Like [`Image::read_vec`], through the metadata cache.
-    pub fn read_meta_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_meta_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.check_range(offset, len)?;
         let mut v = vec![0u8; len as usize];
         self.read_meta(offset, &mut v)?;
         Ok(v)
     }
 
-    /// Copies `len` image bytes at `offset` into `out` at `out_offset`, in the kernel
-    /// (`copy_file_range`) when the image is a file, else through a buffer. Used for
-    /// extraction of uncompressed data.
-    pub fn copy_to_file(
-        &self,
-        offset: u64,
-        len: u64,
-        out: &File,
-        out_offset: u64,
-    ) -> std::io::Result<()> {
-        self.check_range(offset, len)
-            .map_err(std::io::Error::other)?;
-        let (mut src_off, mut dst_off, mut left) = (offset, out_offset, len);
-        if let Source::File(f) = &self.src {
-            while left > 0 {
-                let chunk = left.min(1 << 30) as usize;
-                match rustix::fs::copy_file_range(
-                    f,
-                    Some(&mut src_off),
-                    out,
-                    Some(&mut dst_off),
-                    chunk,
-                ) {
-                    Ok(0) => break,
-                    Ok(n) => left -= n as u64,
-                    // Not supported between these filesystems: fall back to a buffer.
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut buf = vec![0u8; left.min(128 * 1024) as usize];
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            self.read_exact(src_off, &mut buf[..n])
-                .map_err(std::io::Error::other)?;
-            out.write_all_at(&buf[..n], dst_off)?;
-            src_off += n as u64;
-            dst_off += n as u64;
-            left -= n as u64;
-        }
-        Ok(())
-    }
-
     /// Reads `len` bytes at `offset` into a new buffer. The length is checked against the
     /// image size before allocating.
-    pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.check_range(offset, len)?;
         let mut v = vec![0u8; len as usize];
         self.read_exact(offset, &mut v)?;

@@ -23,11 +23,16 @@ mod decompress;
 pub mod dir;
 pub mod error;
 pub mod extract;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod image;
 pub mod inode;
 mod nidmap;
+#[cfg(feature = "parallel")]
+mod par_walk;
 pub mod progress;
+pub mod source;
+pub mod space;
 pub mod stats;
 pub mod summary;
 pub mod walk;
@@ -41,11 +46,13 @@ pub use error::{Corruption, Error, Location, Result};
 pub use image::{Image, OpenOptions};
 pub use inode::Inode;
 pub use progress::{NoProgress, Progress};
+pub use source::ReadAt;
 pub use walk::{Walk, WalkEntry};
 pub use xattr::Xattr;
 pub use zmap::{ZExtent, ZStorage};
 
 /// Serializes raw bytes as a string: UTF-8 as is, other bytes escaped `\xNN`.
+#[cfg(feature = "serde")]
 pub fn serde_bytes_lossy<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&escape_bytes(b))
 }
@@ -75,6 +82,36 @@ mod tests {
     fn image_is_send_and_sync() {
         fn assert_sync<T: Send + Sync>() {}
         assert_sync::<super::Image>();
+    }
+
+    /// The tools built on the reader use only its public API (and the nid map helper), so
+    /// that they can move to a crate of their own without opening the core's raw reads.
+    #[test]
+    fn the_tools_use_only_the_public_reader_api() {
+        let tools = [
+            ("check.rs", include_str!("check.rs")),
+            ("extract.rs", include_str!("extract.rs")),
+            ("stats.rs", include_str!("stats.rs")),
+            ("summary.rs", include_str!("summary.rs")),
+            ("space.rs", include_str!("space.rs")),
+        ];
+        let private = [
+            "read_exact(",
+            "read_vec(",
+            "read_meta(",
+            "read_meta_vec(",
+            "zinfo(",
+            "z_map_with(",
+            "z_decoded(",
+            "z_read_at(",
+            "zcache(",
+            "crate::decompress",
+        ];
+        for (name, text) in tools {
+            for p in private {
+                assert!(!text.contains(p), "{name} uses the reader's private {p}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use erofs_format::FileType;
-use serde::Serialize;
 
 use crate::error::Result;
 use crate::image::Image;
@@ -17,7 +16,9 @@ pub const SIZE_BUCKETS_KIB: [u64; 16] = [
 ];
 
 /// One histogram bucket.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Bucket {
     /// Lower bound in KiB (inclusive).
     pub from_kib: u64,
@@ -28,7 +29,9 @@ pub struct Bucket {
 }
 
 /// Statistics of an image.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Stats {
     /// Paths reached (every type).
     pub files: u64,
@@ -56,7 +59,9 @@ pub struct Stats {
 }
 
 /// Per-algorithm counts of [`Stats::compression`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct AlgorithmStats {
     /// Files with at least one such extent.
     pub files: u64,

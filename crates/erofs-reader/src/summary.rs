@@ -1,12 +1,12 @@
 //! The superblock summary behind `dump.erofs-rs` (the facts `dump.erofs -s` prints, plus
 //! feature names and the oldest kernel that can mount the image).
 
-use serde::Serialize;
-
 use crate::image::{Image, compat_names, incompat_names};
 
 /// Superblock facts, decoded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct SuperblockInfo {
     /// `0xE0F5E1E2`.
     pub magic: u32,

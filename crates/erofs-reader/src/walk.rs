@@ -36,7 +36,7 @@ struct Frame {
 /// directories entered may together hold at most as many bytes as the image. Errors are
 /// yielded and the walk goes on with the next entry.
 pub struct Walk<'a> {
-    image: &'a Image,
+    image: &'a Image<'a>,
     stack: Vec<Frame>,
     visited: crate::nidmap::NidSet,
     pending: Option<WalkEntry>,
@@ -52,7 +52,7 @@ impl<'a> Walk<'a> {
         self.error_path.as_deref()
     }
 
-    fn new(image: &'a Image, nid: u64, path: Vec<u8>) -> Result<Self> {
+    fn new(image: &'a Image<'a>, nid: u64, path: Vec<u8>) -> Result<Self> {
         let inode = image.inode(nid)?;
         let mut w = Walk {
             image,
@@ -167,7 +167,7 @@ impl Iterator for Walk<'_> {
     }
 }
 
-impl Image {
+impl Image<'_> {
     /// Walks every inode reachable from the root; see [`Walk`].
     pub fn walk(&self) -> Result<Walk<'_>> {
         Walk::new(self, self.root_nid(), b"/".to_vec())

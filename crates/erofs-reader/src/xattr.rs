@@ -6,7 +6,6 @@ use erofs_format::xattr::{
     name_filter_bit, short_prefix, split_short_prefix,
 };
 use erofs_format::{Compat, XattrEntry, XattrIbodyHeader};
-use serde::Serialize;
 use zerocopy::FromBytes;
 
 use crate::error::{Corruption, Error, Result};
@@ -14,14 +13,15 @@ use crate::image::Image;
 use crate::inode::Inode;
 
 /// One extended attribute.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Xattr {
     /// The full name (prefix + suffix) as raw bytes. Names with index 0 (hidden) are the
     /// bare suffix.
-    #[serde(serialize_with = "crate::serde_bytes_lossy")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_bytes_lossy"))]
     pub name: Vec<u8>,
     /// The value.
-    #[serde(serialize_with = "crate::serde_bytes_lossy")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serde_bytes_lossy"))]
     pub value: Vec<u8>,
     /// Stored in the shared area rather than inline.
     pub shared: bool,
@@ -52,7 +52,7 @@ pub struct XattrHeader {
     pub shared_ids: Vec<u32>,
 }
 
-impl Image {
+impl Image<'_> {
     fn xattr_err(nid: u64, offset: u64, msg: String) -> Error {
         Error::corrupt(Some(nid), Some(offset), Corruption::Xattr(msg))
     }
@@ -182,6 +182,21 @@ impl Image {
         let sb = self.superblock();
         let base = u64::from(sb.xattr_blkaddr.get()) << sb.blkszbits;
         Ok(base + 4 * u64::from(id))
+    }
+
+    /// The byte range of shared xattr `id`'s record (header, name suffix and value, padded to
+    /// 4 bytes), checked to lie inside the image.
+    pub fn shared_xattr_range(&self, id: u32) -> Result<std::ops::Range<u64>> {
+        let at = self.shared_xattr_offset(id)?;
+        let mut raw = [0u8; erofs_format::xattr::XATTR_ENTRY_HEADER_SIZE];
+        self.read_meta(at, &mut raw)?;
+        let e = erofs_format::xattr::XattrEntry::read_from_bytes(&raw).unwrap_or_default();
+        let len = erofs_format::xattr::entry_size(
+            usize::from(e.name_len),
+            usize::from(e.value_size.get()),
+        ) as u64;
+        self.check_range(at, len)?;
+        Ok(at..at + len)
     }
 
     /// Reads shared xattr `id` on behalf of inode `nid`.

@@ -14,7 +14,6 @@ use erofs_format::compress::{
     MapHeader, advise,
 };
 use erofs_format::{DataLayout, Incompat, SUPERBLOCK_OFFSET};
-use serde::Serialize;
 use zerocopy::FromBytes;
 
 use crate::decompress::{self, Request};
@@ -23,13 +22,14 @@ use crate::image::Image;
 use crate::inode::Inode;
 
 /// How a compressed extent's bytes are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase", tag = "type")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase", tag = "type"))]
 pub enum ZStorage {
     /// A compressed pcluster.
     Compressed {
         /// The algorithm.
-        #[serde(serialize_with = "ser_alg")]
+        #[cfg_attr(feature = "serde", serde(serialize_with = "ser_alg"))]
         algorithm: Algorithm,
     },
     /// A raw (PLAIN) pcluster; `interlaced` rotates it by the extent's in-block offset.
@@ -44,12 +44,14 @@ pub enum ZStorage {
     },
 }
 
+#[cfg(feature = "serde")]
 fn ser_alg<S: serde::Serializer>(a: &Algorithm, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(a.name())
 }
 
 /// One extent of a compressed file: a decoded range and the pcluster it decodes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ZExtent {
     /// First logical byte.
     pub logical: u64,
@@ -62,7 +64,7 @@ pub struct ZExtent {
     /// Pcluster size in bytes (0 for fragments).
     pub plen: u64,
     /// Type of the HEAD lcluster (`PLAIN`, `HEAD1`, `HEAD2`).
-    #[serde(serialize_with = "ser_type")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "ser_type"))]
     pub lcluster_type: LclusterType,
     /// The pcluster is inline after the indexes (ztailpacking).
     pub inline: bool,
@@ -70,6 +72,7 @@ pub struct ZExtent {
     pub partial: bool,
 }
 
+#[cfg(feature = "serde")]
 fn ser_type<S: serde::Serializer>(t: &LclusterType, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(t.name())
 }
@@ -106,6 +109,8 @@ pub(crate) struct ZInfo {
     tail_head_lcn: Option<u64>,
     idata: Option<(u64, u64)>,
     extents: Option<(u64, u64)>,
+    /// One past the last byte of the map header and its indexes (or extent records).
+    index_end: u64,
 }
 
 /// What the index says about the lcluster holding one offset, after the lookback.
@@ -196,12 +201,22 @@ impl PclusterCache {
     }
 }
 
-impl Image {
+impl Image<'_> {
     /// The configuration record of `algorithm` (`COMPR_CFGS`), if the image has one.
     pub fn compression_config(&self, algorithm: Algorithm) -> Result<Option<ComprCfg>> {
+        Ok(self
+            .compression_configs()?
+            .into_iter()
+            .map(|(_, c)| c)
+            .find(|c| c.algorithm() == algorithm))
+    }
+
+    /// Every `COMPR_CFGS` record after the superblock, with its byte offset in the image;
+    /// empty without the feature.
+    pub fn compression_configs(&self) -> Result<Vec<(u64, ComprCfg)>> {
         let sb = self.superblock();
         if !sb.incompat().contains(Incompat::COMPR_CFGS) {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let start = (SUPERBLOCK_OFFSET + sb.on_disk_size()) as u64;
         let end = self.block_size().max(4096).min(self.len());
@@ -212,8 +227,8 @@ impl Image {
             })?;
         Ok(recs
             .into_iter()
-            .map(|(_, c)| c)
-            .find(|c| c.algorithm() == algorithm))
+            .map(|(pos, c)| (start + pos as u64, c))
+            .collect())
     }
 
     /// Algorithms the superblock allows (`available_compr_algs`, or LZ4 alone without
@@ -250,6 +265,7 @@ impl Image {
             tail_head_lcn: None,
             idata: None,
             extents: None,
+            index_end: header.saturating_add(compress::MAP_HEADER_SIZE),
         };
         let bad = |reason: String| {
             Error::corrupt(
@@ -276,6 +292,10 @@ impl Image {
         if is48 && inode.layout == DataLayout::CompressedFull && zi.advise & advise::EXTENTS != 0 {
             zi.lclusterbits = bits + h.lclusterbits_delta();
             zi.extents = Some((h.extent_count(), h.extent_record_size()));
+            zi.index_end = h
+                .extent_count()
+                .saturating_mul(h.extent_record_size())
+                .saturating_add(zi.index_end);
             return Ok(zi);
         }
         for a in zi.algorithms {
@@ -332,6 +352,7 @@ impl Image {
         };
         self.check_range(ebase, index_bytes)
             .map_err(|e| e.with_nid(nid))?;
+        zi.index_end = ebase + index_bytes;
         if inode.size == 0 {
             // Nothing to map, so no tail to find.
             return Ok(zi);
@@ -775,6 +796,12 @@ impl Image {
         self.check_range(ext.physical, ext.plen)
             .map_err(|e| e.with_nid(zi.nid))?;
         Ok(ext)
+    }
+
+    /// The byte range of a compressed inode's map header and indexes (or extent records).
+    pub fn compression_index_range(&self, inode: &Inode) -> Result<std::ops::Range<u64>> {
+        let zi = self.zinfo(inode)?;
+        Ok(zi.header..zi.index_end)
     }
 
     /// Every extent of a compressed inode, in logical order. The count is bounded by the

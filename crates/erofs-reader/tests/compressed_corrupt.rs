@@ -3,21 +3,15 @@
 
 use erofs_reader::{Corruption, Error, Image, OpenOptions, ZStorage};
 
-fn reference(name: &str) -> Option<(Vec<u8>, Image)> {
+fn reference(name: &str) -> Option<(Vec<u8>, Image<'static>)> {
     let dir = erofs_testkit::reference_images_1_9_3()?;
     let bytes = std::fs::read(dir.join(name)).unwrap();
     let img = Image::from_bytes(bytes.clone()).unwrap();
     Some((bytes, img))
 }
 
-fn reopen(bytes: Vec<u8>) -> Image {
-    Image::from_bytes_with(
-        bytes,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    )
-    .unwrap()
+fn reopen(bytes: Vec<u8>) -> Image<'static> {
+    Image::from_source(bytes, OpenOptions::default().verify_checksum(false)).unwrap()
 }
 
 fn read_all(img: &Image, path: &[u8]) -> Result<Vec<u8>, Error> {
@@ -186,12 +180,8 @@ fn flipping_any_metadata_byte_of_a_compressed_file_never_panics() {
         for at in (start..end).step_by(7) {
             let mut b = bytes.clone();
             b[at] ^= 0x5A;
-            let Ok(img) = Image::from_bytes_with(
-                b,
-                OpenOptions {
-                    verify_checksum: false,
-                },
-            ) else {
+            let Ok(img) = Image::from_source(b, OpenOptions::default().verify_checksum(false))
+            else {
                 continue;
             };
             if let Ok(inode) = img.inode(f.nid) {

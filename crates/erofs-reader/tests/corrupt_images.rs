@@ -281,7 +281,7 @@ fn random_byte_flips_in_metadata_never_panic() {
 #[test]
 fn the_fuzz_target_body_survives_the_pristine_and_mutated_images() {
     let full = pristine();
-    erofs_reader::fuzzing::open_and_walk_everything(full.clone());
+    erofs_reader::fuzzing::open_and_walk_everything(&full);
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     for _ in 0..25 {
         let mut b = full.clone();
@@ -289,7 +289,7 @@ fn the_fuzz_target_body_survives_the_pristine_and_mutated_images() {
             let at = (rng.next_u64() % full.len() as u64) as usize;
             b[at] = rng.next_u64() as u8;
         }
-        erofs_reader::fuzzing::open_and_walk_everything(b);
+        erofs_reader::fuzzing::open_and_walk_everything(&b);
     }
 }
 
@@ -330,6 +330,6 @@ fn mutated_images_opened_from_files_never_panic_through_the_metadata_cache() {
 fn inputs_that_once_crashed_the_fuzzer_are_handled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
     for bytes in erofs_testkit::files_in(&dir) {
-        erofs_reader::fuzzing::open_and_walk_everything(bytes);
+        erofs_reader::fuzzing::open_and_walk_everything(&bytes);
     }
 }

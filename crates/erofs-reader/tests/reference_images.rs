@@ -306,10 +306,7 @@ fn chunk_holes_read_as_zeroes_in_block_maps_and_chunk_indexes() {
         assert_eq!(data, vec![0u8; 20000], "{variant}: holes read as zeroes");
         let report = erofs_reader::check::check(
             &holed,
-            erofs_reader::check::CheckOptions {
-                verify_checksum: true,
-                read_data: true,
-            },
+            erofs_reader::check::CheckOptions::default().read_data(true),
             &erofs_reader::NoProgress,
         );
         assert!(report.is_clean(), "{variant}: {:?}", report.problems);

@@ -11,7 +11,7 @@ use crate::{analyze, render_text};
 /// Opens arbitrary bytes as an image (without the checksum check) and runs everything the
 /// shared report and fingerprint verification do on it. The property: no panic, no hang,
 /// no unbounded allocation.
-pub fn exercise(bytes: Vec<u8>) {
+pub fn exercise(bytes: &[u8]) {
     let Some(img) = open_unchecked(bytes) else {
         return;
     };

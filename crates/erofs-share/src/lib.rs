@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod collect;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod report;
 mod text;

@@ -3,15 +3,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use erofs_format::xattr::parse_sha256_fingerprint;
-use serde::Serialize;
 
 /// Page-cache accounting unit. Savings are counted in 4 KiB pages, whatever the block size.
 pub const PAGE_SIZE: u64 = 4096;
 
 /// Which read path (kernel address-space operations) a file uses. Files on different read
 /// paths never share, since Linux 7.0-rc2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ReadPath {
     /// FLAT_PLAIN, FLAT_INLINE or CHUNK_BASED data.
     Uncompressed,
@@ -53,8 +53,10 @@ impl ImageFacts {
 }
 
 /// An image-level reason that no file shares.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum ImageProblem {
     /// The superblock lacks compat `ISHARE_XATTRS`: the kernel turns `inode_share` off.
     NoIshareFeature,
@@ -88,7 +90,9 @@ pub struct FileFacts {
 }
 
 /// Per-image totals.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ImageSummary {
     /// The image as named by the user.
     pub path: String,
@@ -105,7 +109,9 @@ pub struct ImageSummary {
 }
 
 /// One file as it appears in a group or a finding.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Member {
     /// Index into [`Report::images`].
     pub image: usize,
@@ -116,7 +122,9 @@ pub struct Member {
 }
 
 /// A set of inodes that would use one shared page cache.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ShareGroup {
     /// The fingerprint value, hex-encoded.
     pub fingerprint: String,
@@ -133,7 +141,9 @@ pub struct ShareGroup {
 }
 
 /// One variant of a fingerprint value that appears with conflicting attributes.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Variant {
     /// File size of this variant.
     pub size: u64,
@@ -144,8 +154,10 @@ pub struct Variant {
 }
 
 /// Something that prevents (or may prevent) sharing, with the files concerned.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum Finding {
     /// Non-empty regular files without a fingerprint xattr.
     NoFingerprint {
@@ -239,7 +251,9 @@ impl Finding {
 }
 
 /// Totals across all images.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Totals {
     /// Regular-file inodes in all images.
     pub files: u64,
@@ -268,7 +282,9 @@ pub struct Totals {
 }
 
 /// The sharing report for a set of images mounted in one domain.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Report {
     /// What the report assumes about how the images are mounted.
     pub assumptions: Vec<String>,

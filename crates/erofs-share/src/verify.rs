@@ -9,7 +9,6 @@ use erofs_format::Compat;
 use erofs_format::xattr::parse_sha256_fingerprint;
 use erofs_reader::{Image, Inode, Progress, escape_bytes};
 use rayon::prelude::*;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::collect::{RegularFile, regular_files};
@@ -18,7 +17,9 @@ use crate::collect::{RegularFile, regular_files};
 pub const READ_CHUNK: usize = 256 << 10;
 
 /// A file whose fingerprint is wrong or could not be checked.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct FileIssue {
     /// Inode number.
     pub nid: u64,
@@ -31,8 +32,10 @@ pub struct FileIssue {
 }
 
 /// What is wrong with one file's fingerprint.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum Issue {
     /// The stored digest differs from the content's SHA-256.
     Mismatch {
@@ -68,7 +71,9 @@ impl Issue {
 }
 
 /// The outcome of [`verify_fingerprints`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Full name of the fingerprint xattr, when the image declares one.
     pub fingerprint_name: Option<String>,

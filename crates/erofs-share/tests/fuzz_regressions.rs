@@ -4,6 +4,6 @@
 fn inputs_that_once_crashed_the_fuzzer_are_handled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
     for bytes in erofs_testkit::files_in(&dir) {
-        erofs_share::fuzzing::exercise(bytes);
+        erofs_share::fuzzing::exercise(&bytes);
     }
 }

@@ -256,3 +256,57 @@ pub fn check_man_and_completions(bin: &str, name: &str) {
         assert!(script.contains(name), "{shell} completion names {name}");
     }
 }
+
+/// The shipped example image: `testdata/example-tree` built like `mkfs.erofs-rs
+/// --fingerprint=sha256 -T 1700000000 -U clear --all-root -x -1`, from a copy whose modes are
+/// normalized (0755 for directories and executables, 0644 for other files), so that the bytes
+/// depend on neither the checkout's umask and owner nor the temporary directory's xattrs.
+/// Tests pin its digest and snapshot its space map.
+pub fn build_example_image(image: &Path) {
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/example-tree");
+    let copy = tempfile::tempdir().expect("temporary directory");
+    copy_normalized(&tree, copy.path());
+    let opts = Options {
+        timestamp: Some(EPOCH),
+        uuid: UuidChoice::Clear,
+        fingerprint: Some(FingerprintOptions {
+            xattr_name: FINGERPRINT_XATTR.as_bytes().to_vec(),
+        }),
+        ownership: erofs_builder::Ownership {
+            all_root: true,
+            ..Default::default()
+        },
+        xattr_tolerance: -1,
+        ..Options::default()
+    };
+    build_dir_to_path(copy.path(), image, &opts, &NoProgress).expect("build the example image");
+}
+
+/// Copies the tree at `from` into the existing directory `to`: symlinks as symlinks, modes
+/// normalized.
+fn copy_normalized(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(from).expect("read the example tree") {
+        let entry = entry.expect("read the example tree");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&src).expect("stat");
+        if meta.is_symlink() {
+            let target = std::fs::read_link(&src).expect("readlink");
+            std::os::unix::fs::symlink(target, &dst).expect("symlink");
+            continue;
+        }
+        let mode = if meta.is_dir() {
+            std::fs::create_dir(&dst).expect("mkdir");
+            copy_normalized(&src, &dst);
+            0o755
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+            if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            }
+        };
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+}

@@ -51,6 +51,7 @@ pub fn print(verified: Verified, image_name: &str, json: bool) -> Result<VerifyR
                 "warning: non-empty regular file without a fingerprint (it will not share)".into()
             }
             Issue::OnEmptyFile => "warning: empty file carries a fingerprint".into(),
+            other => format!("{other:?}"),
         };
         writeln!(err, "nid {} {path} ({} bytes): {what}", i.nid, i.size)?;
     }

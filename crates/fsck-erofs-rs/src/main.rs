@@ -133,12 +133,7 @@ fn run(cli: &Cli) -> Result<Exit> {
     if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
         check_extract_dir(cli, Path::new(dir))?;
     }
-    let img = match Image::open_with(
-        &cli.image,
-        OpenOptions {
-            verify_checksum: false,
-        },
-    ) {
+    let img = match Image::open_with(&cli.image, OpenOptions::default().verify_checksum(false)) {
         Ok(img) => img,
         Err(e) => {
             let msg = if cli.image.is_dir() {
@@ -175,11 +170,10 @@ fn run(cli: &Cli) -> Result<Exit> {
     let check = || {
         check_from(
             &img,
-            CheckOptions {
-                verify_checksum: !cli.no_sbcrc,
+            CheckOptions::default()
+                .verify_checksum(!cli.no_sbcrc)
                 // Extraction to a directory reads every byte itself; read here only without one.
-                read_data: cli.extract.as_ref().is_some_and(|d| d.is_empty()),
-            },
+                .read_data(cli.extract.as_ref().is_some_and(|d| d.is_empty())),
             start_nid,
             &start_path,
             &bar,
@@ -409,11 +403,9 @@ fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
 
 fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
     let (nid, _) = subtree(cli, img)?;
-    let mut opts = ExtractOptions {
-        overwrite: cli.overwrite,
-        xattrs: !cli.no_xattrs,
-        ..ExtractOptions::default()
-    };
+    let mut opts = ExtractOptions::default()
+        .overwrite(cli.overwrite)
+        .xattrs(!cli.no_xattrs);
     if cli.no_preserve_owner {
         opts.preserve_owner = false;
     }
