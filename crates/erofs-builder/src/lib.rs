@@ -177,8 +177,14 @@ pub struct Options {
     pub exclude_regexes: Vec<String>,
     /// `--keep-going`: skip unreadable files (reported in [`BuildReport::skipped`]).
     pub keep_going: bool,
-    /// Worker threads for scanning and hashing; 0 = one per CPU.
+    /// Worker threads for scanning, compressing and hashing; 0 = one per CPU. Ignored with
+    /// [`Options::pool`]. The image does not depend on it.
     pub threads: usize,
+    /// A rayon pool to build on instead of a new one of [`Options::threads`] workers, for
+    /// callers that run several builds or share their own pool. The scan recurses once per
+    /// directory level: give its threads large stacks (the builder's own have 64 MiB). The
+    /// image does not depend on the pool's size.
+    pub pool: Option<Pool>,
     /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
     pub compression: Option<compress::CompressOptions>,
     /// `--hard-dereference`: hard-linked source files become separate inodes, so that the
@@ -208,6 +214,7 @@ impl Default for Options {
             exclude_regexes: Vec::new(),
             keep_going: false,
             threads: 0,
+            pool: None,
             compression: None,
             hard_dereference: false,
             verity: None,
@@ -288,41 +295,38 @@ impl Options {
     }
 }
 
-/// Stages reported to [`Progress::phase`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Walking the source.
-    Scan,
-    /// Planning the layout.
-    Plan,
-    /// Copying and hashing file data.
-    Data,
-    /// Writing inodes and directories.
-    Metadata,
-    /// Done.
-    Done,
+/// Progress, warnings and cancellation: the trait shared with the reader and the binaries.
+///
+/// A build reports [`Phase::Scan`] (then `advance(n, 0)` every [`SCAN_BATCH`] source
+/// entries), [`Phase::Plan`], `start(files, bytes)` for the data to copy, [`Phase::Data`]
+/// and [`Phase::Metadata`] (with `advance(files, bytes)` as files are written), and
+/// `finish()`. It asks [`Progress::is_cancelled`] before each source entry and each job,
+/// and stops with [`BuildError::Cancelled`].
+pub use erofs_task::{CancelToken, Cancellable, Cancelled, NoProgress, Phase, Progress};
+
+/// A caller's rayon pool to build on ([`Options::pool`]); clones share it.
+#[derive(Clone, Debug)]
+pub struct Pool(std::sync::Arc<rayon::ThreadPool>);
+
+impl From<rayon::ThreadPool> for Pool {
+    fn from(pool: rayon::ThreadPool) -> Self {
+        Self(std::sync::Arc::new(pool))
+    }
 }
 
-/// Receives progress and warnings. Every method has an empty default; implementations must
-/// be cheap, because [`Progress::advance`] runs once per file.
-pub trait Progress: Sync {
-    /// A new stage starts.
-    fn phase(&self, _phase: Phase) {}
-    /// The scan has examined `entries` source entries so far (called every few thousand).
-    fn scanned(&self, _entries: u64) {}
-    /// The data stage will copy `files` files with `bytes` bytes in total.
-    fn totals(&self, _files: u64, _bytes: u64) {}
-    /// `files` more files and `bytes` more bytes were copied.
-    fn advance(&self, _files: u64, _bytes: u64) {}
-    /// A non-fatal problem, already worded for the user.
-    fn warning(&self, _message: &str) {}
+impl From<std::sync::Arc<rayon::ThreadPool>> for Pool {
+    fn from(pool: std::sync::Arc<rayon::ThreadPool>) -> Self {
+        Self(pool)
+    }
 }
 
-/// A [`Progress`] that ignores everything.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
+// A job that panics does not break the pool (rayon re-raises the panic in the caller and
+// keeps its workers), so options that name a pool may cross `catch_unwind` as before.
+impl std::panic::UnwindSafe for Pool {}
+impl std::panic::RefUnwindSafe for Pool {}
 
-impl Progress for NoProgress {}
+/// How many source entries a scan reports per [`Progress::advance`] call.
+pub const SCAN_BATCH: u64 = 4096;
 
 /// A file left out of the image because of `--keep-going`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -420,6 +424,9 @@ pub enum BuildError {
         /// Why.
         error: std::io::Error,
     },
+    /// The caller cancelled the build (through its [`Progress`]); no image was written.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     /// A block device too small for the image.
     #[error("{}: the image needs {needed} bytes, the device holds {capacity}", path.display())]
     DeviceTooSmall {
@@ -513,7 +520,7 @@ pub fn build_to_output(
     }
     let capacity = out.capacity()?;
     let mut report = BuildReport::default();
-    let written = in_pool(&options, || {
+    let written = in_pool(&options, progress, || {
         progress.phase(Phase::Scan);
         let tree = source.read_tree(&mut source::SourceCtx {
             options: &options,
@@ -543,7 +550,6 @@ pub fn build_to_output(
     if let UuidChoice::Value(u) = options.uuid {
         report.uuid = u;
     }
-    progress.phase(Phase::Done);
     Ok(report)
 }
 
@@ -571,7 +577,7 @@ pub fn build_to_writer<W: std::io::Write + Send>(
     options.validate()?;
     let options = &options.resolve_time();
     let mut report = BuildReport::default();
-    in_pool(options, || {
+    in_pool(options, progress, || {
         progress.phase(Phase::Scan);
         let staging = std::env::temp_dir();
         let tree = source.read_tree(&mut source::SourceCtx {
@@ -583,7 +589,6 @@ pub fn build_to_writer<W: std::io::Write + Send>(
         report.image_bytes = write_image(&tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
-    progress.phase(Phase::Done);
     Ok(report)
 }
 
@@ -598,7 +603,7 @@ pub fn build_tree_to_writer<W: std::io::Write + Send>(
     tree.validate()
         .map_err(|e| BuildError::InvalidOption(e.to_string()))?;
     let mut report = BuildReport::default();
-    in_pool(options, || {
+    in_pool(options, progress, || {
         report.image_bytes = write_image(tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
@@ -728,19 +733,26 @@ fn write_image_at(
     Ok(written)
 }
 
-/// Runs `f` on a dedicated rayon pool with `options.threads` workers and large stacks
-/// (deep trees recurse once per level).
+/// Runs `f` on the caller's pool ([`Options::pool`]) or on a dedicated one with
+/// `options.threads` workers and large stacks (deep trees recurse once per level), then
+/// tells `progress` the build ended, whether it succeeded or not.
 fn in_pool<T: Send>(
     options: &Options,
+    progress: &dyn Progress,
     f: impl FnOnce() -> Result<T, BuildError> + Send,
 ) -> Result<T, BuildError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
-        .stack_size(64 << 20)
-        .thread_name(|i| format!("erofs-builder-{i}"))
-        .build()
-        .map_err(|e| BuildError::InvalidOption(format!("thread pool: {e}")))?;
-    pool.install(f)
+    let result = match &options.pool {
+        Some(pool) => pool.0.install(f),
+        None => rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .stack_size(64 << 20)
+            .thread_name(|i| format!("erofs-builder-{i}"))
+            .build()
+            .map_err(|e| BuildError::InvalidOption(format!("thread pool: {e}")))?
+            .install(f),
+    };
+    progress.finish();
+    result
 }
 
 /// The path of `image` relative to `source`, when the image lies inside the source tree.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, Tree};
-use crate::{BuildError, BuildReport, MtimePolicy, Options, Progress, Skipped};
+use crate::{BuildError, BuildReport, MtimePolicy, Options, Progress, SCAN_BATCH, Skipped};
 
 /// Scans the directory `source` into a tree.
 pub fn scan_dir(
@@ -173,9 +173,11 @@ impl Ctx<'_> {
             .entries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if n.is_multiple_of(4096) {
-            self.progress.scanned(n);
+        if n.is_multiple_of(SCAN_BATCH) {
+            self.progress.advance(SCAN_BATCH, 0);
         }
+        // Before the match: a cancelled build is not a file to skip.
+        self.progress.check_cancelled()?;
         match self.scan_entry_inner(&path, &rel, name, &meta) {
             Ok(node) => Ok(Some(node)),
             Err(e)

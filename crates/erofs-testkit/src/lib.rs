@@ -77,9 +77,7 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use erofs_verity::to_hex as hex;
 
 /// All xattrs of `path`, not following symlinks; empty where xattrs are not supported.
 pub fn read_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {

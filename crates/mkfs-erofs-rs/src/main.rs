@@ -13,7 +13,6 @@ mod signals;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 mod input;
@@ -22,8 +21,7 @@ mod integrity;
 use anyhow::{Context, Result, bail};
 use clap::{FromArgMatches, Parser};
 use erofs_builder::{
-    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, Ownership, Phase,
-    Progress, UuidChoice,
+    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, Ownership, UuidChoice,
 };
 use erofs_cli::Exit;
 
@@ -284,6 +282,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
         exclude_regexes: cli.exclude_regex.clone(),
         keep_going: cli.keep_going,
         threads: cli.threads,
+        pool: None,
         compression: match &cli.compress {
             Some(z) => {
                 let mut c = erofs_builder::compress::CompressOptions::parse(z)?;
@@ -296,96 +295,6 @@ fn options_from(cli: &Cli) -> Result<Options> {
         verity: cli.integrity.verity_options()?,
         fsverity_digest: cli.integrity.fsverity_digest,
     })
-}
-
-/// Renders progress with indicatif, or only collects warnings when quiet / not a terminal.
-struct Bar {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
-    /// `MKFS_EROFS_RS_TIMINGS=1`: print when each stage starts, for profiling.
-    timings: Option<Instant>,
-    files_done: AtomicU64,
-    files_total: AtomicU64,
-}
-
-impl Bar {
-    fn new(quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.set_message("scanning");
-            b.enable_steady_tick(std::time::Duration::from_millis(120));
-            b
-        });
-        let timings = std::env::var_os("MKFS_EROFS_RS_TIMINGS").map(|_| Instant::now());
-        Self {
-            bar,
-            quiet,
-            timings,
-            files_done: AtomicU64::new(0),
-            files_total: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Progress for Bar {
-    fn phase(&self, phase: Phase) {
-        if let Some(t) = self.timings {
-            eprintln!(
-                "{:8.3}s {:>7} cpu {phase:?}",
-                t.elapsed().as_secs_f64(),
-                cpu_seconds().map_or("?".into(), |c| format!("{c:.2}s"))
-            );
-        }
-        if let Some(b) = &self.bar {
-            match phase {
-                Phase::Scan => b.set_message("scanning"),
-                Phase::Plan => b.set_message("planning"),
-                Phase::Data => {}
-                Phase::Metadata => {}
-                Phase::Done => b.finish_and_clear(),
-            }
-        }
-    }
-
-    fn scanned(&self, entries: u64) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("scanning: {entries} entries"));
-        }
-    }
-
-    fn totals(&self, files: u64, bytes: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(bytes);
-            b.set_position(0);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            self.files_total.store(files, Ordering::Relaxed);
-            b.set_message(format!("0/{files} files"));
-        }
-    }
-
-    fn advance(&self, files: u64, bytes: u64) {
-        if let Some(b) = &self.bar {
-            let done = self.files_done.fetch_add(files, Ordering::Relaxed) + files;
-            let total = self.files_total.load(Ordering::Relaxed);
-            b.set_message(format!("{done}/{total} files"));
-            b.inc(bytes);
-        }
-    }
-
-    fn warning(&self, message: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(b) => b.println(format!("warning: {message}")),
-            None => eprintln!("warning: {message}"),
-        }
-    }
 }
 
 /// Why a run failed: the exit status tells a usage error from an operational one.
@@ -494,7 +403,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     if let Some(temp) = out.temp_path() {
         cleanup.remove_on_signal(temp.to_path_buf());
     }
-    let bar = Bar::new(cli.quiet || cli.json);
+    let timings = std::env::var_os("MKFS_EROFS_RS_TIMINGS").is_some();
+    let mut bar = erofs_cli::Bar::new(!cli.quiet && !cli.json, "building", "files");
+    if timings {
+        bar = bar.print_phases(start);
+    }
     let (report, diff_id) = match &cli.tar.mode {
         None => (
             erofs_builder::build_dir_to_output(&cli.source, &mut out, &options, &bar)?,
@@ -504,9 +417,6 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     };
     let to_stdout = out.kind() == OutputKind::Stream && cli.image.as_os_str() == "-";
     out.commit()?;
-    if let Some(b) = &bar.bar {
-        b.finish_and_clear();
-    }
     if let Some(d) = diff_id {
         let hex = erofs_verity::to_hex(&d);
         // With the image on standard output, the diff_id goes to stderr.
@@ -516,9 +426,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             println!("sha256:{hex}");
         }
     }
-    if bar.timings.is_some() {
+    if timings {
         // The serial share of the build: CPU time on the in-order path over all CPU time.
-        let cpu = cpu_seconds().unwrap_or(0.0);
+        let cpu = erofs_cli::cpu_seconds().unwrap_or(0.0);
         let ordered = report.timings.ordered_cpu.as_secs_f64();
         eprintln!(
             "in-order cpu {ordered:.3}s ({:.1}% of {cpu:.2}s cpu), workers waited {:.3}s",
@@ -574,7 +484,7 @@ fn run_tar(
     mode: &str,
     options: &Options,
     out: &mut Output,
-    bar: &Bar,
+    bar: &erofs_cli::Bar,
 ) -> Result<(erofs_builder::BuildReport, Option<[u8; 32]>)> {
     use erofs_builder::tar_source::{TarOptions, TarSource, Whiteouts};
     use input::Codec;
@@ -648,15 +558,4 @@ fn run_tar(
         None
     };
     Ok((report, diff_id))
-}
-
-/// User plus system CPU time of this process so far, from /proc (for the timings only).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split_whitespace().skip(11);
-    let user: f64 = f.next()?.parse().ok()?;
-    let sys: f64 = f.next()?.parse().ok()?;
-    Some((user + sys) / 100.0)
 }
