@@ -44,7 +44,7 @@ use zerocopy::IntoBytes;
 
 use crate::layout::{InodePlan, Plan, ZStored, dir_names};
 use crate::pipeline::{Clock, run_ordered, run_unordered};
-use crate::tree::{DataSource, FileContent, Kind, Tree};
+use crate::tree::{DataSource, FileContent, Kind, Tree, ValidTree};
 use crate::{BuildError, BuildReport, Options, Phase, Progress};
 
 /// Bytes of file data gathered into one job.
@@ -98,7 +98,7 @@ impl Out<'_> {
 /// Plans the image of `tree` and writes it to the stream `out`, front to back. Returns the
 /// number of bytes written.
 pub fn build_image<W: Write + Send>(
-    tree: &Tree,
+    tree: &ValidTree,
     options: &Options,
     out: &mut W,
     progress: &dyn Progress,
@@ -113,7 +113,7 @@ pub fn build_image<W: Write + Send>(
 /// Plans the image of `tree` and writes it into `out` from offset 0 with positioned writes,
 /// in parallel. Returns the number of bytes written (the file is not truncated).
 pub fn build_image_at(
-    tree: &Tree,
+    tree: &ValidTree,
     options: &Options,
     out: &dyn WriteAt,
     progress: &dyn Progress,
@@ -1478,7 +1478,7 @@ mod tests {
     /// Builds `tree` with the default options and returns the error it must fail with.
     fn build_error(tree: &Tree) -> BuildError {
         crate::build_tree_to_writer(
-            tree,
+            &ValidTree::new(tree.clone()).expect("a valid tree"),
             &mut Vec::new(),
             &Options::default(),
             &crate::NoProgress,

@@ -1,13 +1,21 @@
 //! A caller can stop a build (the image path is then left as it was) and choose the pool it
 //! runs on (the image does not depend on it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
 
 use erofs_builder::{
     BuildError, CancelToken, Cancellable, NoProgress, Options, Phase, Progress, UuidChoice,
 };
+
+/// A temporary directory with a source tree in `src`: 200 small files and a 5 MiB one.
+fn source() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    (tmp, src)
+}
 
 fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("d")).unwrap();
@@ -19,11 +27,10 @@ fn make_tree(root: &Path) {
 }
 
 fn options() -> Options {
-    Options {
-        timestamp: Some(1_700_000_000),
-        uuid: UuidChoice::Clear,
-        ..Options::default()
-    }
+    let mut o = Options::default();
+    o.timestamp = Some(1_700_000_000);
+    o.uuid = UuidChoice::Clear;
+    o
 }
 
 /// Cancels its token when the data stage starts, as a UI's "stop" button would.
@@ -42,9 +49,7 @@ impl Progress for CancelAtData {
 
 #[test]
 fn a_build_cancelled_from_its_progress_callback_writes_no_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_tree(&src);
+    let (tmp, src) = source();
     let image = tmp.path().join("out.erofs");
     let progress = CancelAtData(CancelToken::new());
     let err = erofs_builder::build_dir_to_path(&src, &image, &options(), &progress).unwrap_err();
@@ -75,9 +80,7 @@ impl Progress for WaitForCancel {
 
 #[test]
 fn a_build_cancelled_from_another_thread_leaves_the_old_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_tree(&src);
+    let (tmp, src) = source();
     let image = tmp.path().join("out.erofs");
     std::fs::write(&image, b"the previous image").unwrap();
     let token = CancelToken::new();
@@ -104,9 +107,7 @@ fn a_build_cancelled_from_another_thread_leaves_the_old_image() {
 
 #[test]
 fn a_cancelled_stream_build_stops_with_cancelled() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_tree(&src);
+    let (_tmp, src) = source();
     let progress = CancelAtData(CancelToken::new());
     let mut out = Vec::new();
     let err =
@@ -127,14 +128,10 @@ impl Progress for ThreadNames {
 
 #[test]
 fn a_callers_pool_runs_the_build_and_does_not_change_the_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_tree(&src);
+    let (_tmp, src) = source();
     let mut alone = Vec::new();
-    let one_thread = Options {
-        threads: 1,
-        ..options()
-    };
+    let mut one_thread = options();
+    one_thread.threads = 1;
     erofs_builder::build_dir_to_writer(&src, &mut alone, &one_thread, &NoProgress).unwrap();
 
     let pool = rayon::ThreadPoolBuilder::new()
@@ -143,10 +140,8 @@ fn a_callers_pool_runs_the_build_and_does_not_change_the_image() {
         .thread_name(|i| format!("caller-{i}"))
         .build()
         .unwrap();
-    let on_pool = Options {
-        pool: Some(pool.into()),
-        ..options()
-    };
+    let mut on_pool = options();
+    on_pool.pool = Some(pool.into());
     let names = ThreadNames::default();
     let mut pooled = Vec::new();
     erofs_builder::build_dir_to_writer(&src, &mut pooled, &on_pool, &names).unwrap();

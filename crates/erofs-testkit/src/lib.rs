@@ -104,26 +104,20 @@ pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
 /// Builds `src` into `image` with erofs-builder: `-T EPOCH -U clear`, and fingerprints
 /// under the default name when asked.
 pub fn build_image(src: &Path, image: &Path, fingerprints: bool) {
-    let opts = Options {
-        timestamp: Some(EPOCH),
-        uuid: UuidChoice::Clear,
-        fingerprint: fingerprints.then(|| FingerprintOptions {
-            xattr_name: FINGERPRINT_XATTR.as_bytes().to_vec(),
-        }),
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.timestamp = Some(EPOCH);
+    opts.uuid = UuidChoice::Clear;
+    opts.fingerprint = fingerprints.then(|| FingerprintOptions::new(FINGERPRINT_XATTR));
     build_dir_to_path(src, image, &opts, &NoProgress).expect("build image");
 }
 
 /// Builds `src` into `image` with a dm-verity tree appended (`-T EPOCH -U clear --verity`)
 /// and returns what the build reported about it.
 pub fn build_verity_image(src: &Path, image: &Path) -> erofs_builder::VerityReport {
-    let opts = Options {
-        timestamp: Some(EPOCH),
-        uuid: UuidChoice::Clear,
-        verity: Some(erofs_builder::VerityOptions::appended()),
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.timestamp = Some(EPOCH);
+    opts.uuid = UuidChoice::Clear;
+    opts.verity = Some(erofs_builder::VerityOptions::appended());
     build_dir_to_path(src, image, &opts, &NoProgress)
         .expect("build image")
         .verity

@@ -21,7 +21,7 @@ mod integrity;
 use anyhow::{Context, Result, bail};
 use clap::{FromArgMatches, Parser};
 use erofs_builder::{
-    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, Ownership, UuidChoice,
+    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, UuidChoice,
 };
 use erofs_cli::Exit;
 
@@ -235,66 +235,55 @@ fn options_from(cli: &Cli) -> Result<Options> {
         noinline_data,
         xattr_name_filter,
     } = extended::parse(&cli.extended)?;
-    let fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
-        (Some(name), _) => Some(FingerprintOptions {
-            xattr_name: name.as_bytes().to_vec(),
-        }),
-        (None, Some(_)) => Some(FingerprintOptions {
-            xattr_name: cli.fingerprint_xattr.as_bytes().to_vec(),
-        }),
+    let mut o = Options::default();
+    o.fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
+        (Some(name), _) => Some(FingerprintOptions::new(name.as_bytes())),
+        (None, Some(_)) => Some(FingerprintOptions::new(cli.fingerprint_xattr.as_bytes())),
         (None, None) => None,
     };
-    Ok(Options {
-        blkszbits,
-        timestamp,
-        mtime: if cli.ignore_mtime {
-            MtimePolicy::IgnoreMtime
-        } else if cli.mkfs_time {
-            MtimePolicy::MkfsTime
-        } else if clamp && !cli.all_time {
-            MtimePolicy::Clamp
-        } else {
-            MtimePolicy::AllTime
-        },
-        uuid,
-        label: cli.label.clone().unwrap_or_default().into_bytes(),
-        xattr_tolerance: cli.xattr_tolerance,
-        xattr_prefixes: cli
-            .xattr_prefix
-            .iter()
-            .map(|p| p.as_bytes().to_vec())
-            .collect(),
-        xattr_name_filter,
-        noinline_data,
-        fingerprint,
-        ownership: Ownership {
-            all_root: cli.all_root,
-            force_uid: cli.force_uid,
-            force_gid: cli.force_gid,
-            uid_offset: cli.uid_offset,
-            gid_offset: cli.gid_offset,
-        },
-        exclude_paths: cli
-            .exclude_path
-            .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .collect(),
-        exclude_regexes: cli.exclude_regex.clone(),
-        keep_going: cli.keep_going,
-        threads: cli.threads,
-        pool: None,
-        compression: match &cli.compress {
-            Some(z) => {
-                let mut c = erofs_builder::compress::CompressOptions::parse(z)?;
-                c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
-                Some(c)
-            }
-            None => None,
-        },
-        hard_dereference: cli.hard_dereference,
-        verity: cli.integrity.verity_options()?,
-        fsverity_digest: cli.integrity.fsverity_digest,
-    })
+    o.blkszbits = blkszbits;
+    o.timestamp = timestamp;
+    o.mtime = if cli.ignore_mtime {
+        MtimePolicy::IgnoreMtime
+    } else if cli.mkfs_time {
+        MtimePolicy::MkfsTime
+    } else if clamp && !cli.all_time {
+        MtimePolicy::Clamp
+    } else {
+        MtimePolicy::AllTime
+    };
+    o.uuid = uuid;
+    o.label = cli.label.clone().unwrap_or_default().into_bytes();
+    o.xattr_tolerance = cli.xattr_tolerance;
+    o.xattr_prefixes = cli
+        .xattr_prefix
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    o.xattr_name_filter = xattr_name_filter;
+    o.noinline_data = noinline_data;
+    o.ownership.all_root = cli.all_root;
+    o.ownership.force_uid = cli.force_uid;
+    o.ownership.force_gid = cli.force_gid;
+    o.ownership.uid_offset = cli.uid_offset;
+    o.ownership.gid_offset = cli.gid_offset;
+    o.scan.exclude_paths = cli
+        .exclude_path
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    o.scan.exclude_regexes = cli.exclude_regex.clone();
+    o.scan.keep_going = cli.keep_going;
+    o.scan.hard_dereference = cli.hard_dereference;
+    o.threads = cli.threads;
+    if let Some(z) = &cli.compress {
+        let mut c = erofs_builder::CompressOptions::parse(z)?;
+        c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
+        o.compression = Some(c);
+    }
+    o.verity = cli.integrity.verity_options()?;
+    o.fsverity_digest = cli.integrity.fsverity_digest;
+    Ok(o)
 }
 
 /// Why a run failed: the exit status tells a usage error from an operational one.
