@@ -177,9 +177,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// Hex encoding of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use erofs_verity::to_hex as hex;
 
 /// Number of CPUs to build with.
 pub fn cpus() -> usize {

@@ -188,7 +188,7 @@ fn run(cli: &Cli) -> Result<Exit> {
         }
     }
     if cli.stats {
-        let bar = erofs_progress::Bar::new(!cli.quiet && !cli.json, "walking");
+        let bar = erofs_cli::Bar::new(!cli.quiet && !cli.json, "walking", "inodes");
         let stats = erofs_reader::stats::stats(&img, &bar).context("statistics")?;
         if cli.json {
             json.insert("stats".into(), serde_json::to_value(&stats)?);

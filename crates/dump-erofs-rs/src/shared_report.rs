@@ -2,16 +2,15 @@
 //! under `mount -o inode_share,domain_id=...`, what that saves, and what prevents it.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use erofs_cli::Exit;
-use erofs_reader::{Image, NoProgress, OpenOptions};
+use erofs_reader::{Image, NoProgress, OpenOptions, Progress};
 use erofs_share::collect::{facts_of, image_facts, regular_files};
 use erofs_share::verify::{Issue, verify_files};
 use erofs_share::{FileFacts, ImageFacts, analyze, render_text};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 /// Reads every image (in parallel), builds the report and prints it.
@@ -22,15 +21,8 @@ pub fn run(
     json: bool,
     quiet: bool,
 ) -> Result<Exit> {
-    let bar = if !quiet && !json && std::io::stderr().is_terminal() {
-        ProgressBar::new(images.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} reading images {pos}/{len} [{elapsed}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = erofs_cli::Bar::new(!quiet && !json, "reading", "images");
+    bar.start(Some(images.len() as u64), None);
     let read: Vec<Result<(ImageFacts, Vec<FileFacts>)>> = images
         .par_iter()
         .enumerate()
@@ -57,12 +49,11 @@ pub fn run(
                     f.content_mismatch = bad.get(&f.nid).cloned();
                 }
             }
-            bar.inc(1);
-            bar.set_message(name);
+            bar.advance(1, 0);
             Ok((facts, files))
         })
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
     let mut facts = Vec::new();
     let mut files = Vec::new();
     for r in read {

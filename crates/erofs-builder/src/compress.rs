@@ -125,6 +125,7 @@ fn deflate_fill(src: &[u8], dst: &mut [u8], level: u8) -> Option<(usize, usize)>
 
 /// `-z` and `-C`: how regular files are compressed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CompressOptions {
     /// The algorithms of `-z`, in order; the first compresses every file.
     pub compressors: Vec<Compressor>,

@@ -86,13 +86,6 @@ pub struct InodePlan {
     pub compressed: bool,
 }
 
-impl InodePlan {
-    /// Size of the inode core.
-    pub fn inode_size(&self) -> u64 {
-        if self.extended { 64 } else { 32 }
-    }
-}
-
 /// The complete plan of an image.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -106,13 +99,8 @@ pub struct Plan {
     pub xattr_blkaddr: u32,
     /// First block of the data area.
     pub data_start: u64,
-    /// First block of the compressed area (compressed files' pclusters, placed in file
-    /// order as they are produced), the start of the data area.
-    pub compressed_start: u64,
     /// First block of the metadata area.
     pub meta_start: u64,
-    /// Bytes of the metadata area before the final padding.
-    pub meta_size: u64,
     /// Inode indices in metadata-area order (by `meta_offset`).
     pub meta_order: Vec<usize>,
     /// Blocks in the image.
@@ -135,11 +123,6 @@ impl Plan {
     /// The block size.
     pub fn blksz(&self) -> u64 {
         1 << self.blkszbits
-    }
-
-    /// `meta_blkaddr`.
-    pub fn meta_blkaddr(&self) -> u64 {
-        self.meta_start - 1
     }
 
     /// Image size in bytes.
@@ -568,7 +551,8 @@ pub fn plan_with(
     let mut meta_order: Vec<usize> = (0..inodes.len()).collect();
     meta_order.sort_by_key(|&i| inodes[i].meta_offset);
 
-    let compressed_start = data_start;
+    // Compressed files' pclusters come first in the data area, placed in file order as they
+    // are produced.
     let mut next_block = data_start + z.map_or(0, |z| z.blocks);
 
     // Pass 2: data blocks, in inode order.
@@ -676,9 +660,7 @@ pub fn plan_with(
         xattrs,
         xattr_blkaddr: xattr_blkaddr as u32,
         data_start,
-        compressed_start,
         meta_start,
-        meta_size,
         meta_order,
         total_blocks,
         superblock: sb,

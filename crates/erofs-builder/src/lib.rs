@@ -1,15 +1,27 @@
-//! Builds uncompressed EROFS images.
+//! Builds EROFS images (plain or compressed) from a directory, a tar stream or any
+//! [`source::Source`].
+//!
+//! ```no_run
+//! use erofs_builder::{NoProgress, Options, build_dir_to_path};
+//!
+//! let mut options = Options::default();
+//! options.timestamp = Some(0); // reproducible: with a fixed UUID, same tree, same bytes
+//! let report = build_dir_to_path("rootfs".as_ref(), "rootfs.erofs".as_ref(), &options, &NoProgress)?;
+//! println!("{} inodes, {} bytes", report.inodes, report.image_bytes);
+//! # Ok::<(), erofs_builder::BuildError>(())
+//! ```
 //!
 //! The build runs in three stages, each with one job:
 //!
-//! 1. **Source → tree.** A [`source::Source`] (a directory walk, [`scan`], or a tar stream,
-//!    [`tar_source`])
-//!    produces a validated in-memory [`tree::Tree`]: one entry per inode, hard links merged,
-//!    directory entries sorted bytewise, xattrs sorted, ownership and times already rewritten.
-//! 2. **Tree → plan.** [`layout`] decides every on-disk fact before a byte is written: inode
+//! 1. **Source → tree.** A [`source::Source`] (a directory walk, or a tar stream,
+//!    [`tar_source`]) produces an in-memory [`tree::Tree`]: one entry per inode, hard links
+//!    merged, directory entries sorted bytewise, xattrs sorted, ownership and times already
+//!    rewritten. The builder checks it into a [`ValidTree`], the only tree the next stages
+//!    accept.
+//! 2. **Tree → plan.** The layout decides every on-disk fact before a byte is written: inode
 //!    kinds (compact or extended), xattr bodies and the shared xattr area, data layouts
 //!    (plain, inline tail, chunk-based for sparse files), nids and block addresses.
-//! 3. **Plan → image.** [`mod@write`] writes the image: into a file with positioned writes at
+//! 3. **Plan → image.** The writer writes the image: into a file with positioned writes at
 //!    the planned offsets, from every worker at once, or into a stream front to back. File
 //!    data comes first (read and hashed in parallel), metadata last, because inodes carry the
 //!    fingerprints computed while the data was copied. The output never depends on thread
@@ -18,27 +30,30 @@
 //! The per-file data encoding is a separate step in the writer (plain today), so that
 //! compressed files can plug in later without touching the scan or the tree.
 //!
-//! Libraries do not print: progress and warnings go through the [`Progress`] trait.
+//! Libraries do not print: progress and warnings go through the [`Progress`] trait, which
+//! also cancels a build ([`CancelToken`]). A build runs on its own rayon pool of
+//! [`Options::threads`] workers or on the caller's ([`Options::pool`]); the image never
+//! depends on either.
 
 pub mod compress;
-pub mod dir;
-pub mod layout;
+pub(crate) mod dir;
+pub(crate) mod layout;
 pub mod output;
 mod pipeline;
-pub mod scan;
+pub(crate) mod scan;
 pub mod source;
 pub mod tar;
 pub mod tar_source;
 pub mod tree;
 pub mod verity;
-pub mod write;
-pub mod xattr;
+pub(crate) mod write;
+pub(crate) mod xattr;
 
 use std::path::{Path, PathBuf};
 
-pub use layout::Plan;
+pub use compress::CompressOptions;
 pub use output::{Output, OutputKind};
-pub use tree::Tree;
+pub use tree::{Tree, TreeError, ValidTree};
 pub use verity::{VerityOptions, VerityReport};
 
 /// Block size used when none is given: the x86-64 page size.
@@ -106,6 +121,7 @@ pub enum MtimePolicy {
 
 /// How ownership is rewritten while scanning.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Ownership {
     /// `--all-root`: every file is owned by 0:0.
     pub all_root: bool,
@@ -137,14 +153,46 @@ impl Ownership {
 
 /// Content fingerprints (`--fingerprint`, `--xattr-inode-digest`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FingerprintOptions {
     /// The full xattr name that carries the fingerprint, e.g. `trusted.erofs.fingerprint`.
     pub xattr_name: Vec<u8>,
 }
 
-/// Everything that shapes an image. Two builds of the same tree with equal options and a
-/// fixed timestamp and UUID are byte-identical.
+impl FingerprintOptions {
+    /// Fingerprints in the xattr `xattr_name` (checked by [`Options::validate`]).
+    pub fn new(xattr_name: impl Into<Vec<u8>>) -> Self {
+        Self {
+            xattr_name: xattr_name.into(),
+        }
+    }
+}
+
+/// Which files a directory source takes and how it reads them. None of these changes how a
+/// given tree is encoded; [`Options`]' own fields do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScanOptions {
+    /// `--exclude-path`: paths relative to the source root, without a leading `/`.
+    pub exclude_paths: Vec<Vec<u8>>,
+    /// `--exclude-regex`: patterns matched against paths relative to the source root.
+    pub exclude_regexes: Vec<String>,
+    /// `--keep-going`: skip unreadable files (reported in [`BuildReport::skipped`]).
+    pub keep_going: bool,
+    /// `--hard-dereference`: hard-linked source files become separate inodes, so that the
+    /// image does not depend on how the host happened to link them.
+    pub hard_dereference: bool,
+}
+
+/// Everything that shapes an image: the format's choices (the fields), how a directory is
+/// read ([`Options::scan`]) and where the work runs ([`Options::threads`],
+/// [`Options::pool`]). Two builds of the same tree with equal options and a fixed timestamp
+/// and UUID are byte-identical, whatever the threads.
+///
+/// Start from [`Options::default`] and set fields: `let mut o = Options::default();
+/// o.blkszbits = 12;`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// log2 of the block size, 9..=12.
     pub blkszbits: u8,
@@ -171,19 +219,18 @@ pub struct Options {
     pub fingerprint: Option<FingerprintOptions>,
     /// Ownership rewriting.
     pub ownership: Ownership,
-    /// `--exclude-path`: paths relative to the source root, without a leading `/`.
-    pub exclude_paths: Vec<Vec<u8>>,
-    /// `--exclude-regex`: patterns matched against paths relative to the source root.
-    pub exclude_regexes: Vec<String>,
-    /// `--keep-going`: skip unreadable files (reported in [`BuildReport::skipped`]).
-    pub keep_going: bool,
-    /// Worker threads for scanning and hashing; 0 = one per CPU.
+    /// How a directory source is read.
+    pub scan: ScanOptions,
+    /// Worker threads for scanning, compressing and hashing; 0 = one per CPU. Ignored with
+    /// [`Options::pool`]. The image does not depend on it.
     pub threads: usize,
+    /// A rayon pool to build on instead of a new one of [`Options::threads`] workers, for
+    /// callers that run several builds or share their own pool. The scan recurses once per
+    /// directory level: give its threads large stacks (the builder's own have 64 MiB). The
+    /// image does not depend on the pool's size.
+    pub pool: Option<Pool>,
     /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
     pub compression: Option<compress::CompressOptions>,
-    /// `--hard-dereference`: hard-linked source files become separate inodes, so that the
-    /// image does not depend on how the host happened to link them.
-    pub hard_dereference: bool,
     /// `--verity`: a dm-verity hash tree over the image.
     pub verity: Option<VerityOptions>,
     /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
@@ -204,12 +251,10 @@ impl Default for Options {
             noinline_data: false,
             fingerprint: None,
             ownership: Ownership::default(),
-            exclude_paths: Vec::new(),
-            exclude_regexes: Vec::new(),
-            keep_going: false,
+            scan: ScanOptions::default(),
             threads: 0,
+            pool: None,
             compression: None,
-            hard_dereference: false,
             verity: None,
             fsverity_digest: false,
         }
@@ -288,44 +333,42 @@ impl Options {
     }
 }
 
-/// Stages reported to [`Progress::phase`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Walking the source.
-    Scan,
-    /// Planning the layout.
-    Plan,
-    /// Copying and hashing file data.
-    Data,
-    /// Writing inodes and directories.
-    Metadata,
-    /// Done.
-    Done,
+/// Progress, warnings and cancellation: the trait shared with the reader and the binaries.
+///
+/// A build reports [`Phase::Scan`] (then `advance(n, 0)` every [`SCAN_BATCH`] source
+/// entries), [`Phase::Plan`], `start(files, bytes)` for the data to copy, [`Phase::Data`]
+/// and [`Phase::Metadata`] (with `advance(files, bytes)` as files are written), and
+/// `finish()`. It asks [`Progress::is_cancelled`] before each source entry and each job,
+/// and stops with [`BuildError::Cancelled`].
+pub use erofs_task::{CancelToken, Cancellable, Cancelled, NoProgress, Phase, Progress};
+
+/// A caller's rayon pool to build on ([`Options::pool`]); clones share it.
+#[derive(Clone, Debug)]
+pub struct Pool(std::sync::Arc<rayon::ThreadPool>);
+
+impl From<rayon::ThreadPool> for Pool {
+    fn from(pool: rayon::ThreadPool) -> Self {
+        Self(std::sync::Arc::new(pool))
+    }
 }
 
-/// Receives progress and warnings. Every method has an empty default; implementations must
-/// be cheap, because [`Progress::advance`] runs once per file.
-pub trait Progress: Sync {
-    /// A new stage starts.
-    fn phase(&self, _phase: Phase) {}
-    /// The scan has examined `entries` source entries so far (called every few thousand).
-    fn scanned(&self, _entries: u64) {}
-    /// The data stage will copy `files` files with `bytes` bytes in total.
-    fn totals(&self, _files: u64, _bytes: u64) {}
-    /// `files` more files and `bytes` more bytes were copied.
-    fn advance(&self, _files: u64, _bytes: u64) {}
-    /// A non-fatal problem, already worded for the user.
-    fn warning(&self, _message: &str) {}
+impl From<std::sync::Arc<rayon::ThreadPool>> for Pool {
+    fn from(pool: std::sync::Arc<rayon::ThreadPool>) -> Self {
+        Self(pool)
+    }
 }
 
-/// A [`Progress`] that ignores everything.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
+// A job that panics does not break the pool (rayon re-raises the panic in the caller and
+// keeps its workers), so options that name a pool may cross `catch_unwind` as before.
+impl std::panic::UnwindSafe for Pool {}
+impl std::panic::RefUnwindSafe for Pool {}
 
-impl Progress for NoProgress {}
+/// How many source entries a scan reports per [`Progress::advance`] call.
+pub const SCAN_BATCH: u64 = 4096;
 
 /// A file left out of the image because of `--keep-going`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Skipped {
     /// The source path.
     pub path: PathBuf,
@@ -336,6 +379,7 @@ pub struct Skipped {
 /// Where the writer's time went (`MKFS_EROFS_RS_TIMINGS`), so that the serial share of a
 /// build can be read on any machine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timings {
     /// CPU time spent on the in-order path: work that runs one result at a time, in image
     /// order, while other workers may wait for it.
@@ -347,6 +391,7 @@ pub struct Timings {
 
 /// What a build produced.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct BuildReport {
     /// Number of inodes in the image.
     pub inodes: u64,
@@ -372,6 +417,7 @@ pub struct BuildReport {
 
 /// Errors of a build. Each names the path or the option at fault.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// An I/O error on a source path.
     #[error("{}: {error}", path.display())]
@@ -420,6 +466,12 @@ pub enum BuildError {
         /// Why.
         error: std::io::Error,
     },
+    /// The tree a source produced breaks the tree's invariants.
+    #[error(transparent)]
+    InvalidTree(#[from] TreeError),
+    /// The caller cancelled the build (through its [`Progress`]); no image was written.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     /// A block device too small for the image.
     #[error("{}: the image needs {needed} bytes, the device holds {capacity}", path.display())]
     DeviceTooSmall {
@@ -508,19 +560,19 @@ pub fn build_to_output(
     if out.kind() == OutputKind::Regular {
         let target = out.target().to_path_buf();
         if let Some(rel) = source.contains(&target, &staging_dir) {
-            options.exclude_paths.push(rel);
+            options.scan.exclude_paths.push(rel);
         }
     }
     let capacity = out.capacity()?;
     let mut report = BuildReport::default();
-    let written = in_pool(&options, || {
+    let written = in_pool(&options, progress, || {
         progress.phase(Phase::Scan);
-        let tree = source.read_tree(&mut source::SourceCtx {
+        let tree = ValidTree::new(source.read_tree(&mut source::SourceCtx {
             options: &options,
             report: &mut report,
             progress,
             staging_dir: &staging_dir,
-        })?;
+        })?)?;
         if let Some(capacity) = capacity {
             // Planned twice for a device only: once here, so that a device too small is
             // refused before a byte of it is overwritten.
@@ -543,7 +595,6 @@ pub fn build_to_output(
     if let UuidChoice::Value(u) = options.uuid {
         report.uuid = u;
     }
-    progress.phase(Phase::Done);
     Ok(report)
 }
 
@@ -571,34 +622,31 @@ pub fn build_to_writer<W: std::io::Write + Send>(
     options.validate()?;
     let options = &options.resolve_time();
     let mut report = BuildReport::default();
-    in_pool(options, || {
+    in_pool(options, progress, || {
         progress.phase(Phase::Scan);
         let staging = std::env::temp_dir();
-        let tree = source.read_tree(&mut source::SourceCtx {
+        let tree = ValidTree::new(source.read_tree(&mut source::SourceCtx {
             options,
             report: &mut report,
             progress,
             staging_dir: &staging,
-        })?;
+        })?)?;
         report.image_bytes = write_image(&tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
-    progress.phase(Phase::Done);
     Ok(report)
 }
 
-/// Writes the image of an already built tree (any source) into `out`.
+/// Writes the image of an already built and checked tree into `out`.
 pub fn build_tree_to_writer<W: std::io::Write + Send>(
-    tree: &Tree,
+    tree: &ValidTree,
     out: &mut W,
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
     options.validate()?;
-    tree.validate()
-        .map_err(|e| BuildError::InvalidOption(e.to_string()))?;
     let mut report = BuildReport::default();
-    in_pool(options, || {
+    in_pool(options, progress, || {
         report.image_bytes = write_image(tree, options, out, progress, &mut report)?;
         Ok(())
     })?;
@@ -675,7 +723,7 @@ impl Integrity {
 /// dm-verity tree appended or in its own file, the fs-verity digest of the whole file).
 /// Returns the size of the filesystem image, without what follows it.
 fn write_image<W: std::io::Write + Send>(
-    tree: &Tree,
+    tree: &ValidTree,
     options: &Options,
     out: &mut W,
     progress: &dyn Progress,
@@ -698,7 +746,7 @@ fn write_image<W: std::io::Write + Send>(
 
 /// [`write_image`] with positioned writes: every worker hashes the bytes it writes.
 fn write_image_at(
-    tree: &Tree,
+    tree: &ValidTree,
     options: &Options,
     file: &std::fs::File,
     progress: &dyn Progress,
@@ -728,19 +776,26 @@ fn write_image_at(
     Ok(written)
 }
 
-/// Runs `f` on a dedicated rayon pool with `options.threads` workers and large stacks
-/// (deep trees recurse once per level).
+/// Runs `f` on the caller's pool ([`Options::pool`]) or on a dedicated one with
+/// `options.threads` workers and large stacks (deep trees recurse once per level), then
+/// tells `progress` the build ended, whether it succeeded or not.
 fn in_pool<T: Send>(
     options: &Options,
+    progress: &dyn Progress,
     f: impl FnOnce() -> Result<T, BuildError> + Send,
 ) -> Result<T, BuildError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
-        .stack_size(64 << 20)
-        .thread_name(|i| format!("erofs-builder-{i}"))
-        .build()
-        .map_err(|e| BuildError::InvalidOption(format!("thread pool: {e}")))?;
-    pool.install(f)
+    let result = match &options.pool {
+        Some(pool) => pool.0.install(f),
+        None => rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .stack_size(64 << 20)
+            .thread_name(|i| format!("erofs-builder-{i}"))
+            .build()
+            .map_err(|e| BuildError::InvalidOption(format!("thread pool: {e}")))?
+            .install(f),
+    };
+    progress.finish();
+    result
 }
 
 /// The path of `image` relative to `source`, when the image lies inside the source tree.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, Tree};
-use crate::{BuildError, BuildReport, MtimePolicy, Options, Progress, Skipped};
+use crate::{BuildError, BuildReport, MtimePolicy, Options, Progress, SCAN_BATCH, Skipped};
 
 /// Scans the directory `source` into a tree.
 pub fn scan_dir(
@@ -36,6 +36,7 @@ pub fn scan_dir(
         return Err(BuildError::NotADirectory(source.to_path_buf()));
     }
     let regexes = options
+        .scan
         .exclude_regexes
         .iter()
         .map(|r| {
@@ -54,7 +55,7 @@ pub fn scan_dir(
     let meta = Stat::of_metadata(&meta);
     let root = ctx.scan_entry(source.to_path_buf(), Vec::new(), Vec::new(), meta)?;
     let root = root.expect("the root is never skipped");
-    let tree = flatten(root, options.hard_dereference);
+    let tree = flatten(root, options.scan.hard_dereference);
     let mut skipped = ctx.skipped.into_inner().unwrap_or_else(|e| e.into_inner());
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     report.skipped.extend(skipped);
@@ -154,7 +155,7 @@ impl Ctx<'_> {
     }
 
     fn excluded(&self, rel: &[u8]) -> bool {
-        self.options.exclude_paths.iter().any(|p| {
+        self.options.scan.exclude_paths.iter().any(|p| {
             let p = trim_slashes(p);
             p == rel
         }) || self.regexes.iter().any(|r| r.is_match(rel))
@@ -173,13 +174,15 @@ impl Ctx<'_> {
             .entries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if n.is_multiple_of(4096) {
-            self.progress.scanned(n);
+        if n.is_multiple_of(SCAN_BATCH) {
+            self.progress.advance(SCAN_BATCH, 0);
         }
+        // Before the match: a cancelled build is not a file to skip.
+        self.progress.check_cancelled()?;
         match self.scan_entry_inner(&path, &rel, name, &meta) {
             Ok(node) => Ok(Some(node)),
             Err(e)
-                if self.options.keep_going
+                if self.options.scan.keep_going
                     && !is_root
                     && !matches!(e, BuildError::InvalidOption(_)) =>
             {
@@ -217,7 +220,7 @@ impl Ctx<'_> {
         } else if ft == FileType::RegularFile {
             let size = meta.size;
             let sparse = meta.blocks.saturating_mul(512) < size;
-            let data_ranges = if sparse || self.options.keep_going {
+            let data_ranges = if sparse || self.options.scan.keep_going {
                 let file = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
                 if sparse {
                     data_ranges(&file, size).map_err(|e| BuildError::io(path, e))?
@@ -332,7 +335,7 @@ impl Ctx<'_> {
                     Ok(m) => m,
                     Err(e) => {
                         let e = BuildError::io(&path, e);
-                        if self.options.keep_going {
+                        if self.options.scan.keep_going {
                             self.skipped
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())

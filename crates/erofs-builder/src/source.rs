@@ -43,7 +43,8 @@ pub trait Source {
     }
 }
 
-/// A directory on the local filesystem ([`crate::scan`]).
+/// A directory on the local filesystem, read by a parallel walk (lstat, sorted readdir,
+/// xattrs, holes of sparse files).
 #[derive(Clone, Debug)]
 pub struct DirSource {
     /// The directory.

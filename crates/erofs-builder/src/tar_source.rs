@@ -89,9 +89,10 @@ impl<R: Read> Source for TarSource<R> {
             }
             b.apply(&mut tar, entry)?;
             n += 1;
-            if n.is_multiple_of(4096) {
-                b.ctx.progress.scanned(n);
+            if n.is_multiple_of(crate::SCAN_BATCH) {
+                b.ctx.progress.advance(crate::SCAN_BATCH, 0);
             }
+            b.ctx.progress.check_cancelled()?;
         }
         for w in std::mem::take(&mut tar.warnings) {
             b.ctx.warn(w);

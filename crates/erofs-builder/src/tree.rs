@@ -1,6 +1,8 @@
 //! The validated in-memory tree every source produces and the layout consumes.
 //!
-//! Invariants (checked by [`Tree::validate`]): inode 0 is the root directory; every
+//! A source builds a [`Tree`]; the builder accepts it only as a [`ValidTree`], which can be
+//! made only by checking it, so the layout and the writer never see a tree that breaks these
+//! invariants (checked by [`Tree::validate`]): inode 0 is the root directory; every
 //! directory lists its children sorted bytewise with names of 1..=255 bytes that contain no
 //! `/` or NUL; every non-root inode is reachable; link counts match the tree; xattrs of an
 //! inode are sorted by name then value, with unique names.
@@ -145,11 +147,44 @@ impl Inode {
     }
 }
 
-/// The validated tree. Inode order is the order the image stores inodes and data in.
+/// The tree a source produces. Inode order is the order the image stores inodes and data
+/// in. The builder takes it as a [`ValidTree`].
 #[derive(Clone, Debug)]
 pub struct Tree {
     /// All inodes; index 0 is the root directory.
     pub inodes: Vec<Inode>,
+}
+
+/// A [`Tree`] that passed [`Tree::validate`]; read-only from then on (it dereferences to
+/// the tree). The only input the layout and the writer accept.
+#[derive(Clone, Debug)]
+pub struct ValidTree(Tree);
+
+impl ValidTree {
+    /// Checks `tree` and keeps it.
+    pub fn new(tree: Tree) -> Result<Self, TreeError> {
+        tree.validate()?;
+        Ok(Self(tree))
+    }
+
+    /// The tree back, to change it (and check it again).
+    pub fn into_inner(self) -> Tree {
+        self.0
+    }
+}
+
+impl TryFrom<Tree> for ValidTree {
+    type Error = TreeError;
+    fn try_from(tree: Tree) -> Result<Self, TreeError> {
+        Self::new(tree)
+    }
+}
+
+impl std::ops::Deref for ValidTree {
+    type Target = Tree;
+    fn deref(&self) -> &Tree {
+        &self.0
+    }
 }
 
 /// Why a tree is not valid.

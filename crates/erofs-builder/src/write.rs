@@ -44,7 +44,7 @@ use zerocopy::IntoBytes;
 
 use crate::layout::{InodePlan, Plan, ZStored, dir_names};
 use crate::pipeline::{Clock, run_ordered, run_unordered};
-use crate::tree::{DataSource, FileContent, Kind, Tree};
+use crate::tree::{DataSource, FileContent, Kind, Tree, ValidTree};
 use crate::{BuildError, BuildReport, Options, Phase, Progress};
 
 /// Bytes of file data gathered into one job.
@@ -98,7 +98,7 @@ impl Out<'_> {
 /// Plans the image of `tree` and writes it to the stream `out`, front to back. Returns the
 /// number of bytes written.
 pub fn build_image<W: Write + Send>(
-    tree: &Tree,
+    tree: &ValidTree,
     options: &Options,
     out: &mut W,
     progress: &dyn Progress,
@@ -113,7 +113,7 @@ pub fn build_image<W: Write + Send>(
 /// Plans the image of `tree` and writes it into `out` from offset 0 with positioned writes,
 /// in parallel. Returns the number of bytes written (the file is not truncated).
 pub fn build_image_at(
-    tree: &Tree,
+    tree: &ValidTree,
     options: &Options,
     out: &dyn WriteAt,
     progress: &dyn Progress,
@@ -153,7 +153,7 @@ fn build(
             Kind::Regular(c) if c.size > 0 => (f + 1, b + c.size),
             _ => (f, b),
         });
-    progress.totals(files, bytes);
+    progress.start(Some(files), Some(bytes));
     // Compressed files come first in the data area: their size is known only once they are
     // compressed, and everything after them is planned then.
     let z = match (&options.compression, &out) {
@@ -575,6 +575,7 @@ fn write_data_at(
         _ => (1, std::cmp::Reverse(0), k),
     });
     let results = run_unordered(jobs.len(), ctx.threads, ctx.clock, |k| {
+        progress.check_cancelled()?;
         let job = &jobs[order[k]];
         let at = job_offset(plan, job);
         let done = match job {
@@ -660,6 +661,7 @@ fn run_whole(
     let mut pos = 0u64;
     let mut bytes = 0u64;
     for range in pieces(ctx.plan, i) {
+        progress.check_cancelled()?;
         let data = (range.end - range.start) as usize;
         let len = data.next_multiple_of(blksz);
         src.read_exact_at(&mut buf[..data], range.start, c.size)?;
@@ -717,15 +719,18 @@ fn write_data_stream(
         ctx.threads,
         ctx.window(),
         ctx.clock,
-        |k| match &jobs[k] {
-            DataJob::Files(list) => run_files(ctx, list, buffers),
-            DataJob::Piece {
-                inode,
-                range,
-                last,
-                file,
-            } => run_piece(ctx, *inode, range.clone(), *last, &opened[*file], buffers),
-            DataJob::Whole(_) => unreachable!("a stream reads large files in pieces"),
+        |k| {
+            progress.check_cancelled()?;
+            match &jobs[k] {
+                DataJob::Files(list) => run_files(ctx, list, buffers),
+                DataJob::Piece {
+                    inode,
+                    range,
+                    last,
+                    file,
+                } => run_piece(ctx, *inode, range.clone(), *last, &opened[*file], buffers),
+                DataJob::Whole(_) => unreachable!("a stream reads large files in pieces"),
+            }
         },
         |done| {
             w.write_all(&done.buf[..done.len])
@@ -1212,6 +1217,7 @@ fn write_meta(
     };
     let shared: &DataOut = data;
     let encode = |k: usize| -> Result<MetaDone, BuildError> {
+        progress.check_cancelled()?;
         let (from, to) = (start_of(k), start_of(k + 1));
         let mut buf = buffers.get(0);
         buf.clear();
@@ -1255,7 +1261,7 @@ fn write_meta(
                 let done = encode(k)?;
                 file.put_at(&done.buf, meta_base + start_of(k))
                     .map_err(BuildError::Output)?;
-                Ok(finish(done))
+                Ok::<_, BuildError>(finish(done))
             })?;
             ctx.clock.in_order(|| {
                 for done in results {
@@ -1472,7 +1478,7 @@ mod tests {
     /// Builds `tree` with the default options and returns the error it must fail with.
     fn build_error(tree: &Tree) -> BuildError {
         crate::build_tree_to_writer(
-            tree,
+            &ValidTree::new(tree.clone()).expect("a valid tree"),
             &mut Vec::new(),
             &Options::default(),
             &crate::NoProgress,

@@ -4,7 +4,8 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice};
+use erofs_builder::source::{DirSource, Source, SourceCtx};
+use erofs_builder::{BuildError, FingerprintOptions, NoProgress, Options, Tree, UuidChoice};
 
 /// Deterministic bytes that do not repeat at block or piece boundaries.
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -38,15 +39,12 @@ fn make_tree(root: &Path) {
 }
 
 fn options(threads: usize, fingerprint: bool) -> Options {
-    Options {
-        threads,
-        timestamp: Some(1_700_000_000),
-        uuid: UuidChoice::Clear,
-        fingerprint: fingerprint.then(|| FingerprintOptions {
-            xattr_name: b"trusted.erofs.fingerprint".to_vec(),
-        }),
-        ..Options::default()
-    }
+    let mut o = Options::default();
+    o.threads = threads;
+    o.timestamp = Some(1_700_000_000);
+    o.uuid = UuidChoice::Clear;
+    o.fingerprint = fingerprint.then(|| FingerprintOptions::new("trusted.erofs.fingerprint"));
+    o
 }
 
 #[test]
@@ -86,26 +84,28 @@ fn positioned_writes_equal_the_ordered_stream_for_every_thread_count() {
     }
 }
 
+/// A directory whose file `big` shrinks to 5 MiB right after the scan saw 8 MiB.
+struct ShrinksAfterScan(DirSource);
+
+impl Source for ShrinksAfterScan {
+    fn read_tree(&mut self, ctx: &mut SourceCtx<'_>) -> Result<Tree, BuildError> {
+        let tree = self.0.read_tree(ctx)?;
+        std::fs::write(self.0.path.join("big"), pattern(5 << 20, 7)).unwrap();
+        Ok(tree)
+    }
+}
+
 #[test]
 fn a_large_file_that_shrank_fails_the_positioned_build() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("big"), pattern(8 << 20, 7)).unwrap();
-    let tree = {
-        let mut report = erofs_builder::BuildReport::default();
-        erofs_builder::scan::scan_dir(&src, &options(2, true), &mut report, &NoProgress).unwrap()
-    };
-    std::fs::write(src.join("big"), pattern(5 << 20, 7)).unwrap();
-    let out = tempfile::tempfile().unwrap();
-    let err = erofs_builder::write::build_image_at(
-        &tree,
-        &options(2, true),
-        &out,
-        &NoProgress,
-        &mut erofs_builder::BuildReport::default(),
-    )
-    .unwrap_err();
+    let mut source = ShrinksAfterScan(DirSource { path: src });
+    let image = tmp.path().join("img");
+    let err = erofs_builder::build_to_path(&mut source, &image, &options(2, true), &NoProgress)
+        .unwrap_err();
+    assert!(!image.exists());
     assert!(
         matches!(err, erofs_builder::BuildError::ChangedSize { expected, .. } if expected == 8 << 20),
         "{err}"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use erofs_builder::compress::CompressOptions;
 use erofs_builder::tree::{DataSource, DirEntry, FileContent, Inode, Kind, Tree};
-use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice};
+use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice, ValidTree};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -259,26 +259,22 @@ proptest! {
         z in 0usize..4,
         big in 0usize..3,
     ) {
-        let tree = build_tree(&entries);
-        tree.validate().expect("generated tree is valid");
-        let options = Options {
-            blkszbits,
-            // The epoch; the tree keeps its own mtimes (some equal it: compact inodes).
-            timestamp: Some(1_700_000_000),
-            uuid: UuidChoice::Clear,
-            xattr_tolerance: tolerance,
-            xattr_prefixes: if prefix { vec![b"user.prefixed.".to_vec()] } else { vec![] },
-            noinline_data: noinline,
-            fingerprint: fingerprint.then(|| FingerprintOptions {
-                xattr_name: b"trusted.erofs.fingerprint".to_vec(),
-            }),
-            compression: (z > 0).then(|| {
-                let mut c = CompressOptions::parse(["lz4", "lz4hc", "deflate"][z - 1]).unwrap();
-                c.max_pcluster_bytes = [0, 4, 16][big] << blkszbits;
-                c
-            }),
-            ..Options::default()
-        };
+        let tree = ValidTree::new(build_tree(&entries)).expect("generated tree is valid");
+        let mut options = Options::default();
+        options.blkszbits = blkszbits;
+        // The epoch; the tree keeps its own mtimes (some equal it: compact inodes).
+        options.timestamp = Some(1_700_000_000);
+        options.uuid = UuidChoice::Clear;
+        options.xattr_tolerance = tolerance;
+        options.xattr_prefixes = if prefix { vec![b"user.prefixed.".to_vec()] } else { vec![] };
+        options.noinline_data = noinline;
+        options.fingerprint =
+            fingerprint.then(|| FingerprintOptions::new("trusted.erofs.fingerprint"));
+        options.compression = (z > 0).then(|| {
+            let mut c = CompressOptions::parse(["lz4", "lz4hc", "deflate"][z - 1]).unwrap();
+            c.max_pcluster_bytes = [0, 4, 16][big] << blkszbits;
+            c
+        });
         let mut image = Vec::new();
         erofs_builder::build_tree_to_writer(&tree, &mut image, &options, &NoProgress)
             .expect("build");

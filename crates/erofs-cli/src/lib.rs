@@ -4,7 +4,13 @@
 //!   for `fsck.erofs` under fsck(8) and every tool reports the same way;
 //! - a quiet end when the reader of standard output goes away ([`is_broken_pipe`]);
 //! - the erofs-utils drop-in names ([`invoked_as`]);
-//! - man pages and shell completions from the clap definitions ([`generate_if_asked`]).
+//! - man pages and shell completions from the clap definitions ([`generate_if_asked`]);
+//! - the one progress bar ([`Bar`]), which renders any long operation's
+//!   [`erofs_task::Progress`] events.
+
+mod progress;
+
+pub use progress::{Bar, cpu_seconds};
 
 use std::ffi::OsString;
 use std::io::Write;

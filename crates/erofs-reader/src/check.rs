@@ -9,7 +9,7 @@ use erofs_format::xattr::name_filter_bit;
 use crate::error::Error;
 use crate::image::Image;
 use crate::inode::Inode;
-use crate::progress::Progress;
+use crate::progress::{Cancelled, Progress};
 
 /// What to check: `CheckOptions::default().read_data(true)`.
 #[derive(Clone, Copy, Debug)]
@@ -410,8 +410,12 @@ impl Checker<'_> {
 }
 
 /// Walks the whole image and checks it; see the module docs. `progress` advances once per
-/// directory entry.
-pub fn check(img: &Image, opts: CheckOptions, progress: &dyn Progress) -> CheckReport {
+/// directory entry, and is asked before each whether to stop ([`Cancelled`]).
+pub fn check(
+    img: &Image,
+    opts: CheckOptions,
+    progress: &dyn Progress,
+) -> Result<CheckReport, Cancelled> {
     check_from(img, opts, img.root_nid(), b"/", progress)
 }
 
@@ -425,7 +429,7 @@ pub fn check_from(
     nid: u64,
     path: &[u8],
     progress: &dyn Progress,
-) -> CheckReport {
+) -> Result<CheckReport, Cancelled> {
     let whole = nid == img.root_nid();
     let mut c = Checker {
         img,
@@ -451,18 +455,22 @@ pub fn check_from(
             ),
         );
     }
-    progress.start(Some(img.superblock().inos.get()));
+    progress.start(Some(img.superblock().inos.get()), None);
     let mut batch = crate::progress::Batched::new(progress);
     let walk = match img.walk_from(nid, path.to_vec()) {
         Ok(w) => w,
         Err(e) => {
             c.error(Some(path), e);
             progress.finish();
-            return c.report;
+            return Ok(c.report);
         }
     };
     let mut walk = walk;
     while let Some(entry) = walk.next() {
+        if progress.is_cancelled() {
+            progress.finish();
+            return Err(Cancelled);
+        }
         batch.step();
         let e = match entry {
             Ok(e) => e,
@@ -550,5 +558,5 @@ pub fn check_from(
     c.report.problems.extend(nlink_problems);
     batch.flush();
     progress.finish();
-    c.report
+    Ok(c.report)
 }

@@ -258,6 +258,9 @@ pub enum Error {
         /// The inode.
         nid: u64,
     },
+    /// The caller cancelled the operation (through its [`crate::Progress`]).
+    #[error(transparent)]
+    Cancelled(#[from] crate::Cancelled),
 }
 
 impl Error {

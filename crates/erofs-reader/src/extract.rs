@@ -347,7 +347,7 @@ pub fn extract(
         first_path: crate::nidmap::NidMap::default(),
     };
     let mut dirs: Vec<(PathBuf, Inode)> = Vec::new();
-    progress.start(Some(img.superblock().inos.get()));
+    progress.start(Some(img.superblock().inos.get()), None);
     let mut batch = crate::progress::Batched::new(progress);
     let root = img.inode(nid)?;
     if !root.is_dir() {

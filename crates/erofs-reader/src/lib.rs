@@ -45,7 +45,7 @@ pub use erofs_format::{DataLayout, FileType};
 pub use error::{Corruption, Error, Location, Result};
 pub use image::{Image, OpenOptions};
 pub use inode::Inode;
-pub use progress::{NoProgress, Progress};
+pub use progress::{CancelToken, Cancellable, Cancelled, NoProgress, Progress};
 pub use source::ReadAt;
 pub use walk::{Walk, WalkEntry};
 pub use xattr::Xattr;

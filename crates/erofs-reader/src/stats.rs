@@ -132,7 +132,7 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
     };
     let mut seen = crate::nidmap::NidSet::default();
     let mut ext: BTreeMap<String, u64> = BTreeMap::new();
-    progress.start(Some(img.superblock().inos.get()));
+    progress.start(Some(img.superblock().inos.get()), None);
     let mut batch = crate::progress::Batched::new(progress);
     for e in img.walk()? {
         let e = e?;

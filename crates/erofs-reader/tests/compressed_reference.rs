@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use erofs_reader::{Image, ZStorage};
+use erofs_verity::to_hex as hex;
 use sha2::{Digest, Sha256};
 
 fn dir() -> PathBuf {
@@ -23,10 +24,6 @@ fn sums() -> BTreeMap<Vec<u8>, String> {
             ))
         })
         .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn images() -> Vec<PathBuf> {

@@ -152,7 +152,7 @@ fn small_block_images_read_with_long_prefixes_and_fingerprints() {
             None,
             "directories carry none"
         );
-        let report = check(&img, CheckOptions::default(), &NoProgress);
+        let report = check(&img, CheckOptions::default(), &NoProgress).unwrap();
         assert!(report.is_clean(), "{bits}: {:?}", report.problems);
         assert_eq!(report.inodes, 2);
     }
@@ -169,7 +169,7 @@ fn name_filter_bit_set_for_a_present_name_hides_it_and_fsck_reports_it() {
         1,
         "a full listing still finds it"
     );
-    let report = check(&img, CheckOptions::default(), &NoProgress);
+    let report = check(&img, CheckOptions::default(), &NoProgress).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(report.problems[0].kind, "xattr-filter");
     assert_eq!(report.problems[0].nid, Some(FILE_NID));

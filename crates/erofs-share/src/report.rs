@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use erofs_format::xattr::parse_sha256_fingerprint;
+use erofs_verity::to_hex;
 
 /// Page-cache accounting unit. Savings are counted in 4 KiB pages, whatever the block size.
 pub const PAGE_SIZE: u64 = 4096;
@@ -303,10 +304,6 @@ pub fn pages(size: u64) -> u64 {
     size.div_ceil(PAGE_SIZE)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn member(f: &FileFacts) -> Member {
     Member {
         image: f.image,
@@ -408,7 +405,7 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
             findings.push(Finding::ContentMismatch {
                 image: f.image,
                 member: member(f),
-                stored: hex(value),
+                stored: to_hex(value),
                 computed: computed.clone(),
             });
         }
@@ -456,7 +453,7 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
             .collect();
         if variants.len() > 1 {
             let sizes: BTreeSet<u64> = variants.iter().map(|v| v.size).collect();
-            let fingerprint = hex(value);
+            let fingerprint = to_hex(value);
             findings.push(if sizes.len() > 1 {
                 Finding::SizeConflict {
                     fingerprint,
@@ -482,7 +479,7 @@ pub fn analyze(images: &[ImageFacts], files: &[FileFacts]) -> Report {
         let first_image = best.members[0].image;
         let cross_image = best.members.iter().any(|m| m.image != first_image);
         groups.push(ShareGroup {
-            fingerprint: hex(value),
+            fingerprint: to_hex(value),
             size: best.size,
             read_path: best.read_path,
             saved_pages: (n - 1).saturating_mul(pages(best.size)),

@@ -7,7 +7,8 @@
 
 use erofs_format::Compat;
 use erofs_format::xattr::parse_sha256_fingerprint;
-use erofs_reader::{Image, Inode, Progress, escape_bytes};
+use erofs_reader::{Cancelled, Image, Inode, Progress, escape_bytes};
+use erofs_verity::to_hex;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -121,10 +122,6 @@ struct Outcome {
     issue: Option<FileIssue>,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// SHA-256 of the whole content of `inode`, read through `buf` (grown to at most
 /// [`READ_CHUNK`] bytes).
 ///
@@ -154,7 +151,7 @@ pub fn sha256_of(
         }
         h.update(&buf[..n]);
         off += n as u64;
-        progress.advance(n as u64);
+        progress.advance(0, n as u64);
     }
     Ok(h.finalize().into())
 }
@@ -199,13 +196,14 @@ fn verify_one(image: &Image, job: Job, progress: &dyn Progress) -> Outcome {
                     match BUF.with(|b| sha256_of(image, &inode, &mut b.borrow_mut(), progress)) {
                         Ok(computed) if &computed == stored => None,
                         Ok(computed) => issue(Issue::Mismatch {
-                            stored: hex(stored),
-                            computed: hex(&computed),
+                            stored: to_hex(stored),
+                            computed: to_hex(&computed),
                         }),
                         Err(e) => issue(Issue::ReadError {
                             error: e.to_string(),
                         }),
                     };
+                progress.advance(1, 0);
                 return Outcome {
                     hashed: Some(size),
                     issue: found,
@@ -213,7 +211,7 @@ fn verify_one(image: &Image, job: Job, progress: &dyn Progress) -> Outcome {
             }
         },
     };
-    progress.advance(inode.size);
+    progress.advance(1, inode.size);
     Outcome {
         hashed: None,
         issue: found,
@@ -222,7 +220,8 @@ fn verify_one(image: &Image, job: Job, progress: &dyn Progress) -> Outcome {
 
 /// Recomputes the SHA-256 of every fingerprinted file and compares it with the stored value.
 ///
-/// Runs on the current rayon pool. `progress` counts bytes.
+/// Runs on the current rayon pool. `progress` counts files and bytes; it is asked before
+/// each file whether to stop ([`erofs_reader::Error::Cancelled`]).
 pub fn verify_fingerprints(
     image: &Image,
     progress: &dyn Progress,
@@ -295,18 +294,21 @@ pub fn verify_files(
     let total = jobs
         .iter()
         .fold(0u64, |t, j| t.saturating_add(j.file.inode.size));
-    progress.start(Some(total));
-    let outcomes: Vec<Outcome> = jobs
+    progress.start(Some(jobs.len() as u64), Some(total));
+    let outcomes: Result<Vec<Outcome>, Cancelled> = jobs
         // By value, so that each file's paths are freed on the pool as it is done instead of
         // all at once on one thread at the end.
         .into_par_iter()
         // One file per job: sizes range from bytes to tens of MiB, and rayon's default
         // splitting leaves a quarter of the (largest) files on one thread.
         .with_max_len(1)
-        .map(|job| verify_one(image, job, progress))
+        .map(|job| {
+            progress.check_cancelled()?;
+            Ok(verify_one(image, job, progress))
+        })
         .collect();
     progress.finish();
-    for o in outcomes {
+    for o in outcomes? {
         if let Some(size) = o.hashed {
             report.verified += 1;
             report.bytes_hashed = report.bytes_hashed.saturating_add(size);

@@ -77,9 +77,7 @@ pub fn have(tool: &str) -> bool {
 }
 
 /// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use erofs_verity::to_hex as hex;
 
 /// All xattrs of `path`, not following symlinks; empty where xattrs are not supported.
 pub fn read_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -106,26 +104,20 @@ pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
 /// Builds `src` into `image` with erofs-builder: `-T EPOCH -U clear`, and fingerprints
 /// under the default name when asked.
 pub fn build_image(src: &Path, image: &Path, fingerprints: bool) {
-    let opts = Options {
-        timestamp: Some(EPOCH),
-        uuid: UuidChoice::Clear,
-        fingerprint: fingerprints.then(|| FingerprintOptions {
-            xattr_name: FINGERPRINT_XATTR.as_bytes().to_vec(),
-        }),
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.timestamp = Some(EPOCH);
+    opts.uuid = UuidChoice::Clear;
+    opts.fingerprint = fingerprints.then(|| FingerprintOptions::new(FINGERPRINT_XATTR));
     build_dir_to_path(src, image, &opts, &NoProgress).expect("build image");
 }
 
 /// Builds `src` into `image` with a dm-verity tree appended (`-T EPOCH -U clear --verity`)
 /// and returns what the build reported about it.
 pub fn build_verity_image(src: &Path, image: &Path) -> erofs_builder::VerityReport {
-    let opts = Options {
-        timestamp: Some(EPOCH),
-        uuid: UuidChoice::Clear,
-        verity: Some(erofs_builder::VerityOptions::appended()),
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.timestamp = Some(EPOCH);
+    opts.uuid = UuidChoice::Clear;
+    opts.verity = Some(erofs_builder::VerityOptions::appended());
     build_dir_to_path(src, image, &opts, &NoProgress)
         .expect("build image")
         .verity
@@ -266,19 +258,12 @@ pub fn build_example_image(image: &Path) {
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/example-tree");
     let copy = tempfile::tempdir().expect("temporary directory");
     copy_normalized(&tree, copy.path());
-    let opts = Options {
-        timestamp: Some(EPOCH),
-        uuid: UuidChoice::Clear,
-        fingerprint: Some(FingerprintOptions {
-            xattr_name: FINGERPRINT_XATTR.as_bytes().to_vec(),
-        }),
-        ownership: erofs_builder::Ownership {
-            all_root: true,
-            ..Default::default()
-        },
-        xattr_tolerance: -1,
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    opts.timestamp = Some(EPOCH);
+    opts.uuid = UuidChoice::Clear;
+    opts.fingerprint = Some(FingerprintOptions::new(FINGERPRINT_XATTR));
+    opts.ownership.all_root = true;
+    opts.xattr_tolerance = -1;
     build_dir_to_path(copy.path(), image, &opts, &NoProgress).expect("build the example image");
 }
 

@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use erofs_task::{Cancelled, Progress};
+
 use crate::blocks::{hash_block, hash_blocks};
 use crate::{DIGEST_SIZE, Digest};
 
@@ -185,6 +187,9 @@ pub enum VerifyError {
     /// A data block does not match its leaf hash.
     #[error("data block {0} (bytes {start}..{end}) does not match the hash tree", start = *.0 * DATA_BLOCK_SIZE as u64, end = (*.0 + 1) * DATA_BLOCK_SIZE as u64)]
     DataBlock(u64),
+    /// The caller cancelled the verification (through its [`Progress`]).
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
 }
 
 /// Checks `tree` (the bytes after the superblock) against `root`, from the top level down,
@@ -272,31 +277,39 @@ const JOB_BLOCKS: u64 = 256;
 
 /// Verifies `data` (the image; bytes past its end read as zeros) against `tree` (the bytes
 /// after the superblock) and `root`, in parallel. Reports the first bad block: the tree from
-/// the top down, then the data blocks in order.
+/// the top down, then the data blocks in order. `progress` counts jobs and bytes, and is
+/// asked before each job whether to stop.
 pub fn verify_image(
     data: &[u8],
     data_blocks: u64,
     tree: &[u8],
     salt: &[u8],
     root: &Digest,
+    progress: &dyn Progress,
 ) -> Result<(), VerifyError> {
     let leaves = check_tree(data_blocks, tree, salt, root)?;
     let bs = DATA_BLOCK_SIZE as u64;
-    let bad = (0..data_blocks.div_ceil(JOB_BLOCKS))
-        .into_par_iter()
-        .find_map_first(|job| {
-            let first = job * JOB_BLOCKS;
-            let last = (first + JOB_BLOCKS).min(data_blocks);
-            let at = |b: u64| (b.saturating_mul(bs)).min(data.len() as u64) as usize;
-            let mut bytes = std::borrow::Cow::Borrowed(&data[at(first)..at(last)]);
-            let want = ((last - first) * bs) as usize;
-            if bytes.len() < want {
-                bytes.to_mut().resize(want, 0);
-            }
-            first_bad_block(salt, &leaves, first, &bytes)
-        });
+    let jobs = data_blocks.div_ceil(JOB_BLOCKS);
+    progress.start(Some(jobs), Some(data_blocks.saturating_mul(bs)));
+    let bad = (0..jobs).into_par_iter().find_map_first(|job| {
+        if progress.is_cancelled() {
+            return Some(Err(Cancelled));
+        }
+        let first = job * JOB_BLOCKS;
+        let last = (first + JOB_BLOCKS).min(data_blocks);
+        let at = |b: u64| (b.saturating_mul(bs)).min(data.len() as u64) as usize;
+        let mut bytes = std::borrow::Cow::Borrowed(&data[at(first)..at(last)]);
+        let want = ((last - first) * bs) as usize;
+        if bytes.len() < want {
+            bytes.to_mut().resize(want, 0);
+        }
+        progress.advance(1, want as u64);
+        first_bad_block(salt, &leaves, first, &bytes).map(Ok)
+    });
+    progress.finish();
     match bad {
-        Some(i) => Err(VerifyError::DataBlock(i)),
+        Some(Ok(i)) => Err(VerifyError::DataBlock(i)),
+        Some(Err(c)) => Err(c.into()),
         None => Ok(()),
     }
 }
@@ -321,28 +334,29 @@ mod tests {
 
     #[test]
     fn a_flipped_data_byte_names_its_block_and_a_flipped_tree_byte_its_level() {
+        use erofs_task::NoProgress;
         let img: Vec<u8> = (0..300 * 4096).map(|i| (i % 251) as u8).collect();
         let salt = b"\x01\x02";
         let t = HashTree::from_leaves(salt, &leaves(salt, &img));
         let tree = t.tree_bytes();
         assert_eq!(tree.len(), (3 + 1) * 4096);
         let root = t.root_hash();
-        verify_image(&img, 300, &tree, salt, &root).unwrap();
+        verify_image(&img, 300, &tree, salt, &root, &NoProgress).unwrap();
 
         let mut bad = img.clone();
         bad[217 * 4096 + 5] ^= 1;
         assert_eq!(
-            verify_image(&bad, 300, &tree, salt, &root),
+            verify_image(&bad, 300, &tree, salt, &root, &NoProgress),
             Err(VerifyError::DataBlock(217))
         );
         let mut bad_tree = tree.clone();
         bad_tree[4096 + 100] ^= 1; // first leaf-hash block
         assert_eq!(
-            verify_image(&img, 300, &bad_tree, salt, &root),
+            verify_image(&img, 300, &bad_tree, salt, &root, &NoProgress),
             Err(VerifyError::TreeBlock { level: 0, block: 0 })
         );
         assert_eq!(
-            verify_image(&img, 300, &tree[..8192], salt, &root),
+            verify_image(&img, 300, &tree[..8192], salt, &root, &NoProgress),
             Err(VerifyError::Truncated {
                 have: 8192,
                 need: 4 * 4096,
@@ -350,8 +364,20 @@ mod tests {
             })
         );
         assert_eq!(
-            verify_image(&img, 300, &tree, salt, &[0; 32]),
+            verify_image(&img, 300, &tree, salt, &[0; 32], &NoProgress),
             Err(VerifyError::RootMismatch)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_verification_stops_with_cancelled() {
+        let img: Vec<u8> = (0..300 * 4096).map(|i| (i % 251) as u8).collect();
+        let t = HashTree::from_leaves(b"", &leaves(b"", &img));
+        let token = erofs_task::CancelToken::new();
+        token.cancel();
+        assert_eq!(
+            verify_image(&img, 300, &t.tree_bytes(), b"", &t.root_hash(), &token),
+            Err(VerifyError::Cancelled(Cancelled))
         );
     }
 

@@ -16,7 +16,7 @@ pub struct Verified {
 
 /// Verifies `img`, printing nothing (see [`print()`]) so that it can run alongside the check.
 pub fn verify(img: &Image, show_progress: bool) -> erofs_reader::Result<Verified> {
-    let bar = erofs_progress::Bar::bytes(show_progress, "verifying fingerprints");
+    let bar = erofs_cli::Bar::new(show_progress, "verifying fingerprints", "files");
     let started = Instant::now();
     let report = verify_fingerprints(img, &bar)?;
     Ok(Verified {

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use erofs_cli::Exit;
 use erofs_reader::check::{CheckOptions, CheckReport, check_from};
@@ -153,9 +153,10 @@ fn run(cli: &Cli) -> Result<Exit> {
     };
     // With --verify-fingerprints the check runs alongside the verification, whose bar is
     // the one shown: two bars redrawing one line would garble it.
-    let bar = erofs_progress::Bar::new(
+    let bar = erofs_cli::Bar::new(
         !cli.quiet && !cli.json && !cli.verify_fingerprints,
         "checking",
+        "inodes",
     );
     let (start_nid, start_path) = match subtree(cli, &img) {
         Ok(s) => s,
@@ -190,6 +191,7 @@ fn run(cli: &Cli) -> Result<Exit> {
     } else {
         (check(), None)
     };
+    let report = report.context("checking")?;
 
     let mut extract_report = None;
     let mut extract_error = None;
@@ -409,6 +411,6 @@ fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
     if cli.no_preserve_owner {
         opts.preserve_owner = false;
     }
-    let bar = erofs_progress::Bar::new(!cli.quiet && !cli.json, "extracting");
+    let bar = erofs_cli::Bar::new(!cli.quiet && !cli.json, "extracting", "inodes");
     Ok(extract(img, nid, dest, opts, &bar)?)
 }

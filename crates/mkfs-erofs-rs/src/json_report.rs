@@ -113,7 +113,7 @@ impl<'a> JsonReport<'a> {
                 mtime: format!("{:?}", options.mtime).to_lowercase(),
                 noinline_data: options.noinline_data,
                 xattr_name_filter: options.xattr_name_filter,
-                hard_dereference: options.hard_dereference,
+                hard_dereference: options.scan.hard_dereference,
                 threads: options.threads,
             },
             verity: report.verity.as_ref().map(|v| JsonVerity {

@@ -13,7 +13,6 @@ mod signals;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 mod input;
@@ -22,8 +21,7 @@ mod integrity;
 use anyhow::{Context, Result, bail};
 use clap::{FromArgMatches, Parser};
 use erofs_builder::{
-    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, Ownership, Phase,
-    Progress, UuidChoice,
+    BuildError, FingerprintOptions, MtimePolicy, Options, Output, OutputKind, UuidChoice,
 };
 use erofs_cli::Exit;
 
@@ -237,155 +235,55 @@ fn options_from(cli: &Cli) -> Result<Options> {
         noinline_data,
         xattr_name_filter,
     } = extended::parse(&cli.extended)?;
-    let fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
-        (Some(name), _) => Some(FingerprintOptions {
-            xattr_name: name.as_bytes().to_vec(),
-        }),
-        (None, Some(_)) => Some(FingerprintOptions {
-            xattr_name: cli.fingerprint_xattr.as_bytes().to_vec(),
-        }),
+    let mut o = Options::default();
+    o.fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
+        (Some(name), _) => Some(FingerprintOptions::new(name.as_bytes())),
+        (None, Some(_)) => Some(FingerprintOptions::new(cli.fingerprint_xattr.as_bytes())),
         (None, None) => None,
     };
-    Ok(Options {
-        blkszbits,
-        timestamp,
-        mtime: if cli.ignore_mtime {
-            MtimePolicy::IgnoreMtime
-        } else if cli.mkfs_time {
-            MtimePolicy::MkfsTime
-        } else if clamp && !cli.all_time {
-            MtimePolicy::Clamp
-        } else {
-            MtimePolicy::AllTime
-        },
-        uuid,
-        label: cli.label.clone().unwrap_or_default().into_bytes(),
-        xattr_tolerance: cli.xattr_tolerance,
-        xattr_prefixes: cli
-            .xattr_prefix
-            .iter()
-            .map(|p| p.as_bytes().to_vec())
-            .collect(),
-        xattr_name_filter,
-        noinline_data,
-        fingerprint,
-        ownership: Ownership {
-            all_root: cli.all_root,
-            force_uid: cli.force_uid,
-            force_gid: cli.force_gid,
-            uid_offset: cli.uid_offset,
-            gid_offset: cli.gid_offset,
-        },
-        exclude_paths: cli
-            .exclude_path
-            .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .collect(),
-        exclude_regexes: cli.exclude_regex.clone(),
-        keep_going: cli.keep_going,
-        threads: cli.threads,
-        compression: match &cli.compress {
-            Some(z) => {
-                let mut c = erofs_builder::compress::CompressOptions::parse(z)?;
-                c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
-                Some(c)
-            }
-            None => None,
-        },
-        hard_dereference: cli.hard_dereference,
-        verity: cli.integrity.verity_options()?,
-        fsverity_digest: cli.integrity.fsverity_digest,
-    })
-}
-
-/// Renders progress with indicatif, or only collects warnings when quiet / not a terminal.
-struct Bar {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
-    /// `MKFS_EROFS_RS_TIMINGS=1`: print when each stage starts, for profiling.
-    timings: Option<Instant>,
-    files_done: AtomicU64,
-    files_total: AtomicU64,
-}
-
-impl Bar {
-    fn new(quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.set_message("scanning");
-            b.enable_steady_tick(std::time::Duration::from_millis(120));
-            b
-        });
-        let timings = std::env::var_os("MKFS_EROFS_RS_TIMINGS").map(|_| Instant::now());
-        Self {
-            bar,
-            quiet,
-            timings,
-            files_done: AtomicU64::new(0),
-            files_total: AtomicU64::new(0),
-        }
+    o.blkszbits = blkszbits;
+    o.timestamp = timestamp;
+    o.mtime = if cli.ignore_mtime {
+        MtimePolicy::IgnoreMtime
+    } else if cli.mkfs_time {
+        MtimePolicy::MkfsTime
+    } else if clamp && !cli.all_time {
+        MtimePolicy::Clamp
+    } else {
+        MtimePolicy::AllTime
+    };
+    o.uuid = uuid;
+    o.label = cli.label.clone().unwrap_or_default().into_bytes();
+    o.xattr_tolerance = cli.xattr_tolerance;
+    o.xattr_prefixes = cli
+        .xattr_prefix
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    o.xattr_name_filter = xattr_name_filter;
+    o.noinline_data = noinline_data;
+    o.ownership.all_root = cli.all_root;
+    o.ownership.force_uid = cli.force_uid;
+    o.ownership.force_gid = cli.force_gid;
+    o.ownership.uid_offset = cli.uid_offset;
+    o.ownership.gid_offset = cli.gid_offset;
+    o.scan.exclude_paths = cli
+        .exclude_path
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    o.scan.exclude_regexes = cli.exclude_regex.clone();
+    o.scan.keep_going = cli.keep_going;
+    o.scan.hard_dereference = cli.hard_dereference;
+    o.threads = cli.threads;
+    if let Some(z) = &cli.compress {
+        let mut c = erofs_builder::CompressOptions::parse(z)?;
+        c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
+        o.compression = Some(c);
     }
-}
-
-impl Progress for Bar {
-    fn phase(&self, phase: Phase) {
-        if let Some(t) = self.timings {
-            eprintln!(
-                "{:8.3}s {:>7} cpu {phase:?}",
-                t.elapsed().as_secs_f64(),
-                cpu_seconds().map_or("?".into(), |c| format!("{c:.2}s"))
-            );
-        }
-        if let Some(b) = &self.bar {
-            match phase {
-                Phase::Scan => b.set_message("scanning"),
-                Phase::Plan => b.set_message("planning"),
-                Phase::Data => {}
-                Phase::Metadata => {}
-                Phase::Done => b.finish_and_clear(),
-            }
-        }
-    }
-
-    fn scanned(&self, entries: u64) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("scanning: {entries} entries"));
-        }
-    }
-
-    fn totals(&self, files: u64, bytes: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(bytes);
-            b.set_position(0);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            self.files_total.store(files, Ordering::Relaxed);
-            b.set_message(format!("0/{files} files"));
-        }
-    }
-
-    fn advance(&self, files: u64, bytes: u64) {
-        if let Some(b) = &self.bar {
-            let done = self.files_done.fetch_add(files, Ordering::Relaxed) + files;
-            let total = self.files_total.load(Ordering::Relaxed);
-            b.set_message(format!("{done}/{total} files"));
-            b.inc(bytes);
-        }
-    }
-
-    fn warning(&self, message: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(b) => b.println(format!("warning: {message}")),
-            None => eprintln!("warning: {message}"),
-        }
-    }
+    o.verity = cli.integrity.verity_options()?;
+    o.fsverity_digest = cli.integrity.fsverity_digest;
+    Ok(o)
 }
 
 /// Why a run failed: the exit status tells a usage error from an operational one.
@@ -494,7 +392,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     if let Some(temp) = out.temp_path() {
         cleanup.remove_on_signal(temp.to_path_buf());
     }
-    let bar = Bar::new(cli.quiet || cli.json);
+    let timings = std::env::var_os("MKFS_EROFS_RS_TIMINGS").is_some();
+    let mut bar = erofs_cli::Bar::new(!cli.quiet && !cli.json, "building", "files");
+    if timings {
+        bar = bar.print_phases(start);
+    }
     let (report, diff_id) = match &cli.tar.mode {
         None => (
             erofs_builder::build_dir_to_output(&cli.source, &mut out, &options, &bar)?,
@@ -504,9 +406,6 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     };
     let to_stdout = out.kind() == OutputKind::Stream && cli.image.as_os_str() == "-";
     out.commit()?;
-    if let Some(b) = &bar.bar {
-        b.finish_and_clear();
-    }
     if let Some(d) = diff_id {
         let hex = erofs_verity::to_hex(&d);
         // With the image on standard output, the diff_id goes to stderr.
@@ -516,9 +415,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             println!("sha256:{hex}");
         }
     }
-    if bar.timings.is_some() {
+    if timings {
         // The serial share of the build: CPU time on the in-order path over all CPU time.
-        let cpu = cpu_seconds().unwrap_or(0.0);
+        let cpu = erofs_cli::cpu_seconds().unwrap_or(0.0);
         let ordered = report.timings.ordered_cpu.as_secs_f64();
         eprintln!(
             "in-order cpu {ordered:.3}s ({:.1}% of {cpu:.2}s cpu), workers waited {:.3}s",
@@ -574,7 +473,7 @@ fn run_tar(
     mode: &str,
     options: &Options,
     out: &mut Output,
-    bar: &Bar,
+    bar: &erofs_cli::Bar,
 ) -> Result<(erofs_builder::BuildReport, Option<[u8; 32]>)> {
     use erofs_builder::tar_source::{TarOptions, TarSource, Whiteouts};
     use input::Codec;
@@ -648,15 +547,4 @@ fn run_tar(
         None
     };
     Ok((report, diff_id))
-}
-
-/// User plus system CPU time of this process so far, from /proc (for the timings only).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split_whitespace().skip(11);
-    let user: f64 = f.next()?.parse().ok()?;
-    let sys: f64 = f.next()?.parse().ok()?;
-    Some((user + sys) / 100.0)
 }

@@ -1062,12 +1062,10 @@ fn corrupt_streams_fail_cleanly_and_never_panic() {
     use erofs_builder::tar_source::{TarOptions, TarSource};
     let seed = varied_archive();
     let mut rng = erofs_testkit::Rng(0x5eed_7a12);
-    let options = erofs_builder::Options {
-        timestamp: Some(EPOCH),
-        uuid: erofs_builder::UuidChoice::Clear,
-        threads: 1,
-        ..Default::default()
-    };
+    let mut options = erofs_builder::Options::default();
+    options.timestamp = Some(EPOCH);
+    options.uuid = erofs_builder::UuidChoice::Clear;
+    options.threads = 1;
     let (mut ok, mut refused) = (0, 0);
     for round in 0..2000 {
         let mut bytes = seed.clone();

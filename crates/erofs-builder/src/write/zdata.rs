@@ -187,6 +187,7 @@ pub(super) fn write_compressed(
 
     let compressor = z.primary();
     let work = |k: usize| -> Result<Vec<SegOut>, BuildError> {
+        progress.check_cancelled()?;
         let mut outs = Vec::with_capacity(jobs[k].len());
         let mut dirs = DirCache::default();
         let mut scratch = Vec::new();

@@ -68,13 +68,7 @@ pub struct Manifest {
 }
 
 pub fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    erofs_verity::from_hex(s).expect("hex")
 }
 
 pub fn manifest() -> Manifest {

@@ -24,6 +24,7 @@
 use super::util::{mount, umount};
 use crate::Ctx;
 use anyhow::{Context, Result};
+use erofs_guest::manifest::hex;
 use erofs_guest::plan::MountSpec;
 use erofs_guest::sys;
 use serde::Deserialize;
@@ -73,10 +74,6 @@ struct Params {
     /// `mixed`: file (relative path) -> digest, by group.
     #[serde(default)]
     groups: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_sha(p: &str) -> Result<(u64, String), String> {
