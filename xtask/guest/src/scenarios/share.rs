@@ -62,7 +62,7 @@ struct Params {
     /// `mixed`: (image name, device, group) of each member; members of one group must share.
     #[serde(default)]
     mixed: Vec<(String, String, String)>,
-    /// `churn`: rebind the loop device to the image with other bytes (the known failure)
+    /// `churn`: rebind the loop device to the image with other bytes (`share-rebind`)
     /// instead of to the same image.
     #[serde(default)]
     rebind_other: bool,
