@@ -59,8 +59,13 @@ pub const DEBUG_DEFAULT: &[&str] = &[
     "share-umount",
     "share-churn",
     "share-rebind",
+    "share-window",
     "share-stress",
 ];
+
+/// Scenarios that need the debug kernel's test-only knobs (`xtask/kernel/debug-patches`):
+/// skipped on the normal kernel, run by `--debug-kernel`.
+pub const DEBUG_ONLY: &[&str] = &["share-window"];
 
 /// The verdict on one scenario.
 struct Verdict {
@@ -183,6 +188,8 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
         .iter()
         .map(|s| (*s, bzimage.clone(), "", 1))
         .collect();
+    // An explicit --kernel may be a debug kernel; otherwise the normal one lacks the knobs.
+    let knobs = args.kernel.is_some();
     let mut t_debug_kernel = None;
     if args.debug_kernel {
         let td = Instant::now();
@@ -213,7 +220,14 @@ pub fn run(args: &QemuTestArgs) -> Result<()> {
     for (s, kernel, suffix, slow) in runs {
         let t = Instant::now();
         let name = format!("{}{suffix}", s.name);
-        let v = match (s.prepare)(&mut env) {
+        let prepared = if suffix.is_empty() && !knobs && DEBUG_ONLY.contains(&s.name) {
+            Ok(Prepared::Skip(
+                "needs the debug kernel's test knob (runs with --debug-kernel)".into(),
+            ))
+        } else {
+            (s.prepare)(&mut env)
+        };
+        let v = match prepared {
             Ok(Prepared::Skip(why)) => Verdict {
                 name: name.clone(),
                 passed: true,

@@ -63,6 +63,11 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: rebind,
         },
         Scenario {
+            name: "share-window",
+            about: "inode_share, debug kernel only (test knob): the loop member serving a read is unmounted and rebound to other bytes between mapping and submitting the bio",
+            prepare: window,
+        },
+        Scenario {
             name: "share-headline",
             about: "inode_share: Cached growth reading 64 MiB through 4 mounts, with and without sharing",
             prepare: headline,
@@ -407,6 +412,19 @@ fn churn(env: &mut Env) -> Result<Prepared> {
 /// "Wrong bytes after a loop rebind").
 fn rebind(env: &mut Env) -> Result<Prepared> {
     churn_boot(env, true)
+}
+
+/// Runs only on the debug kernel, whose test-only patch (xtask/kernel/debug-patches) adds the
+/// delay knob; `qemu_test::DEBUG_ONLY` skips it on the normal kernel.
+fn window(env: &mut Env) -> Result<Prepared> {
+    let mut p = churn_boot(env, true)?;
+    if let Prepared::Boot(b) = &mut p {
+        for r in &mut b.runs {
+            r.params["mode"] = json!("window");
+            r.label = "share-window".into();
+        }
+    }
+    Ok(p)
 }
 
 /// SHA-256 (first 8 bytes, hex) of each 4 KiB page.
