@@ -7,7 +7,9 @@
 //! - `patched/src/`: a hard-link copy of the pristine source with the series applied (patched
 //!   files are replaced, never written through the links), `patched/build/` its build;
 //! - `<variant>/build-debug/`: the debug kernel (`--debug`: the same source plus
-//!   `xtask/kernel/debug.config`: KASAN, lockdep, kmemleak, DEBUG_VM), built beside the normal one;
+//!   `xtask/kernel/debug.config`: KASAN, lockdep, kmemleak, DEBUG_VM; the patched one also gets
+//!   the test-only `xtask/kernel/debug-patches/*.patch` after the series), built beside the
+//!   normal one (both share `patched/src`, so switching rewrites only the files those touch);
 //! - `<variant>/build*/erofs-rs.key`: the cache key of the last successful build.
 
 use crate::util::{self, Need, fmt_duration};
@@ -158,11 +160,14 @@ pub fn build(args: &KernelArgs) -> Result<Built> {
     } else {
         None
     };
-    let series = if args.stock {
+    let mut series = if args.stock {
         Series::default()
     } else {
         Series::load()?
     };
+    if args.debug && !series.patches.is_empty() {
+        series.patches.extend(debug_patches()?);
+    }
     let variant = if series.patches.is_empty() && series.config.is_none() {
         Variant::Stock
     } else {
@@ -387,6 +392,30 @@ impl Series {
         }
         Ok(s)
     }
+}
+
+/// The test-only patches of the debug kernel (`xtask/kernel/debug-patches/*.patch`, in name
+/// order), named relative to `xtask/kernel/patches`. They widen race windows behind knobs
+/// that the debug-only scenarios turn on, and are never part of the series.
+fn debug_patches() -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = xtask_kernel_dir().join("debug-patches");
+    let mut names: Vec<String> = match fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".patch"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = fs::read(dir.join(&n)).with_context(|| format!("reading {n}"))?;
+            Ok((format!("../debug-patches/{n}"), bytes))
+        })
+        .collect()
 }
 
 /// Paths a patch touches (both sides of each `diff --git` header).

@@ -2,7 +2,8 @@
 //!
 //! It installs the packages the tests need (as root; otherwise it fails at once with the
 //! exact `apt-get install` line), runs `cargo test --workspace` and then `cargo xtask
-//! qemu-test`, and ends with passed / failed / skipped counts and the reason for every skip.
+//! qemu-test --debug-kernel` (the scenarios on the normal kernel, then the member-lifetime
+//! ones on the debug kernel), and ends with passed / failed / skipped counts and the reason for every skip.
 //! A test whose peer is missing is reported as skipped here, never as `ok`: the test calls
 //! erofs-testkit's `skip_or_fail`, which records the skip in the file named by
 //! `EROFS_RS_SKIP_LOG` (and fails the test instead under `CI=true`).
@@ -62,6 +63,10 @@ pub struct TestArgs {
     /// Run only `cargo test --workspace`, not the QEMU suite.
     #[arg(long)]
     pub no_qemu: bool,
+    /// Leave out the debug kernel (KASAN, lockdep, kmemleak) and the scenarios it runs
+    /// (`qemu-test --debug-kernel`); CI never passes this.
+    #[arg(long)]
+    pub no_debug_kernel: bool,
 }
 
 /// Counts of one suite.
@@ -155,7 +160,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
     if !args.no_qemu {
         let mut q = Counts::default();
         let exe = std::env::current_exe().context("finding the xtask binary")?;
-        qemu_ok = run_echoing(Command::new(exe).arg("qemu-test"), |l| {
+        let mut cmd = Command::new(exe);
+        cmd.arg("qemu-test");
+        if !args.no_debug_kernel {
+            cmd.arg("--debug-kernel");
+        }
+        qemu_ok = run_echoing(&mut cmd, |l| {
             let t = l.trim_start();
             if let Some(rest) = t.strip_prefix("SKIP ") {
                 let mut words = rest.split_whitespace();

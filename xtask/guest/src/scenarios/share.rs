@@ -63,7 +63,7 @@ struct Params {
     /// `mixed`: (image name, device, group) of each member; members of one group must share.
     #[serde(default)]
     mixed: Vec<(String, String, String)>,
-    /// `churn`: rebind the loop device to the image with other bytes (the known failure)
+    /// `churn`: rebind the loop device to the image with other bytes (`share-rebind`)
     /// instead of to the same image.
     #[serde(default)]
     rebind_other: bool,
@@ -309,6 +309,7 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "stress" => stress(&mut t),
         "domains" => domains(&mut t),
         "churn" => churn(&mut t),
+        "window" => window(&mut t),
         "mixed" => mixed(&mut t),
         "overlay" => overlay(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
@@ -1201,6 +1202,107 @@ fn churn(t: &mut T) -> Result<()> {
         ),
     );
     t.umount("/mnt/c0");
+    if let Some(c) = t.p.carrier.clone() {
+        t.umount(&c.target);
+    }
+    Ok(())
+}
+
+/// The debug kernel's test knob (xtask/kernel/debug-patches): a read of a shared inode sleeps
+/// this many milliseconds between mapping an extent and submitting its bio.
+const DELAY_KNOB: &str = "/sys/module/erofs/parameters/ishare_test_delay_ms";
+
+/// `share-window` (debug kernel only): with the knob on, a reader of the stable member's file
+/// is held between mapping an extent through the loop member (the newest member serves the
+/// misses) and submitting its bio; meanwhile the loop member is unmounted and its loop device
+/// bound to an image with other bytes at the same addresses. A series that holds the member
+/// for the whole read makes the rebind wait for it; one that releases the member after
+/// mapping submits the bio to the rebound device, and the reader gets the other image's bytes
+/// (or EIO, if it lands while the device is unbound).
+fn window(t: &mut T) -> Result<()> {
+    let s1 = t.p.same[0].clone();
+    let want = t.digest(&s1);
+    let opts = "inode_share,domain_id=window";
+    let stable = t.dev("share")?;
+    if !Path::new(DELAY_KNOB).exists() {
+        t.ctx.check(
+            "test knob present",
+            Err(format!(
+                "{DELAY_KNOB} missing: not the debug kernel with xtask/kernel/debug-patches"
+            )),
+        );
+        return Ok(());
+    }
+    if let Some(c) = t.p.carrier.clone()
+        && let Err(e) = mount(&c)
+    {
+        t.ctx.check("mount the carrier", Err(format!("{e}")));
+        return Ok(());
+    }
+    let (img, other) = (t.file("share2")?, t.file("other")?);
+    if !t.mount(&stable, "/mnt/w0", opts) {
+        return Ok(());
+    }
+    let file = format!("/mnt/w0/{s1}");
+    let set_delay = |ms: u32| std::fs::write(DELAY_KNOB, ms.to_string());
+    for round in 0..3 {
+        let r = (|| {
+            // The stable member's inode is linked before the loop member's, which is then the
+            // newest member and serves the misses.
+            dontneed(&file)?;
+            let lo = loop_attach(&img)?;
+            let m = MountSpec {
+                source: lo.clone(),
+                target: "/mnt/wl".into(),
+                fstype: "erofs".into(),
+                data: opts.into(),
+            };
+            mount(&m).map_err(|e| format!("mount {lo}: {e}"))?;
+            // Looking the file up links the loop member's inode first in the member list.
+            std::fs::metadata(format!("/mnt/wl/{s1}")).map_err(|e| format!("stat: {e}"))?;
+            dontneed(&file)?;
+            set_delay(2500).map_err(|e| format!("{DELAY_KNOB}: {e}"))?;
+            let (f, w, pages) = (file.clone(), want.clone(), t.p.pages.clone());
+            let reader = spawn(move || match read_sha(&f) {
+                Ok((_, d)) if d == w => 0,
+                got => {
+                    println!(
+                        "{} NOTE window reader: {f}: {got:?}; {}",
+                        erofs_guest::plan::MARK,
+                        page_origin(&f, &pages)
+                    );
+                    1
+                }
+            });
+            // The reader is now asleep inside its first readahead, extent mapped (starting a
+            // process takes a few hundred ms on the debug kernel under TCG).
+            std::thread::sleep(Duration::from_millis(1200));
+            let t0 = Instant::now();
+            // Only the read already asleep is delayed: later ones would keep picking the
+            // unmounted member while the reader holds it (the binding waits for all of them).
+            let step = umount("/mnt/wl")
+                .and_then(|_| loop_clear(&lo))
+                .and_then(|()| set_delay(0).map_err(|e| format!("{DELAY_KNOB}: {e}")))
+                .and_then(|()| loop_set(&lo, &other));
+            let waited = t0.elapsed();
+            let ok = reap(reader);
+            let _ = loop_clear(&lo);
+            step?;
+            ok_or(
+                ok,
+                format!(
+                    "round {round}: reader got the right bytes: {ok}; unmount + detach + bind to other bytes took {} ms",
+                    waited.as_millis()
+                ),
+            )
+        })();
+        let _ = set_delay(0);
+        t.ctx.check(
+            "loop member unmounted and rebound to other bytes between mapping and submitting a read",
+            r,
+        );
+    }
+    t.umount("/mnt/w0");
     if let Some(c) = t.p.carrier.clone() {
         t.umount(&c.target);
     }
