@@ -13,6 +13,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use crate::source::{Source, SourceCtx};
 use crate::tar::{Entry, EntryKind, TarError, TarReader};
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, StagedData, Tree};
@@ -123,6 +125,8 @@ enum NodeKind {
         spool_offset: u64,
         ranges: Option<Vec<Range<u64>>>,
         name: Arc<str>,
+        /// The sha256 taken while staging (with fingerprints on).
+        digest: Option<[u8; 32]>,
     },
     /// Index mode: the data stays in the tar, at this stream offset.
     Blob {
@@ -368,6 +372,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                 spool_offset: 0,
                 ranges: Some(Vec::new()),
                 name,
+                digest: None,
             });
         }
         let sparse = e.sparse.is_some();
@@ -383,16 +388,29 @@ impl<'a, 'c> Builder<'a, 'c> {
         let base = self.spool_end;
         let mut at = base;
         let spool = &mut self.spool;
+        // The fingerprint is taken from the bytes as they go to the spool, so that the
+        // writer copies the region without reading it twice. Holes hash as zeroes.
+        let mut hasher = (self.ctx.options.fingerprint.is_some() && e.size > 0).then(Sha256::new);
         tar.read_data(e, |off, data| {
             if base + off != at {
                 spool.seek(SeekFrom::Start(base + off))?;
+                if let Some(h) = &mut hasher {
+                    hash_zeros(h, base + off - at);
+                }
                 at = base + off;
             }
             spool.write_all(data)?;
+            if let Some(h) = &mut hasher {
+                h.update(data);
+            }
             at += data.len() as u64;
             Ok(())
         })
         .map_err(BuildError::Tar)?;
+        let digest = hasher.map(|mut h| {
+            hash_zeros(&mut h, base + e.size - at);
+            h.finalize().into()
+        });
         if at != base + e.size && sparse {
             self.spool
                 .seek(SeekFrom::Start(base + e.size))
@@ -415,6 +433,7 @@ impl<'a, 'c> Builder<'a, 'c> {
             spool_offset: base,
             ranges,
             name,
+            digest,
         })
     }
 
@@ -472,8 +491,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                 // The data is read anyway (the stream goes on after it): hash it on the
                 // way past when fingerprints are wanted.
                 let digest = if self.ctx.options.fingerprint.is_some() && e.size > 0 {
-                    use sha2::Digest;
-                    let mut h = sha2::Sha256::new();
+                    let mut h = Sha256::new();
                     tar.read_data(&e, |_, d| {
                         h.update(d);
                         Ok(())
@@ -650,12 +668,14 @@ fn to_inode(
             spool_offset,
             ranges,
             name,
+            digest,
         } => Kind::Regular(FileContent {
             size,
             source: DataSource::At(StagedData {
                 file: Arc::clone(spool),
                 offset: spool_offset,
                 name,
+                digest,
             }),
             data_ranges: ranges,
             old_fingerprint: node.old_fingerprint,
@@ -674,6 +694,7 @@ fn to_inode(
                     file: Arc::clone(spool),
                     offset: 0,
                     name,
+                    digest: None,
                 })
             } else {
                 DataSource::Blob(crate::tree::BlobData {
@@ -700,5 +721,14 @@ fn to_inode(
         mtime_nsec: node.mtime_nsec,
         nlink: 1,
         xattrs,
+    }
+}
+
+fn hash_zeros(h: &mut Sha256, mut n: u64) {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
     }
 }

@@ -44,6 +44,9 @@ pub struct StagedData {
     pub offset: u64,
     /// What errors name: the entry in the source (e.g. a path in the tar stream).
     pub name: Arc<str>,
+    /// The content's sha256, when the source hashed the bytes as they streamed past: the
+    /// writer then copies the region without hashing it again.
+    pub digest: Option<[u8; 32]>,
 }
 
 /// A regular file's content.
@@ -62,6 +65,18 @@ pub struct FileContent {
     /// file replaced at the same path before its data is read is caught, not mixed with
     /// the original's metadata.
     pub source_id: Option<(u64, u64)>,
+}
+
+impl FileContent {
+    /// The content's sha256 as the source computed it, if it did (the writer need not read
+    /// the bytes to fingerprint them).
+    pub fn known_digest(&self) -> Option<[u8; 32]> {
+        match &self.source {
+            DataSource::At(d) => d.digest,
+            DataSource::Blob(b) => b.digest,
+            DataSource::Path(_) | DataSource::Bytes(_) => None,
+        }
+    }
 }
 
 /// A directory entry.
