@@ -435,7 +435,7 @@ pub fn plan_with(
         epoch,
         data_start,
         xattr_blkaddr,
-        devices,
+        mut devices,
         devt_offset,
     } = pre;
 
@@ -649,6 +649,16 @@ pub fn plan_with(
         } else {
             sb.available_compr_algs.set(u16::MAX);
         }
+    }
+    // Each extra device's place after the primary one, as mkfs.erofs writes it: mounted
+    // without `device=`, the kernel reads a device's blocks there (flat addressing), which is
+    // how an index with its tar appended (containerd's single-file layer) is read.
+    let mut uniaddr = total_blocks;
+    for slot in &mut devices {
+        slot.uniaddr_lo.set(u32::try_from(uniaddr).map_err(|_| {
+            BuildError::TooLarge("the devices' unified addresses exceed 2^32 blocks".into())
+        })?);
+        uniaddr += u64::from(slot.blocks_lo.get());
     }
     if !devices.is_empty() {
         incompat.insert(Incompat::DEVICE_TABLE);
