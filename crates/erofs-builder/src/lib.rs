@@ -368,6 +368,9 @@ pub struct BuildReport {
     pub verity: Option<VerityReport>,
     /// The fs-verity digest of the image file, with `--fsverity-digest`.
     pub fsverity_digest: Option<[u8; 32]>,
+    /// Files whose content the image reserves room for but does not hold
+    /// (`--tar=i,MAPFILE`): where each goes and where it lies in the source.
+    pub region_map: Vec<layout::RegionExtent>,
 }
 
 /// Errors of a build. Each names the path or the option at fault.

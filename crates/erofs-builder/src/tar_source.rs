@@ -49,6 +49,10 @@ pub struct TarOptions {
     /// Index mode (`--tar=i`): files are not copied; their chunk indexes point at their data
     /// in the tar itself, extra device 1 of the image (offsets in the decompressed stream).
     pub index: bool,
+    /// With `index`: the content goes to a region the image reserves after its metadata
+    /// (block map entries, no device table), to be filled from the tar by whoever reads the
+    /// report's region map (`--tar=i,MAPFILE`), instead of staying on extra device 1.
+    pub index_map: bool,
     /// Keep `trusted.overlay.*` and `user.overlay.*` xattrs found in the stream (by default
     /// they are dropped with a warning: a layer must not forge overlay metadata).
     pub keep_overlay_xattrs: bool,
@@ -132,6 +136,8 @@ enum NodeKind {
     Blob {
         size: u64,
         offset: u64,
+        /// 1: extra device 1; 0: the image's reserved region.
+        device: u16,
         digest: Option<[u8; 32]>,
         name: Arc<str>,
     },
@@ -504,6 +510,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                 NodeKind::Blob {
                     size: e.size,
                     offset: e.data_offset,
+                    device: if self.opts.index_map { 0 } else { 1 },
                     digest,
                     name: String::from_utf8_lossy(&e.path).into(),
                 }
@@ -684,6 +691,7 @@ fn to_inode(
         NodeKind::Blob {
             size,
             offset,
+            device,
             digest,
             name,
         } => Kind::Regular(FileContent {
@@ -698,7 +706,7 @@ fn to_inode(
                 })
             } else {
                 DataSource::Blob(crate::tree::BlobData {
-                    device: 1,
+                    device,
                     offset,
                     digest,
                 })

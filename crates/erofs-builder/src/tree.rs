@@ -27,9 +27,11 @@ pub enum DataSource {
 /// Where a file's content lies on an extra device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobData {
-    /// The device id (1 = the first extra device).
+    /// The device id (1 = the first extra device). 0: the content is not on a device but
+    /// goes to a region the image reserves after its metadata (`--tar=i,MAPFILE`).
     pub device: u16,
-    /// Byte offset of the content on that device; a multiple of the block size.
+    /// Byte offset of the content on that device, a multiple of the block size; for
+    /// device 0, its offset in the source.
     pub offset: u64,
     /// Its sha256, when the source computed it (the writer reads no blob data).
     pub digest: Option<[u8; 32]>,

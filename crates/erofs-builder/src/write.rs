@@ -209,6 +209,24 @@ fn build(
     for (i, d) in late {
         data.digests[i] = Some(d);
     }
+    if plan.region_blocks > 0 {
+        // The reserved region ends the image; a file gets it as a hole.
+        let at = plan.total_blocks * plan.blksz();
+        let len = plan.region_blocks * plan.blksz();
+        match &mut out {
+            Out::At(f) => f.put_at(&[0], at + len - 1).map_err(BuildError::Output)?,
+            Out::Stream(w) => {
+                let zeros = vec![0u8; 1 << 20];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    w.write_all(&zeros[..n]).map_err(BuildError::Output)?;
+                    left -= n as u64;
+                }
+            }
+        }
+        report.region_map = plan.region_map.clone();
+    }
     for (i, inode) in tree.inodes.iter().enumerate() {
         if let (Kind::Regular(c), Some(d)) = (&inode.kind, data.digests[i])
             && let Some(old) = &c.old_fingerprint
@@ -426,6 +444,7 @@ fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     match &inode.kind {
         Kind::Regular(c) => {
             c.size > 0
+                && !matches!(c.source, DataSource::Blob(_))
                 && (p.data_blocks > 0 || p.chunk.as_ref().is_some_and(|ch| ch.device.is_none()))
         }
         Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,

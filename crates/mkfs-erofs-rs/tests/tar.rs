@@ -1148,6 +1148,103 @@ impl Drop for Loop {
     }
 }
 
+/// The archive of the index-mode tests: small, multi-block, empty, hard-linked, replaced.
+fn index_archive() -> Vec<u8> {
+    let big = bytes(7, 300_000);
+    let mut t = Tar::default();
+    t.dir("d")
+        .file("d/small", b"small")
+        .file("d/big", &big)
+        .file("empty", b"");
+    t.entry(h("d/link", b'1').link("d/big"), b"");
+    t.entry(h("d/sym", b'2').link("big"), b"");
+    t.file("d/small", b"replaced");
+    t.finish()
+}
+
+#[test]
+fn t32_single_file_form_the_index_with_its_tar_appended_mounts_alone() {
+    // containerd's tar-index layer: `--tar=i`, then the tar appended to the index; the
+    // device table places device 1 right after the index, so no device= is needed.
+    let b = build(&index_archive(), &["--tar=i"]);
+    b.ok();
+    let index = std::fs::read(&b.img).unwrap();
+    let blocks = index.len() as u64 / 512;
+    assert_eq!(index.len() % 512, 0);
+    let sb = &index[1024..1024 + 128];
+    let devt = u64::from(u16::from_le_bytes(sb[88..90].try_into().unwrap())) * 128;
+    let slot = &index[devt as usize..devt as usize + 128];
+    let uniaddr = u32::from_le_bytes(slot[68..72].try_into().unwrap());
+    assert_eq!(
+        u64::from(uniaddr),
+        blocks,
+        "device 1 starts where the index ends"
+    );
+    let mut single = index;
+    single.extend_from_slice(&std::fs::read(b.tar()).unwrap());
+    std::fs::write(&b.img, &single).unwrap();
+    // GNU tar leaves "d" with the time its replaced child was extracted.
+    same_as_gnu_tar(&b, &["d"]);
+}
+
+/// Copies each file's bytes from the tar to its place in the image, as a consumer of
+/// mkfs.erofs's map file does (lines: block, blocks, tar offset in hex, zero bytes at the
+/// end of the last block in decimal).
+fn apply_map(map: &str, tar: &[u8], img: &mut Vec<u8>, blksz: usize) -> usize {
+    let mut lines = 0;
+    for line in map.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(f.len() == 3 || f.len() == 4, "map line {line:?}");
+        let blk = usize::from_str_radix(f[0], 16).unwrap();
+        let n = usize::from_str_radix(f[1], 16).unwrap();
+        let off = usize::from_str_radix(f[2], 16).unwrap();
+        let zeroed: usize = f.get(3).map_or(0, |z| z.parse().unwrap());
+        let len = n * blksz - zeroed;
+        let at = blk * blksz;
+        assert!(
+            at + n * blksz <= img.len(),
+            "map line {line:?} past the image end"
+        );
+        img[at..at + len].copy_from_slice(&tar[off..off + len]);
+        lines += 1;
+    }
+    lines
+}
+
+#[test]
+fn t32_map_file_form_reserves_the_data_region_and_lists_where_each_file_goes() {
+    let archive = index_archive();
+    let dir = tempdir();
+    let tar = dir.path().join("in.tar");
+    std::fs::write(&tar, &archive).unwrap();
+    let map_path = dir.path().join("map.txt");
+    let mode = format!("--tar=i,{}", map_path.display());
+    let b = run_mkfs(dir, &tar, &[&mode]);
+    b.ok();
+    let map = std::fs::read_to_string(&map_path).unwrap();
+    let mut img = std::fs::read(&b.img).unwrap();
+    // The default block size, no device table, and the reserved region ends the image.
+    let sb = &img[1024..1024 + 128];
+    assert_eq!(sb[12], 12, "blkszbits");
+    assert_eq!(u16::from_le_bytes(sb[86..88].try_into().unwrap()), 0);
+    assert_eq!(
+        u64::from(u32::from_le_bytes(sb[36..40].try_into().unwrap())) * 4096,
+        img.len() as u64
+    );
+    // One line per non-empty file (the hard link shares its target's).
+    assert_eq!(apply_map(&map, &archive, &mut img, 4096), 2, "{map}");
+    assert!(
+        map.lines().any(|l| l.split_whitespace().count() == 4),
+        "{map}"
+    );
+    std::fs::write(&b.img, &img).unwrap();
+    same_as_gnu_tar(&b, &["d"]);
+    // A map file goes with index mode only.
+    let err = build(&archive, &["--tar=f,map2.txt"]);
+    assert!(!err.out.status.success());
+    assert!(err.stderr().contains("--tar=i"), "{}", err.stderr());
+}
+
 #[test]
 fn t32_index_mode_points_into_the_tar_and_mounts_with_it_as_device() {
     let big = bytes(7, 300_000);
