@@ -20,6 +20,7 @@
 //!
 //! Libraries do not print: progress and warnings go through the [`Progress`] trait.
 
+pub mod acl;
 pub mod compress;
 pub mod dir;
 pub mod layout;

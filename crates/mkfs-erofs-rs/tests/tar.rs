@@ -1312,3 +1312,135 @@ fn t32_index_mode_points_into_the_tar_and_mounts_with_it_as_device() {
     .file("sparse", b"x");
     refused(&t.finish(), &["--tar=i"], "sparse", 1024);
 }
+
+/// `getfacl -n` of every entry under `root` (sorted, relative paths).
+fn acls(root: &Path, entries: &[&str]) -> String {
+    let out = Command::new("getfacl")
+        .args(["-n", "-p"])
+        .args(entries)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn posix_acls_from_gnu_tar_become_the_kernels_acl_xattrs() {
+    if !is_root() {
+        skip_or_fail("setting ACLs on files of other owners and mounting need root");
+        return;
+    }
+    if !have("setfacl") || !have("getfacl") {
+        skip_or_fail("setfacl/getfacl are missing (Debian package acl)");
+        return;
+    }
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("f"), b"acl\n").unwrap();
+    std::fs::write(src.join("plain"), b"no acl\n").unwrap();
+    // A named user and group (numeric: no such names here), a mask, and a directory with
+    // a default ACL naming a group GNU tar writes by name (root's group 0).
+    run_ok(
+        Command::new("setfacl")
+            .args(["-m", "u:1234:rwx,g:55:r-x,m::rwx"])
+            .arg(src.join("f")),
+        "setfacl f",
+    );
+    run_ok(
+        Command::new("setfacl")
+            .args(["-m", "u:4321:r-x", "-d", "-m", "g:0:rwx,u:99:r--"])
+            .arg(src.join("d")),
+        "setfacl d",
+    );
+    let tar = dir.path().join("in.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--acls", "--format=posix", "-C"])
+            .arg(&src)
+            .args(["-cf"])
+            .arg(&tar)
+            .args(["f", "plain", "d"]),
+        "tar --acls",
+    );
+    let b = run_mkfs(dir, &tar, &[]);
+    b.ok();
+    assert!(!b.stderr().contains("acl"), "{}", b.stderr());
+    let Some(m) = Mount::new(&b.img) else {
+        return;
+    };
+    let entries = ["f", "plain", "d"];
+    let want = acls(&src, &entries);
+    assert!(
+        want.contains("user:1234:rwx") && want.contains("default:group::"),
+        "{want}"
+    );
+    assert_eq!(acls(m.path(), &entries), want);
+}
+
+#[test]
+fn t31_same_tree_as_erofs_utils_tar_mode_when_one_is_given() {
+    // Debian's mkfs.erofs 1.5 has no --tar: this comparison runs only against an
+    // erofs-utils named by EROFS_UTILS_BIN (1.7 or later), as the bench's does.
+    let Some(utils) = std::env::var_os("EROFS_UTILS_BIN") else {
+        eprintln!("t31: EROFS_UTILS_BIN is not set; no erofs-utils --tar to compare with");
+        return;
+    };
+    let help = Command::new(&utils).arg("--help").output().unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("--tar=")
+        && !String::from_utf8_lossy(&help.stderr).contains("--tar=")
+    {
+        skip_or_fail("EROFS_UTILS_BIN has no --tar");
+        return;
+    }
+    // Every directory explicit (erofs-utils makes implicit ones 0777), a root entry, and
+    // a mix of types, ids, nanosecond times and xattrs.
+    let mut t = Tar::default();
+    t.entry(h("./", b'5').mode(0o755), b"");
+    t.dir("d").file("d/f", &bytes(3, 9000)).file("empty", b"");
+    t.entry(h("d/hl", b'1').link("d/f"), b"");
+    t.entry(h("sym", b'2').link("d/f"), b"");
+    t.entry(h("fifo", b'6'), b"");
+    t.pax(
+        b'x',
+        &[
+            ("mtime", b"1700000000.123456789"),
+            ("uid", b"70000"),
+            ("SCHILY.xattr.user.k", b"v\0w"),
+        ],
+    )
+    .file("d/pax", b"pax");
+    let b = build(&t.finish(), &[]);
+    b.ok();
+    let theirs = b.dir.path().join("theirs.img");
+    run_ok(
+        Command::new(&utils)
+            .args([
+                "--tar=f",
+                "--quiet",
+                "-T",
+                &EPOCH.to_string(),
+                "--mkfs-time",
+            ])
+            .args(["-U", "clear"])
+            .arg(&theirs)
+            .arg(b.tar()),
+        "erofs-utils --tar=f",
+    );
+    if have("fsck.erofs") {
+        run_ok(Command::new("fsck.erofs").arg(&b.img), "fsck.erofs of ours");
+    }
+    let (Some(ours), Some(them)) = (Mount::new(&b.img), Mount::new(&theirs)) else {
+        return;
+    };
+    assert_same(
+        "erofs-utils --tar=f vs ours, both mounted",
+        &snap_dir(them.path(), ALL, &[]),
+        &snap_dir(ours.path(), ALL, &[]),
+    );
+}
