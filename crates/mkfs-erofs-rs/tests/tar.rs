@@ -1190,7 +1190,7 @@ fn t32_single_file_form_the_index_with_its_tar_appended_mounts_alone() {
 /// Copies each file's bytes from the tar to its place in the image, as a consumer of
 /// mkfs.erofs's map file does (lines: block, blocks, tar offset in hex, zero bytes at the
 /// end of the last block in decimal).
-fn apply_map(map: &str, tar: &[u8], img: &mut Vec<u8>, blksz: usize) -> usize {
+fn apply_map(map: &str, tar: &[u8], img: &mut [u8], blksz: usize) -> usize {
     let mut lines = 0;
     for line in map.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
