@@ -129,8 +129,8 @@ enum NodeKind {
         spool_offset: u64,
         ranges: Option<Vec<Range<u64>>>,
         name: Arc<str>,
-        /// The sha256 taken while staging (with fingerprints on).
-        digest: Option<[u8; 32]>,
+        /// Its sha256, taken while staging (with fingerprints on): a [`Hashing`] file.
+        digest: Option<usize>,
     },
     /// Index mode: the data stays in the tar, at this stream offset.
     Blob {
@@ -138,7 +138,8 @@ enum NodeKind {
         offset: u64,
         /// 1: extra device 1; 0: the image's reserved region.
         device: u16,
-        digest: Option<[u8; 32]>,
+        /// As for `File`.
+        digest: Option<usize>,
         name: Arc<str>,
     },
     Symlink(Vec<u8>),
@@ -157,6 +158,8 @@ struct Builder<'a, 'c> {
     spool_len: u64,
     /// The time of implicit directories.
     default_time: i64,
+    /// With fingerprints: hashes file contents as they stream past.
+    hashing: Option<Hashing>,
 }
 
 fn entry_err(e: &Entry, reason: impl Into<String>) -> BuildError {
@@ -174,6 +177,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64)
         });
+        let fingerprints = ctx.options.fingerprint.is_some();
         let mut b = Self {
             opts,
             ctx,
@@ -182,6 +186,10 @@ impl<'a, 'c> Builder<'a, 'c> {
             spool_end: 0,
             spool_len: 0,
             default_time,
+            hashing: fingerprints.then(|| {
+                // Beside the thread that decompresses and parses, when there are cores for it.
+                Hashing::new(rayon::current_num_threads() > 1)
+            }),
         };
         let root = b.implicit_dir();
         b.nodes.push(root);
@@ -396,27 +404,34 @@ impl<'a, 'c> Builder<'a, 'c> {
         let spool = &mut self.spool;
         // The fingerprint is taken from the bytes as they go to the spool, so that the
         // writer copies the region without reading it twice. Holes hash as zeroes.
-        let mut hasher = (self.ctx.options.fingerprint.is_some() && e.size > 0).then(Sha256::new);
+        let mut hasher = self.hashing.as_mut().filter(|_| e.size > 0);
         tar.read_data(e, |off, data| {
             if base + off != at {
                 spool.seek(SeekFrom::Start(base + off))?;
                 if let Some(h) = &mut hasher {
-                    hash_zeros(h, base + off - at);
+                    h.zeros(base + off - at)?;
                 }
                 at = base + off;
             }
             spool.write_all(data)?;
             if let Some(h) = &mut hasher {
-                h.update(data);
+                h.data(data)?;
             }
             at += data.len() as u64;
             Ok(())
         })
         .map_err(BuildError::Tar)?;
-        let digest = hasher.map(|mut h| {
-            hash_zeros(&mut h, base + e.size - at);
-            h.finalize().into()
-        });
+        let digest = match hasher {
+            Some(h) => {
+                h.zeros(base + e.size - at)
+                    .map_err(|err| BuildError::io(self.ctx.staging_dir, err))?;
+                Some(
+                    h.end()
+                        .map_err(|err| BuildError::io(self.ctx.staging_dir, err))?,
+                )
+            }
+            None => None,
+        };
         if at != base + e.size && sparse {
             self.spool
                 .seek(SeekFrom::Start(base + e.size))
@@ -496,16 +511,16 @@ impl<'a, 'c> Builder<'a, 'c> {
                 }
                 // The data is read anyway (the stream goes on after it): hash it on the
                 // way past when fingerprints are wanted.
-                let digest = if self.ctx.options.fingerprint.is_some() && e.size > 0 {
-                    let mut h = Sha256::new();
-                    tar.read_data(&e, |_, d| {
-                        h.update(d);
-                        Ok(())
-                    })
-                    .map_err(BuildError::Tar)?;
-                    Some(h.finalize().into())
-                } else {
-                    None
+                let digest = match self.hashing.as_mut().filter(|_| e.size > 0) {
+                    Some(h) => {
+                        tar.read_data(&e, |_, d| h.data(d))
+                            .map_err(BuildError::Tar)?;
+                        Some(
+                            h.end()
+                                .map_err(|err| BuildError::io(self.ctx.staging_dir, err))?,
+                        )
+                    }
+                    None => None,
                 };
                 NodeKind::Blob {
                     size: e.size,
@@ -598,12 +613,16 @@ impl<'a, 'c> Builder<'a, 'c> {
             spool.set_len(self.spool_len).map_err(io)?;
         }
         let spool = Arc::new(spool);
+        let digests = match self.hashing.take() {
+            Some(h) => h.finish().map_err(io)?,
+            None => Vec::new(),
+        };
         let mut nodes: Vec<Option<Node>> = self.nodes.into_iter().map(Some).collect();
         let mut inodes = Vec::new();
         let mut index_of: Vec<Option<usize>> = vec![None; nodes.len()];
         let root = nodes[0].take().expect("the root exists");
         let mut root_children = None;
-        inodes.push(to_inode(root, 0, &spool, &mut root_children));
+        inodes.push(to_inode(root, 0, &spool, &digests, &mut root_children));
         index_of[0] = Some(0);
         let mut pending = vec![(0usize, root_children.unwrap_or_default())];
         while let Some((dir, children)) = pending.pop() {
@@ -619,7 +638,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                         let node = nodes[id].take().expect("each node is placed once");
                         let idx = inodes.len();
                         let mut grand = None;
-                        inodes.push(to_inode(node, dir, &spool, &mut grand));
+                        inodes.push(to_inode(node, dir, &spool, &digests, &mut grand));
                         index_of[id] = Some(idx);
                         if let Some(g) = grand {
                             subdirs.push((idx, g));
@@ -647,6 +666,7 @@ fn to_inode(
     node: Node,
     parent: usize,
     spool: &Arc<File>,
+    digests: &[[u8; 32]],
     children: &mut Option<BTreeMap<Vec<u8>, usize>>,
 ) -> Inode {
     let mut xattrs = node.xattrs;
@@ -682,7 +702,7 @@ fn to_inode(
                 file: Arc::clone(spool),
                 offset: spool_offset,
                 name,
-                digest,
+                digest: digest.and_then(|k| digests.get(k).copied()),
             }),
             data_ranges: ranges,
             old_fingerprint: node.old_fingerprint,
@@ -708,7 +728,7 @@ fn to_inode(
                 DataSource::Blob(crate::tree::BlobData {
                     device,
                     offset,
-                    digest,
+                    digest: digest.and_then(|k| digests.get(k).copied()),
                 })
             },
             data_ranges: None,
@@ -729,6 +749,118 @@ fn to_inode(
         mtime_nsec: node.mtime_nsec,
         nlink: 1,
         xattrs,
+    }
+}
+
+/// sha256 of file contents in stream order, on a thread of its own (so that hashing runs
+/// beside decompression and parsing) or inline. File `k` fed is digest `k` of [`Self::finish`].
+enum Hashing {
+    Inline {
+        h: Sha256,
+        out: Vec<[u8; 32]>,
+    },
+    Thread {
+        tx: std::sync::mpsc::SyncSender<HashMsg>,
+        thread: std::thread::JoinHandle<Vec<[u8; 32]>>,
+        files: usize,
+    },
+}
+
+enum HashMsg {
+    Data(Vec<u8>),
+    Zeros(u64),
+    End,
+}
+
+impl Hashing {
+    fn new(thread: bool) -> Self {
+        if !thread {
+            return Self::Inline {
+                h: Sha256::new(),
+                out: Vec::new(),
+            };
+        }
+        // A few read buffers in flight bound the memory (the reader's are 256 KiB).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashMsg>(8);
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut h = Sha256::new();
+            for m in rx {
+                match m {
+                    HashMsg::Data(d) => h.update(&d),
+                    HashMsg::Zeros(n) => hash_zeros(&mut h, n),
+                    HashMsg::End => {
+                        out.push(std::mem::replace(&mut h, Sha256::new()).finalize().into())
+                    }
+                }
+            }
+            out
+        });
+        Self::Thread {
+            tx,
+            thread,
+            files: 0,
+        }
+    }
+
+    fn send(tx: &std::sync::mpsc::SyncSender<HashMsg>, m: HashMsg) -> std::io::Result<()> {
+        tx.send(m)
+            .map_err(|_| std::io::Error::other("the hashing thread stopped"))
+    }
+
+    fn data(&mut self, d: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Inline { h, .. } => {
+                h.update(d);
+                Ok(())
+            }
+            Self::Thread { tx, .. } => Self::send(tx, HashMsg::Data(d.to_vec())),
+        }
+    }
+
+    fn zeros(&mut self, n: u64) -> std::io::Result<()> {
+        match self {
+            _ if n == 0 => Ok(()),
+            Self::Inline { h, .. } => {
+                hash_zeros(h, n);
+                Ok(())
+            }
+            Self::Thread { tx, .. } => Self::send(tx, HashMsg::Zeros(n)),
+        }
+    }
+
+    /// Ends the current file; returns its number.
+    fn end(&mut self) -> std::io::Result<usize> {
+        match self {
+            Self::Inline { h, out } => {
+                out.push(std::mem::replace(h, Sha256::new()).finalize().into());
+                Ok(out.len() - 1)
+            }
+            Self::Thread { tx, files, .. } => {
+                Self::send(tx, HashMsg::End)?;
+                *files += 1;
+                Ok(*files - 1)
+            }
+        }
+    }
+
+    /// The digests of every file, in the order they were fed.
+    fn finish(self) -> std::io::Result<Vec<[u8; 32]>> {
+        match self {
+            Self::Inline { out, .. } => Ok(out),
+            Self::Thread {
+                tx, thread, files, ..
+            } => {
+                drop(tx);
+                let out = thread
+                    .join()
+                    .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+                if out.len() != files {
+                    return Err(std::io::Error::other("the hashing thread lost files"));
+                }
+                Ok(out)
+            }
+        }
     }
 }
 

@@ -962,6 +962,25 @@ fn t33_same_input_same_bytes_whatever_the_user_and_threads() {
     let one = std::fs::read(&build(&bytes_in, &["-j1"]).ok().img).unwrap();
     let four = std::fs::read(&build(&bytes_in, &["-j4"]).ok().img).unwrap();
     assert_eq!(one, four);
+    // Fingerprints are hashed inline with -j1 and on a thread of their own otherwise.
+    let mut t = Tar::default();
+    for k in 0..40u64 {
+        t.file(&format!("f{k}"), &bytes(k, (k as usize * 7919) % 300_000));
+    }
+    t.entry(h("hl", b'1').link("f3"), b"");
+    t.file("f3", b"replaced");
+    let bytes_in = t.finish();
+    let fp =
+        |j: &str| std::fs::read(&build(&bytes_in, &[j, "--fingerprint=sha256"]).ok().img).unwrap();
+    let one = fp("-j1");
+    assert_eq!(one, fp("-j4"));
+    let s = build(&bytes_in, &["-j4", "--fingerprint=sha256"]).snap();
+    let old = bytes(3, 3 * 7919);
+    let want = erofs_format::xattr::sha256_fingerprint(&Sha256::digest(&old).into());
+    assert_eq!(
+        get(&s, "hl").xattrs.get(&b"trusted.erofs.fingerprint"[..]),
+        Some(&want.to_vec())
+    );
 }
 
 #[test]
