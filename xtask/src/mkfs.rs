@@ -255,8 +255,7 @@ impl Mkfs {
                 .append(true)
                 .open(image)
                 .with_context(|| image.display().to_string())?;
-            let mut src =
-                std::fs::File::open(&tar).with_context(|| tar.display().to_string())?;
+            let mut src = std::fs::File::open(&tar).with_context(|| tar.display().to_string())?;
             std::io::copy(&mut src, &mut dst).with_context(|| image.display().to_string())?;
         }
         Ok(())

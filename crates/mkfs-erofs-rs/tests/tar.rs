@@ -1463,3 +1463,46 @@ fn t31_same_tree_as_erofs_utils_tar_mode_when_one_is_given() {
         &snap_dir(ours.path(), ALL, &[]),
     );
 }
+
+#[test]
+fn t04_a_file_past_8_gib_through_pax_size_and_a_sparse_map() {
+    // Sizes of 8 GiB and more do not fit the octal field; PAX (and a sparse map, so that
+    // the test stores four bytes) carries them. The file keeps its holes (null chunks).
+    let real: u64 = (9 << 30) + 3;
+    let mut data = b"1\n8589934592\n4\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"past");
+    let mut t = Tar::default();
+    let real_s = real.to_string();
+    t.pax(
+        b'x',
+        &[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"huge"),
+            ("GNU.sparse.realsize", real_s.as_bytes()),
+            ("size", b"516"),
+        ],
+    )
+    .entry(h("GNUSparseFile.0/huge", b'0'), &data);
+    let b = build(&t.finish(), &[]);
+    b.ok();
+    let len = std::fs::metadata(&b.img).unwrap().len();
+    assert!(len < 16 << 20, "the holes take room: {len} bytes");
+    let img = erofs_reader::image::Image::open(&b.img).unwrap();
+    let ino = img.lookup(b"/huge").unwrap();
+    assert_eq!(ino.size, real);
+    let mut buf = [9u8; 8];
+    assert_eq!(img.read_at(&ino, 8 << 30, &mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"past\0\0\0\0");
+    assert_eq!(img.read_at(&ino, 4 << 30, &mut buf).unwrap(), 8);
+    assert_eq!(buf, [0; 8]);
+    if let Some(m) = Mount::new(&b.img) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(m.path().join("huge")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), real);
+        let mut buf = [9u8; 7];
+        f.read_exact_at(&mut buf, (8 << 30) - 3).unwrap();
+        assert_eq!(&buf, b"\0\0\0past");
+    }
+}
