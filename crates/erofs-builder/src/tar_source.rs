@@ -760,11 +760,19 @@ enum Hashing {
         out: Vec<[u8; 32]>,
     },
     Thread {
-        tx: std::sync::mpsc::SyncSender<HashMsg>,
+        tx: std::sync::mpsc::SyncSender<Vec<HashMsg>>,
         thread: std::thread::JoinHandle<Vec<[u8; 32]>>,
         files: usize,
+        /// Messages not sent yet, and their data bytes: small files go over in batches,
+        /// so that the threads do not meet once per file.
+        batch: Vec<HashMsg>,
+        batch_bytes: usize,
     },
 }
+
+/// A batch goes to the hashing thread at this many data bytes or messages.
+const HASH_BATCH_BYTES: usize = 1 << 20;
+const HASH_BATCH_MSGS: usize = 4096;
 
 enum HashMsg {
     Data(Vec<u8>),
@@ -780,12 +788,12 @@ impl Hashing {
                 out: Vec::new(),
             };
         }
-        // A few read buffers in flight bound the memory (the reader's are 256 KiB).
-        let (tx, rx) = std::sync::mpsc::sync_channel::<HashMsg>(8);
+        // A few batches in flight bound the memory (each about a megabyte).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<HashMsg>>(4);
         let thread = std::thread::spawn(move || {
             let mut out = Vec::new();
             let mut h = Sha256::new();
-            for m in rx {
+            for m in rx.into_iter().flatten() {
                 match m {
                     HashMsg::Data(d) => h.update(&d),
                     HashMsg::Zeros(n) => hash_zeros(&mut h, n),
@@ -800,12 +808,32 @@ impl Hashing {
             tx,
             thread,
             files: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
         }
     }
 
-    fn send(tx: &std::sync::mpsc::SyncSender<HashMsg>, m: HashMsg) -> std::io::Result<()> {
-        tx.send(m)
-            .map_err(|_| std::io::Error::other("the hashing thread stopped"))
+    /// Queues `m`; sends the batch once it is large enough.
+    fn send(&mut self, m: HashMsg) -> std::io::Result<()> {
+        let Self::Thread {
+            tx,
+            batch,
+            batch_bytes,
+            ..
+        } = self
+        else {
+            unreachable!("only the thread queues messages")
+        };
+        if let HashMsg::Data(d) = &m {
+            *batch_bytes += d.len();
+        }
+        batch.push(m);
+        if *batch_bytes >= HASH_BATCH_BYTES || batch.len() >= HASH_BATCH_MSGS {
+            *batch_bytes = 0;
+            tx.send(std::mem::take(batch))
+                .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+        }
+        Ok(())
     }
 
     fn data(&mut self, d: &[u8]) -> std::io::Result<()> {
@@ -814,7 +842,7 @@ impl Hashing {
                 h.update(d);
                 Ok(())
             }
-            Self::Thread { tx, .. } => Self::send(tx, HashMsg::Data(d.to_vec())),
+            Self::Thread { .. } => self.send(HashMsg::Data(d.to_vec())),
         }
     }
 
@@ -825,7 +853,7 @@ impl Hashing {
                 hash_zeros(h, n);
                 Ok(())
             }
-            Self::Thread { tx, .. } => Self::send(tx, HashMsg::Zeros(n)),
+            Self::Thread { .. } => self.send(HashMsg::Zeros(n)),
         }
     }
 
@@ -836,10 +864,11 @@ impl Hashing {
                 out.push(std::mem::replace(h, Sha256::new()).finalize().into());
                 Ok(out.len() - 1)
             }
-            Self::Thread { tx, files, .. } => {
-                Self::send(tx, HashMsg::End)?;
+            Self::Thread { files, .. } => {
                 *files += 1;
-                Ok(*files - 1)
+                let k = *files - 1;
+                self.send(HashMsg::End)?;
+                Ok(k)
             }
         }
     }
@@ -849,8 +878,16 @@ impl Hashing {
         match self {
             Self::Inline { out, .. } => Ok(out),
             Self::Thread {
-                tx, thread, files, ..
+                tx,
+                thread,
+                files,
+                batch,
+                ..
             } => {
+                if !batch.is_empty() {
+                    tx.send(batch)
+                        .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+                }
                 drop(tx);
                 let out = thread
                     .join()
