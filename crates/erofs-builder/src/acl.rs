@@ -91,6 +91,12 @@ pub fn acl_xattr(text: &[u8], lookup: NameLookup<'_>) -> Result<Vec<u8>, String>
     Ok(encode_acl(&entries))
 }
 
+/// Whether an ACL xattr value holds only the owner, group and other entries: as an access
+/// ACL it says no more than the mode bits, and the kernel (and so extraction) stores none.
+pub fn is_minimal(value: &[u8]) -> bool {
+    value.len() == 4 + 3 * 8
+}
+
 fn decimal(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
@@ -159,6 +165,14 @@ mod tests {
             },
         ]);
         assert_eq!(v, want);
+    }
+
+    #[test]
+    fn an_acl_of_owner_group_and_other_only_is_minimal() {
+        let v = acl_xattr(b"user::rwx\ngroup::r-x\nother::r-x\n", &none).unwrap();
+        assert!(is_minimal(&v));
+        let v = acl_xattr(b"user::rwx\ngroup::r-x\nmask::r-x\nother::r-x\n", &none).unwrap();
+        assert!(!is_minimal(&v));
     }
 
     #[test]

@@ -1363,6 +1363,15 @@ fn posix_acls_from_gnu_tar_become_the_kernels_acl_xattrs() {
     std::fs::create_dir_all(src.join("d")).unwrap();
     std::fs::write(src.join("f"), b"acl\n").unwrap();
     std::fs::write(src.join("plain"), b"no acl\n").unwrap();
+    // Only a default ACL: GNU tar still writes the (minimal) access ACL, which extraction
+    // turns into mode bits, not an xattr.
+    std::fs::create_dir(src.join("only-default")).unwrap();
+    run_ok(
+        Command::new("setfacl")
+            .args(["-d", "-m", "u:77:r-x"])
+            .arg(src.join("only-default")),
+        "setfacl only-default",
+    );
     // A named user and group (numeric: no such names here), a mask, and a directory with
     // a default ACL naming a group GNU tar writes by name (root's group 0).
     run_ok(
@@ -1384,7 +1393,7 @@ fn posix_acls_from_gnu_tar_become_the_kernels_acl_xattrs() {
             .arg(&src)
             .args(["-cf"])
             .arg(&tar)
-            .args(["f", "plain", "d"]),
+            .args(["f", "plain", "d", "only-default"]),
         "tar --acls",
     );
     let b = run_mkfs(dir, &tar, &[]);
@@ -1393,13 +1402,19 @@ fn posix_acls_from_gnu_tar_become_the_kernels_acl_xattrs() {
     let Some(m) = Mount::new(&b.img) else {
         return;
     };
-    let entries = ["f", "plain", "d"];
+    let entries = ["f", "plain", "d", "only-default"];
     let want = acls(&src, &entries);
     assert!(
         want.contains("user:1234:rwx") && want.contains("default:group::"),
         "{want}"
     );
     assert_eq!(acls(m.path(), &entries), want);
+    // The xattrs too, byte for byte: no access ACL where the source has none.
+    let xattrs = |root: &Path| {
+        let s = snap_dir(root, ALL, &[]);
+        entries.map(|e| s[e.as_bytes()].xattrs.clone())
+    };
+    assert_eq!(xattrs(m.path()), xattrs(&src));
 }
 
 #[test]
