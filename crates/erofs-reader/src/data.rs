@@ -217,10 +217,15 @@ impl Image {
             // table gives it a place in the primary device (the kernel's flat addressing):
             // the single-file form of a tar index, with the tar appended after the
             // metadata.
-            match self.device_uniaddr(device)? {
+            let at = match self.device_uniaddr(device)? {
                 Some(base) if base != 0 => base + u64::from(blk),
                 _ => return Err(Error::ExtraDevice { nid, device }),
+            };
+            // An index whose tar was not appended: the device is elsewhere, not damaged.
+            if self.check_range(at << bits, length).is_err() {
+                return Err(Error::ExtraDevice { nid, device });
             }
+            at
         };
         Ok(Extent {
             logical: start,

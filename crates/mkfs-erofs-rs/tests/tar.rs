@@ -1199,6 +1199,13 @@ fn t32_single_file_form_the_index_with_its_tar_appended_mounts_alone() {
         blocks,
         "device 1 starts where the index ends"
     );
+    // Without the tar, the data is on a device the reader does not have (not damage).
+    let alone = erofs_reader::image::Image::open(&b.img).unwrap();
+    let big = alone.lookup(b"/d/big").unwrap();
+    assert!(matches!(
+        alone.read_to_vec(&big, 1 << 20),
+        Err(erofs_reader::Error::ExtraDevice { device: 1, .. })
+    ));
     let mut single = index;
     single.extend_from_slice(&std::fs::read(b.tar()).unwrap());
     std::fs::write(&b.img, &single).unwrap();
