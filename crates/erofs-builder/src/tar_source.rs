@@ -760,24 +760,41 @@ enum Hashing {
         out: Vec<[u8; 32]>,
     },
     Thread {
-        tx: std::sync::mpsc::SyncSender<Vec<HashMsg>>,
+        tx: std::sync::mpsc::SyncSender<HashBatch>,
+        /// Batches the thread has emptied, for reuse: their buffers are faulted in once.
+        free: std::sync::mpsc::Receiver<HashBatch>,
         thread: std::thread::JoinHandle<Vec<[u8; 32]>>,
         files: usize,
-        /// Messages not sent yet, and their data bytes: small files go over in batches,
-        /// so that the threads do not meet once per file.
-        batch: Vec<HashMsg>,
-        batch_bytes: usize,
+        /// Filled until it holds about a megabyte or many files: small files go over
+        /// together, so that the threads do not meet once per file.
+        batch: HashBatch,
     },
 }
 
-/// A batch goes to the hashing thread at this many data bytes or messages.
-const HASH_BATCH_BYTES: usize = 1 << 20;
-const HASH_BATCH_MSGS: usize = 4096;
+/// Content bytes of several files back to back, and how they divide.
+#[derive(Default)]
+struct HashBatch {
+    bytes: Vec<u8>,
+    ops: Vec<HashOp>,
+}
 
-enum HashMsg {
-    Data(Vec<u8>),
+enum HashOp {
+    /// The next this many bytes of `bytes`.
+    Data(usize),
+    /// This many zero bytes (a hole).
     Zeros(u64),
+    /// The file ends.
     End,
+}
+
+/// A batch goes to the hashing thread at this many data bytes or operations.
+const HASH_BATCH_BYTES: usize = 1 << 20;
+const HASH_BATCH_OPS: usize = 4096;
+/// Batches in flight (with the one being filled and the spare ones, this bounds memory).
+const HASH_BATCHES: usize = 4;
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the hashing thread stopped")
 }
 
 impl Hashing {
@@ -788,50 +805,53 @@ impl Hashing {
                 out: Vec::new(),
             };
         }
-        // A few batches in flight bound the memory (each about a megabyte).
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<HashMsg>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashBatch>(HASH_BATCHES);
+        let (back, free) = std::sync::mpsc::sync_channel::<HashBatch>(HASH_BATCHES + 2);
         let thread = std::thread::spawn(move || {
             let mut out = Vec::new();
             let mut h = Sha256::new();
-            for m in rx.into_iter().flatten() {
-                match m {
-                    HashMsg::Data(d) => h.update(&d),
-                    HashMsg::Zeros(n) => hash_zeros(&mut h, n),
-                    HashMsg::End => {
-                        out.push(std::mem::replace(&mut h, Sha256::new()).finalize().into())
+            for mut batch in rx {
+                let mut at = 0;
+                for op in &batch.ops {
+                    match *op {
+                        HashOp::Data(n) => {
+                            h.update(&batch.bytes[at..at + n]);
+                            at += n;
+                        }
+                        HashOp::Zeros(n) => hash_zeros(&mut h, n),
+                        HashOp::End => {
+                            out.push(std::mem::replace(&mut h, Sha256::new()).finalize().into())
+                        }
                     }
                 }
+                batch.bytes.clear();
+                batch.ops.clear();
+                // No one takes it back once the feeder is done: let it go.
+                let _ = back.try_send(batch);
             }
             out
         });
         Self::Thread {
             tx,
+            free,
             thread,
             files: 0,
-            batch: Vec::new(),
-            batch_bytes: 0,
+            batch: HashBatch::default(),
         }
     }
 
-    /// Queues `m`; sends the batch once it is large enough.
-    fn send(&mut self, m: HashMsg) -> std::io::Result<()> {
+    /// Sends the batch being filled once it is large enough, and takes an emptied one.
+    fn maybe_send(&mut self) -> std::io::Result<()> {
         let Self::Thread {
-            tx,
-            batch,
-            batch_bytes,
-            ..
+            tx, free, batch, ..
         } = self
         else {
-            unreachable!("only the thread queues messages")
+            return Ok(());
         };
-        if let HashMsg::Data(d) = &m {
-            *batch_bytes += d.len();
-        }
-        batch.push(m);
-        if *batch_bytes >= HASH_BATCH_BYTES || batch.len() >= HASH_BATCH_MSGS {
-            *batch_bytes = 0;
-            tx.send(std::mem::take(batch))
-                .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+        if batch.bytes.len() >= HASH_BATCH_BYTES || batch.ops.len() >= HASH_BATCH_OPS {
+            let next = free.try_recv().unwrap_or_default();
+            tx.send(std::mem::replace(batch, next))
+                .map_err(|_| stopped())?;
         }
         Ok(())
     }
@@ -842,7 +862,11 @@ impl Hashing {
                 h.update(d);
                 Ok(())
             }
-            Self::Thread { .. } => self.send(HashMsg::Data(d.to_vec())),
+            Self::Thread { batch, .. } => {
+                batch.bytes.extend_from_slice(d);
+                batch.ops.push(HashOp::Data(d.len()));
+                self.maybe_send()
+            }
         }
     }
 
@@ -853,7 +877,10 @@ impl Hashing {
                 hash_zeros(h, n);
                 Ok(())
             }
-            Self::Thread { .. } => self.send(HashMsg::Zeros(n)),
+            Self::Thread { batch, .. } => {
+                batch.ops.push(HashOp::Zeros(n));
+                self.maybe_send()
+            }
         }
     }
 
@@ -864,10 +891,11 @@ impl Hashing {
                 out.push(std::mem::replace(h, Sha256::new()).finalize().into());
                 Ok(out.len() - 1)
             }
-            Self::Thread { files, .. } => {
+            Self::Thread { files, batch, .. } => {
+                batch.ops.push(HashOp::End);
                 *files += 1;
                 let k = *files - 1;
-                self.send(HashMsg::End)?;
+                self.maybe_send()?;
                 Ok(k)
             }
         }
@@ -884,9 +912,8 @@ impl Hashing {
                 batch,
                 ..
             } => {
-                if !batch.is_empty() {
-                    tx.send(batch)
-                        .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+                if !batch.ops.is_empty() {
+                    tx.send(batch).map_err(|_| stopped())?;
                 }
                 drop(tx);
                 let out = thread
