@@ -47,8 +47,13 @@ pub struct Options {
     pub all_root: bool,
     /// `-L`.
     pub label: Option<String>,
-    /// Build through `--tar=f` from a GNU tar (POSIX format, xattrs, sparse) of the source.
+    /// Build through `--tar=f` from a GNU tar (POSIX format, xattrs, ACLs, sparse) of the
+    /// source.
     pub tar: bool,
+    /// Build through `--tar=i` from a GNU tar (no sparse entries: an index cannot point at
+    /// condensed data) and append the tar to the index: containerd's single-file layer,
+    /// mounted without `device=`. 512-byte blocks.
+    pub tar_index: bool,
     /// `-z ALG[,LEVEL]`.
     pub compress: Option<String>,
     /// `-C BYTES` (with `compress`).
@@ -58,7 +63,9 @@ pub struct Options {
 impl Options {
     /// The block size actually used.
     pub fn block_size(&self) -> u32 {
-        if self.block_size == 0 {
+        if self.tar_index {
+            512
+        } else if self.block_size == 0 {
             4096
         } else {
             self.block_size
@@ -113,7 +120,7 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 writes no fingerprints".into())
                 } else if !o.xattr_prefixes.is_empty() {
                     Some("Debian's mkfs.erofs 1.5 has no long xattr prefixes".into())
-                } else if o.tar {
+                } else if o.tar || o.tar_index {
                     Some("Debian's mkfs.erofs 1.5 has no --tar".into())
                 } else if o.compress.as_deref().is_some_and(|z| !z.starts_with("lz4")) {
                     Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
@@ -188,6 +195,7 @@ impl Mkfs {
                         .args([
                             "--xattrs",
                             "--xattrs-include=*",
+                            "--acls",
                             "--format=posix",
                             "--sparse",
                             "--numeric-owner",
@@ -200,6 +208,27 @@ impl Mkfs {
                 )?;
                 // The full tree carries trusted.overlay.opaque on purpose.
                 c.args(["--tar=f", "--tar-keep-overlay-xattrs"])
+                    .arg(tar)
+                    .arg(image)
+            }
+            Mkfs::Ours(_) if o.tar_index => {
+                let tar = image.with_extension("tar");
+                util::run(
+                    Command::new("tar")
+                        .args([
+                            "--xattrs",
+                            "--xattrs-include=*",
+                            "--acls",
+                            "--format=posix",
+                            "--numeric-owner",
+                            "-C",
+                        ])
+                        .arg(source)
+                        .arg("-cf")
+                        .arg(&tar)
+                        .arg("."),
+                )?;
+                c.args(["--tar=i", "--tar-keep-overlay-xattrs"])
                     .arg(tar)
                     .arg(image)
             }
@@ -217,6 +246,17 @@ impl Mkfs {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        if o.tar_index {
+            // The single-file form: the tar right after the index, where its device table
+            // places device 1.
+            let tar = image.with_extension("tar");
+            let mut dst = std::fs::OpenOptions::new()
+                .append(true)
+                .open(image)
+                .with_context(|| image.display().to_string())?;
+            let mut src = std::fs::File::open(&tar).with_context(|| tar.display().to_string())?;
+            std::io::copy(&mut src, &mut dst).with_context(|| image.display().to_string())?;
         }
         Ok(())
     }

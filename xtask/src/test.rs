@@ -28,6 +28,10 @@ const TEST_NEEDS: &[Need] = &[
         probe: "getfattr",
     },
     Need {
+        package: "acl",
+        probe: "setfacl",
+    },
+    Need {
         package: "man-db",
         probe: "man",
     },

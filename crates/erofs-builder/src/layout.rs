@@ -117,6 +117,26 @@ pub struct Plan {
     pub devices: Vec<erofs_format::DeviceSlot>,
     /// Where the device table starts.
     pub devt_offset: u64,
+    /// Blocks after `total_blocks` reserved for files whose content the image does not
+    /// hold (`--tar=i,MAPFILE`): the image file ends after them, and they read as zeroes
+    /// until a consumer of [`Plan::region_map`] copies the content in.
+    pub region_blocks: u64,
+    /// Where each such file's content goes in the reserved region, in inode order.
+    pub region_map: Vec<RegionExtent>,
+}
+
+/// A file's place in the reserved region of a `--tar=i,MAPFILE` image and where its
+/// content lies in the source (one line of mkfs.erofs's map file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionExtent {
+    /// First block in the image.
+    pub blkaddr: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Byte offset of the content in the source (the tar stream).
+    pub source_offset: u64,
+    /// Bytes of the last block past the content (they stay zero).
+    pub zeroed: u32,
 }
 
 impl Plan {
@@ -127,7 +147,7 @@ impl Plan {
 
     /// Image size in bytes.
     pub fn image_bytes(&self) -> u64 {
-        self.total_blocks << self.blkszbits
+        (self.total_blocks + self.region_blocks) << self.blkszbits
     }
 
     /// Whether compact inodes are possible for this inode (§4.6).
@@ -418,7 +438,7 @@ pub fn plan_with(
         epoch,
         data_start,
         xattr_blkaddr,
-        devices,
+        mut devices,
         devt_offset,
     } = pre;
 
@@ -427,7 +447,9 @@ pub fn plan_with(
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
-    // Block count of each extra device, as far as files reach into it.
+    // Files in the reserved region: (inode, first block in the region, source offset).
+    let mut region: Vec<(usize, u64, u64)> = Vec::new();
+    let mut region_blocks = 0u64;
     for (i, inode) in tree.inodes.iter().enumerate() {
         let body = &xattrs.bodies[i];
         let xsize = body.bytes.len() as u64;
@@ -496,9 +518,33 @@ pub fn plan_with(
             }
             p.startblk = *startblk;
             p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+        } else if let Some(b) = blob
+            && b.device == 0
+        {
+            // The reserved region (`--tar=i,MAPFILE`): one chunk covering the file, a
+            // 4-byte block map entry; the addresses are final once the metadata is sized.
+            let mut bits = blkszbits;
+            while (1u64 << bits) < size && bits < blkszbits + 31 {
+                bits += 1;
+            }
+            let n = size.div_ceil(1 << bits);
+            let first = region_blocks;
+            region_blocks += size.div_ceil(blksz);
+            region.push((i, first, b.offset));
+            any_chunked = true;
+            p.layout = DataLayout::ChunkBased;
+            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(4) + 4 * n);
+            p.chunk = Some(ChunkPlan {
+                chunkbits: bits,
+                table: (0..n)
+                    .map(|k| (first + (k << (bits - blkszbits))) as u32)
+                    .collect(),
+                data_chunks: Vec::new(),
+                device: None,
+            });
         } else if let Some(b) = blob {
             // One chunk covering the file, pointing at its bytes on the extra device.
-            if b.offset % blksz != 0 || b.device == 0 {
+            if b.offset % blksz != 0 {
                 return Err(BuildError::InvalidOption(format!(
                     "inode {i}: data at offset {} of device {} is not block-aligned",
                     b.offset, b.device
@@ -596,8 +642,25 @@ pub fn plan_with(
     }
     let meta_start = next_block.max(1);
     let total_blocks = meta_start + meta_size.div_ceil(blksz).max(1);
-    if total_blocks > u64::from(u32::MAX) {
+    if total_blocks + region_blocks > u64::from(u32::MAX) {
         return Err(BuildError::TooLarge("more than 2^32 blocks".into()));
+    }
+    // The reserved region follows the metadata, as mkfs.erofs appends its blob data.
+    let mut region_map = Vec::with_capacity(region.len());
+    for &(i, first, source_offset) in &region {
+        let p = &mut inodes[i];
+        if let Some(ch) = &mut p.chunk {
+            for blk in &mut ch.table {
+                *blk += total_blocks as u32;
+            }
+        }
+        let tail = (p.size % blksz) as u32;
+        region_map.push(RegionExtent {
+            blkaddr: total_blocks + first,
+            blocks: p.size.div_ceil(blksz),
+            source_offset,
+            zeroed: if tail == 0 { 0 } else { blksz as u32 - tail },
+        });
     }
 
     // The superblock.
@@ -634,6 +697,16 @@ pub fn plan_with(
             sb.available_compr_algs.set(u16::MAX);
         }
     }
+    // Each extra device's place after the primary one, as mkfs.erofs writes it: mounted
+    // without `device=`, the kernel reads a device's blocks there (flat addressing), which is
+    // how an index with its tar appended (containerd's single-file layer) is read.
+    let mut uniaddr = total_blocks;
+    for slot in &mut devices {
+        slot.uniaddr_lo.set(u32::try_from(uniaddr).map_err(|_| {
+            BuildError::TooLarge("the devices' unified addresses exceed 2^32 blocks".into())
+        })?);
+        uniaddr += u64::from(slot.blocks_lo.get());
+    }
     if !devices.is_empty() {
         incompat.insert(Incompat::DEVICE_TABLE);
         sb.extra_devices.set(devices.len() as u16);
@@ -648,7 +721,7 @@ pub fn plan_with(
     );
     sb.inos.set(tree.inodes.len() as u64);
     sb.epoch.set(epoch);
-    sb.blocks_lo.set(total_blocks as u32);
+    sb.blocks_lo.set((total_blocks + region_blocks) as u32);
     sb.meta_blkaddr.set((meta_start - 1) as u32);
     sb.xattr_blkaddr.set(xattr_blkaddr as u32);
     sb.uuid = options.uuid.resolve();
@@ -677,6 +750,8 @@ pub fn plan_with(
             }),
         devices,
         devt_offset,
+        region_blocks,
+        region_map,
     })
 }
 

@@ -35,6 +35,7 @@
 //! [`Options::threads`] workers or on the caller's ([`Options::pool`]); the image never
 //! depends on either.
 
+pub mod acl;
 pub mod compress;
 pub(crate) mod dir;
 pub(crate) mod layout;
@@ -413,6 +414,9 @@ pub struct BuildReport {
     pub verity: Option<VerityReport>,
     /// The fs-verity digest of the image file, with `--fsverity-digest`.
     pub fsverity_digest: Option<[u8; 32]>,
+    /// Files whose content the image reserves room for but does not hold
+    /// (`--tar=i,MAPFILE`): where each goes and where it lies in the source.
+    pub region_map: Vec<layout::RegionExtent>,
 }
 
 /// Errors of a build. Each names the path or the option at fault.

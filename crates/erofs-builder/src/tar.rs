@@ -476,6 +476,25 @@ impl<R: Read> TarReader<R> {
                     xattrs.push((n, val));
                 }
                 b"RHT.security.selinux" => xattrs.push((b"security.selinux".to_vec(), v.clone())),
+                b"SCHILY.acl.access" | b"SCHILY.acl.default" => {
+                    let name: &[u8] = if key == b"SCHILY.acl.access" {
+                        b"system.posix_acl_access"
+                    } else {
+                        b"system.posix_acl_default"
+                    };
+                    if v.is_empty() {
+                        // An empty value undoes a global record: no ACL.
+                        xattrs.retain(|(n, _)| n.as_slice() != name);
+                        continue;
+                    }
+                    match crate::acl::acl_xattr(v, &crate::acl::host_lookup) {
+                        // The mode bits say it all; extraction leaves no xattr either.
+                        Ok(value)
+                            if key == b"SCHILY.acl.access" && crate::acl::is_minimal(&value) => {}
+                        Ok(value) => xattrs.push((name.to_vec(), value)),
+                        Err(why) => notes.push(format!("{}: {why}; left out", lossy(key))),
+                    }
+                }
                 _ if key.starts_with(b"GNU.sparse.") => sparse_keys.push((k.clone(), v.clone())),
                 b"atime"
                 | b"ctime"

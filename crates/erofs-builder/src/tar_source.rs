@@ -13,6 +13,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use crate::source::{Source, SourceCtx};
 use crate::tar::{Entry, EntryKind, TarError, TarReader};
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, StagedData, Tree};
@@ -47,6 +49,10 @@ pub struct TarOptions {
     /// Index mode (`--tar=i`): files are not copied; their chunk indexes point at their data
     /// in the tar itself, extra device 1 of the image (offsets in the decompressed stream).
     pub index: bool,
+    /// With `index`: the content goes to a region the image reserves after its metadata
+    /// (block map entries, no device table), to be filled from the tar by whoever reads the
+    /// report's region map (`--tar=i,MAPFILE`), instead of staying on extra device 1.
+    pub index_map: bool,
     /// Keep `trusted.overlay.*` and `user.overlay.*` xattrs found in the stream (by default
     /// they are dropped with a warning: a layer must not forge overlay metadata).
     pub keep_overlay_xattrs: bool,
@@ -124,12 +130,17 @@ enum NodeKind {
         spool_offset: u64,
         ranges: Option<Vec<Range<u64>>>,
         name: Arc<str>,
+        /// Its sha256, taken while staging (with fingerprints on): a [`Hashing`] file.
+        digest: Option<usize>,
     },
     /// Index mode: the data stays in the tar, at this stream offset.
     Blob {
         size: u64,
         offset: u64,
-        digest: Option<[u8; 32]>,
+        /// 1: extra device 1; 0: the image's reserved region.
+        device: u16,
+        /// As for `File`.
+        digest: Option<usize>,
         name: Arc<str>,
     },
     Symlink(Vec<u8>),
@@ -148,6 +159,8 @@ struct Builder<'a, 'c> {
     spool_len: u64,
     /// The time of implicit directories.
     default_time: i64,
+    /// With fingerprints: hashes file contents as they stream past.
+    hashing: Option<Hashing>,
 }
 
 fn entry_err(e: &Entry, reason: impl Into<String>) -> BuildError {
@@ -165,6 +178,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64)
         });
+        let fingerprints = ctx.options.fingerprint.is_some();
         let mut b = Self {
             opts,
             ctx,
@@ -173,6 +187,10 @@ impl<'a, 'c> Builder<'a, 'c> {
             spool_end: 0,
             spool_len: 0,
             default_time,
+            hashing: fingerprints.then(|| {
+                // Beside the thread that decompresses and parses, when there are cores for it.
+                Hashing::new(rayon::current_num_threads() > 1)
+            }),
         };
         let root = b.implicit_dir();
         b.nodes.push(root);
@@ -369,6 +387,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                 spool_offset: 0,
                 ranges: Some(Vec::new()),
                 name,
+                digest: None,
             });
         }
         let sparse = e.sparse.is_some();
@@ -384,16 +403,36 @@ impl<'a, 'c> Builder<'a, 'c> {
         let base = self.spool_end;
         let mut at = base;
         let spool = &mut self.spool;
+        // The fingerprint is taken from the bytes as they go to the spool, so that the
+        // writer copies the region without reading it twice. Holes hash as zeroes.
+        let mut hasher = self.hashing.as_mut().filter(|_| e.size > 0);
         tar.read_data(e, |off, data| {
             if base + off != at {
                 spool.seek(SeekFrom::Start(base + off))?;
+                if let Some(h) = &mut hasher {
+                    h.zeros(base + off - at)?;
+                }
                 at = base + off;
             }
             spool.write_all(data)?;
+            if let Some(h) = &mut hasher {
+                h.data(data)?;
+            }
             at += data.len() as u64;
             Ok(())
         })
         .map_err(BuildError::Tar)?;
+        let digest = match hasher {
+            Some(h) => {
+                h.zeros(base + e.size - at)
+                    .map_err(|err| BuildError::io(self.ctx.staging_dir, err))?;
+                Some(
+                    h.end()
+                        .map_err(|err| BuildError::io(self.ctx.staging_dir, err))?,
+                )
+            }
+            None => None,
+        };
         if at != base + e.size && sparse {
             self.spool
                 .seek(SeekFrom::Start(base + e.size))
@@ -416,6 +455,7 @@ impl<'a, 'c> Builder<'a, 'c> {
             spool_offset: base,
             ranges,
             name,
+            digest,
         })
     }
 
@@ -472,21 +512,21 @@ impl<'a, 'c> Builder<'a, 'c> {
                 }
                 // The data is read anyway (the stream goes on after it): hash it on the
                 // way past when fingerprints are wanted.
-                let digest = if self.ctx.options.fingerprint.is_some() && e.size > 0 {
-                    use sha2::Digest;
-                    let mut h = sha2::Sha256::new();
-                    tar.read_data(&e, |_, d| {
-                        h.update(d);
-                        Ok(())
-                    })
-                    .map_err(BuildError::Tar)?;
-                    Some(h.finalize().into())
-                } else {
-                    None
+                let digest = match self.hashing.as_mut().filter(|_| e.size > 0) {
+                    Some(h) => {
+                        tar.read_data(&e, |_, d| h.data(d))
+                            .map_err(BuildError::Tar)?;
+                        Some(
+                            h.end()
+                                .map_err(|err| BuildError::io(self.ctx.staging_dir, err))?,
+                        )
+                    }
+                    None => None,
                 };
                 NodeKind::Blob {
                     size: e.size,
                     offset: e.data_offset,
+                    device: if self.opts.index_map { 0 } else { 1 },
                     digest,
                     name: String::from_utf8_lossy(&e.path).into(),
                 }
@@ -574,12 +614,16 @@ impl<'a, 'c> Builder<'a, 'c> {
             spool.set_len(self.spool_len).map_err(io)?;
         }
         let spool = Arc::new(spool);
+        let digests = match self.hashing.take() {
+            Some(h) => h.finish().map_err(io)?,
+            None => Vec::new(),
+        };
         let mut nodes: Vec<Option<Node>> = self.nodes.into_iter().map(Some).collect();
         let mut inodes = Vec::new();
         let mut index_of: Vec<Option<usize>> = vec![None; nodes.len()];
         let root = nodes[0].take().expect("the root exists");
         let mut root_children = None;
-        inodes.push(to_inode(root, 0, &spool, &mut root_children));
+        inodes.push(to_inode(root, 0, &spool, &digests, &mut root_children));
         index_of[0] = Some(0);
         let mut pending = vec![(0usize, root_children.unwrap_or_default())];
         while let Some((dir, children)) = pending.pop() {
@@ -595,7 +639,7 @@ impl<'a, 'c> Builder<'a, 'c> {
                         let node = nodes[id].take().expect("each node is placed once");
                         let idx = inodes.len();
                         let mut grand = None;
-                        inodes.push(to_inode(node, dir, &spool, &mut grand));
+                        inodes.push(to_inode(node, dir, &spool, &digests, &mut grand));
                         index_of[id] = Some(idx);
                         if let Some(g) = grand {
                             subdirs.push((idx, g));
@@ -623,6 +667,7 @@ fn to_inode(
     node: Node,
     parent: usize,
     spool: &Arc<File>,
+    digests: &[[u8; 32]],
     children: &mut Option<BTreeMap<Vec<u8>, usize>>,
 ) -> Inode {
     let mut xattrs = node.xattrs;
@@ -651,12 +696,14 @@ fn to_inode(
             spool_offset,
             ranges,
             name,
+            digest,
         } => Kind::Regular(FileContent {
             size,
             source: DataSource::At(StagedData {
                 file: Arc::clone(spool),
                 offset: spool_offset,
                 name,
+                digest: digest.and_then(|k| digests.get(k).copied()),
             }),
             data_ranges: ranges,
             old_fingerprint: node.old_fingerprint,
@@ -665,6 +712,7 @@ fn to_inode(
         NodeKind::Blob {
             size,
             offset,
+            device,
             digest,
             name,
         } => Kind::Regular(FileContent {
@@ -675,12 +723,13 @@ fn to_inode(
                     file: Arc::clone(spool),
                     offset: 0,
                     name,
+                    digest: None,
                 })
             } else {
                 DataSource::Blob(crate::tree::BlobData {
-                    device: 1,
+                    device,
                     offset,
-                    digest,
+                    digest: digest.and_then(|k| digests.get(k).copied()),
                 })
             },
             data_ranges: None,
@@ -701,5 +750,190 @@ fn to_inode(
         mtime_nsec: node.mtime_nsec,
         nlink: 1,
         xattrs,
+    }
+}
+
+/// sha256 of file contents in stream order, on a thread of its own (so that hashing runs
+/// beside decompression and parsing) or inline. File `k` fed is digest `k` of [`Self::finish`].
+enum Hashing {
+    Inline {
+        h: Sha256,
+        out: Vec<[u8; 32]>,
+    },
+    Thread {
+        tx: std::sync::mpsc::SyncSender<HashBatch>,
+        /// Batches the thread has emptied, for reuse: their buffers are faulted in once.
+        free: std::sync::mpsc::Receiver<HashBatch>,
+        thread: std::thread::JoinHandle<Vec<[u8; 32]>>,
+        files: usize,
+        /// Filled until it holds about a megabyte or many files: small files go over
+        /// together, so that the threads do not meet once per file.
+        batch: HashBatch,
+    },
+}
+
+/// Content bytes of several files back to back, and how they divide.
+#[derive(Default)]
+struct HashBatch {
+    bytes: Vec<u8>,
+    ops: Vec<HashOp>,
+}
+
+enum HashOp {
+    /// The next this many bytes of `bytes`.
+    Data(usize),
+    /// This many zero bytes (a hole).
+    Zeros(u64),
+    /// The file ends.
+    End,
+}
+
+/// A batch goes to the hashing thread at this many data bytes or operations.
+const HASH_BATCH_BYTES: usize = 1 << 20;
+const HASH_BATCH_OPS: usize = 4096;
+/// Batches in flight (with the one being filled and the spare ones, this bounds memory).
+const HASH_BATCHES: usize = 4;
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the hashing thread stopped")
+}
+
+impl Hashing {
+    fn new(thread: bool) -> Self {
+        if !thread {
+            return Self::Inline {
+                h: Sha256::new(),
+                out: Vec::new(),
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashBatch>(HASH_BATCHES);
+        let (back, free) = std::sync::mpsc::sync_channel::<HashBatch>(HASH_BATCHES + 2);
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut h = Sha256::new();
+            for mut batch in rx {
+                let mut at = 0;
+                for op in &batch.ops {
+                    match *op {
+                        HashOp::Data(n) => {
+                            h.update(&batch.bytes[at..at + n]);
+                            at += n;
+                        }
+                        HashOp::Zeros(n) => hash_zeros(&mut h, n),
+                        HashOp::End => {
+                            out.push(std::mem::replace(&mut h, Sha256::new()).finalize().into())
+                        }
+                    }
+                }
+                batch.bytes.clear();
+                batch.ops.clear();
+                // No one takes it back once the feeder is done: let it go.
+                let _ = back.try_send(batch);
+            }
+            out
+        });
+        Self::Thread {
+            tx,
+            free,
+            thread,
+            files: 0,
+            batch: HashBatch::default(),
+        }
+    }
+
+    /// Sends the batch being filled once it is large enough, and takes an emptied one.
+    fn maybe_send(&mut self) -> std::io::Result<()> {
+        let Self::Thread {
+            tx, free, batch, ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if batch.bytes.len() >= HASH_BATCH_BYTES || batch.ops.len() >= HASH_BATCH_OPS {
+            let next = free.try_recv().unwrap_or_default();
+            tx.send(std::mem::replace(batch, next))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, d: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Inline { h, .. } => {
+                h.update(d);
+                Ok(())
+            }
+            Self::Thread { batch, .. } => {
+                batch.bytes.extend_from_slice(d);
+                batch.ops.push(HashOp::Data(d.len()));
+                self.maybe_send()
+            }
+        }
+    }
+
+    fn zeros(&mut self, n: u64) -> std::io::Result<()> {
+        match self {
+            _ if n == 0 => Ok(()),
+            Self::Inline { h, .. } => {
+                hash_zeros(h, n);
+                Ok(())
+            }
+            Self::Thread { batch, .. } => {
+                batch.ops.push(HashOp::Zeros(n));
+                self.maybe_send()
+            }
+        }
+    }
+
+    /// Ends the current file; returns its number.
+    fn end(&mut self) -> std::io::Result<usize> {
+        match self {
+            Self::Inline { h, out } => {
+                out.push(std::mem::replace(h, Sha256::new()).finalize().into());
+                Ok(out.len() - 1)
+            }
+            Self::Thread { files, batch, .. } => {
+                batch.ops.push(HashOp::End);
+                *files += 1;
+                let k = *files - 1;
+                self.maybe_send()?;
+                Ok(k)
+            }
+        }
+    }
+
+    /// The digests of every file, in the order they were fed.
+    fn finish(self) -> std::io::Result<Vec<[u8; 32]>> {
+        match self {
+            Self::Inline { out, .. } => Ok(out),
+            Self::Thread {
+                tx,
+                thread,
+                files,
+                batch,
+                ..
+            } => {
+                if !batch.ops.is_empty() {
+                    tx.send(batch).map_err(|_| stopped())?;
+                }
+                drop(tx);
+                let out = thread
+                    .join()
+                    .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+                if out.len() != files {
+                    return Err(std::io::Error::other("the hashing thread lost files"));
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn hash_zeros(h: &mut Sha256, mut n: u64) {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
     }
 }

@@ -29,9 +29,11 @@ pub enum DataSource {
 /// Where a file's content lies on an extra device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobData {
-    /// The device id (1 = the first extra device).
+    /// The device id (1 = the first extra device). 0: the content is not on a device but
+    /// goes to a region the image reserves after its metadata (`--tar=i,MAPFILE`).
     pub device: u16,
-    /// Byte offset of the content on that device; a multiple of the block size.
+    /// Byte offset of the content on that device, a multiple of the block size; for
+    /// device 0, its offset in the source.
     pub offset: u64,
     /// Its sha256, when the source computed it (the writer reads no blob data).
     pub digest: Option<[u8; 32]>,
@@ -46,6 +48,9 @@ pub struct StagedData {
     pub offset: u64,
     /// What errors name: the entry in the source (e.g. a path in the tar stream).
     pub name: Arc<str>,
+    /// The content's sha256, when the source hashed the bytes as they streamed past: the
+    /// writer then copies the region without hashing it again.
+    pub digest: Option<[u8; 32]>,
 }
 
 /// A regular file's content.
@@ -64,6 +69,18 @@ pub struct FileContent {
     /// file replaced at the same path before its data is read is caught, not mixed with
     /// the original's metadata.
     pub source_id: Option<(u64, u64)>,
+}
+
+impl FileContent {
+    /// The content's sha256 as the source computed it, if it did (the writer need not read
+    /// the bytes to fingerprint them).
+    pub fn known_digest(&self) -> Option<[u8; 32]> {
+        match &self.source {
+            DataSource::At(d) => d.digest,
+            DataSource::Blob(b) => b.digest,
+            DataSource::Path(_) | DataSource::Bytes(_) => None,
+        }
+    }
 }
 
 /// A directory entry.

@@ -194,14 +194,13 @@ fn build(
             data.zfiles.push(f);
         }
     }
-    // Content on an extra device is never read here: its source hashed it.
+    // Content its source hashed as it streamed (a tar spool region, a blob on an extra
+    // device) is not hashed again: the data stage skipped it.
     for (i, inode) in tree.inodes.iter().enumerate() {
-        if let Kind::Regular(FileContent {
-            source: DataSource::Blob(b),
-            ..
-        }) = &inode.kind
+        if let Kind::Regular(c) = &inode.kind
+            && let Some(d) = c.known_digest()
         {
-            data.digests[i] = b.digest;
+            data.digests[i] = Some(d);
         }
     }
     progress.phase(Phase::Metadata);
@@ -209,6 +208,24 @@ fn build(
     write_meta(ctx, &buffers, &mut data, &mut out, progress, &mut late)?;
     for (i, d) in late {
         data.digests[i] = Some(d);
+    }
+    if plan.region_blocks > 0 {
+        // The reserved region ends the image; a file gets it as a hole.
+        let at = plan.total_blocks * plan.blksz();
+        let len = plan.region_blocks * plan.blksz();
+        match &mut out {
+            Out::At(f) => f.put_at(&[0], at + len - 1).map_err(BuildError::Output)?,
+            Out::Stream(w) => {
+                let zeros = vec![0u8; 1 << 20];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    w.write_all(&zeros[..n]).map_err(BuildError::Output)?;
+                    left -= n as u64;
+                }
+            }
+        }
+        report.region_map = plan.region_map.clone();
     }
     for (i, inode) in tree.inodes.iter().enumerate() {
         if let (Kind::Regular(c), Some(d)) = (&inode.kind, data.digests[i])
@@ -416,11 +433,18 @@ struct PieceDone {
     last: Option<Vec<u8>>,
 }
 
+/// Whether the writer must hash this inode's content for its fingerprint (with
+/// fingerprints on): not when its source already did.
+fn needs_hash(inode: &crate::tree::Inode) -> bool {
+    matches!(&inode.kind, Kind::Regular(c) if c.known_digest().is_none())
+}
+
 /// Inodes handled by the data stage: those with blocks in the data area.
 fn needs_data(inode: &crate::tree::Inode, p: &InodePlan) -> bool {
     match &inode.kind {
         Kind::Regular(c) => {
             c.size > 0
+                && !matches!(c.source, DataSource::Blob(_))
                 && (p.data_blocks > 0 || p.chunk.as_ref().is_some_and(|ch| ch.device.is_none()))
         }
         Kind::Directory { .. } | Kind::Symlink(_) => p.data_blocks > 0,
@@ -461,7 +485,7 @@ fn data_jobs(tree: &Tree, plan: &Plan, whole: bool) -> (Vec<DataJob>, Vec<OpenOn
             jobs.push(DataJob::Files(std::mem::take(&mut files)));
             bytes = 0;
         }
-        if whole {
+        if whole && needs_hash(inode) {
             jobs.push(DataJob::Whole(i));
             continue;
         }
@@ -656,7 +680,7 @@ fn run_whole(
     let p = &ctx.plan.inodes[i];
     let blksz = ctx.plan.blksz() as usize;
     let src = Source::open(c, &mut DirCache::default())?;
-    let mut hasher = ctx.hash.then(Sha256::new);
+    let mut hasher = (ctx.hash && c.known_digest().is_none()).then(Sha256::new);
     let mut buf = buffers.get(PIECE as usize);
     let mut pos = 0u64;
     let mut bytes = 0u64;
@@ -758,7 +782,7 @@ fn write_data_stream(
                         // Holes are never read, but the bar counts them as done.
                         holes = hole_bytes(ctx, piece.inode);
                     }
-                    if ctx.hash {
+                    if ctx.hash && c.known_digest().is_none() {
                         hasher.feed(&done.buf[..piece.data], &piece, c.size);
                     }
                     buffers.put(done.buf);
@@ -1056,7 +1080,8 @@ fn run_files(ctx: DataCtx<'_>, list: &[usize], buffers: &BufPool) -> Result<Data
             Kind::Regular(c) => {
                 let size = c.size as usize;
                 Source::open(c, &mut dirs)?.read_whole(&mut buf[at..at + size + 1])?;
-                let digest = ctx.hash.then(|| Sha256::digest(&buf[at..at + size]).into());
+                let digest = (ctx.hash && c.known_digest().is_none())
+                    .then(|| Sha256::digest(&buf[at..at + size]).into());
                 (place(&mut buf[at..], size, full, inline), digest)
             }
             Kind::Directory { parent, entries } => {
@@ -1313,7 +1338,7 @@ fn encode_item<'a>(
         let mut buf = vec![0u8; c.size as usize + 1];
         Source::open(c, dirs)?.read_whole(&mut buf)?;
         buf.truncate(c.size as usize);
-        if ctx.hash {
+        if ctx.hash && c.known_digest().is_none() {
             own_digest = Some(Sha256::digest(&buf).into());
             digest = own_digest;
         }
@@ -1493,6 +1518,64 @@ mod tests {
             c.source = DataSource::Path(path.to_path_buf());
         }
         tree
+    }
+
+    /// [`one_file`] whose content is a staged region of `spool` that its source hashed.
+    fn staged(spool: &std::path::Path, size: u64, digest: [u8; 32]) -> Tree {
+        let mut tree = one_file(size, b"");
+        if let Kind::Regular(c) = &mut tree.inodes[1].kind {
+            c.source = DataSource::At(crate::tree::StagedData {
+                file: Arc::new(File::open(spool).unwrap()),
+                offset: 0,
+                name: "f (tar offset 0)".into(),
+                digest: Some(digest),
+            });
+        }
+        tree
+    }
+
+    #[test]
+    fn a_digest_the_source_took_while_staging_is_the_fingerprint_without_a_second_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        // Small (one job reads several files), large (one job hashes it whole) and
+        // inline-only sizes, into a file and into a stream.
+        for size in [100usize, 5000, (5 << 20) + 7] {
+            std::fs::write(&spool, vec![3u8; size]).unwrap();
+            // Not the content's sha256: only a writer that trusts the source writes it.
+            let given = [0xa5u8; 32];
+            let options = Options {
+                fingerprint: Some(crate::FingerprintOptions {
+                    xattr_name: b"trusted.fp".to_vec(),
+                }),
+                ..Options::default()
+            };
+            let tree = staged(&spool, size as u64, given);
+            let mut stream = Vec::new();
+            crate::build_tree_to_writer(&tree, &mut stream, &options, &crate::NoProgress).unwrap();
+            let want = erofs_format::xattr::sha256_fingerprint(&given);
+            let found = stream.windows(want.len()).any(|w| w == want.as_slice());
+            assert!(found, "size {size}: the given digest is not in the image");
+            let own =
+                erofs_format::xattr::sha256_fingerprint(&Sha256::digest(vec![3u8; size]).into());
+            let rehashed = stream.windows(own.len()).any(|w| w == own.as_slice());
+            assert!(
+                !rehashed,
+                "size {size}: the writer hashed the content again"
+            );
+        }
+    }
+
+    #[test]
+    fn a_staged_region_shorter_than_its_size_fails_even_with_a_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::write(&spool, vec![3u8; 100]).unwrap();
+        let err = build_error(&staged(&spool, 5000, [0; 32]));
+        assert!(
+            matches!(err, BuildError::ChangedSize { .. } | BuildError::Io { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod checksum;
 pub mod chunk;
 pub mod compress;

@@ -248,15 +248,45 @@ impl Image<'_> {
                 physical: None,
             });
         }
-        if device != 0 {
-            return Err(Error::ExtraDevice { nid, device });
-        }
+        let blk = if device == 0 {
+            u64::from(blk)
+        } else {
+            // Without the device itself, data on it is readable only where the device
+            // table gives it a place in the primary device (the kernel's flat addressing):
+            // the single-file form of a tar index, with the tar appended after the
+            // metadata.
+            let at = match self.device_uniaddr(device)? {
+                Some(base) if base != 0 => base + u64::from(blk),
+                _ => return Err(Error::ExtraDevice { nid, device }),
+            };
+            // An index whose tar was not appended: the device is elsewhere, not damaged.
+            if self.check_range(at << bits, length).is_err() {
+                return Err(Error::ExtraDevice { nid, device });
+            }
+            at
+        };
         Ok(Extent {
             logical: start,
             length,
             kind: ExtentKind::Mapped,
-            physical: Some(u64::from(blk) << bits),
+            physical: Some(blk << bits),
         })
+    }
+
+    /// The unified start block of extra device `device` (1-based) from the device table,
+    /// or `None` when the table has no such slot.
+    fn device_uniaddr(&self, device: u16) -> Result<Option<u64>> {
+        let sb = self.superblock();
+        if device > sb.extra_devices.get() {
+            return Ok(None);
+        }
+        let slot = 128u64;
+        let at = u64::from(sb.devt_slotoff.get()) * slot + u64::from(device - 1) * slot;
+        let mut raw = [0u8; 128];
+        self.read_meta(at, &mut raw)?;
+        let dis = erofs_format::DeviceSlot::read_from_bytes(&raw[..])
+            .map_err(|_| Error::corrupt(None, Some(at), Corruption::Overflow))?;
+        Ok(Some(u64::from(dis.uniaddr_lo.get())))
     }
 
     /// All extents of the inode, adjacent ones merged. The count is bounded by the chunk

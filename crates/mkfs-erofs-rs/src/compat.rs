@@ -31,7 +31,9 @@ Invoked as mkfs.erofs (cargo xtask dist --install PREFIX --drop-in), the argumen
 erofs-utils' order, mkfs.erofs [OPTIONS] IMAGE SOURCE. Under both names the erofs-utils \
 spellings --workers=N, -d N, --sort=path|none, --quiet, -E flags, -U, -T, --all-time and \
 --mkfs-time work; -E flags of mkfs.erofs 1.9.3 that are not implemented are refused by \
-name. --tar=f and --aufs are recognised but tar input is not implemented yet.";
+name. With --tar and no SOURCE the tar is read from standard input, as containerd runs it; \
+--tar=f, --tar=i (also with the tar appended to the index), --tar=i,MAPFILE, \
+--tar=headerball, --aufs, --ovlfs-strip, --ungzip and --unxz work as in mkfs.erofs 1.9.3.";
 
 /// The man page's own sections.
 pub const MAN_SECTIONS: [(&str, &str); 3] = [

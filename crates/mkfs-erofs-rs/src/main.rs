@@ -161,7 +161,9 @@ struct Cli {
 struct TarArgs {
     /// SOURCE is a tar stream: --tar=f copies file data into the image (the default),
     /// --tar=i indexes it (512-byte blocks; files point into the tar, mounted with
-    /// -o device=TAR), --tar=headerball takes headers only (files read as zeroes). gzip, zstd and xz input
+    /// -o device=TAR, or with the tar appended to the image), --tar=i,MAPFILE reserves
+    /// room for the data after the metadata and writes where each file's bytes go to
+    /// MAPFILE, --tar=headerball takes headers only (files read as zeroes). gzip, zstd and xz input
     /// is detected by its magic. Missing parents get 0755, 0:0 and the image time; `..` and
     /// absolute paths are refused; OCI whiteouts are converted (as --aufs).
     #[arg(long = "tar", value_name = "MODE", num_args = 0..=1, require_equals = true,
@@ -481,14 +483,23 @@ fn run_tar(
     if !cli.exclude_path.is_empty() || !cli.exclude_regex.is_empty() || cli.keep_going {
         bail!("--exclude-path, --exclude-regex and --keep-going apply to directories, not --tar");
     }
+    // mkfs.erofs's spelling: MODE[,MAPFILE].
+    let (mode, map_file) = match mode.split_once(',') {
+        Some((m, f)) if !f.is_empty() => (m, Some(std::path::Path::new(f))),
+        Some((m, _)) => (m, None),
+        None => (mode, None),
+    };
     let (headerball, index) = match mode {
         "f" => (false, false),
         "headerball" => (true, false),
         "i" | "0" => (false, true),
         other => bail!("--tar={other}: unknown mode (f, i or headerball)"),
     };
+    if map_file.is_some() && !index {
+        bail!("--tar={mode},MAPFILE: a map file goes with --tar=i only");
+    }
     let mut options = options.clone();
-    if index {
+    if index && map_file.is_none() {
         // Tar data sits at 512-byte offsets: blocks of 512 address all of it.
         options.blkszbits = 9;
     }
@@ -530,6 +541,7 @@ fn run_tar(
             ignore_zeros: t.tar_ignore_zeros,
             headerball,
             index,
+            index_map: map_file.is_some(),
             keep_overlay_xattrs: t.tar_keep_overlay_xattrs,
         },
     );
@@ -541,6 +553,20 @@ fn run_tar(
                 cli.source.display()
             )
         })?;
+    if let Some(path) = map_file {
+        // mkfs.erofs's block list: image block, block count, tar offset (hex), and the
+        // zero bytes after the content in its last block (decimal) when there are any.
+        let mut text = String::new();
+        for r in &report.region_map {
+            text += &format!("{:08x} {:8x} {:08x}", r.blkaddr, r.blocks, r.source_offset);
+            if r.zeroed > 0 {
+                text += &format!(" {:08}", r.zeroed);
+            }
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+            .with_context(|| format!("writing the map file {}", path.display()))?;
+    }
     let diff_id = if t.print_diff_id {
         digests.lock().unwrap_or_else(|e| e.into_inner()).diff_id
     } else {

@@ -168,6 +168,53 @@ fn containerd_s_differ_line_builds_the_layer_from_standard_input() {
 }
 
 #[test]
+fn containerd_s_tar_index_layer_is_the_index_with_the_tar_appended() {
+    // containerd's tar-index mode: `mkfs.erofs --tar=i --aufs --quiet layer.erofs` with the
+    // layer on standard input, then the same tar appended to layer.erofs; mounted as one
+    // file, without device=.
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("layer.erofs");
+    let mut t = erofs_testkit::tar::Tar::default();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    t.dir("etc")
+        .file("etc/os-release", b"ID=layer\n")
+        .file("etc/big", &big)
+        .file("etc/.wh.motd", b"");
+    let layer = t.finish();
+    let mut child = Command::new(drop_in(tmp.path()))
+        .args(["--tar=i", "--aufs", "--quiet"])
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &layer).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&img).unwrap();
+    std::io::Write::write_all(&mut f, &layer).unwrap();
+    drop(f);
+    let image = Image::open(&img).unwrap();
+    for (path, want) in [
+        (&b"/etc/os-release"[..], &b"ID=layer\n"[..]),
+        (b"/etc/big", &big),
+    ] {
+        let ino = image.lookup(path).unwrap();
+        assert_eq!(image.read_to_vec(&ino, 1 << 20).unwrap(), want);
+    }
+    assert_eq!(image.lookup(b"/etc/motd").unwrap().rdev(), Some((0, 0)));
+    if let Some(m) = common::Mount::new(&img) {
+        assert_eq!(std::fs::read(m.path().join("etc/big")).unwrap(), big);
+        assert_eq!(
+            std::fs::read(m.path().join("etc/os-release")).unwrap(),
+            b"ID=layer\n"
+        );
+    }
+}
+
+#[test]
 fn stdin_without_tar_is_refused_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("x.erofs");

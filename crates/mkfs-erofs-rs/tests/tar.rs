@@ -962,6 +962,25 @@ fn t33_same_input_same_bytes_whatever_the_user_and_threads() {
     let one = std::fs::read(&build(&bytes_in, &["-j1"]).ok().img).unwrap();
     let four = std::fs::read(&build(&bytes_in, &["-j4"]).ok().img).unwrap();
     assert_eq!(one, four);
+    // Fingerprints are hashed inline with -j1 and on a thread of their own otherwise.
+    let mut t = Tar::default();
+    for k in 0..40u64 {
+        t.file(&format!("f{k}"), &bytes(k, (k as usize * 7919) % 300_000));
+    }
+    t.entry(h("hl", b'1').link("f3"), b"");
+    t.file("f3", b"replaced");
+    let bytes_in = t.finish();
+    let fp =
+        |j: &str| std::fs::read(&build(&bytes_in, &[j, "--fingerprint=sha256"]).ok().img).unwrap();
+    let one = fp("-j1");
+    assert_eq!(one, fp("-j4"));
+    let s = build(&bytes_in, &["-j4", "--fingerprint=sha256"]).snap();
+    let old = bytes(3, 3 * 7919);
+    let want = erofs_format::xattr::sha256_fingerprint(&Sha256::digest(&old).into());
+    assert_eq!(
+        get(&s, "hl").xattrs.get(&b"trusted.erofs.fingerprint"[..]),
+        Some(&want.to_vec())
+    );
 }
 
 #[test]
@@ -1146,6 +1165,110 @@ impl Drop for Loop {
     }
 }
 
+/// The archive of the index-mode tests: small, multi-block, empty, hard-linked, replaced.
+fn index_archive() -> Vec<u8> {
+    let big = bytes(7, 300_000);
+    let mut t = Tar::default();
+    t.dir("d")
+        .file("d/small", b"small")
+        .file("d/big", &big)
+        .file("empty", b"");
+    t.entry(h("d/link", b'1').link("d/big"), b"");
+    t.entry(h("d/sym", b'2').link("big"), b"");
+    t.file("d/small", b"replaced");
+    t.finish()
+}
+
+#[test]
+fn t32_single_file_form_the_index_with_its_tar_appended_mounts_alone() {
+    // containerd's tar-index layer: `--tar=i`, then the tar appended to the index; the
+    // device table places device 1 right after the index, so no device= is needed.
+    let b = build(&index_archive(), &["--tar=i"]);
+    b.ok();
+    let index = std::fs::read(&b.img).unwrap();
+    let blocks = index.len() as u64 / 512;
+    assert_eq!(index.len() % 512, 0);
+    let sb = &index[1024..1024 + 128];
+    let devt = u64::from(u16::from_le_bytes(sb[88..90].try_into().unwrap())) * 128;
+    let slot = &index[devt as usize..devt as usize + 128];
+    let uniaddr = u32::from_le_bytes(slot[68..72].try_into().unwrap());
+    assert_eq!(
+        u64::from(uniaddr),
+        blocks,
+        "device 1 starts where the index ends"
+    );
+    // Without the tar, the data is on a device the reader does not have (not damage).
+    let alone = erofs_reader::image::Image::open(&b.img).unwrap();
+    let big = alone.lookup(b"/d/big").unwrap();
+    assert!(matches!(
+        alone.read_to_vec(&big, 1 << 20),
+        Err(erofs_reader::Error::ExtraDevice { device: 1, .. })
+    ));
+    let mut single = index;
+    single.extend_from_slice(&std::fs::read(b.tar()).unwrap());
+    std::fs::write(&b.img, &single).unwrap();
+    // GNU tar leaves "d" with the time its replaced child was extracted.
+    same_as_gnu_tar(&b, &["d"]);
+}
+
+/// Copies each file's bytes from the tar to its place in the image, as a consumer of
+/// mkfs.erofs's map file does (lines: block, blocks, tar offset in hex, zero bytes at the
+/// end of the last block in decimal).
+fn apply_map(map: &str, tar: &[u8], img: &mut [u8], blksz: usize) -> usize {
+    let mut lines = 0;
+    for line in map.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(f.len() == 3 || f.len() == 4, "map line {line:?}");
+        let blk = usize::from_str_radix(f[0], 16).unwrap();
+        let n = usize::from_str_radix(f[1], 16).unwrap();
+        let off = usize::from_str_radix(f[2], 16).unwrap();
+        let zeroed: usize = f.get(3).map_or(0, |z| z.parse().unwrap());
+        let len = n * blksz - zeroed;
+        let at = blk * blksz;
+        assert!(
+            at + n * blksz <= img.len(),
+            "map line {line:?} past the image end"
+        );
+        img[at..at + len].copy_from_slice(&tar[off..off + len]);
+        lines += 1;
+    }
+    lines
+}
+
+#[test]
+fn t32_map_file_form_reserves_the_data_region_and_lists_where_each_file_goes() {
+    let archive = index_archive();
+    let dir = tempdir();
+    let tar = dir.path().join("in.tar");
+    std::fs::write(&tar, &archive).unwrap();
+    let map_path = dir.path().join("map.txt");
+    let mode = format!("--tar=i,{}", map_path.display());
+    let b = run_mkfs(dir, &tar, &[&mode]);
+    b.ok();
+    let map = std::fs::read_to_string(&map_path).unwrap();
+    let mut img = std::fs::read(&b.img).unwrap();
+    // The default block size, no device table, and the reserved region ends the image.
+    let sb = &img[1024..1024 + 128];
+    assert_eq!(sb[12], 12, "blkszbits");
+    assert_eq!(u16::from_le_bytes(sb[86..88].try_into().unwrap()), 0);
+    assert_eq!(
+        u64::from(u32::from_le_bytes(sb[36..40].try_into().unwrap())) * 4096,
+        img.len() as u64
+    );
+    // One line per non-empty file (the hard link shares its target's).
+    assert_eq!(apply_map(&map, &archive, &mut img, 4096), 2, "{map}");
+    assert!(
+        map.lines().any(|l| l.split_whitespace().count() == 4),
+        "{map}"
+    );
+    std::fs::write(&b.img, &img).unwrap();
+    same_as_gnu_tar(&b, &["d"]);
+    // A map file goes with index mode only.
+    let err = build(&archive, &["--tar=f,map2.txt"]);
+    assert!(!err.out.status.success());
+    assert!(err.stderr().contains("--tar=i"), "{}", err.stderr());
+}
+
 #[test]
 fn t32_index_mode_points_into_the_tar_and_mounts_with_it_as_device() {
     let big = bytes(7, 300_000);
@@ -1212,4 +1335,194 @@ fn t32_index_mode_points_into_the_tar_and_mounts_with_it_as_device() {
     )
     .file("sparse", b"x");
     refused(&t.finish(), &["--tar=i"], "sparse", 1024);
+}
+
+/// `getfacl -n` of every entry under `root` (sorted, relative paths).
+fn acls(root: &Path, entries: &[&str]) -> String {
+    let out = Command::new("getfacl")
+        .args(["-n", "-p"])
+        .args(entries)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn posix_acls_from_gnu_tar_become_the_kernels_acl_xattrs() {
+    if !is_root() {
+        skip_or_fail("setting ACLs on files of other owners and mounting need root");
+        return;
+    }
+    if !have("setfacl") || !have("getfacl") {
+        skip_or_fail("setfacl/getfacl are missing (Debian package acl)");
+        return;
+    }
+    let dir = tempdir();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("f"), b"acl\n").unwrap();
+    std::fs::write(src.join("plain"), b"no acl\n").unwrap();
+    // Only a default ACL: GNU tar still writes the (minimal) access ACL, which extraction
+    // turns into mode bits, not an xattr.
+    std::fs::create_dir(src.join("only-default")).unwrap();
+    run_ok(
+        Command::new("setfacl")
+            .args(["-d", "-m", "u:77:r-x"])
+            .arg(src.join("only-default")),
+        "setfacl only-default",
+    );
+    // A named user and group (numeric: no such names here), a mask, and a directory with
+    // a default ACL naming a group GNU tar writes by name (root's group 0).
+    run_ok(
+        Command::new("setfacl")
+            .args(["-m", "u:1234:rwx,g:55:r-x,m::rwx"])
+            .arg(src.join("f")),
+        "setfacl f",
+    );
+    run_ok(
+        Command::new("setfacl")
+            .args(["-m", "u:4321:r-x", "-d", "-m", "g:0:rwx,u:99:r--"])
+            .arg(src.join("d")),
+        "setfacl d",
+    );
+    let tar = dir.path().join("in.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--acls", "--format=posix", "-C"])
+            .arg(&src)
+            .args(["-cf"])
+            .arg(&tar)
+            .args(["f", "plain", "d", "only-default"]),
+        "tar --acls",
+    );
+    let b = run_mkfs(dir, &tar, &[]);
+    b.ok();
+    assert!(!b.stderr().contains("acl"), "{}", b.stderr());
+    let Some(m) = Mount::new(&b.img) else {
+        return;
+    };
+    let entries = ["f", "plain", "d", "only-default"];
+    let want = acls(&src, &entries);
+    assert!(
+        want.contains("user:1234:rwx") && want.contains("default:group::"),
+        "{want}"
+    );
+    assert_eq!(acls(m.path(), &entries), want);
+    // The xattrs too, byte for byte: no access ACL where the source has none.
+    let xattrs = |root: &Path| {
+        let s = snap_dir(root, ALL, &[]);
+        entries.map(|e| s[e.as_bytes()].xattrs.clone())
+    };
+    assert_eq!(xattrs(m.path()), xattrs(&src));
+}
+
+#[test]
+fn t31_same_tree_as_erofs_utils_tar_mode_when_one_is_given() {
+    // Debian's mkfs.erofs 1.5 has no --tar: this comparison runs only against an
+    // erofs-utils named by EROFS_UTILS_BIN (1.7 or later), as the bench's does.
+    let Some(utils) = std::env::var_os("EROFS_UTILS_BIN") else {
+        eprintln!("t31: EROFS_UTILS_BIN is not set; no erofs-utils --tar to compare with");
+        return;
+    };
+    let help = Command::new(&utils).arg("--help").output().unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("--tar=")
+        && !String::from_utf8_lossy(&help.stderr).contains("--tar=")
+    {
+        skip_or_fail("EROFS_UTILS_BIN has no --tar");
+        return;
+    }
+    // Every directory explicit (erofs-utils makes implicit ones 0777), a root entry, and
+    // a mix of types, ids, nanosecond times and xattrs.
+    let mut t = Tar::default();
+    t.entry(h("./", b'5').mode(0o755), b"");
+    t.dir("d").file("d/f", &bytes(3, 9000)).file("empty", b"");
+    t.entry(h("d/hl", b'1').link("d/f"), b"");
+    t.entry(h("sym", b'2').link("d/f"), b"");
+    t.entry(h("fifo", b'6'), b"");
+    t.pax(
+        b'x',
+        &[
+            ("mtime", b"1700000000.123456789"),
+            ("uid", b"70000"),
+            ("SCHILY.xattr.user.k", b"v\0w"),
+        ],
+    )
+    .file("d/pax", b"pax");
+    let b = build(&t.finish(), &[]);
+    b.ok();
+    let theirs = b.dir.path().join("theirs.img");
+    run_ok(
+        Command::new(&utils)
+            .args([
+                "--tar=f",
+                "--quiet",
+                "-T",
+                &EPOCH.to_string(),
+                "--mkfs-time",
+            ])
+            .args(["-U", "clear"])
+            .arg(&theirs)
+            .arg(b.tar()),
+        "erofs-utils --tar=f",
+    );
+    if have("fsck.erofs") {
+        run_ok(Command::new("fsck.erofs").arg(&b.img), "fsck.erofs of ours");
+    }
+    let (Some(ours), Some(them)) = (Mount::new(&b.img), Mount::new(&theirs)) else {
+        return;
+    };
+    assert_same(
+        "erofs-utils --tar=f vs ours, both mounted",
+        &snap_dir(them.path(), ALL, &[]),
+        &snap_dir(ours.path(), ALL, &[]),
+    );
+}
+
+#[test]
+fn t04_a_file_past_8_gib_through_pax_size_and_a_sparse_map() {
+    // Sizes of 8 GiB and more do not fit the octal field; PAX (and a sparse map, so that
+    // the test stores four bytes) carries them. The file keeps its holes (null chunks).
+    let real: u64 = (9 << 30) + 3;
+    let mut data = b"1\n8589934592\n4\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"past");
+    let mut t = Tar::default();
+    let real_s = real.to_string();
+    t.pax(
+        b'x',
+        &[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"huge"),
+            ("GNU.sparse.realsize", real_s.as_bytes()),
+            ("size", b"516"),
+        ],
+    )
+    .entry(h("GNUSparseFile.0/huge", b'0'), &data);
+    let b = build(&t.finish(), &[]);
+    b.ok();
+    let len = std::fs::metadata(&b.img).unwrap().len();
+    assert!(len < 16 << 20, "the holes take room: {len} bytes");
+    let img = erofs_reader::image::Image::open(&b.img).unwrap();
+    let ino = img.lookup(b"/huge").unwrap();
+    assert_eq!(ino.size, real);
+    let mut buf = [9u8; 8];
+    assert_eq!(img.read_at(&ino, 8 << 30, &mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"past\0\0\0\0");
+    assert_eq!(img.read_at(&ino, 4 << 30, &mut buf).unwrap(), 8);
+    assert_eq!(buf, [0; 8]);
+    if let Some(m) = Mount::new(&b.img) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(m.path().join("huge")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), real);
+        let mut buf = [9u8; 7];
+        f.read_exact_at(&mut buf, (8 << 30) - 3).unwrap();
+        assert_eq!(&buf, b"\0\0\0past");
+    }
 }

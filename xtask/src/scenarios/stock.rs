@@ -23,7 +23,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "tar-input",
-            about: "the full tree through GNU tar and --tar=f (4096, 512), fingerprints",
+            about: "the full tree through GNU tar --acls and --tar=f (4096, 512), fingerprints; --tar=i with the tar appended",
             prepare: tar_input,
         },
         Scenario {
@@ -369,8 +369,8 @@ fn tar_input(env: &mut Env) -> Result<Prepared> {
     }
     std::fs::create_dir_all(&norm)?;
     let script = format!(
-        "tar --xattrs --xattrs-include='*' --format=posix --sparse --numeric-owner -C '{}' -cf - . \
-         | tar --xattrs --xattrs-include='*' --same-owner --numeric-owner -xpf - -C '{}'",
+        "tar --xattrs --xattrs-include='*' --acls --format=posix --sparse --numeric-owner -C '{}' -cf - . \
+         | tar --xattrs --xattrs-include='*' --acls --same-owner --numeric-owner -xpf - -C '{}'",
         src.display(),
         norm.display()
     );
@@ -380,7 +380,19 @@ fn tar_input(env: &mut Env) -> Result<Prepared> {
         fingerprint: Some(DEFAULT_FINGERPRINT_XATTR.into()),
         ..opts(bs)
     };
-    conformance_of(env, norm, &[("tar4096", tar(4096)), ("tar512", tar(512))])
+    let index = Options {
+        tar_index: true,
+        ..opts(512)
+    };
+    conformance_of(
+        env,
+        norm,
+        &[
+            ("tar4096", tar(4096)),
+            ("tar512", tar(512)),
+            ("tarindex", index),
+        ],
+    )
 }
 
 /// An OCI layer pair through `--tar=f`: the upper layer deletes a file and a file in a

@@ -201,7 +201,8 @@ pub(super) fn write_compressed(
             let digest = match seg.multi {
                 None => {
                     Source::open(c, &mut dirs)?.read_whole(&mut buf[..len + 1])?;
-                    ctx.hash.then(|| Sha256::digest(&buf[..len]).into())
+                    (ctx.hash && c.known_digest().is_none())
+                        .then(|| Sha256::digest(&buf[..len]).into())
                 }
                 Some(m) => {
                     let read = opened[m].take(c).and_then(|src| {
@@ -215,7 +216,7 @@ pub(super) fn write_compressed(
                         chains[m].fail();
                         return Err(e);
                     }
-                    if ctx.hash {
+                    if ctx.hash && c.known_digest().is_none() {
                         chains[m].feed(seg.range.start, &buf[..len], last)
                     } else {
                         None
