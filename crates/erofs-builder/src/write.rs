@@ -1550,7 +1550,7 @@ mod tests {
                 }),
                 ..Options::default()
             };
-            let tree = staged(&spool, size as u64, given);
+            let tree = crate::tree::ValidTree::new(staged(&spool, size as u64, given)).unwrap();
             let mut stream = Vec::new();
             crate::build_tree_to_writer(&tree, &mut stream, &options, &crate::NoProgress).unwrap();
             let want = erofs_format::xattr::sha256_fingerprint(&given);
