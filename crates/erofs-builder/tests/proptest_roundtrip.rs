@@ -279,7 +279,7 @@ proptest! {
         erofs_builder::build_tree_to_writer(&tree, &mut image, &options, &NoProgress)
             .expect("build");
         let first = image.clone();
-        let img = erofs_reader::image::Image::from_bytes(image).expect("open");
+        let img = erofs_reader::Image::from_bytes(image).expect("open");
         // Expected view: path -> inode index.
         let mut expect: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
         let mut stack = vec![(b"/".to_vec(), 0usize)];

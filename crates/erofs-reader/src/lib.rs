@@ -2,6 +2,10 @@
 //! walk with cycle detection, plus the logic behind `dump.erofs-rs` and `fsck.erofs-rs`
 //! (statistics, consistency checks, extraction).
 //!
+//! The core reader's types ([`Image`], [`Inode`], [`Error`], [`ReadAt`], [`Progress`]...)
+//! are at the crate root; the tools built on it have a public module each: [`check`],
+//! [`extract`], [`stats`], [`space`] and [`summary`].
+//!
 //! Everything read from the image is bounds-checked before use. A corrupt image gives an
 //! [`Error`] that names the nid and/or byte offset; the reader never panics, never
 //! allocates more than the image size (or a documented limit), and never loops forever.
@@ -17,39 +21,43 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The tools built on the core reader: each its own public module, with its options and
+// report types.
 pub mod check;
-pub mod data;
-mod decompress;
-pub mod dir;
-pub mod error;
 pub mod extract;
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;
-pub mod image;
-pub mod inode;
-mod nidmap;
-#[cfg(feature = "parallel")]
-mod par_walk;
-pub mod progress;
-pub mod source;
 pub mod space;
 pub mod stats;
 pub mod summary;
-pub mod walk;
-pub mod xattr;
-pub mod zmap;
 
-pub use data::{Extent, ExtentKind, FileReader};
-pub use dir::DirEntry;
+// The core reader: private modules, its API re-exported below.
+mod data;
+mod decompress;
+mod dir;
+mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+mod image;
+mod inode;
+mod nidmap;
+#[cfg(feature = "parallel")]
+mod par_walk;
+mod progress;
+mod source;
+mod walk;
+mod xattr;
+mod zmap;
+
+pub use data::{Extent, ExtentKind, FileReader, MAX_SYMLINK_LEN};
+pub use dir::{DirEntry, MAX_PATH_COMPONENTS, RawDirent};
 pub use erofs_format::{DataLayout, FileType};
 pub use error::{Corruption, Error, Location, Result};
-pub use image::{Image, OpenOptions};
+pub use image::{Image, OpenOptions, READABLE_INCOMPAT, compat_names, incompat_names};
 pub use inode::Inode;
 pub use progress::{CancelToken, Cancellable, Cancelled, NoProgress, Progress};
 pub use source::ReadAt;
 pub use walk::{Walk, WalkEntry};
-pub use xattr::Xattr;
-pub use zmap::{ZExtent, ZStorage};
+pub use xattr::{Xattr, XattrHeader};
+pub use zmap::{PCLUSTER_CACHE_BYTES, ZExtent, ZStorage};
 
 /// Serializes raw bytes as a string: UTF-8 as is, other bytes escaped `\xNN`.
 #[cfg(feature = "serde")]

@@ -6,8 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use erofs_reader::ExtentKind;
 use erofs_reader::Image;
-use erofs_reader::data::ExtentKind;
 use erofs_verity::{
     DATA_BLOCK_SIZE, Digest, HASH_BLOCK_SIZE, SUPERBLOCK_SIZE, VerifyError, VeritySuperblock,
     check_tree, first_bad_block,

@@ -92,7 +92,7 @@ fn files_over_4_gib_are_stored_with_holes_not_data() {
         std::fs::metadata(&img).unwrap().len() < 1 << 20,
         "holes are not stored"
     );
-    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let image = erofs_reader::Image::open(&img).unwrap();
     let f = image.lookup(b"/sparse-5g").unwrap();
     assert_eq!(f.size, 5 << 30);
     assert!(f.extended, "a size over 4 GiB needs an extended inode");
@@ -155,7 +155,7 @@ fn a_dense_file_over_4_gib_is_stored_flat_with_an_extended_inode() {
 
     let img = tmp.path().join("img.erofs");
     mkfs(&src, &img, &["-T", "0", "--fingerprint=sha256"]);
-    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let image = erofs_reader::Image::open(&img).unwrap();
     let f = image.lookup(b"/dense").unwrap();
     assert_eq!(f.size, SIZE);
     assert!(f.extended, "a size over 4 GiB needs an extended inode");
@@ -325,7 +325,7 @@ fn fingerprints_are_sha256_of_the_content_and_registered_in_the_superblock() {
         assert_eq!(bytes[start + 2], base, "{args:?}: base index");
         assert_eq!(&bytes[start + 3..start + 2 + len], infix.as_bytes());
 
-        let image = erofs_reader::image::Image::open(&img).unwrap();
+        let image = erofs_reader::Image::open(&img).unwrap();
         assert_eq!(
             image.fingerprint_name().unwrap().as_deref(),
             Some(name.as_bytes())
@@ -470,7 +470,7 @@ fn a_directory_with_100k_entries_round_trips() {
     }
     let img = tmp.path().join("img.erofs");
     mkfs(&src, &img, &["-T", "0"]);
-    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let image = erofs_reader::Image::open(&img).unwrap();
     let dir = image.lookup(b"/big").unwrap();
     let entries = image.read_dir(&dir).unwrap();
     assert_eq!(entries.len(), 100_002);
@@ -514,7 +514,7 @@ fn a_stale_fingerprint_in_the_source_is_replaced_with_a_warning() {
         err.contains("warning") && err.contains("fingerprint"),
         "{err}"
     );
-    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let image = erofs_reader::Image::open(&img).unwrap();
     let f = image.lookup(b"/f").unwrap();
     let mut want = b"sha256:".to_vec();
     want.extend_from_slice(&Sha256::digest(b"content"));
@@ -707,7 +707,7 @@ fn a_tree_1000_directories_deep_round_trips() {
     std::fs::write(src.join(&rel).join("bottom"), b"deep").unwrap();
     let img = tmp.path().join("img.erofs");
     mkfs(&src, &img, &["-T", "0", "-b", "1024"]);
-    let image = erofs_reader::image::Image::open(&img).unwrap();
+    let image = erofs_reader::Image::open(&img).unwrap();
     let path = format!("/{rel}bottom");
     let f = image.lookup(path.as_bytes()).unwrap();
     assert_eq!(image.read_to_vec(&f, 100).unwrap(), b"deep");
@@ -733,7 +733,7 @@ fn mtime_options_choose_which_files_take_the_timestamp() {
     let view = |args: &[&str]| {
         let img = tmp.path().join("m.erofs");
         mkfs(&src, &img, args);
-        let image = erofs_reader::image::Image::open(&img).unwrap();
+        let image = erofs_reader::Image::open(&img).unwrap();
         let f = image.lookup(b"/f").unwrap();
         let epoch = image.superblock().epoch.get() as i64;
         ((f.mtime, f.mtime_nsec), f.extended, epoch)

@@ -931,7 +931,7 @@ fn t30_fingerprints_of_streamed_files() {
     t.file("over", b"first").file("over", b"second");
     let b = build(&t.finish(), &["--fingerprint=sha256"]);
     b.ok();
-    let img = erofs_reader::image::Image::open(&b.img).unwrap();
+    let img = erofs_reader::Image::open(&b.img).unwrap();
     let fp = |p: &str| {
         let ino = img.lookup(p.as_bytes()).unwrap();
         img.xattrs(&ino)
@@ -1198,7 +1198,7 @@ fn t32_single_file_form_the_index_with_its_tar_appended_mounts_alone() {
         "device 1 starts where the index ends"
     );
     // Without the tar, the data is on a device the reader does not have (not damage).
-    let alone = erofs_reader::image::Image::open(&b.img).unwrap();
+    let alone = erofs_reader::Image::open(&b.img).unwrap();
     let big = alone.lookup(b"/d/big").unwrap();
     assert!(matches!(
         alone.read_to_vec(&big, 1 << 20),
@@ -1509,7 +1509,7 @@ fn t04_a_file_past_8_gib_through_pax_size_and_a_sparse_map() {
     b.ok();
     let len = std::fs::metadata(&b.img).unwrap().len();
     assert!(len < 16 << 20, "the holes take room: {len} bytes");
-    let img = erofs_reader::image::Image::open(&b.img).unwrap();
+    let img = erofs_reader::Image::open(&b.img).unwrap();
     let ino = img.lookup(b"/huge").unwrap();
     assert_eq!(ino.size, real);
     let mut buf = [9u8; 8];

@@ -342,7 +342,7 @@ pub fn snap_dir(root: &Path, cmp: Compare, skip: &[&[u8]]) -> BTreeMap<Vec<u8>, 
 /// Snapshot of an image through erofs-reader. Hidden (index 0) xattrs are not listed, as
 /// through a mount.
 pub fn snap_image(image: &Path, cmp: Compare) -> BTreeMap<Vec<u8>, Snap> {
-    let img = erofs_reader::image::Image::open(image).expect("open image");
+    let img = erofs_reader::Image::open(image).expect("open image");
     let mut out = BTreeMap::new();
     for e in img.walk().expect("walk") {
         let e = e.expect("walk entry");
@@ -399,7 +399,7 @@ pub fn snap_image(image: &Path, cmp: Compare) -> BTreeMap<Vec<u8>, Snap> {
     out
 }
 
-fn hidden_long(img: &erofs_reader::image::Image, index: u8) -> bool {
+fn hidden_long(img: &erofs_reader::Image, index: u8) -> bool {
     index & 0x80 != 0
         && img
             .long_prefixes()
