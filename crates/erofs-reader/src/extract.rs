@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps, XattrFlags};
 use crate::error::Error;
 use crate::image::Image;
 use crate::inode::Inode;
-use crate::progress::Progress;
+use crate::progress::{Cancelled, Progress};
 
 /// What to restore.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +71,10 @@ pub enum ExtractError {
         /// The existing path.
         path: PathBuf,
     },
+    /// The caller cancelled the extraction (through its [`Progress`]). What was extracted
+    /// before stays; the file being written was removed.
+    #[error("extraction cancelled")]
+    Cancelled(#[from] Cancelled),
     /// A filesystem operation on the destination failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -129,6 +133,7 @@ fn rio<'p>(
 struct Extractor<'a> {
     img: &'a Image<'a>,
     opts: ExtractOptions,
+    progress: &'a dyn Progress,
     report: ExtractReport,
     first_path: crate::nidmap::NidMap<PathBuf>,
 }
@@ -182,12 +187,24 @@ impl Extractor<'_> {
             .mode(0o600)
             .open(path)
             .map_err(io("create", path))?;
+        // A file cut short (cancelled, or a read or write failed) must not stay under its
+        // final name looking like a whole one.
+        if let Err(e) = self.write_data(path, inode, &f) {
+            let _ = fs::remove_file(path);
+            return Err(e);
+        }
+        Ok(f)
+    }
+
+    /// The content of `inode` into `f`, just created at `path`.
+    fn write_data(&mut self, path: &Path, inode: &Inode, f: &fs::File) -> Result<(), ExtractError> {
         // End of the last byte written; a trailing hole needs an explicit length.
         let mut end = 0;
         if inode.is_compressed() {
             // Decoded through the bounded pcluster cache, one piece at a time.
             let mut buf = vec![0u8; inode.size.min(1 << 20) as usize];
             while end < inode.size {
+                self.progress.check_cancelled()?;
                 let n = self.img.read_at(inode, end, &mut buf)?;
                 if n == 0 {
                     break;
@@ -200,20 +217,21 @@ impl Extractor<'_> {
             }
             // Zero pieces were skipped: the length makes them (and a trailing run) holes.
             f.set_len(inode.size).map_err(io("truncate", path))?;
-            return Ok(f);
+            return Ok(());
         }
         for ext in self.img.data_extents(inode)? {
             let Some(phys) = ext.physical else {
                 continue; // a hole: left unwritten, so the file stays sparse
             };
-            copy_to_file(self.img, phys, ext.length, &f, ext.logical).map_err(io("write", path))?;
+            self.progress.check_cancelled()?;
+            copy_to_file(self.img, phys, ext.length, f, ext.logical).map_err(io("write", path))?;
             self.report.bytes_written = self.report.bytes_written.saturating_add(ext.length);
             end = ext.end();
         }
         if end < inode.size {
             f.set_len(inode.size).map_err(io("truncate", path))?;
         }
-        Ok(f)
+        Ok(())
     }
 
     /// Owner, mode, xattrs, then mtime (in that order: chown clears set-id bits and
@@ -332,7 +350,10 @@ impl Extractor<'_> {
 }
 
 /// Extracts the subtree at `nid` (use [`Image::root_nid`] for everything) into `dest`,
-/// which is created if missing. Stops at the first error.
+/// which is created if missing. Stops at the first error, or with
+/// [`ExtractError::Cancelled`] when `progress` says so (it is asked before each entry and
+/// each piece of a file's data). A file cut short by either is removed; the directories
+/// created so far keep the mode 0700 they have while being filled.
 pub fn extract(
     img: &Image,
     nid: u64,
@@ -343,6 +364,7 @@ pub fn extract(
     let mut x = Extractor {
         img,
         opts,
+        progress,
         report: ExtractReport::default(),
         first_path: crate::nidmap::NidMap::default(),
     };
@@ -354,6 +376,10 @@ pub fn extract(
         return Err(Error::NotADirectory { nid }.into());
     }
     for entry in img.walk_from(nid, b"/".to_vec())? {
+        if let Err(cancelled) = progress.check_cancelled() {
+            progress.finish();
+            return Err(cancelled.into());
+        }
         let e = entry?;
         batch.step();
         let rel = e.path.strip_prefix(b"/").unwrap_or(&e.path);

@@ -123,7 +123,10 @@ fn count_extents(
     Ok(())
 }
 
-/// Walks the image and counts. Stops at the first error.
+/// Walks the image and counts. Stops at the first error, or with [`Error::Cancelled`]
+/// when `progress` says so (it is asked before each entry).
+///
+/// [`Error::Cancelled`]: crate::Error::Cancelled
 pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
     let mut s = Stats {
         original_size_histogram: buckets(),
@@ -135,6 +138,10 @@ pub fn stats(img: &Image, progress: &dyn Progress) -> Result<Stats> {
     progress.start(Some(img.superblock().inos.get()), None);
     let mut batch = crate::progress::Batched::new(progress);
     for e in img.walk()? {
+        if let Err(cancelled) = progress.check_cancelled() {
+            progress.finish();
+            return Err(cancelled.into());
+        }
         let e = e?;
         batch.step();
         s.files += 1;

@@ -103,6 +103,12 @@ impl CancelToken {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// The shared flag itself (`true` once cancelled), for code that can only set an
+    /// [`AtomicBool`]: a signal handler registered with signal-hook's `flag::register`.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl Progress for CancelToken {
@@ -201,6 +207,15 @@ mod tests {
         std::thread::spawn(move || clone.cancel()).join().unwrap();
         assert!(token.is_cancelled());
         assert_eq!(Progress::check_cancelled(&token), Err(Cancelled));
+    }
+
+    #[test]
+    fn setting_the_flag_cancels_the_token() {
+        let token = CancelToken::new();
+        let flag = token.flag();
+        assert!(!token.is_cancelled());
+        flag.store(true, Ordering::SeqCst);
+        assert!(token.is_cancelled());
     }
 
     #[test]
