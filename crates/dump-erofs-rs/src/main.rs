@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use erofs_cli::Exit;
-use erofs_reader::{Image, OpenOptions};
+use erofs_reader::{Cancellable, Image, OpenOptions};
 
 /// Command-line interface.
 #[derive(Parser, Debug)]
@@ -102,9 +102,20 @@ pub struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = compat::parse();
-    match run(&cli) {
+    let interrupt = match erofs_cli::Interrupt::install() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("dump.erofs-rs: error: installing signal handlers: {e}");
+            return Exit::Operational.code();
+        }
+    };
+    match run(&cli, &interrupt) {
         Ok(code) => code.code(),
         Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
+        Err(e) if interrupt.interrupted() => {
+            eprintln!("dump.erofs-rs: interrupted ({e:#})");
+            Exit::Cancelled.code()
+        }
         Err(e) => {
             eprintln!("dump.erofs-rs: error: {e:#}");
             Exit::Operational.code()
@@ -126,7 +137,7 @@ pub fn open_image(image: &std::path::Path) -> Result<Image<'static>> {
     })
 }
 
-fn run(cli: &Cli) -> Result<Exit> {
+fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
     if cli.shared_report {
         return shared_report::run(
             &cli.images,
@@ -189,7 +200,11 @@ fn run(cli: &Cli) -> Result<Exit> {
     }
     if cli.stats {
         let bar = erofs_cli::Bar::new(!cli.quiet && !cli.json, "walking", "inodes");
-        let stats = erofs_reader::stats::stats(&img, &bar).context("statistics")?;
+        let stats = {
+            let _armed = interrupt.arm();
+            let progress = Cancellable::new(&bar, interrupt.token().clone());
+            erofs_reader::stats::stats(&img, &progress).context("statistics")?
+        };
         if cli.json {
             json.insert("stats".into(), serde_json::to_value(&stats)?);
         } else {

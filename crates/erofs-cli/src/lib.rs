@@ -6,10 +6,13 @@
 //! - the erofs-utils drop-in names ([`invoked_as`]);
 //! - man pages and shell completions from the clap definitions ([`generate_if_asked`]);
 //! - the one progress bar ([`Bar`]), which renders any long operation's
-//!   [`erofs_task::Progress`] events.
+//!   [`erofs_task::Progress`] events;
+//! - Ctrl-C that cancels a check, an extraction or a verification cleanly ([`Interrupt`]).
 
+mod interrupt;
 mod progress;
 
+pub use interrupt::{Armed, Interrupt};
 pub use progress::{Bar, cpu_seconds};
 
 use std::ffi::OsString;
@@ -29,6 +32,9 @@ pub enum Exit {
     Operational = 8,
     /// Usage error: an unknown option or a bad argument.
     Usage = 16,
+    /// Interrupted: Ctrl-C (SIGINT), SIGTERM or SIGHUP cancelled a check, an extraction, a
+    /// verification or statistics (fsck(8)'s "canceled by user request").
+    Cancelled = 32,
 }
 
 impl Exit {
@@ -45,6 +51,7 @@ Exit status (the same for mkfs.erofs-rs, fsck.erofs-rs and dump.erofs-rs; fsck(8
   4   problems found in the image and left as they are
   8   operational error: cannot open, read or write a file, not an EROFS image
   16  usage error: unknown option or bad argument
+  32  interrupted: Ctrl-C, SIGTERM or SIGHUP cancelled a check, an extraction or statistics
 A closed standard output (as in `| head`) ends the tool quietly with status 0.";
 
 /// The fingerprint format, for the help and man pages of the tools that write or check it.
@@ -130,6 +137,7 @@ The same for mkfs.erofs-rs, fsck.erofs-rs and dump.erofs-rs, with fsck(8)'s valu
 4\tproblems were found in the image and left as they are (fsck problems, fingerprint mismatches, content conflicts)
 8\toperational error: a file cannot be opened, read or written, the image is not EROFS, or the build failed
 16\tusage error: an unknown option or a bad argument
+32\tinterrupted: Ctrl-C (SIGINT), SIGTERM or SIGHUP cancelled a check, an extraction, a verification or statistics
 A closed standard output (as in | head) ends the tool quietly with status 0.";
 
 /// Escapes text for roff: backslashes, hyphens that are not line breaks, and a leading
@@ -227,7 +235,8 @@ mod tests {
         assert_eq!(Exit::ErrorsLeft as i32, 4);
         assert_eq!(Exit::Operational as i32, 8);
         assert_eq!(Exit::Usage as i32, 16);
-        for code in ["0 ", "4 ", "8 ", "16 "] {
+        assert_eq!(Exit::Cancelled as i32, 32);
+        for code in ["0 ", "4 ", "8 ", "16 ", "32 "] {
             assert!(EXIT_STATUS_HELP.contains(code), "{code}");
         }
     }

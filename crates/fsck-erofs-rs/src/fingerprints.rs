@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use erofs_reader::Image;
+use erofs_reader::{CancelToken, Cancellable, Image};
 use erofs_share::verify::{Issue, VerifyReport, verify_fingerprints};
 
 /// A finished verification and how long it took.
@@ -15,10 +15,15 @@ pub struct Verified {
 }
 
 /// Verifies `img`, printing nothing (see [`print()`]) so that it can run alongside the check.
-pub fn verify(img: &Image, show_progress: bool) -> erofs_reader::Result<Verified> {
+/// Stops with [`erofs_reader::Error::Cancelled`] once `token` is cancelled.
+pub fn verify(
+    img: &Image,
+    show_progress: bool,
+    token: &CancelToken,
+) -> erofs_reader::Result<Verified> {
     let bar = erofs_cli::Bar::new(show_progress, "verifying fingerprints", "files");
     let started = Instant::now();
-    let report = verify_fingerprints(img, &bar)?;
+    let report = verify_fingerprints(img, &Cancellable::new(&bar, token.clone()))?;
     Ok(Verified {
         report,
         took: started.elapsed(),

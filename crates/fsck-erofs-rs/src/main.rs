@@ -2,7 +2,9 @@
 //!
 //! Exit status (fsck(8)'s values, the same for all three tools): 0 when the image is
 //! consistent (and extraction, if asked, succeeded), 4 when problems were found and left,
-//! 8 when the image cannot be opened or read or extraction failed, 16 for a usage error.
+//! 8 when the image cannot be opened or read or extraction failed, 16 for a usage error,
+//! 32 when Ctrl-C (SIGINT), SIGTERM or SIGHUP cancelled the check, a verification or the
+//! extraction (a second signal ends the process at once).
 
 mod compat;
 mod fingerprints;
@@ -18,7 +20,7 @@ use clap::Parser;
 use erofs_cli::Exit;
 use erofs_reader::check::{CheckOptions, CheckReport, check_from};
 use erofs_reader::extract::{ExtractOptions, ExtractReport, extract};
-use erofs_reader::{Image, OpenOptions, escape_bytes};
+use erofs_reader::{CancelToken, Cancellable, Image, OpenOptions, escape_bytes};
 use serde::Serialize;
 
 /// Command-line interface.
@@ -119,9 +121,20 @@ struct JsonOut<'a> {
 
 fn main() -> std::process::ExitCode {
     let cli = compat::parse();
-    match run(&cli) {
+    let interrupt = match erofs_cli::Interrupt::install() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("fsck.erofs-rs: error: installing signal handlers: {e}");
+            return Exit::Operational.code();
+        }
+    };
+    match run(&cli, &interrupt) {
         Ok(code) => code.code(),
         Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
+        Err(e) if interrupt.interrupted() => {
+            eprintln!("fsck.erofs-rs: interrupted ({e:#})");
+            Exit::Cancelled.code()
+        }
         Err(e) => {
             eprintln!("fsck.erofs-rs: error: {e:#}");
             Exit::Operational.code()
@@ -129,7 +142,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<Exit> {
+fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
     if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
         check_extract_dir(cli, Path::new(dir))?;
     }
@@ -151,6 +164,9 @@ fn run(cli: &Cli) -> Result<Exit> {
             bail!(msg);
         }
     };
+    // From here on Ctrl-C cancels the check, the verifications and the extraction.
+    let _armed = interrupt.arm();
+    let token = interrupt.token();
     // With --verify-fingerprints the check runs alongside the verification, whose bar is
     // the one shown: two bars redrawing one line would garble it.
     let bar = erofs_cli::Bar::new(
@@ -177,7 +193,7 @@ fn run(cli: &Cli) -> Result<Exit> {
                 .read_data(cli.extract.as_ref().is_some_and(|d| d.is_empty())),
             start_nid,
             &start_path,
-            &bar,
+            &Cancellable::new(&bar, token.clone()),
         )
     };
     // The check and the verification only read the image: the check (a serial walk) runs
@@ -185,7 +201,7 @@ fn run(cli: &Cli) -> Result<Exit> {
     // reports are printed afterwards, in the usual order.
     let (report, verified) = if cli.verify_fingerprints {
         let (report, verified) = rayon::join(check, || {
-            fingerprints::verify(&img, !cli.quiet && !cli.json)
+            fingerprints::verify(&img, !cli.quiet && !cli.json, token)
         });
         (report, Some(verified))
     } else {
@@ -196,20 +212,24 @@ fn run(cli: &Cli) -> Result<Exit> {
     let mut extract_report = None;
     let mut extract_error = None;
     if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
-        match do_extract(cli, &img, Path::new(dir)) {
+        match do_extract(cli, &img, Path::new(dir), token) {
             Ok(r) => extract_report = Some(r),
+            Err(e) if interrupt.interrupted() => {
+                return Err(e.context(format!(
+                    "extraction into {} stopped; the files extracted so far are whole",
+                    Path::new(dir).display()
+                )));
+            }
             Err(e) => extract_error = Some(format!("{e:#}")),
         }
     }
 
     let image_name = cli.image.display().to_string();
     let verity = match &cli.verity {
-        Some(root) => Some(verity::verify(
-            &img,
-            &cli.image,
-            root,
-            cli.verity_file.as_deref(),
-        )?),
+        Some(root) => Some(
+            verity::verify(&img, &cli.image, root, cli.verity_file.as_deref(), token)
+                .context("dm-verity check")?,
+        ),
         None => None,
     };
     let fingerprints = match verified {
@@ -403,7 +423,7 @@ fn subtree(cli: &Cli, img: &Image) -> Result<(u64, Vec<u8>)> {
     })
 }
 
-fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
+fn do_extract(cli: &Cli, img: &Image, dest: &Path, token: &CancelToken) -> Result<ExtractReport> {
     let (nid, _) = subtree(cli, img)?;
     let mut opts = ExtractOptions::default()
         .overwrite(cli.overwrite)
@@ -412,5 +432,11 @@ fn do_extract(cli: &Cli, img: &Image, dest: &Path) -> Result<ExtractReport> {
         opts.preserve_owner = false;
     }
     let bar = erofs_cli::Bar::new(!cli.quiet && !cli.json, "extracting", "inodes");
-    Ok(extract(img, nid, dest, opts, &bar)?)
+    Ok(extract(
+        img,
+        nid,
+        dest,
+        opts,
+        &Cancellable::new(&bar, token.clone()),
+    )?)
 }

@@ -6,8 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use erofs_reader::ExtentKind;
-use erofs_reader::Image;
+use erofs_reader::{ExtentKind, Image, Progress};
 use erofs_verity::{
     DATA_BLOCK_SIZE, Digest, HASH_BLOCK_SIZE, SUPERBLOCK_SIZE, VerifyError, VeritySuperblock,
     check_tree, first_bad_block,
@@ -42,12 +41,14 @@ impl VerityOutcome {
 /// Bytes hashed per parallel job.
 const CHUNK: u64 = 1 << 20;
 
-/// Checks the image at `path` (opened as `img`) against `root_hex`.
+/// Checks the image at `path` (opened as `img`) against `root_hex`. Asks `progress`
+/// before each chunk whether to stop (the error is then [`erofs_reader::Cancelled`]).
 pub fn verify(
     img: &Image,
     path: &Path,
     root_hex: &str,
     tree_file: Option<&Path>,
+    progress: &dyn Progress,
 ) -> Result<VerityOutcome> {
     let root: Digest = erofs_verity::from_hex(root_hex)
         .and_then(|v| v.try_into().ok())
@@ -116,16 +117,18 @@ pub fn verify(
     let chunks = (data_blocks * bs).div_ceil(CHUNK);
     let first_bad = (0..chunks)
         .into_par_iter()
-        .map(|c| -> std::io::Result<Option<u64>> {
+        .map(|c| -> Result<Option<u64>> {
+            progress.check_cancelled()?;
             let start = c * CHUNK;
             let end = ((c + 1) * CHUNK).min(data_blocks * bs);
             let mut buf = vec![0u8; (end - start) as usize];
             let avail = image_len.saturating_sub(start).min(end - start) as usize;
-            image.read_exact_at(&mut buf[..avail], start)?;
+            image
+                .read_exact_at(&mut buf[..avail], start)
+                .with_context(|| format!("reading {}", path.display()))?;
             Ok(first_bad_block(&sb.salt, &leaves, start / bs, &buf))
         })
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("reading {}", path.display()))?
+        .collect::<Result<Vec<_>>>()?
         .into_iter()
         .flatten()
         .next();
@@ -173,5 +176,30 @@ pub fn print(outcome: &VerityOutcome, image: &str) {
             };
             eprintln!("fsck.erofs-rs: {image}: dm-verity: {e}{owner}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use erofs_reader::{CancelToken, Cancelled, NoProgress};
+    use erofs_testkit::{build_verity_image, write_file};
+
+    #[test]
+    fn a_cancelled_verity_check_stops_with_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        write_file(&src, "data.bin", &vec![0x3c; 3 << 20]);
+        let path = dir.path().join("v.erofs");
+        let report = build_verity_image(&src, &path);
+        let root = erofs_verity::to_hex(&report.root_hash);
+        let img = Image::open(&path).unwrap();
+        let outcome = verify(&img, &path, &root, None, &NoProgress).unwrap();
+        assert!(outcome.ok(), "{:?}", outcome.error);
+
+        let token = CancelToken::new();
+        token.cancel();
+        let err = verify(&img, &path, &root, None, &token).unwrap_err();
+        assert_eq!(err.downcast_ref::<Cancelled>(), Some(&Cancelled), "{err:#}");
     }
 }
