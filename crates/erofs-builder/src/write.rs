@@ -284,9 +284,7 @@ fn head(plan: &Plan) -> Vec<u8> {
         let x = plan.xattr_blkaddr as usize * blksz;
         head[x..x + plan.xattrs.shared_area.len()].copy_from_slice(&plan.xattrs.shared_area);
     }
-    let range = erofs_format::superblock_checksum_range(plan.blkszbits);
-    let crc = erofs_format::superblock_checksum(&head[range]);
-    head[sb_off + 4..sb_off + 8].copy_from_slice(&crc.to_le_bytes());
+    erofs_format::seal_checksum(&mut head, plan.blkszbits);
     head
 }
 

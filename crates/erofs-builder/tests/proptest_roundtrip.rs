@@ -280,6 +280,12 @@ proptest! {
             .expect("build");
         let first = image.clone();
         let img = erofs_reader::Image::from_bytes(image).expect("open");
+        let incompat = erofs_format::Incompat::from_bits(img.superblock().feature_incompat.get());
+        prop_assert!(
+            erofs_format::Incompat::WRITE_SUPPORTED.contains(incompat),
+            "wrote incompat bits outside WRITE_SUPPORTED: {:?}",
+            incompat.names_with_unknown()
+        );
         // Expected view: path -> inode index.
         let mut expect: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
         let mut stack = vec![(b"/".to_vec(), 0usize)];

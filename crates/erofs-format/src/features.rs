@@ -117,6 +117,17 @@ impl Incompat {
     /// Bits this project's reader reads: all but `METABOX`.
     pub const READ_SUPPORTED: Self = Self(0x0FF);
 
+    /// Bits this project's builder writes: 0padding and compression configs (compressed
+    /// files), chunk-based files and the device table (`--tar=i` indexes), long xattr name
+    /// prefixes. A subset of [`Incompat::READ_SUPPORTED`]: whatever is written can be read.
+    pub const WRITE_SUPPORTED: Self = Self(
+        Self::LZ4_0PADDING.0
+            | Self::COMPR_CFGS.0
+            | Self::CHUNKED_FILE.0
+            | Self::DEVICE_TABLE.0
+            | Self::XATTR_PREFIXES.0,
+    );
+
     /// Bits erofs-utils 1.5 (Debian 12) knows; it refuses anything else.
     pub const KNOWN_TO_EROFS_UTILS_1_5: Self = Self(0x1F);
 
@@ -146,6 +157,11 @@ impl Incompat {
         oldest
     }
 }
+
+const _: () = assert!(
+    Incompat::READ_SUPPORTED.contains(Incompat::WRITE_SUPPORTED),
+    "the reader reads every bit the builder writes"
+);
 
 #[cfg(test)]
 mod tests {

@@ -447,7 +447,7 @@ pub fn check_from(
     {
         c.problem(
             None,
-            Some(1028),
+            Some(erofs_format::sb_field!(checksum)),
             None,
             "checksum",
             format!(
