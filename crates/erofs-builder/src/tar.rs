@@ -22,6 +22,7 @@ const MAX_SPARSE_SEGMENTS: u64 = 1 << 20;
 /// (or of the read that failed); `entry` its path when it is known.
 #[derive(Debug, thiserror::Error)]
 #[error("{}offset {offset}: {reason}", entry.as_ref().map(|e| format!("{}: ", String::from_utf8_lossy(e))).unwrap_or_default())]
+#[non_exhaustive]
 pub struct TarError {
     /// Stream offset of the header (or block) at fault.
     pub offset: u64,

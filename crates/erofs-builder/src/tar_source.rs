@@ -33,8 +33,9 @@ pub enum Whiteouts {
     Keep,
 }
 
-/// How a tar stream is read.
+/// How a tar stream is read. Start from [`TarOptions::default`] and set fields.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct TarOptions {
     /// OCI whiteout handling.
     pub whiteouts: Whiteouts,

@@ -207,6 +207,7 @@ impl std::ops::Deref for ValidTree {
 /// Why a tree is not valid.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid tree: {0}")]
+#[non_exhaustive]
 pub struct TreeError(pub String);
 
 impl Tree {

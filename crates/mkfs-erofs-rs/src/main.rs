@@ -533,18 +533,15 @@ fn run_tar(
     } else {
         Whiteouts::Convert
     };
-    let mut source = TarSource::new(
-        stream,
-        TarOptions {
-            whiteouts,
-            clamp_paths: t.tar_clamp_paths,
-            ignore_zeros: t.tar_ignore_zeros,
-            headerball,
-            index,
-            index_map: map_file.is_some(),
-            keep_overlay_xattrs: t.tar_keep_overlay_xattrs,
-        },
-    );
+    let mut tar_options = TarOptions::default();
+    tar_options.whiteouts = whiteouts;
+    tar_options.clamp_paths = t.tar_clamp_paths;
+    tar_options.ignore_zeros = t.tar_ignore_zeros;
+    tar_options.headerball = headerball;
+    tar_options.index = index;
+    tar_options.index_map = map_file.is_some();
+    tar_options.keep_overlay_xattrs = t.tar_keep_overlay_xattrs;
+    let mut source = TarSource::new(stream, tar_options);
     let report =
         erofs_builder::build_to_output(&mut source, out, options, bar).with_context(|| {
             format!(
