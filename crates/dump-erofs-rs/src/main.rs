@@ -102,25 +102,7 @@ pub struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = compat::parse();
-    let interrupt = match erofs_cli::Interrupt::install() {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("dump.erofs-rs: error: installing signal handlers: {e}");
-            return Exit::Operational.code();
-        }
-    };
-    match run(&cli, &interrupt) {
-        Ok(code) => code.code(),
-        Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
-        Err(e) if interrupt.interrupted() => {
-            eprintln!("dump.erofs-rs: interrupted ({e:#})");
-            Exit::Cancelled.code()
-        }
-        Err(e) => {
-            eprintln!("dump.erofs-rs: error: {e:#}");
-            Exit::Operational.code()
-        }
-    }
+    erofs_cli::run_interruptible("dump.erofs-rs", |interrupt| run(&cli, interrupt))
 }
 
 /// Opens an image for viewing; the message names the path once, and says when it is a

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use erofs_task::CancelToken;
+
+use crate::Exit;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 
@@ -60,5 +62,34 @@ pub struct Armed<'a>(&'a Interrupt);
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
         self.0.idle.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The `main` of a tool that only reads: installs [`Interrupt`], runs `run` with it and turns
+/// the outcome into the exit status, printing the error as `tool: error: ...` ([`Exit::Ok`]
+/// for a closed standard output, [`Exit::Cancelled`] with `tool: interrupted (...)` when a
+/// signal cancelled the operation, else [`Exit::Operational`]).
+pub fn run_interruptible(
+    tool: &str,
+    run: impl FnOnce(&Interrupt) -> anyhow::Result<Exit>,
+) -> std::process::ExitCode {
+    let interrupt = match Interrupt::install() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{tool}: error: installing signal handlers: {e}");
+            return Exit::Operational.code();
+        }
+    };
+    match run(&interrupt) {
+        Ok(code) => code.code(),
+        Err(e) if crate::is_broken_pipe(&e) => Exit::Ok.code(),
+        Err(e) if interrupt.interrupted() => {
+            eprintln!("{tool}: interrupted ({e:#})");
+            Exit::Cancelled.code()
+        }
+        Err(e) => {
+            eprintln!("{tool}: error: {e:#}");
+            Exit::Operational.code()
+        }
     }
 }

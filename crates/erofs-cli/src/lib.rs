@@ -12,7 +12,7 @@
 mod interrupt;
 mod progress;
 
-pub use interrupt::{Armed, Interrupt};
+pub use interrupt::{Armed, Interrupt, run_interruptible};
 pub use progress::{Bar, cpu_seconds};
 
 use std::ffi::OsString;

@@ -121,25 +121,7 @@ struct JsonOut<'a> {
 
 fn main() -> std::process::ExitCode {
     let cli = compat::parse();
-    let interrupt = match erofs_cli::Interrupt::install() {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("fsck.erofs-rs: error: installing signal handlers: {e}");
-            return Exit::Operational.code();
-        }
-    };
-    match run(&cli, &interrupt) {
-        Ok(code) => code.code(),
-        Err(e) if erofs_cli::is_broken_pipe(&e) => Exit::Ok.code(),
-        Err(e) if interrupt.interrupted() => {
-            eprintln!("fsck.erofs-rs: interrupted ({e:#})");
-            Exit::Cancelled.code()
-        }
-        Err(e) => {
-            eprintln!("fsck.erofs-rs: error: {e:#}");
-            Exit::Operational.code()
-        }
-    }
+    erofs_cli::run_interruptible("fsck.erofs-rs", |interrupt| run(&cli, interrupt))
 }
 
 fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
