@@ -216,7 +216,7 @@ impl<'a> Image<'a> {
     fn compute_checksum(&self) -> Result<u32> {
         let range = superblock_checksum_range(self.sb.blkszbits);
         let mut covered = self.read_vec(range.start as u64, (range.end - range.start) as u64)?;
-        covered[4..8].fill(0);
+        covered[erofs_format::checksum::CHECKSUM_FIELD].fill(0);
         Ok(superblock_checksum(&covered))
     }
 
