@@ -296,11 +296,91 @@ pub struct Prelude {
     pub devt_offset: u64,
 }
 
+/// A compressed file as the compressed stage stored it.
+#[derive(Clone, Debug, Default)]
+pub struct ZFile {
+    /// Extents in file order, pclusters at absolute addresses. With an inline tail the last
+    /// extent is the inline one: none of it is in the data area, and its `blk` is where a
+    /// pcluster after the one before it would start (so that compact packs, which derive
+    /// addresses, stay consistent; nobody reads it).
+    pub extents: Vec<crate::compress::Extent>,
+    /// The tail pcluster stored inline after the indexes (`-E ztailpacking`): compressed,
+    /// or raw when the last extent is PLAIN.
+    pub inline: Option<Vec<u8>>,
+}
+
+impl ZFile {
+    /// Blocks of pclusters in the data area (`i_u` of the inode).
+    pub fn stored_blocks(&self) -> u32 {
+        let n = self.extents.len() - usize::from(self.inline.is_some());
+        self.extents[..n].iter().map(|e| e.blocks).sum()
+    }
+}
+
+/// Whether compressed files get compact indexes, as mkfs.erofs gives them by default: not
+/// with `-E legacy-compress`, and only while every pcluster's block count fits a compact
+/// CBLKCNT item (below 0x800 blocks: not 1 MiB pclusters of 512-byte blocks).
+pub fn compact_indexes(options: &Options) -> bool {
+    use erofs_format::compress::{COMPACT_4B_MAX_LCLUSTERBITS, LI_D0_CBLKCNT};
+    let blksz = 1u32 << options.blkszbits;
+    !options.zlayout.full_indexes
+        && options.blkszbits <= COMPACT_4B_MAX_LCLUSTERBITS
+        && options
+            .compression
+            .as_ref()
+            .is_none_or(|z| z.pcluster_bytes(blksz) / blksz < u32::from(LI_D0_CBLKCNT))
+}
+
+/// Whether compact indexes use 2-byte packs (`COMPACTED_2B`): lclusters of at most 4 KiB,
+/// and lclusters are blocks here.
+pub fn compacted_2b(blkszbits: u8) -> bool {
+    blkszbits <= erofs_format::compress::COMPACT_2B_MAX_LCLUSTERBITS
+}
+
+/// Bytes of a compressed file's metadata item before any inline tail: inode and xattr body
+/// (`inode_and_xattrs` bytes, the item starting on a 32-byte slot), the 8-byte-aligned map
+/// header, then the indexes of `size` bytes of lclusters (= blocks).
+pub fn zmeta_size(inode_and_xattrs: u64, size: u64, blkszbits: u8, compact: bool) -> u64 {
+    use erofs_format::compress::{
+        CompactLayout, FULL_INDEX_RESERVED, FULL_INDEX_SIZE, MAP_HEADER_SIZE,
+    };
+    let ebase = inode_and_xattrs.next_multiple_of(8) + MAP_HEADER_SIZE;
+    let lclusters = size.div_ceil(1 << blkszbits);
+    if compact {
+        ebase + CompactLayout::new(ebase, lclusters, compacted_2b(blkszbits)).size()
+    } else {
+        ebase + FULL_INDEX_RESERVED + lclusters * FULL_INDEX_SIZE
+    }
+}
+
+/// Whether a compressed tail pcluster of `tail` bytes fits inline after the indexes of
+/// inode `i`: the whole metadata item in one block, as mkfs.erofs requires (Linux refuses
+/// a tail that crosses a block).
+pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail: u64) -> bool {
+    let inode = &tree.inodes[i];
+    let Kind::Regular(c) = &inode.kind else {
+        return false;
+    };
+    let isize = if Plan::wants_extended(inode, c.size, pre.epoch) {
+        64
+    } else {
+        32
+    };
+    let xsize = pre.xattrs.bodies[i].bytes.len() as u64;
+    let item = zmeta_size(
+        isize + xsize,
+        c.size,
+        options.blkszbits,
+        compact_indexes(options),
+    );
+    tail > 0 && item + tail <= 1u64 << options.blkszbits
+}
+
 /// How a file of the compressed area was stored, as the compressed stage reports it.
 #[derive(Clone, Debug)]
 pub enum ZStored {
     /// Pclusters at absolute addresses.
-    Compressed(Vec<crate::compress::Extent>),
+    Compressed(ZFile),
     /// Compression gained nothing: plain blocks from `startblk`, and an inline tail (empty
     /// when the last block was written too).
     Flat {
@@ -447,6 +527,7 @@ pub fn plan_with(
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
+    let mut any_ztail = false;
     // Files in the reserved region: (inode, first block in the region, source offset).
     let mut region: Vec<(usize, u64, u64)> = Vec::new();
     let mut region_blocks = 0u64;
@@ -500,16 +581,26 @@ pub fn plan_with(
             }) if *size > 0 => Some(*b),
             _ => None,
         };
-        if let Some(ZStored::Compressed(_)) = stored {
-            // Map header (8-byte aligned), 8 reserved bytes, one full index per lcluster.
-            p.layout = DataLayout::CompressedFull;
-            let indexes = size.div_ceil(blksz);
-            p.meta_offset = alloc.place(
-                (isize + xsize).next_multiple_of(8)
-                    + erofs_format::compress::MAP_HEADER_SIZE
-                    + erofs_format::compress::FULL_INDEX_RESERVED
-                    + indexes * erofs_format::compress::FULL_INDEX_SIZE,
-            );
+        if let Some(ZStored::Compressed(zf)) = stored {
+            // Map header (8-byte aligned), the indexes, then any inline tail pcluster.
+            let compact = compact_indexes(options);
+            p.layout = if compact {
+                DataLayout::CompressedCompact
+            } else {
+                DataLayout::CompressedFull
+            };
+            let item = zmeta_size(isize + xsize, size, blkszbits, compact);
+            let inline = zf.inline.as_ref().map_or(0, |t| t.len() as u64);
+            if inline > 0 {
+                any_ztail = true;
+                if item + inline > blksz {
+                    return Err(BuildError::Output(std::io::Error::other(format!(
+                        "inode {i}: inline tail pcluster of {inline} bytes does not fit \
+                         its metadata block"
+                    ))));
+                }
+            }
+            p.meta_offset = alloc.place(item + inline);
         } else if let Some(ZStored::Flat { startblk, tail }) = stored {
             // Its blocks are in the compressed area already.
             if !tail.is_empty() {
@@ -684,6 +775,9 @@ pub fn plan_with(
     }
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
+    }
+    if any_ztail {
+        incompat.insert(Incompat::ZTAILPACKING);
     }
     if let Some(z) = &options.compression {
         // Pclusters are zero-padded in front. One-block pclusters need no config records,

@@ -152,6 +152,20 @@ impl Ownership {
     }
 }
 
+/// How compressed files are laid out (`-E` options of mkfs.erofs); the defaults are
+/// mkfs.erofs's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZLayoutOptions {
+    /// `-E ztailpacking`: a file's last pcluster, when it compresses below one block, is
+    /// stored inline after the indexes, in the inode's metadata block (incompat
+    /// `ZTAILPACKING`, Linux 5.17+).
+    pub ztailpacking: bool,
+    /// `-E legacy-compress`: full (8-byte) lcluster indexes for every compressed file,
+    /// instead of compact ones wherever Linux reads them.
+    pub full_indexes: bool,
+}
+
 /// Content fingerprints (`--fingerprint`, `--xattr-inode-digest`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -232,6 +246,8 @@ pub struct Options {
     pub pool: Option<Pool>,
     /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
     pub compression: Option<compress::CompressOptions>,
+    /// The layout of compressed files.
+    pub zlayout: ZLayoutOptions,
     /// `--verity`: a dm-verity hash tree over the image.
     pub verity: Option<VerityOptions>,
     /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
@@ -256,6 +272,7 @@ impl Default for Options {
             threads: 0,
             pool: None,
             compression: None,
+            zlayout: ZLayoutOptions::default(),
             verity: None,
             fsverity_digest: false,
         }

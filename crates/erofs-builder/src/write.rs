@@ -1380,7 +1380,7 @@ fn encode_item<'a>(
             }
             (Some(ch), _) => u32::from(ch.chunkbits - plan.blkszbits),
             // `compressed_blocks`: the blocks of the file's pclusters.
-            (None, Some(ZStored::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
+            (None, Some(ZStored::Compressed(zf))) => zf.stored_blocks(),
             (None, _) => p.startblk,
         },
     };
@@ -1443,16 +1443,17 @@ fn encode_item<'a>(
         for &b in &ch.table {
             out.extend_from_slice(&b.to_le_bytes());
         }
-    } else if let Some(ZStored::Compressed(ext)) = z {
-        zdata::encode_indexes(
-            ext,
+    } else if let Some(ZStored::Compressed(zf)) = z {
+        zdata::encode_zmeta(
+            zf,
             p.size,
             plan.blkszbits,
             plan.big_pclusters,
             plan.algorithm,
+            layout == DataLayout::CompressedCompact,
             item_start,
             out,
-        );
+        )?;
     } else {
         out.extend_from_slice(tail);
     }

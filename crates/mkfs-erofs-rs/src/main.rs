@@ -236,6 +236,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
     let extended::Extended {
         noinline_data,
         xattr_name_filter,
+        ztailpacking,
+        legacy_compress,
     } = extended::parse(&cli.extended)?;
     let mut o = Options::default();
     o.fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
@@ -283,6 +285,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
         c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
         o.compression = Some(c);
     }
+    o.zlayout.ztailpacking = ztailpacking;
+    o.zlayout.full_indexes = legacy_compress;
     o.verity = cli.integrity.verity_options()?;
     o.fsverity_digest = cli.integrity.fsverity_digest;
     Ok(o)

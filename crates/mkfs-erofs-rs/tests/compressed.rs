@@ -91,14 +91,37 @@ fn lz4_lz4hc_and_deflate_images_round_trip_through_our_reader_and_the_kernel() {
         ("-zlz4hc", "4096", Some("1048576")),
         ("-zdeflate", "4096", None),
         ("-zdeflate,9", "4096", Some("65536")),
+        ("-zlz4hc", "4096", Some("65536,legacy")),
+        ("-zlz4", "1024", Some("legacy")),
     ] {
         let img = tmp.path().join(format!("img{z}-{bs}-{c:?}.erofs"));
         let mut extra = vec!["-b", bs];
+        let (c, legacy) = match c.and_then(|c| c.strip_suffix("legacy")) {
+            Some(rest) => (
+                Some(rest.trim_end_matches(',')).filter(|c| !c.is_empty()),
+                true,
+            ),
+            None => (c, false),
+        };
         if let Some(c) = c {
             extra.extend(["-C", c]);
         }
+        if legacy {
+            extra.extend(["-E", "legacy-compress"]);
+        }
         mkfs(&src, &img, &args(z, "2", &extra));
-        let bs = format!("{bs} -C {c:?}");
+        // mkfs.erofs's choice: compact indexes unless -E legacy-compress.
+        let want_layout = if legacy {
+            erofs_format::DataLayout::CompressedFull
+        } else {
+            erofs_format::DataLayout::CompressedCompact
+        };
+        let layouts = compressed_layouts(&img);
+        assert!(
+            !layouts.is_empty() && layouts.iter().all(|l| *l == want_layout),
+            "{z} -b {bs} -C {c:?} legacy {legacy}: {layouts:?}"
+        );
+        let bs = format!("{bs} -C {c:?} legacy {legacy}");
         let len = std::fs::metadata(&img).unwrap().len();
         assert!(
             len < plain_len,
@@ -111,6 +134,17 @@ fn lz4_lz4hc_and_deflate_images_round_trip_through_our_reader_and_the_kernel() {
             assert_same(&format!("kernel mount, {z} -b {bs}"), &want, &got);
         }
     }
+}
+
+/// The data layouts of the image's compressed regular files.
+fn compressed_layouts(image: &Path) -> Vec<erofs_format::DataLayout> {
+    use erofs_format::DataLayout::{CompressedCompact, CompressedFull};
+    let img = erofs_reader::image::Image::open(image).expect("open image");
+    img.walk()
+        .expect("walk")
+        .map(|e| e.expect("walk entry").inode.layout)
+        .filter(|l| matches!(l, CompressedCompact | CompressedFull))
+        .collect()
 }
 
 #[test]
