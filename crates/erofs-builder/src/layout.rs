@@ -400,10 +400,16 @@ pub struct ZArea {
     pub files: Vec<Option<ZStored>>,
 }
 
-/// Whether a regular file is compressed (`-z`): one that fits a block would gain nothing.
+/// Whether a regular file is compressed (`-z`), as mkfs.erofs tries every file: one that
+/// fits a block gains nothing unless its compressed tail can go inline (`-E ztailpacking`),
+/// so it is not even tried.
 pub fn compressible(inode: &Inode, options: &Options) -> bool {
-    options.compression.is_some()
-        && matches!(&inode.kind, Kind::Regular(c) if c.size > 1u64 << options.blkszbits)
+    let smallest = if options.zlayout.ztailpacking {
+        1
+    } else {
+        (1u64 << options.blkszbits) + 1
+    };
+    options.compression.is_some() && matches!(&inode.kind, Kind::Regular(c) if c.size >= smallest)
 }
 
 /// Whether an inline tail of `tail` bytes fits the block of inode `i`.
@@ -522,7 +528,8 @@ pub fn plan_with(
         devt_offset,
     } = pre;
 
-    // Pass 1: sizes, kinds, data layouts; metadata offsets.
+    // Pass 1: sizes, kinds, data layouts, and each metadata item's size (kept in
+    // `meta_offset` until the items are placed).
     let mut inodes = Vec::with_capacity(tree.inodes.len());
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
@@ -600,7 +607,7 @@ pub fn plan_with(
                     ))));
                 }
             }
-            p.meta_offset = alloc.place(item + inline);
+            p.meta_offset = item + inline;
         } else if let Some(ZStored::Flat { startblk, tail }) = stored {
             // Its blocks are in the compressed area already.
             if !tail.is_empty() {
@@ -608,7 +615,7 @@ pub fn plan_with(
                 p.tail_len = tail.len() as u32;
             }
             p.startblk = *startblk;
-            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+            p.meta_offset = isize + xsize + u64::from(p.tail_len);
         } else if let Some(b) = blob
             && b.device == 0
         {
@@ -624,7 +631,7 @@ pub fn plan_with(
             region.push((i, first, b.offset));
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(4) + 4 * n);
+            p.meta_offset = (isize + xsize).next_multiple_of(4) + 4 * n;
             p.chunk = Some(ChunkPlan {
                 chunkbits: bits,
                 table: (0..n)
@@ -652,7 +659,7 @@ pub fn plan_with(
                 .map_err(|_| BuildError::TooLarge("device offset exceeds 32-bit blocks".into()))?;
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(8) + 8 * n);
+            p.meta_offset = (isize + xsize).next_multiple_of(8) + 8 * n;
             p.chunk = Some(ChunkPlan {
                 chunkbits: bits,
                 table,
@@ -663,7 +670,7 @@ pub fn plan_with(
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
             let n = map.len() as u64;
-            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(4) + 4 * n);
+            p.meta_offset = (isize + xsize).next_multiple_of(4) + 4 * n;
             let _ = bits;
         } else if has_data && size > 0 {
             let tail = size % blksz;
@@ -676,13 +683,24 @@ pub fn plan_with(
             } else {
                 p.data_blocks = size.div_ceil(blksz);
             }
-            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+            p.meta_offset = isize + xsize + u64::from(p.tail_len);
         } else {
-            p.meta_offset = alloc.place(isize + xsize);
+            p.meta_offset = isize + xsize;
         }
-        p.nid = p.meta_offset / INODE_SLOT_SIZE as u64 + blksz / INODE_SLOT_SIZE as u64;
         chunk_maps.push(chunk_map);
         inodes.push(p);
+    }
+    // Place the items. With inline tail pclusters many items are nearly a block: placing
+    // the largest first (the root still first, for its nid) lets the small ones fill the
+    // gaps they leave, instead of padding each block they do not fit.
+    let mut order: Vec<usize> = (0..inodes.len()).collect();
+    if any_ztail && !order.is_empty() {
+        order[1..].sort_by_key(|&i| std::cmp::Reverse(inodes[i].meta_offset));
+    }
+    for i in order {
+        let p = &mut inodes[i];
+        p.meta_offset = alloc.place(p.meta_offset);
+        p.nid = p.meta_offset / INODE_SLOT_SIZE as u64 + blksz / INODE_SLOT_SIZE as u64;
     }
     let meta_size = alloc.end;
     let mut meta_order: Vec<usize> = (0..inodes.len()).collect();

@@ -82,69 +82,99 @@ fn lz4_lz4hc_and_deflate_images_round_trip_through_our_reader_and_the_kernel() {
     let plain = tmp.path().join("plain.erofs");
     mkfs(&src, &plain, &args("", "2", &[]));
     let plain_len = std::fs::metadata(&plain).unwrap().len();
-    for (z, bs, c) in [
-        ("-zlz4", "4096", None),
-        ("-zlz4hc", "4096", None),
-        ("-zlz4hc,12", "1024", None),
-        ("-zlz4", "512", None),
-        ("-zlz4", "4096", Some("16384")),
-        ("-zlz4hc", "4096", Some("1048576")),
-        ("-zdeflate", "4096", None),
-        ("-zdeflate,9", "4096", Some("65536")),
-        ("-zlz4hc", "4096", Some("65536,legacy")),
-        ("-zlz4", "1024", Some("legacy")),
-    ] {
-        let img = tmp.path().join(format!("img{z}-{bs}-{c:?}.erofs"));
-        let mut extra = vec!["-b", bs];
-        let (c, legacy) = match c.and_then(|c| c.strip_suffix("legacy")) {
-            Some(rest) => (
-                Some(rest.trim_end_matches(',')).filter(|c| !c.is_empty()),
-                true,
-            ),
-            None => (c, false),
-        };
-        if let Some(c) = c {
-            extra.extend(["-C", c]);
-        }
-        if legacy {
-            extra.extend(["-E", "legacy-compress"]);
-        }
-        mkfs(&src, &img, &args(z, "2", &extra));
+    for (k, (z, extra)) in [
+        ("-zlz4", &["-b", "4096"][..]),
+        ("-zlz4hc", &[][..]),
+        ("-zlz4hc,12", &["-b", "1024"][..]),
+        ("-zlz4", &["-b", "512"][..]),
+        ("-zlz4", &["-C", "16384"][..]),
+        ("-zlz4hc", &["-C", "1048576"][..]),
+        ("-zdeflate", &[][..]),
+        ("-zdeflate,9", &["-C", "65536"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "legacy-compress"][..]),
+        ("-zlz4", &["-b", "1024", "-E", "legacy-compress"][..]),
+        ("-zlz4", &["-E", "ztailpacking"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "ztailpacking"][..]),
+        ("-zlz4hc,12", &["-b", "1024", "-E", "ztailpacking"][..]),
+        ("-zdeflate", &["-C", "16384", "-E", "ztailpacking"][..]),
+        (
+            "-zlz4",
+            &["-b", "512", "-E", "ztailpacking,legacy-compress"][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("img{k}.erofs"));
+        mkfs(&src, &img, &args(z, "2", extra));
+        let what = format!("{z} {extra:?}");
+        let len = std::fs::metadata(&img).unwrap().len();
+        assert!(
+            len < plain_len,
+            "{what}: {len} bytes, uncompressed {plain_len}"
+        );
         // mkfs.erofs's choice: compact indexes unless -E legacy-compress.
+        let legacy = extra.iter().any(|e| e.contains("legacy-compress"));
+        let ztail = extra.iter().any(|e| e.contains("ztailpacking"));
         let want_layout = if legacy {
             erofs_format::DataLayout::CompressedFull
         } else {
             erofs_format::DataLayout::CompressedCompact
         };
-        let layouts = compressed_layouts(&img);
+        let z = compressed_files(&img);
         assert!(
-            !layouts.is_empty() && layouts.iter().all(|l| *l == want_layout),
-            "{z} -b {bs} -C {c:?} legacy {legacy}: {layouts:?}"
+            !z.layouts.is_empty() && z.layouts.iter().all(|l| *l == want_layout),
+            "{what}: {:?}",
+            z.layouts
         );
-        let bs = format!("{bs} -C {c:?} legacy {legacy}");
-        let len = std::fs::metadata(&img).unwrap().len();
-        assert!(
-            len < plain_len,
-            "{z} -b {bs}: {len} bytes, uncompressed {plain_len}"
+        // With ztailpacking some tails are inline, and the superblock says so; without,
+        // none is.
+        assert_eq!(z.ztailpacking_bit, z.inline_tails > 0, "{what}");
+        assert_eq!(
+            ztail,
+            z.inline_tails > 0,
+            "{what}: {} inline tails",
+            z.inline_tails
         );
         let got = snap_image(&img, FULL);
-        assert_same(&format!("reader, {z} -b {bs}"), &want, &got);
+        assert_same(&format!("reader, {what}"), &want, &got);
         if let Some(m) = Mount::new(&img) {
             let got = snap_dir(m.path(), FULL, &[]);
-            assert_same(&format!("kernel mount, {z} -b {bs}"), &want, &got);
+            assert_same(&format!("kernel mount, {what}"), &want, &got);
         }
     }
 }
 
-/// The data layouts of the image's compressed regular files.
-fn compressed_layouts(image: &Path) -> Vec<erofs_format::DataLayout> {
+/// What an image's compressed files look like.
+struct ZFiles {
+    /// The data layout of each compressed regular file.
+    layouts: Vec<erofs_format::DataLayout>,
+    /// Extents whose pcluster is inline after the indexes.
+    inline_tails: usize,
+    /// Incompat `ZTAILPACKING`.
+    ztailpacking_bit: bool,
+}
+
+fn compressed_files(image: &Path) -> ZFiles {
     use erofs_format::DataLayout::{CompressedCompact, CompressedFull};
     let img = erofs_reader::image::Image::open(image).expect("open image");
-    img.walk()
-        .expect("walk")
-        .map(|e| e.expect("walk entry").inode.layout)
-        .filter(|l| matches!(l, CompressedCompact | CompressedFull))
-        .collect()
+    let mut z = ZFiles {
+        layouts: Vec::new(),
+        inline_tails: 0,
+        ztailpacking_bit: img
+            .superblock()
+            .incompat()
+            .contains(erofs_format::Incompat::ZTAILPACKING),
+    };
+    for e in img.walk().expect("walk") {
+        let ino = e.expect("walk entry").inode;
+        if matches!(ino.layout, CompressedCompact | CompressedFull) {
+            z.layouts.push(ino.layout);
+            let ext = img.z_extents(&ino).expect("extents");
+            z.inline_tails += ext.iter().filter(|x| x.inline).count();
+        }
+    }
+    z
 }
 
 #[test]
@@ -152,19 +182,25 @@ fn compressed_builds_are_byte_identical_for_every_thread_count() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, true);
-    for (z, c) in [
-        ("-zlz4", "4096"),
-        ("-zlz4hc", "65536"),
-        ("-zdeflate", "16384"),
+    for (z, c, e) in [
+        ("-zlz4", "4096", "inline_data"),
+        ("-zlz4hc", "65536", "inline_data"),
+        ("-zdeflate", "16384", "inline_data"),
+        ("-zlz4", "4096", "ztailpacking"),
+        ("-zlz4hc", "65536", "ztailpacking"),
     ] {
         let mut first: Option<Vec<u8>> = None;
         for j in ["1", "2", "8"] {
-            let img = tmp.path().join(format!("r{z}-{j}.erofs"));
-            mkfs(&src, &img, &args(z, j, &["--fingerprint=sha256", "-C", c]));
+            let img = tmp.path().join(format!("r{z}-{c}-{e}-{j}.erofs"));
+            mkfs(
+                &src,
+                &img,
+                &args(z, j, &["--fingerprint=sha256", "-C", c, "-E", e]),
+            );
             let bytes = std::fs::read(&img).unwrap();
             match &first {
                 None => first = Some(bytes),
-                Some(f) => assert!(f == &bytes, "{z} -j{j} differs from -j1"),
+                Some(f) => assert!(f == &bytes, "{z} -C{c} -E{e} -j{j} differs from -j1"),
             }
         }
     }
@@ -222,15 +258,24 @@ fn debian_fsck_erofs_1_5_extracts_lz4_and_lz4hc_images() {
         s
     };
     let want = mask(snap_dir(&src, cmp, &[]));
-    for (z, extra) in [
+    for (k, (z, extra)) in [
         ("-zlz4", &[][..]),
         ("-zlz4hc", &[][..]),
         ("-zlz4hc", &["-C", "65536"][..]),
-    ] {
-        let img = tmp.path().join(format!("img{z}{}.erofs", extra.len()));
+        ("-zlz4", &["-E", "ztailpacking"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "ztailpacking"][..]),
+        (
+            "-zlz4hc,12",
+            &["-C", "16384", "-E", "ztailpacking,legacy-compress"][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("img{k}.erofs"));
         mkfs(&src, &img, &args(z, "2", extra));
         run_ok(Command::new("fsck.erofs").arg(&img), "fsck.erofs");
-        let dest = tmp.path().join(format!("extracted{z}{}", extra.len()));
+        let dest = tmp.path().join(format!("extracted{k}"));
         run_ok(
             Command::new("fsck.erofs")
                 .arg(format!("--extract={}", dest.display()))
@@ -238,7 +283,11 @@ fn debian_fsck_erofs_1_5_extracts_lz4_and_lz4hc_images() {
             "fsck.erofs --extract",
         );
         let got = mask(snap_dir(&dest, cmp, &[]));
-        assert_same(&format!("fsck.erofs 1.5 --extract {z}"), &want, &got);
+        assert_same(
+            &format!("fsck.erofs 1.5 --extract {z} {extra:?}"),
+            &want,
+            &got,
+        );
     }
 }
 
@@ -266,5 +315,69 @@ fn bad_compression_options_fail_before_any_work() {
         assert!(!out.status.success(), "{opts:?} succeeded");
         assert!(err.contains(says), "{opts:?}: {err}");
         assert!(!img.exists(), "{opts:?} left an image");
+    }
+}
+
+/// Damage in the map header, the compact packs or the inline tail of a file this mkfs
+/// wrote is reported as a corruption of that file's inode (or the content simply differs),
+/// never a panic: every byte of the items of a few files, each set to three values.
+#[test]
+fn damaged_compact_indexes_and_inline_tails_give_located_errors() {
+    use erofs_reader::{Error, OpenOptions, image::Image};
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), text(1, 150_000)).unwrap();
+    std::fs::write(src.join("b"), text(2, 40_000)).unwrap();
+    let mut c = text(3, 20_000);
+    c.extend_from_slice(&bytes(4, 9_000));
+    std::fs::write(src.join("c"), &c).unwrap();
+    for (k, extra) in [
+        &["-E", "ztailpacking"][..],
+        &["-C", "16384", "-E", "ztailpacking"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img_path = tmp.path().join(format!("d{k}.erofs"));
+        mkfs(&src, &img_path, &args("-zlz4hc", "1", extra));
+        let bytes = std::fs::read(&img_path).unwrap();
+        let img = Image::open(&img_path).unwrap();
+        let mut damaged = 0;
+        for name in ["a", "b", "c"] {
+            let f = img.lookup(format!("/{name}").as_bytes()).unwrap();
+            assert_eq!(f.layout, erofs_format::DataLayout::CompressedCompact);
+            let want = std::fs::read(src.join(name)).unwrap();
+            let ext = img.z_extents(&f).unwrap();
+            let end = ext
+                .iter()
+                .filter(|e| e.inline)
+                .map(|e| e.physical + e.plen)
+                .max()
+                .unwrap_or_else(|| img.compression_index_range(&f).unwrap().end);
+            let header = f.meta_end().div_ceil(8) * 8;
+            for at in header as usize..end as usize {
+                for v in [0x00, 0xFF, bytes[at] ^ 0x55] {
+                    if v == bytes[at] {
+                        continue;
+                    }
+                    let mut b = bytes.clone();
+                    b[at] = v;
+                    let img = Image::from_source(b, OpenOptions::default().verify_checksum(false))
+                        .unwrap();
+                    let r = img.inode(f.nid).and_then(|i| img.read_to_vec(&i, 1 << 24));
+                    match r {
+                        Ok(data) if data == want => {}
+                        Ok(_) => damaged += 1,
+                        Err(e @ (Error::Corrupt { .. } | Error::Compressed { .. })) => {
+                            assert_eq!(e.nid(), Some(f.nid), "{name} byte {at} = {v:#x}: {e}");
+                            damaged += 1;
+                        }
+                        Err(e) => panic!("{name} byte {at} = {v:#x}: unlocated {e:?}"),
+                    }
+                }
+            }
+        }
+        assert!(damaged > 100, "{extra:?}: only {damaged} damages noticed");
     }
 }
