@@ -151,14 +151,61 @@ impl Plan {
     }
 
     /// Whether compact inodes are possible for this inode (§4.6).
-    fn wants_extended(inode: &Inode, size: u64, epoch: u64) -> bool {
+    fn wants_extended(inode: &Inode, size: u64, time: TimeBase) -> bool {
         size > u64::from(u32::MAX)
             || inode.uid > 0xFFFF
             || inode.gid > 0xFFFF
             || inode.nlink > 0xFFFF
-            || inode.mtime != epoch as i64
-            || inode.mtime_nsec != 0
+            || time.compact_mtime(inode.mtime, inode.mtime_nsec).is_none()
     }
+}
+
+/// What a compact inode's time is relative to: the superblock's `epoch` (with
+/// `fixed_nsec` 0 for every compact inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeBase {
+    /// The superblock's `epoch`.
+    pub epoch: u64,
+    /// The 48-bit layout, whose compact inodes store seconds after `epoch` (Linux 6.15+).
+    /// Older readers (Linux 6.12) ignore that field and take `epoch` itself, so outside it
+    /// only files whose mtime is `epoch` get compact inodes, storing 0.
+    pub bit48: bool,
+}
+
+impl TimeBase {
+    /// The time base of a superblock.
+    pub fn of(sb: &SuperBlock) -> Self {
+        Self {
+            epoch: sb.epoch.get(),
+            bit48: sb.incompat().contains(Incompat::BIT48),
+        }
+    }
+
+    /// The `i_mtime` a compact inode stores for this mtime, or `None` when only an
+    /// extended inode can keep it.
+    pub fn compact_mtime(&self, mtime: i64, nsec: u32) -> Option<u32> {
+        if nsec != 0 {
+            return None;
+        }
+        let after = mtime.checked_sub(i64::try_from(self.epoch).ok()?)?;
+        if self.bit48 {
+            u32::try_from(after).ok()
+        } else {
+            (after == 0).then_some(0)
+        }
+    }
+}
+
+/// The superblock's `epoch` and `build_time` for an image built at `time` (seconds):
+/// without 48-bit, the epoch is the time and `build_time` 0; with it, mkfs.erofs's choice,
+/// the epoch as late as keeps the time within 32 bits of it (so that compact inodes of
+/// files of that time or later fit), and `build_time` the rest.
+pub fn epoch_and_build_time(time: u64, bit48: bool) -> (u64, u32) {
+    if !bit48 {
+        return (time, 0);
+    }
+    let epoch = time.saturating_sub(u64::from(u32::MAX));
+    (epoch, (time - epoch) as u32)
 }
 
 /// Places metadata items (inode, xattr body, then inline tail or chunk table) in the
@@ -284,8 +331,14 @@ fn plan_chunks(
 pub struct Prelude {
     /// Xattr bodies, prefixes and the shared area.
     pub xattrs: XattrPlan,
-    /// The image's time (`-T`, or the build time).
+    /// The superblock's `epoch`: the image's time (`-T`, or the build time), or with the
+    /// 48-bit layout up to 2³² − 1 seconds earlier.
     pub epoch: u64,
+    /// The superblock's `build_time`: the image's time after `epoch` (48-bit layout; 0
+    /// otherwise).
+    pub build_time: u32,
+    /// How compact inodes store times.
+    pub time: TimeBase,
     /// First block of the data area.
     pub data_start: u64,
     /// First block of the shared xattr area (0 if none).
@@ -361,7 +414,7 @@ pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail:
     let Kind::Regular(c) = &inode.kind else {
         return false;
     };
-    let isize = if Plan::wants_extended(inode, c.size, pre.epoch) {
+    let isize = if Plan::wants_extended(inode, c.size, pre.time) {
         64
     } else {
         32
@@ -419,7 +472,7 @@ pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail
         Kind::Regular(c) => c.size,
         _ => 0,
     };
-    let isize = if Plan::wants_extended(inode, size, pre.epoch) {
+    let isize = if Plan::wants_extended(inode, size, pre.time) {
         64
     } else {
         32
@@ -431,7 +484,8 @@ pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail
 /// The first planning step: xattrs, epoch, the head's size.
 pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
     let blksz = 1u64 << options.blkszbits;
-    let epoch = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
+    let time = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
+    let (epoch, build_time) = epoch_and_build_time(time, options.bit48);
     let fp_name = options
         .fingerprint
         .as_ref()
@@ -466,6 +520,11 @@ pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
     Ok(Prelude {
         xattrs,
         epoch,
+        build_time,
+        time: TimeBase {
+            epoch,
+            bit48: options.bit48,
+        },
         data_start: next_block,
         xattr_blkaddr,
         devices,
@@ -522,6 +581,8 @@ pub fn plan_with(
     let Prelude {
         xattrs,
         epoch,
+        build_time,
+        time,
         data_start,
         xattr_blkaddr,
         mut devices,
@@ -550,7 +611,7 @@ pub fn plan_with(
             Kind::Symlink(t) => (t.len() as u64, true),
             _ => (0, false),
         };
-        let extended = Plan::wants_extended(inode, size, epoch);
+        let extended = Plan::wants_extended(inode, size, time);
         let isize = if extended { 64 } else { 32 };
         let mut chunk_map = None;
         let stored = z.and_then(|z| z.files.get(i)).and_then(|s| s.as_ref());
@@ -797,6 +858,9 @@ pub fn plan_with(
     if any_ztail {
         incompat.insert(Incompat::ZTAILPACKING);
     }
+    if options.bit48 {
+        incompat.insert(Incompat::BIT48);
+    }
     if let Some(z) = &options.compression {
         // Pclusters are zero-padded in front. One-block pclusters need no config records,
         // and the field then holds LZ4's largest match distance; big ones need the records,
@@ -833,6 +897,7 @@ pub fn plan_with(
     );
     sb.inos.set(tree.inodes.len() as u64);
     sb.epoch.set(epoch);
+    sb.build_time.set(build_time);
     sb.blocks_lo.set((total_blocks + region_blocks) as u32);
     sb.meta_blkaddr.set((meta_start - 1) as u32);
     sb.xattr_blkaddr.set(xattr_blkaddr as u32);

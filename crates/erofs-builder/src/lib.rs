@@ -248,6 +248,10 @@ pub struct Options {
     pub compression: Option<compress::CompressOptions>,
     /// The layout of compressed files.
     pub zlayout: ZLayoutOptions,
+    /// `-E 48bit`: the 48-bit layout (incompat `48BIT`, Linux 6.15+; Linux 6.12 refuses the
+    /// image): the superblock's `epoch` is moved back so that compact inodes hold any mtime
+    /// within 2³² − 1 seconds after it, and `build_time` records the image's time.
+    pub bit48: bool,
     /// `--verity`: a dm-verity hash tree over the image.
     pub verity: Option<VerityOptions>,
     /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
@@ -273,6 +277,7 @@ impl Default for Options {
             pool: None,
             compression: None,
             zlayout: ZLayoutOptions::default(),
+            bit48: false,
             verity: None,
             fsverity_digest: false,
         }

@@ -1410,6 +1410,12 @@ fn encode_item<'a>(
         x.ino.set(ino);
         x.uid.set(inode.uid as u16);
         x.gid.set(inode.gid as u16);
+        // The plan chose a compact inode only where this exists.
+        x.mtime.set(
+            crate::layout::TimeBase::of(&plan.superblock)
+                .compact_mtime(inode.mtime, inode.mtime_nsec)
+                .unwrap_or(0),
+        );
         out.extend_from_slice(x.as_bytes());
     }
     if !body.bytes.is_empty() {

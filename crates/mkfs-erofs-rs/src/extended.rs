@@ -15,6 +15,8 @@ pub struct Extended {
     pub ztailpacking: bool,
     /// `legacy-compress`: full lcluster indexes instead of compact ones.
     pub legacy_compress: bool,
+    /// `48bit`: the 48-bit layout (Linux 6.15+).
+    pub bit48: bool,
 }
 
 impl Default for Extended {
@@ -24,13 +26,13 @@ impl Default for Extended {
             xattr_name_filter: true,
             ztailpacking: false,
             legacy_compress: false,
+            bit48: false,
         }
     }
 }
 
 /// mkfs.erofs 1.9.3's `-E` flags that mkfs.erofs-rs does not implement (yet).
-pub const NOT_IMPLEMENTED: [&str; 12] = [
-    "48bit",
+pub const NOT_IMPLEMENTED: [&str; 11] = [
     "all-fragments",
     "fragments",
     "fragdedupe",
@@ -63,13 +65,15 @@ pub fn parse(values: &[String]) -> Result<Extended> {
             (true, "ztailpacking") => e.ztailpacking = false,
             (false, "legacy-compress") => e.legacy_compress = true,
             (true, "legacy-compress") => e.legacy_compress = false,
+            (false, "48bit") => e.bit48 = true,
+            (true, "48bit") => e.bit48 = false,
             (_, n) if NOT_IMPLEMENTED.contains(&n) => {
                 bail!(
                     "-E {opt}: mkfs.erofs's extended option {n} is not implemented by mkfs.erofs-rs"
                 )
             }
             _ => bail!(
-                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress)"
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit)"
             ),
         }
     }
@@ -90,7 +94,8 @@ mod tests {
         assert!(e.noinline_data && !e.xattr_name_filter);
         assert!(!p(&["^inline_data", "inline_data"]).unwrap().noinline_data);
         let z = p(&["ztailpacking", "legacy-compress"]).unwrap();
-        assert!(z.ztailpacking && z.legacy_compress);
+        assert!(z.ztailpacking && z.legacy_compress && !z.bit48);
+        assert!(p(&["48bit"]).unwrap().bit48);
         assert!(!p(&["ztailpacking,^ztailpacking"]).unwrap().ztailpacking);
     }
 

@@ -381,3 +381,85 @@ fn damaged_compact_indexes_and_inline_tails_give_located_errors() {
         assert!(damaged > 100, "{extra:?}: only {damaged} damages noticed");
     }
 }
+
+/// `-E 48bit`: the superblock's epoch moves back so that compact inodes keep any whole-
+/// second mtime of the last 2³² − 1 seconds; compressed and uncompressed images read back
+/// with every time through our reader and the host kernel (Linux 6.15+ reads them), and
+/// mkfs says before it starts that Linux 6.12 does not.
+#[test]
+fn the_48bit_layout_keeps_mtimes_in_compact_inodes_and_reads_back() {
+    use erofs_reader::image::Image;
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_compressible_tree(&src, true);
+    // Whole seconds far apart, and one file with nanoseconds (extended inode only).
+    let mut names: Vec<_> = std::fs::read_dir(src.join("z"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for (k, p) in names.iter().enumerate() {
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::new(1_000_000_000 + k as u64 * 77_777_777, 0);
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(t).unwrap();
+    }
+    let nsec = &names[0];
+    std::fs::File::options()
+        .write(true)
+        .open(nsec)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_234_567_890, 5))
+        .unwrap();
+    let want = snap_dir(&src, FULL, &[]);
+    for (k, extra) in [
+        &["-E", "48bit"][..],
+        &["-zlz4hc", "-E", "48bit,ztailpacking"][..],
+        &["-zlz4", "-C", "16384", "-E", "48bit"][..],
+        &["-zlz4"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bit48 = extra.iter().any(|e| e.contains("48bit"));
+        let img_path = tmp.path().join(format!("t{k}.erofs"));
+        let mut a = vec!["-U", "clear", "-j", "2"];
+        a.extend_from_slice(extra);
+        let out = Command::new(mkfs_bin())
+            .args(&a)
+            .arg(&src)
+            .arg(&img_path)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            bit48,
+            err.contains("Linux 6.15 or later mounts the image; Linux 6.12 refuses it"),
+            "{extra:?}: {err}"
+        );
+        let img = Image::open(&img_path).unwrap();
+        let sb = img.superblock();
+        assert_eq!(sb.incompat().contains(erofs_format::Incompat::BIT48), bit48);
+        if bit48 {
+            // Built now, before 2106: the epoch is 0 and build_time the build's time.
+            assert_eq!(sb.epoch.get(), 0, "{extra:?}");
+            assert!(sb.build_time.get() > 1_700_000_000, "{extra:?}");
+        }
+        let got = snap_image(&img_path, FULL);
+        assert_same(&format!("reader, {extra:?}"), &want, &got);
+        if bit48 && let Some(m) = Mount::new(&img_path) {
+            let got = snap_dir(m.path(), FULL, &[]);
+            assert_same(&format!("kernel mount, {extra:?}"), &want, &got);
+        }
+        // The z/ files have whole-second mtimes: compact inodes with 48-bit, extended ones
+        // without; the one with nanoseconds is extended either way.
+        for p in &names {
+            let rel = p.strip_prefix(&src).unwrap();
+            let f = img.lookup(path_bytes(&Path::new("/").join(rel))).unwrap();
+            let compact_ok = bit48 && p != nsec;
+            assert_eq!(f.extended, !compact_ok, "{extra:?} {}", rel.display());
+        }
+    }
+}
