@@ -675,7 +675,13 @@ pub fn plan_with(
                 p.layout = DataLayout::FlatInline;
                 p.tail_len = tail.len() as u32;
             }
-            p.startblk = *startblk;
+            // A file wholly inline (a small one tried under ztailpacking) has no block:
+            // NULL_ADDR, as mkfs.erofs writes.
+            p.startblk = if size == u64::from(p.tail_len) {
+                NULL_ADDR
+            } else {
+                *startblk
+            };
             p.meta_offset = isize + xsize + u64::from(p.tail_len);
         } else if let Some(b) = blob
             && b.device == 0
