@@ -58,6 +58,10 @@ pub struct Options {
     pub compress: Option<String>,
     /// `-C BYTES` (with `compress`).
     pub pcluster: Option<u32>,
+    /// `-E ztailpacking` (with `compress`): inline tail pclusters.
+    pub ztailpacking: bool,
+    /// `-E legacy-compress` (with `compress`): full lcluster indexes, not compact ones.
+    pub legacy_compress: bool,
 }
 
 impl Options {
@@ -124,6 +128,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 has no --tar".into())
                 } else if o.compress.as_deref().is_some_and(|z| !z.starts_with("lz4")) {
                     Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
+                } else if o.legacy_compress {
+                    Some("Debian's mkfs.erofs 1.5 has no -E legacy-compress".into())
                 } else {
                     None
                 }
@@ -186,6 +192,12 @@ impl Mkfs {
         }
         if let Some(p) = o.pcluster {
             c.arg(format!("-C{p}"));
+        }
+        if o.ztailpacking {
+            c.arg("-Eztailpacking");
+        }
+        if o.legacy_compress {
+            c.arg("-Elegacy-compress");
         }
         match self {
             Mkfs::Ours(_) if o.tar => {

@@ -70,7 +70,7 @@ impl Compressor {
 
     /// Compresses a prefix of `src` into at most `dst.len()` bytes. Returns (bytes of `src`
     /// consumed, bytes written), or `None` when nothing useful fits.
-    fn compress_fill(self, src: &[u8], dst: &mut [u8]) -> Option<(usize, usize)> {
+    pub(crate) fn compress_fill(self, src: &[u8], dst: &mut [u8]) -> Option<(usize, usize)> {
         let r = match self {
             Self::Lz4 => lzzzz::lz4::compress_fill(src, dst),
             Self::Lz4Hc(level) => lzzzz::lz4_hc::compress_fill(src, dst, i32::from(level)),

@@ -151,14 +151,61 @@ impl Plan {
     }
 
     /// Whether compact inodes are possible for this inode (§4.6).
-    fn wants_extended(inode: &Inode, size: u64, epoch: u64) -> bool {
+    fn wants_extended(inode: &Inode, size: u64, time: TimeBase) -> bool {
         size > u64::from(u32::MAX)
             || inode.uid > 0xFFFF
             || inode.gid > 0xFFFF
             || inode.nlink > 0xFFFF
-            || inode.mtime != epoch as i64
-            || inode.mtime_nsec != 0
+            || time.compact_mtime(inode.mtime, inode.mtime_nsec).is_none()
     }
+}
+
+/// What a compact inode's time is relative to: the superblock's `epoch` (with
+/// `fixed_nsec` 0 for every compact inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeBase {
+    /// The superblock's `epoch`.
+    pub epoch: u64,
+    /// The 48-bit layout, whose compact inodes store seconds after `epoch` (Linux 6.15+).
+    /// Older readers (Linux 6.12) ignore that field and take `epoch` itself, so outside it
+    /// only files whose mtime is `epoch` get compact inodes, storing 0.
+    pub bit48: bool,
+}
+
+impl TimeBase {
+    /// The time base of a superblock.
+    pub fn of(sb: &SuperBlock) -> Self {
+        Self {
+            epoch: sb.epoch.get(),
+            bit48: sb.incompat().contains(Incompat::BIT48),
+        }
+    }
+
+    /// The `i_mtime` a compact inode stores for this mtime, or `None` when only an
+    /// extended inode can keep it.
+    pub fn compact_mtime(&self, mtime: i64, nsec: u32) -> Option<u32> {
+        if nsec != 0 {
+            return None;
+        }
+        let after = mtime.checked_sub(i64::try_from(self.epoch).ok()?)?;
+        if self.bit48 {
+            u32::try_from(after).ok()
+        } else {
+            (after == 0).then_some(0)
+        }
+    }
+}
+
+/// The superblock's `epoch` and `build_time` for an image built at `time` (seconds):
+/// without 48-bit, the epoch is the time and `build_time` 0; with it, mkfs.erofs's choice,
+/// the epoch as late as keeps the time within 32 bits of it (so that compact inodes of
+/// files of that time or later fit), and `build_time` the rest.
+pub fn epoch_and_build_time(time: u64, bit48: bool) -> (u64, u32) {
+    if !bit48 {
+        return (time, 0);
+    }
+    let epoch = time.saturating_sub(u64::from(u32::MAX));
+    (epoch, (time - epoch) as u32)
 }
 
 /// Places metadata items (inode, xattr body, then inline tail or chunk table) in the
@@ -284,8 +331,14 @@ fn plan_chunks(
 pub struct Prelude {
     /// Xattr bodies, prefixes and the shared area.
     pub xattrs: XattrPlan,
-    /// The image's time (`-T`, or the build time).
+    /// The superblock's `epoch`: the image's time (`-T`, or the build time), or with the
+    /// 48-bit layout up to 2³² − 1 seconds earlier.
     pub epoch: u64,
+    /// The superblock's `build_time`: the image's time after `epoch` (48-bit layout; 0
+    /// otherwise).
+    pub build_time: u32,
+    /// How compact inodes store times.
+    pub time: TimeBase,
     /// First block of the data area.
     pub data_start: u64,
     /// First block of the shared xattr area (0 if none).
@@ -296,11 +349,91 @@ pub struct Prelude {
     pub devt_offset: u64,
 }
 
+/// A compressed file as the compressed stage stored it.
+#[derive(Clone, Debug, Default)]
+pub struct ZFile {
+    /// Extents in file order, pclusters at absolute addresses. With an inline tail the last
+    /// extent is the inline one: none of it is in the data area, and its `blk` is where a
+    /// pcluster after the one before it would start (so that compact packs, which derive
+    /// addresses, stay consistent; nobody reads it).
+    pub extents: Vec<crate::compress::Extent>,
+    /// The tail pcluster stored inline after the indexes (`-E ztailpacking`): compressed,
+    /// or raw when the last extent is PLAIN.
+    pub inline: Option<Vec<u8>>,
+}
+
+impl ZFile {
+    /// Blocks of pclusters in the data area (`i_u` of the inode).
+    pub fn stored_blocks(&self) -> u32 {
+        let n = self.extents.len() - usize::from(self.inline.is_some());
+        self.extents[..n].iter().map(|e| e.blocks).sum()
+    }
+}
+
+/// Whether compressed files get compact indexes, as mkfs.erofs gives them by default: not
+/// with `-E legacy-compress`, and only while every pcluster's block count fits a compact
+/// CBLKCNT item (below 0x800 blocks: not 1 MiB pclusters of 512-byte blocks).
+pub fn compact_indexes(options: &Options) -> bool {
+    use erofs_format::compress::{COMPACT_4B_MAX_LCLUSTERBITS, LI_D0_CBLKCNT};
+    let blksz = 1u32 << options.blkszbits;
+    !options.zlayout.full_indexes
+        && options.blkszbits <= COMPACT_4B_MAX_LCLUSTERBITS
+        && options
+            .compression
+            .as_ref()
+            .is_none_or(|z| z.pcluster_bytes(blksz) / blksz < u32::from(LI_D0_CBLKCNT))
+}
+
+/// Whether compact indexes use 2-byte packs (`COMPACTED_2B`): lclusters of at most 4 KiB,
+/// and lclusters are blocks here.
+pub fn compacted_2b(blkszbits: u8) -> bool {
+    blkszbits <= erofs_format::compress::COMPACT_2B_MAX_LCLUSTERBITS
+}
+
+/// Bytes of a compressed file's metadata item before any inline tail: inode and xattr body
+/// (`inode_and_xattrs` bytes, the item starting on a 32-byte slot), the 8-byte-aligned map
+/// header, then the indexes of `size` bytes of lclusters (= blocks).
+pub fn zmeta_size(inode_and_xattrs: u64, size: u64, blkszbits: u8, compact: bool) -> u64 {
+    use erofs_format::compress::{
+        CompactLayout, FULL_INDEX_RESERVED, FULL_INDEX_SIZE, MAP_HEADER_SIZE,
+    };
+    let ebase = inode_and_xattrs.next_multiple_of(8) + MAP_HEADER_SIZE;
+    let lclusters = size.div_ceil(1 << blkszbits);
+    if compact {
+        ebase + CompactLayout::new(ebase, lclusters, compacted_2b(blkszbits)).size()
+    } else {
+        ebase + FULL_INDEX_RESERVED + lclusters * FULL_INDEX_SIZE
+    }
+}
+
+/// Whether a compressed tail pcluster of `tail` bytes fits inline after the indexes of
+/// inode `i`: the whole metadata item in one block, as mkfs.erofs requires (Linux refuses
+/// a tail that crosses a block).
+pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail: u64) -> bool {
+    let inode = &tree.inodes[i];
+    let Kind::Regular(c) = &inode.kind else {
+        return false;
+    };
+    let isize = if Plan::wants_extended(inode, c.size, pre.time) {
+        64
+    } else {
+        32
+    };
+    let xsize = pre.xattrs.bodies[i].bytes.len() as u64;
+    let item = zmeta_size(
+        isize + xsize,
+        c.size,
+        options.blkszbits,
+        compact_indexes(options),
+    );
+    tail > 0 && item + tail <= 1u64 << options.blkszbits
+}
+
 /// How a file of the compressed area was stored, as the compressed stage reports it.
 #[derive(Clone, Debug)]
 pub enum ZStored {
     /// Pclusters at absolute addresses.
-    Compressed(Vec<crate::compress::Extent>),
+    Compressed(ZFile),
     /// Compression gained nothing: plain blocks from `startblk`, and an inline tail (empty
     /// when the last block was written too).
     Flat {
@@ -320,10 +453,16 @@ pub struct ZArea {
     pub files: Vec<Option<ZStored>>,
 }
 
-/// Whether a regular file is compressed (`-z`): one that fits a block would gain nothing.
+/// Whether a regular file is compressed (`-z`), as mkfs.erofs tries every file: one that
+/// fits a block gains nothing unless its compressed tail can go inline (`-E ztailpacking`),
+/// so it is not even tried.
 pub fn compressible(inode: &Inode, options: &Options) -> bool {
-    options.compression.is_some()
-        && matches!(&inode.kind, Kind::Regular(c) if c.size > 1u64 << options.blkszbits)
+    let smallest = if options.zlayout.ztailpacking {
+        1
+    } else {
+        (1u64 << options.blkszbits) + 1
+    };
+    options.compression.is_some() && matches!(&inode.kind, Kind::Regular(c) if c.size >= smallest)
 }
 
 /// Whether an inline tail of `tail` bytes fits the block of inode `i`.
@@ -333,7 +472,7 @@ pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail
         Kind::Regular(c) => c.size,
         _ => 0,
     };
-    let isize = if Plan::wants_extended(inode, size, pre.epoch) {
+    let isize = if Plan::wants_extended(inode, size, pre.time) {
         64
     } else {
         32
@@ -345,7 +484,8 @@ pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail
 /// The first planning step: xattrs, epoch, the head's size.
 pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
     let blksz = 1u64 << options.blkszbits;
-    let epoch = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
+    let time = options.timestamp.unwrap_or_else(|| now() as i64).max(0) as u64;
+    let (epoch, build_time) = epoch_and_build_time(time, options.bit48);
     let fp_name = options
         .fingerprint
         .as_ref()
@@ -380,6 +520,11 @@ pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
     Ok(Prelude {
         xattrs,
         epoch,
+        build_time,
+        time: TimeBase {
+            epoch,
+            bit48: options.bit48,
+        },
         data_start: next_block,
         xattr_blkaddr,
         devices,
@@ -436,17 +581,21 @@ pub fn plan_with(
     let Prelude {
         xattrs,
         epoch,
+        build_time,
+        time,
         data_start,
         xattr_blkaddr,
         mut devices,
         devt_offset,
     } = pre;
 
-    // Pass 1: sizes, kinds, data layouts; metadata offsets.
+    // Pass 1: sizes, kinds, data layouts, and each metadata item's size (kept in
+    // `meta_offset` until the items are placed).
     let mut inodes = Vec::with_capacity(tree.inodes.len());
     let mut chunk_maps: Vec<Option<(u8, Vec<bool>)>> = Vec::new();
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
+    let mut any_ztail = false;
     // Files in the reserved region: (inode, first block in the region, source offset).
     let mut region: Vec<(usize, u64, u64)> = Vec::new();
     let mut region_blocks = 0u64;
@@ -462,7 +611,7 @@ pub fn plan_with(
             Kind::Symlink(t) => (t.len() as u64, true),
             _ => (0, false),
         };
-        let extended = Plan::wants_extended(inode, size, epoch);
+        let extended = Plan::wants_extended(inode, size, time);
         let isize = if extended { 64 } else { 32 };
         let mut chunk_map = None;
         let stored = z.and_then(|z| z.files.get(i)).and_then(|s| s.as_ref());
@@ -500,24 +649,40 @@ pub fn plan_with(
             }) if *size > 0 => Some(*b),
             _ => None,
         };
-        if let Some(ZStored::Compressed(_)) = stored {
-            // Map header (8-byte aligned), 8 reserved bytes, one full index per lcluster.
-            p.layout = DataLayout::CompressedFull;
-            let indexes = size.div_ceil(blksz);
-            p.meta_offset = alloc.place(
-                (isize + xsize).next_multiple_of(8)
-                    + erofs_format::compress::MAP_HEADER_SIZE
-                    + erofs_format::compress::FULL_INDEX_RESERVED
-                    + indexes * erofs_format::compress::FULL_INDEX_SIZE,
-            );
+        if let Some(ZStored::Compressed(zf)) = stored {
+            // Map header (8-byte aligned), the indexes, then any inline tail pcluster.
+            let compact = compact_indexes(options);
+            p.layout = if compact {
+                DataLayout::CompressedCompact
+            } else {
+                DataLayout::CompressedFull
+            };
+            let item = zmeta_size(isize + xsize, size, blkszbits, compact);
+            let inline = zf.inline.as_ref().map_or(0, |t| t.len() as u64);
+            if inline > 0 {
+                any_ztail = true;
+                if item + inline > blksz {
+                    return Err(BuildError::Output(std::io::Error::other(format!(
+                        "inode {i}: inline tail pcluster of {inline} bytes does not fit \
+                         its metadata block"
+                    ))));
+                }
+            }
+            p.meta_offset = item + inline;
         } else if let Some(ZStored::Flat { startblk, tail }) = stored {
             // Its blocks are in the compressed area already.
             if !tail.is_empty() {
                 p.layout = DataLayout::FlatInline;
                 p.tail_len = tail.len() as u32;
             }
-            p.startblk = *startblk;
-            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+            // A file wholly inline (a small one tried under ztailpacking) has no block:
+            // NULL_ADDR, as mkfs.erofs writes.
+            p.startblk = if size == u64::from(p.tail_len) {
+                NULL_ADDR
+            } else {
+                *startblk
+            };
+            p.meta_offset = isize + xsize + u64::from(p.tail_len);
         } else if let Some(b) = blob
             && b.device == 0
         {
@@ -533,7 +698,7 @@ pub fn plan_with(
             region.push((i, first, b.offset));
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(4) + 4 * n);
+            p.meta_offset = (isize + xsize).next_multiple_of(4) + 4 * n;
             p.chunk = Some(ChunkPlan {
                 chunkbits: bits,
                 table: (0..n)
@@ -561,7 +726,7 @@ pub fn plan_with(
                 .map_err(|_| BuildError::TooLarge("device offset exceeds 32-bit blocks".into()))?;
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(8) + 8 * n);
+            p.meta_offset = (isize + xsize).next_multiple_of(8) + 8 * n;
             p.chunk = Some(ChunkPlan {
                 chunkbits: bits,
                 table,
@@ -572,7 +737,7 @@ pub fn plan_with(
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
             let n = map.len() as u64;
-            p.meta_offset = alloc.place((isize + xsize).next_multiple_of(4) + 4 * n);
+            p.meta_offset = (isize + xsize).next_multiple_of(4) + 4 * n;
             let _ = bits;
         } else if has_data && size > 0 {
             let tail = size % blksz;
@@ -585,13 +750,24 @@ pub fn plan_with(
             } else {
                 p.data_blocks = size.div_ceil(blksz);
             }
-            p.meta_offset = alloc.place(isize + xsize + u64::from(p.tail_len));
+            p.meta_offset = isize + xsize + u64::from(p.tail_len);
         } else {
-            p.meta_offset = alloc.place(isize + xsize);
+            p.meta_offset = isize + xsize;
         }
-        p.nid = p.meta_offset / INODE_SLOT_SIZE as u64 + blksz / INODE_SLOT_SIZE as u64;
         chunk_maps.push(chunk_map);
         inodes.push(p);
+    }
+    // Place the items. With inline tail pclusters many items are nearly a block: placing
+    // the largest first (the root still first, for its nid) lets the small ones fill the
+    // gaps they leave, instead of padding each block they do not fit.
+    let mut order: Vec<usize> = (0..inodes.len()).collect();
+    if any_ztail && !order.is_empty() {
+        order[1..].sort_by_key(|&i| std::cmp::Reverse(inodes[i].meta_offset));
+    }
+    for i in order {
+        let p = &mut inodes[i];
+        p.meta_offset = alloc.place(p.meta_offset);
+        p.nid = p.meta_offset / INODE_SLOT_SIZE as u64 + blksz / INODE_SLOT_SIZE as u64;
     }
     let meta_size = alloc.end;
     let mut meta_order: Vec<usize> = (0..inodes.len()).collect();
@@ -685,6 +861,12 @@ pub fn plan_with(
     if any_chunked {
         incompat.insert(Incompat::CHUNKED_FILE);
     }
+    if any_ztail {
+        incompat.insert(Incompat::ZTAILPACKING);
+    }
+    if options.bit48 {
+        incompat.insert(Incompat::BIT48);
+    }
     if let Some(z) = &options.compression {
         // Pclusters are zero-padded in front. One-block pclusters need no config records,
         // and the field then holds LZ4's largest match distance; big ones need the records,
@@ -721,6 +903,7 @@ pub fn plan_with(
     );
     sb.inos.set(tree.inodes.len() as u64);
     sb.epoch.set(epoch);
+    sb.build_time.set(build_time);
     sb.blocks_lo.set((total_blocks + region_blocks) as u32);
     sb.meta_blkaddr.set((meta_start - 1) as u32);
     sb.xattr_blkaddr.set(xattr_blkaddr as u32);

@@ -152,6 +152,20 @@ impl Ownership {
     }
 }
 
+/// How compressed files are laid out (`-E` options of mkfs.erofs); the defaults are
+/// mkfs.erofs's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZLayoutOptions {
+    /// `-E ztailpacking`: a file's last pcluster, when it compresses below one block, is
+    /// stored inline after the indexes, in the inode's metadata block (incompat
+    /// `ZTAILPACKING`, Linux 5.17+).
+    pub ztailpacking: bool,
+    /// `-E legacy-compress`: full (8-byte) lcluster indexes for every compressed file,
+    /// instead of compact ones wherever Linux reads them.
+    pub full_indexes: bool,
+}
+
 /// Content fingerprints (`--fingerprint`, `--xattr-inode-digest`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -232,6 +246,12 @@ pub struct Options {
     pub pool: Option<Pool>,
     /// `-z`/`-C`: compress regular files; `None` stores them uncompressed.
     pub compression: Option<compress::CompressOptions>,
+    /// The layout of compressed files.
+    pub zlayout: ZLayoutOptions,
+    /// `-E 48bit`: the 48-bit layout (incompat `48BIT`, Linux 6.15+; Linux 6.12 refuses the
+    /// image): the superblock's `epoch` is moved back so that compact inodes hold any mtime
+    /// within 2³² − 1 seconds after it, and `build_time` records the image's time.
+    pub bit48: bool,
     /// `--verity`: a dm-verity hash tree over the image.
     pub verity: Option<VerityOptions>,
     /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
@@ -256,6 +276,8 @@ impl Default for Options {
             threads: 0,
             pool: None,
             compression: None,
+            zlayout: ZLayoutOptions::default(),
+            bit48: false,
             verity: None,
             fsverity_digest: false,
         }

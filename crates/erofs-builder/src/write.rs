@@ -1378,7 +1378,7 @@ fn encode_item<'a>(
             }
             (Some(ch), _) => u32::from(ch.chunkbits - plan.blkszbits),
             // `compressed_blocks`: the blocks of the file's pclusters.
-            (None, Some(ZStored::Compressed(ext))) => ext.iter().map(|e| e.blocks).sum(),
+            (None, Some(ZStored::Compressed(zf))) => zf.stored_blocks(),
             (None, _) => p.startblk,
         },
     };
@@ -1408,6 +1408,12 @@ fn encode_item<'a>(
         x.ino.set(ino);
         x.uid.set(inode.uid as u16);
         x.gid.set(inode.gid as u16);
+        // The plan chose a compact inode only where this exists.
+        x.mtime.set(
+            crate::layout::TimeBase::of(&plan.superblock)
+                .compact_mtime(inode.mtime, inode.mtime_nsec)
+                .unwrap_or(0),
+        );
         out.extend_from_slice(x.as_bytes());
     }
     if !body.bytes.is_empty() {
@@ -1441,16 +1447,17 @@ fn encode_item<'a>(
         for &b in &ch.table {
             out.extend_from_slice(&b.to_le_bytes());
         }
-    } else if let Some(ZStored::Compressed(ext)) = z {
-        zdata::encode_indexes(
-            ext,
+    } else if let Some(ZStored::Compressed(zf)) = z {
+        zdata::encode_zmeta(
+            zf,
             p.size,
             plan.blkszbits,
             plan.big_pclusters,
             plan.algorithm,
+            layout == DataLayout::CompressedCompact,
             item_start,
             out,
-        );
+        )?;
     } else {
         out.extend_from_slice(tail);
     }

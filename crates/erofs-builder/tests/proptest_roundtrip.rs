@@ -258,6 +258,9 @@ proptest! {
         prefix in any::<bool>(),
         z in 0usize..4,
         big in 0usize..3,
+        ztail in any::<bool>(),
+        legacy in any::<bool>(),
+        bit48 in any::<bool>(),
     ) {
         let tree = ValidTree::new(build_tree(&entries)).expect("generated tree is valid");
         let mut options = Options::default();
@@ -275,6 +278,10 @@ proptest! {
             c.max_pcluster_bytes = [0, 4, 16][big] << blkszbits;
             c
         });
+        // -E ztailpacking, legacy-compress (full indexes) and 48bit.
+        options.zlayout.ztailpacking = ztail;
+        options.zlayout.full_indexes = legacy;
+        options.bit48 = bit48;
         let mut image = Vec::new();
         erofs_builder::build_tree_to_writer(&tree, &mut image, &options, &NoProgress)
             .expect("build");

@@ -11,6 +11,12 @@ pub struct Extended {
     pub noinline_data: bool,
     /// `[^]xattr-name-filter` (on by default, as in 1.9.3).
     pub xattr_name_filter: bool,
+    /// `ztailpacking`: inline tail pclusters of compressed files.
+    pub ztailpacking: bool,
+    /// `legacy-compress`: full lcluster indexes instead of compact ones.
+    pub legacy_compress: bool,
+    /// `48bit`: the 48-bit layout (Linux 6.15+).
+    pub bit48: bool,
 }
 
 impl Default for Extended {
@@ -18,24 +24,24 @@ impl Default for Extended {
         Self {
             noinline_data: false,
             xattr_name_filter: true,
+            ztailpacking: false,
+            legacy_compress: false,
+            bit48: false,
         }
     }
 }
 
 /// mkfs.erofs 1.9.3's `-E` flags that mkfs.erofs-rs does not implement (yet).
-pub const NOT_IMPLEMENTED: [&str; 14] = [
-    "48bit",
+pub const NOT_IMPLEMENTED: [&str; 11] = [
     "all-fragments",
     "fragments",
     "fragdedupe",
     "dedupe",
-    "ztailpacking",
     "dot-omitted",
     "force-inode-compact",
     "force-inode-extended",
     "force-inode-blockmap",
     "force-chunk-indexes",
-    "legacy-compress",
     "nosbcrc",
     "plain-xattr-prefixes",
 ];
@@ -55,13 +61,19 @@ pub fn parse(values: &[String]) -> Result<Extended> {
             (false, "inline_data") => e.noinline_data = false,
             (false, "xattr-name-filter") => e.xattr_name_filter = true,
             (true, "xattr-name-filter") => e.xattr_name_filter = false,
+            (false, "ztailpacking") => e.ztailpacking = true,
+            (true, "ztailpacking") => e.ztailpacking = false,
+            (false, "legacy-compress") => e.legacy_compress = true,
+            (true, "legacy-compress") => e.legacy_compress = false,
+            (false, "48bit") => e.bit48 = true,
+            (true, "48bit") => e.bit48 = false,
             (_, n) if NOT_IMPLEMENTED.contains(&n) => {
                 bail!(
                     "-E {opt}: mkfs.erofs's extended option {n} is not implemented by mkfs.erofs-rs"
                 )
             }
             _ => bail!(
-                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter)"
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit)"
             ),
         }
     }
@@ -81,6 +93,10 @@ mod tests {
         let e = p(&["noinline_data,^xattr-name-filter"]).unwrap();
         assert!(e.noinline_data && !e.xattr_name_filter);
         assert!(!p(&["^inline_data", "inline_data"]).unwrap().noinline_data);
+        let z = p(&["ztailpacking", "legacy-compress"]).unwrap();
+        assert!(z.ztailpacking && z.legacy_compress && !z.bit48);
+        assert!(p(&["48bit"]).unwrap().bit48);
+        assert!(!p(&["ztailpacking,^ztailpacking"]).unwrap().ztailpacking);
     }
 
     #[test]

@@ -71,7 +71,9 @@ struct Cli {
     /// Keep each file's mtime (the default).
     #[arg(long, overrides_with_all = ["ignore_mtime", "preserve_mtime"])]
     preserve_mtime: bool,
-    /// Extended options, comma separated: noinline_data, [^]xattr-name-filter.
+    /// Extended options, comma separated: noinline_data, [^]xattr-name-filter, ztailpacking
+    /// (inline compressed tails), legacy-compress (full lcluster indexes), 48bit (the 48-bit
+    /// layout; Linux 6.15+, not 6.12).
     #[arg(short = 'E', value_name = "OPTS", action = clap::ArgAction::Append)]
     extended: Vec<String>,
 
@@ -236,6 +238,9 @@ fn options_from(cli: &Cli) -> Result<Options> {
     let extended::Extended {
         noinline_data,
         xattr_name_filter,
+        ztailpacking,
+        legacy_compress,
+        bit48,
     } = extended::parse(&cli.extended)?;
     let mut o = Options::default();
     o.fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
@@ -283,6 +288,9 @@ fn options_from(cli: &Cli) -> Result<Options> {
         c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
         o.compression = Some(c);
     }
+    o.zlayout.ztailpacking = ztailpacking;
+    o.zlayout.full_indexes = legacy_compress;
+    o.bit48 = bit48;
     o.verity = cli.integrity.verity_options()?;
     o.fsverity_digest = cli.integrity.fsverity_digest;
     Ok(o)
@@ -381,6 +389,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     options.validate().map_err(|e| Failure::Usage(e.into()))?;
     if cli.tar.mode.is_none() {
         check_source(cli).map_err(Failure::Usage)?;
+    }
+    if options.bit48 && !cli.quiet {
+        // Said before any work: the image will not mount where many users try it first.
+        eprintln!(
+            "mkfs.erofs-rs: note: -E 48bit sets incompat feature 48bit (0x80): Linux 6.15 or \
+             later mounts the image; Linux 6.12 refuses it (\"unidentified incompatible \
+             feature\"), as do erofs-utils before 1.9"
+        );
     }
     let start = Instant::now();
     let unnamed = std::env::var_os("MKFS_EROFS_RS_NO_TMPFILE").is_none();

@@ -82,35 +82,99 @@ fn lz4_lz4hc_and_deflate_images_round_trip_through_our_reader_and_the_kernel() {
     let plain = tmp.path().join("plain.erofs");
     mkfs(&src, &plain, &args("", "2", &[]));
     let plain_len = std::fs::metadata(&plain).unwrap().len();
-    for (z, bs, c) in [
-        ("-zlz4", "4096", None),
-        ("-zlz4hc", "4096", None),
-        ("-zlz4hc,12", "1024", None),
-        ("-zlz4", "512", None),
-        ("-zlz4", "4096", Some("16384")),
-        ("-zlz4hc", "4096", Some("1048576")),
-        ("-zdeflate", "4096", None),
-        ("-zdeflate,9", "4096", Some("65536")),
-    ] {
-        let img = tmp.path().join(format!("img{z}-{bs}-{c:?}.erofs"));
-        let mut extra = vec!["-b", bs];
-        if let Some(c) = c {
-            extra.extend(["-C", c]);
-        }
-        mkfs(&src, &img, &args(z, "2", &extra));
-        let bs = format!("{bs} -C {c:?}");
+    for (k, (z, extra)) in [
+        ("-zlz4", &["-b", "4096"][..]),
+        ("-zlz4hc", &[][..]),
+        ("-zlz4hc,12", &["-b", "1024"][..]),
+        ("-zlz4", &["-b", "512"][..]),
+        ("-zlz4", &["-C", "16384"][..]),
+        ("-zlz4hc", &["-C", "1048576"][..]),
+        ("-zdeflate", &[][..]),
+        ("-zdeflate,9", &["-C", "65536"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "legacy-compress"][..]),
+        ("-zlz4", &["-b", "1024", "-E", "legacy-compress"][..]),
+        ("-zlz4", &["-E", "ztailpacking"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "ztailpacking"][..]),
+        ("-zlz4hc,12", &["-b", "1024", "-E", "ztailpacking"][..]),
+        ("-zdeflate", &["-C", "16384", "-E", "ztailpacking"][..]),
+        (
+            "-zlz4",
+            &["-b", "512", "-E", "ztailpacking,legacy-compress"][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("img{k}.erofs"));
+        mkfs(&src, &img, &args(z, "2", extra));
+        let what = format!("{z} {extra:?}");
         let len = std::fs::metadata(&img).unwrap().len();
         assert!(
             len < plain_len,
-            "{z} -b {bs}: {len} bytes, uncompressed {plain_len}"
+            "{what}: {len} bytes, uncompressed {plain_len}"
+        );
+        // mkfs.erofs's choice: compact indexes unless -E legacy-compress.
+        let legacy = extra.iter().any(|e| e.contains("legacy-compress"));
+        let ztail = extra.iter().any(|e| e.contains("ztailpacking"));
+        let want_layout = if legacy {
+            erofs_format::DataLayout::CompressedFull
+        } else {
+            erofs_format::DataLayout::CompressedCompact
+        };
+        let z = compressed_files(&img);
+        assert!(
+            !z.layouts.is_empty() && z.layouts.iter().all(|l| *l == want_layout),
+            "{what}: {:?}",
+            z.layouts
+        );
+        // With ztailpacking some tails are inline, and the superblock says so; without,
+        // none is.
+        assert_eq!(z.ztailpacking_bit, z.inline_tails > 0, "{what}");
+        assert_eq!(
+            ztail,
+            z.inline_tails > 0,
+            "{what}: {} inline tails",
+            z.inline_tails
         );
         let got = snap_image(&img, FULL);
-        assert_same(&format!("reader, {z} -b {bs}"), &want, &got);
+        assert_same(&format!("reader, {what}"), &want, &got);
         if let Some(m) = Mount::new(&img) {
             let got = snap_dir(m.path(), FULL, &[]);
-            assert_same(&format!("kernel mount, {z} -b {bs}"), &want, &got);
+            assert_same(&format!("kernel mount, {what}"), &want, &got);
         }
     }
+}
+
+/// What an image's compressed files look like.
+struct ZFiles {
+    /// The data layout of each compressed regular file.
+    layouts: Vec<erofs_format::DataLayout>,
+    /// Extents whose pcluster is inline after the indexes.
+    inline_tails: usize,
+    /// Incompat `ZTAILPACKING`.
+    ztailpacking_bit: bool,
+}
+
+fn compressed_files(image: &Path) -> ZFiles {
+    use erofs_format::DataLayout::{CompressedCompact, CompressedFull};
+    let img = erofs_reader::image::Image::open(image).expect("open image");
+    let mut z = ZFiles {
+        layouts: Vec::new(),
+        inline_tails: 0,
+        ztailpacking_bit: img
+            .superblock()
+            .incompat()
+            .contains(erofs_format::Incompat::ZTAILPACKING),
+    };
+    for e in img.walk().expect("walk") {
+        let ino = e.expect("walk entry").inode;
+        if matches!(ino.layout, CompressedCompact | CompressedFull) {
+            z.layouts.push(ino.layout);
+            let ext = img.z_extents(&ino).expect("extents");
+            z.inline_tails += ext.iter().filter(|x| x.inline).count();
+        }
+    }
+    z
 }
 
 #[test]
@@ -118,19 +182,25 @@ fn compressed_builds_are_byte_identical_for_every_thread_count() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, true);
-    for (z, c) in [
-        ("-zlz4", "4096"),
-        ("-zlz4hc", "65536"),
-        ("-zdeflate", "16384"),
+    for (z, c, e) in [
+        ("-zlz4", "4096", "inline_data"),
+        ("-zlz4hc", "65536", "inline_data"),
+        ("-zdeflate", "16384", "inline_data"),
+        ("-zlz4", "4096", "ztailpacking"),
+        ("-zlz4hc", "65536", "ztailpacking"),
     ] {
         let mut first: Option<Vec<u8>> = None;
         for j in ["1", "2", "8"] {
-            let img = tmp.path().join(format!("r{z}-{j}.erofs"));
-            mkfs(&src, &img, &args(z, j, &["--fingerprint=sha256", "-C", c]));
+            let img = tmp.path().join(format!("r{z}-{c}-{e}-{j}.erofs"));
+            mkfs(
+                &src,
+                &img,
+                &args(z, j, &["--fingerprint=sha256", "-C", c, "-E", e]),
+            );
             let bytes = std::fs::read(&img).unwrap();
             match &first {
                 None => first = Some(bytes),
-                Some(f) => assert!(f == &bytes, "{z} -j{j} differs from -j1"),
+                Some(f) => assert!(f == &bytes, "{z} -C{c} -E{e} -j{j} differs from -j1"),
             }
         }
     }
@@ -188,15 +258,24 @@ fn debian_fsck_erofs_1_5_extracts_lz4_and_lz4hc_images() {
         s
     };
     let want = mask(snap_dir(&src, cmp, &[]));
-    for (z, extra) in [
+    for (k, (z, extra)) in [
         ("-zlz4", &[][..]),
         ("-zlz4hc", &[][..]),
         ("-zlz4hc", &["-C", "65536"][..]),
-    ] {
-        let img = tmp.path().join(format!("img{z}{}.erofs", extra.len()));
+        ("-zlz4", &["-E", "ztailpacking"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "ztailpacking"][..]),
+        (
+            "-zlz4hc,12",
+            &["-C", "16384", "-E", "ztailpacking,legacy-compress"][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("img{k}.erofs"));
         mkfs(&src, &img, &args(z, "2", extra));
         run_ok(Command::new("fsck.erofs").arg(&img), "fsck.erofs");
-        let dest = tmp.path().join(format!("extracted{z}{}", extra.len()));
+        let dest = tmp.path().join(format!("extracted{k}"));
         run_ok(
             Command::new("fsck.erofs")
                 .arg(format!("--extract={}", dest.display()))
@@ -204,7 +283,11 @@ fn debian_fsck_erofs_1_5_extracts_lz4_and_lz4hc_images() {
             "fsck.erofs --extract",
         );
         let got = mask(snap_dir(&dest, cmp, &[]));
-        assert_same(&format!("fsck.erofs 1.5 --extract {z}"), &want, &got);
+        assert_same(
+            &format!("fsck.erofs 1.5 --extract {z} {extra:?}"),
+            &want,
+            &got,
+        );
     }
 }
 
@@ -232,5 +315,151 @@ fn bad_compression_options_fail_before_any_work() {
         assert!(!out.status.success(), "{opts:?} succeeded");
         assert!(err.contains(says), "{opts:?}: {err}");
         assert!(!img.exists(), "{opts:?} left an image");
+    }
+}
+
+/// Damage in the map header, the compact packs or the inline tail of a file this mkfs
+/// wrote is reported as a corruption of that file's inode (or the content simply differs),
+/// never a panic: every byte of the items of a few files, each set to three values.
+#[test]
+fn damaged_compact_indexes_and_inline_tails_give_located_errors() {
+    use erofs_reader::{Error, OpenOptions, image::Image};
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), text(1, 150_000)).unwrap();
+    std::fs::write(src.join("b"), text(2, 40_000)).unwrap();
+    let mut c = text(3, 20_000);
+    c.extend_from_slice(&bytes(4, 9_000));
+    std::fs::write(src.join("c"), &c).unwrap();
+    for (k, extra) in [
+        &["-E", "ztailpacking"][..],
+        &["-C", "16384", "-E", "ztailpacking"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img_path = tmp.path().join(format!("d{k}.erofs"));
+        mkfs(&src, &img_path, &args("-zlz4hc", "1", extra));
+        let bytes = std::fs::read(&img_path).unwrap();
+        let img = Image::open(&img_path).unwrap();
+        let mut damaged = 0;
+        for name in ["a", "b", "c"] {
+            let f = img.lookup(format!("/{name}").as_bytes()).unwrap();
+            assert_eq!(f.layout, erofs_format::DataLayout::CompressedCompact);
+            let want = std::fs::read(src.join(name)).unwrap();
+            let ext = img.z_extents(&f).unwrap();
+            let end = ext
+                .iter()
+                .filter(|e| e.inline)
+                .map(|e| e.physical + e.plen)
+                .max()
+                .unwrap_or_else(|| img.compression_index_range(&f).unwrap().end);
+            let header = f.meta_end().div_ceil(8) * 8;
+            for at in header as usize..end as usize {
+                for v in [0x00, 0xFF, bytes[at] ^ 0x55] {
+                    if v == bytes[at] {
+                        continue;
+                    }
+                    let mut b = bytes.clone();
+                    b[at] = v;
+                    let img = Image::from_source(b, OpenOptions::default().verify_checksum(false))
+                        .unwrap();
+                    let r = img.inode(f.nid).and_then(|i| img.read_to_vec(&i, 1 << 24));
+                    match r {
+                        Ok(data) if data == want => {}
+                        Ok(_) => damaged += 1,
+                        Err(e @ (Error::Corrupt { .. } | Error::Compressed { .. })) => {
+                            assert_eq!(e.nid(), Some(f.nid), "{name} byte {at} = {v:#x}: {e}");
+                            damaged += 1;
+                        }
+                        Err(e) => panic!("{name} byte {at} = {v:#x}: unlocated {e:?}"),
+                    }
+                }
+            }
+        }
+        assert!(damaged > 100, "{extra:?}: only {damaged} damages noticed");
+    }
+}
+
+/// `-E 48bit`: the superblock's epoch moves back so that compact inodes keep any whole-
+/// second mtime of the last 2³² − 1 seconds; compressed and uncompressed images read back
+/// with every time through our reader and the host kernel (Linux 6.15+ reads them), and
+/// mkfs says before it starts that Linux 6.12 does not.
+#[test]
+fn the_48bit_layout_keeps_mtimes_in_compact_inodes_and_reads_back() {
+    use erofs_reader::image::Image;
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_compressible_tree(&src, true);
+    // Whole seconds far apart, and one file with nanoseconds (extended inode only).
+    let mut names: Vec<_> = std::fs::read_dir(src.join("z"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for (k, p) in names.iter().enumerate() {
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::new(1_000_000_000 + k as u64 * 77_777_777, 0);
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(t).unwrap();
+    }
+    let nsec = &names[0];
+    std::fs::File::options()
+        .write(true)
+        .open(nsec)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_234_567_890, 5))
+        .unwrap();
+    let want = snap_dir(&src, FULL, &[]);
+    for (k, extra) in [
+        &["-E", "48bit"][..],
+        &["-zlz4hc", "-E", "48bit,ztailpacking"][..],
+        &["-zlz4", "-C", "16384", "-E", "48bit"][..],
+        &["-zlz4"][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bit48 = extra.iter().any(|e| e.contains("48bit"));
+        let img_path = tmp.path().join(format!("t{k}.erofs"));
+        let mut a = vec!["-U", "clear", "-j", "2"];
+        a.extend_from_slice(extra);
+        let out = Command::new(mkfs_bin())
+            .args(&a)
+            .arg(&src)
+            .arg(&img_path)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            bit48,
+            err.contains("Linux 6.15 or later mounts the image; Linux 6.12 refuses it"),
+            "{extra:?}: {err}"
+        );
+        let img = Image::open(&img_path).unwrap();
+        let sb = img.superblock();
+        assert_eq!(sb.incompat().contains(erofs_format::Incompat::BIT48), bit48);
+        if bit48 {
+            // Built now, before 2106: the epoch is 0 and build_time the build's time.
+            assert_eq!(sb.epoch.get(), 0, "{extra:?}");
+            assert!(sb.build_time.get() > 1_700_000_000, "{extra:?}");
+        }
+        let got = snap_image(&img_path, FULL);
+        assert_same(&format!("reader, {extra:?}"), &want, &got);
+        if bit48 && let Some(m) = Mount::new(&img_path) {
+            let got = snap_dir(m.path(), FULL, &[]);
+            assert_same(&format!("kernel mount, {extra:?}"), &want, &got);
+        }
+        // The z/ files have whole-second mtimes: compact inodes with 48-bit, extended ones
+        // without; the one with nanoseconds is extended either way.
+        for p in &names {
+            let rel = p.strip_prefix(&src).unwrap();
+            let f = img.lookup(path_bytes(&Path::new("/").join(rel))).unwrap();
+            let compact_ok = bit48 && p != nsec;
+            assert_eq!(f.extended, !compact_ok, "{extra:?} {}", rel.display());
+        }
     }
 }

@@ -145,12 +145,18 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "compressed",
-            about: "-z lz4, lz4hc -C65536, deflate and lz4 at 1024-byte blocks, bdev + file-backed",
+            about: "-z lz4, lz4hc -C65536, deflate and lz4 at 1024-byte blocks with compact \
+                    indexes, each also with -E ztailpacking, and lz4hc with full indexes \
+                    (-E legacy-compress), bdev + file-backed",
             prepare: |e| {
                 let z = |alg: &str, c: Option<u32>, bs: u32| Options {
                     compress: Some(alg.into()),
                     pcluster: c,
                     ..opts(bs)
+                };
+                let tail = |o: Options| Options {
+                    ztailpacking: true,
+                    ..o
                 };
                 full(
                     e,
@@ -160,6 +166,17 @@ pub fn scenarios() -> Vec<Scenario> {
                         ("deflate", z("deflate", None, 4096)),
                         ("deflate9-C16k", z("deflate,9", Some(16384), 4096)),
                         ("lz4-1024", z("lz4", None, 1024)),
+                        ("lz4-ztail", tail(z("lz4", None, 4096))),
+                        ("lz4hc-C64k-ztail", tail(z("lz4hc", Some(65536), 4096))),
+                        ("deflate-ztail", tail(z("deflate", None, 4096))),
+                        ("lz4-1024-ztail", tail(z("lz4", None, 1024))),
+                        (
+                            "lz4hc-legacy",
+                            Options {
+                                legacy_compress: true,
+                                ..z("lz4hc", Some(16384), 4096)
+                            },
+                        ),
                     ],
                 )
             },

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
 use crate::compress::{CompressOptions, Compressed, Extent, compress_segment, full_indexes};
-use crate::layout::{Prelude, ZArea, ZStored, compressible, inline_fits};
+use crate::layout::{Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
 use crate::pipeline::{Clock, run_ordered};
 use crate::tree::{Kind, Tree};
 use crate::{BuildError, Options, Progress};
@@ -113,6 +113,9 @@ struct SegOut {
     z: Compressed,
     /// Compression gained nothing: `z.data` holds the raw blocks, and this the inline tail.
     flat: Option<Vec<u8>>,
+    /// The file's tail pcluster, stored inline (`-E ztailpacking`); the last extent of `z`
+    /// is its extent.
+    inline: Option<Vec<u8>>,
     digest: Option<[u8; 32]>,
     /// Source bytes read.
     bytes: u64,
@@ -233,9 +236,24 @@ pub(super) fn write_compressed(
                 &mut out,
                 &mut scratch,
             );
+            let inline = if last && ctx.options.zlayout.ztailpacking {
+                pack_tail(
+                    compressor,
+                    &buf[..len],
+                    blksz as usize,
+                    &mut out,
+                    &mut scratch,
+                    |n| crate::layout::ztail_fits(ctx.pre, tree, seg.inode, ctx.options, n),
+                )
+            } else {
+                None
+            };
+            let inline_len = inline.as_ref().map_or(0, |t| t.len() as u64);
             // mkfs.erofs's file-level rule: no gain over the raw size, index included.
             let legacy_meta = 16 + 8 * c.size.div_ceil(blksz);
-            let flat = if seg.multi.is_none() && out.data.len() as u64 + legacy_meta >= c.size {
+            let flat = if seg.multi.is_none()
+                && out.data.len() as u64 + inline_len + legacy_meta >= c.size
+            {
                 // Stored flat: full blocks here, the tail inline if it fits its inode's
                 // block (the plan makes the same decision from the same facts).
                 let tail = c.size % blksz;
@@ -252,11 +270,13 @@ pub(super) fn write_compressed(
             } else {
                 None
             };
+            let inline = if flat.is_some() { None } else { inline };
             buffers.put(buf);
             outs.push(SegOut {
                 inode: seg.inode,
                 z: out,
                 flat,
+                inline,
                 digest,
                 bytes: len as u64,
                 last,
@@ -307,7 +327,10 @@ pub(super) fn write_compressed(
                 if o.last {
                     files += 1;
                     if let Some(list) = extents[o.inode].take() {
-                        zfiles[o.inode] = Some(ZStored::Compressed(list));
+                        zfiles[o.inode] = Some(ZStored::Compressed(ZFile {
+                            extents: list,
+                            inline: o.inline,
+                        }));
                     }
                 }
                 if let Some(d) = o.digest {
@@ -330,30 +353,175 @@ pub(super) fn write_compressed(
     })
 }
 
+/// `-E ztailpacking`, as mkfs.erofs cuts a file's end: the last extent of a file's last
+/// segment (`src`, compressed into `out`) becomes a tail pcluster of less than one block,
+/// stored inline after the file's indexes, when `fits` says the metadata block has room:
+///
+/// - a compressed last extent that fits one block is moved inline as it is;
+/// - a larger one whose stream does not end on a block boundary is compressed again into
+///   one block fewer, when what it leaves over then compresses into an inline tail and the
+///   two together take less room (mkfs.erofs's "recompress trailing");
+/// - a raw last piece (at most a block) is compressed into the tail if that gains, else
+///   stored inline raw (a PLAIN tail) when shorter than a block.
+///
+/// Returns the tail's bytes; its extent is then `out`'s last, addressed right after the
+/// segment's pclusters. Deterministic: it depends on the input only.
+fn pack_tail(
+    c: crate::compress::Compressor,
+    src: &[u8],
+    blksz: usize,
+    out: &mut Compressed,
+    scratch: &mut Vec<u8>,
+    fits: impl Fn(u64) -> bool,
+) -> Option<Vec<u8>> {
+    let last = *out.extents.last()?;
+    let len = last.len as usize;
+    let input = &src[src.len() - len..];
+    let pstart = last.blk as usize * blksz;
+    // The last extent's stream, as the compressor wrote it (0padding put zeroes in front,
+    // and no stream starts with a zero byte).
+    let stream = |data: &[u8]| -> Vec<u8> {
+        let p = &data[pstart..];
+        p[p.iter().position(|&b| b != 0).unwrap_or(p.len())..].to_vec()
+    };
+    // (a recompressed extent to keep in a pcluster, with its stream; the tail: its decoded
+    // length, its bytes, raw)
+    type TailPlan = (Option<(usize, Vec<u8>)>, (usize, Vec<u8>, bool));
+    let tail_of = |input: &[u8], scratch: &mut Vec<u8>| -> Option<(usize, Vec<u8>, bool)> {
+        scratch.resize(blksz, 0);
+        match c.compress_fill(input, &mut scratch[..blksz - 1]) {
+            Some((read, wrote)) if read == input.len() && wrote < read => {
+                Some((read, scratch[..wrote].to_vec(), false))
+            }
+            _ if input.len() < blksz => Some((input.len(), input.to_vec(), true)),
+            _ => None,
+        }
+    };
+    let plan: TailPlan = if last.raw {
+        (None, tail_of(input, scratch)?)
+    } else if last.blocks == 1 {
+        let st = stream(&out.data);
+        if st.len() >= blksz {
+            return None;
+        }
+        (None, (len, st, false))
+    } else {
+        let wrote = stream(&out.data).len();
+        if wrote.is_multiple_of(blksz) {
+            return None;
+        }
+        let room = wrote / blksz * blksz;
+        scratch.resize(room, 0);
+        let (read, wrote2) = c.compress_fill(input, &mut scratch[..room])?;
+        if read >= len || wrote2 + (len - read) >= wrote.next_multiple_of(blksz) {
+            return None;
+        }
+        // The shorter extent must still gain (the writer's rule for every pcluster).
+        if wrote2.next_multiple_of(blksz) >= read {
+            return None;
+        }
+        let kept = scratch[..wrote2].to_vec();
+        let tail = tail_of(&input[read..], scratch)?;
+        (Some((read, kept)), tail)
+    };
+    let (kept, (tail_len, tail, raw)) = plan;
+    if !fits(tail.len() as u64) {
+        return None;
+    }
+    out.extents.pop();
+    out.data.truncate(pstart);
+    if let Some((read, kept)) = kept {
+        let plen = kept.len().next_multiple_of(blksz);
+        out.data.resize(pstart + plen, 0);
+        out.data[pstart + plen - kept.len()..].copy_from_slice(&kept);
+        out.extents.push(Extent {
+            len: read as u32,
+            blk: last.blk,
+            blocks: (plen / blksz) as u32,
+            raw: false,
+        });
+    }
+    out.extents.push(Extent {
+        len: tail_len as u32,
+        blk: (out.data.len() / blksz) as u32,
+        blocks: 1,
+        raw,
+    });
+    Some(tail)
+}
+
 /// The metadata of a compressed file after its inode and xattr body: the map header, the
-/// reserved bytes and one full index per lcluster. `start` is the item's offset in `out`.
-pub(super) fn encode_indexes(
-    extents: &[Extent],
+/// indexes (compact, or full after 8 reserved bytes) and any inline tail pcluster. `start`
+/// is the item's offset in `out` (32-byte aligned in the image, which compact packs rely
+/// on).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn encode_zmeta(
+    zf: &ZFile,
     size: u64,
     blkszbits: u8,
     big: bool,
     algorithm: erofs_format::compress::Algorithm,
+    compact: bool,
     start: usize,
     out: &mut Vec<u8>,
-) {
-    use erofs_format::compress::{FULL_INDEX_RESERVED, MapHeader, advise};
+) -> Result<(), BuildError> {
+    use erofs_format::compress::{
+        FULL_INDEX_RESERVED, MAP_HEADER_SIZE, MapHeader, advise, encode_compact_indexes,
+    };
     use zerocopy::IntoBytes;
     let header = start + (out.len() - start).next_multiple_of(8);
     out.resize(header, 0);
-    let flags = if big {
+    let mut flags = if big {
         advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
     } else {
         0
     };
-    let h = MapHeader::new(flags, algorithm, algorithm, 0);
-    out.extend_from_slice(h.as_bytes());
-    out.resize(out.len() + FULL_INDEX_RESERVED as usize, 0);
-    for idx in full_indexes(extents, size, blkszbits, big) {
-        out.extend_from_slice(idx.as_bytes());
+    if compact && crate::layout::compacted_2b(blkszbits) {
+        flags |= advise::COMPACTED_2B;
     }
+    if zf.inline.is_some() {
+        flags |= advise::INLINE_PCLUSTER;
+    }
+    let mut h = MapHeader::new(flags, algorithm, algorithm, 0);
+    if let Some(tail) = &zf.inline {
+        // ztail_fits kept the tail below one block.
+        h = h.with_idata_size(tail.len() as u16);
+    }
+    out.extend_from_slice(h.as_bytes());
+    let indexes = full_indexes(&zf.extents, size, blkszbits, big);
+    if compact {
+        // The terminator (an extent "would start" at the end of the file) names no
+        // pcluster; every other HEAD's address must come out of its pack.
+        let last_start = size - zf.extents.last().map_or(0, |e| u64::from(e.len));
+        let lcn_total = indexes.len() as u64;
+        let addressless = if lcn_total > 0 && last_start >> blkszbits < lcn_total - 1 {
+            lcn_total - 1
+        } else {
+            lcn_total
+        };
+        let ebase = (header - start) as u64 + MAP_HEADER_SIZE;
+        let packs = encode_compact_indexes(
+            &indexes,
+            ebase,
+            blkszbits,
+            big,
+            crate::layout::compacted_2b(blkszbits),
+            addressless,
+        )
+        .map_err(|e| {
+            BuildError::Output(std::io::Error::other(format!(
+                "compact indexes of a {size}-byte file: {e}"
+            )))
+        })?;
+        out.extend_from_slice(&packs);
+    } else {
+        out.resize(out.len() + FULL_INDEX_RESERVED as usize, 0);
+        for idx in &indexes {
+            out.extend_from_slice(idx.as_bytes());
+        }
+    }
+    if let Some(tail) = &zf.inline {
+        out.extend_from_slice(tail);
+    }
+    Ok(())
 }
