@@ -157,7 +157,7 @@ struct ZFiles {
 
 fn compressed_files(image: &Path) -> ZFiles {
     use erofs_format::DataLayout::{CompressedCompact, CompressedFull};
-    let img = erofs_reader::image::Image::open(image).expect("open image");
+    let img = erofs_reader::Image::open(image).expect("open image");
     let mut z = ZFiles {
         layouts: Vec::new(),
         inline_tails: 0,
@@ -323,7 +323,7 @@ fn bad_compression_options_fail_before_any_work() {
 /// never a panic: every byte of the items of a few files, each set to three values.
 #[test]
 fn damaged_compact_indexes_and_inline_tails_give_located_errors() {
-    use erofs_reader::{Error, OpenOptions, image::Image};
+    use erofs_reader::{Error, Image, OpenOptions};
     let tmp = tempdir();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -388,7 +388,7 @@ fn damaged_compact_indexes_and_inline_tails_give_located_errors() {
 /// mkfs says before it starts that Linux 6.12 does not.
 #[test]
 fn the_48bit_layout_keeps_mtimes_in_compact_inodes_and_reads_back() {
-    use erofs_reader::image::Image;
+    use erofs_reader::Image;
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, true);
