@@ -41,6 +41,7 @@ pub(crate) mod dir;
 pub(crate) mod layout;
 pub mod output;
 mod pipeline;
+mod read;
 pub(crate) mod scan;
 pub mod source;
 pub mod tar;
