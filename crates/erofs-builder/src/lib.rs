@@ -38,6 +38,7 @@
 pub mod acl;
 pub mod compress;
 pub(crate) mod dir;
+pub(crate) mod encode;
 pub(crate) mod layout;
 pub mod output;
 mod pipeline;

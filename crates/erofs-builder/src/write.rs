@@ -36,11 +36,11 @@ use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use erofs_format::{DataLayout, InodeCompact, InodeExtended, InodeFormat, NULL_ADDR};
+use erofs_format::{DataLayout, NULL_ADDR};
 use sha2::{Digest, Sha256};
-use zerocopy::IntoBytes;
 
-use crate::layout::{InodePlan, Plan, ZStored, dir_names};
+use crate::encode::{InodeFields, Item, Payload};
+use crate::layout::{InodePlan, Plan, ZStored};
 use crate::pipeline::{BufPool, Clock, run_ordered, run_unordered};
 use crate::read::{DirCache, OpenOnce, Source};
 use crate::tree::{DataSource, Kind, Tree, ValidTree};
@@ -262,29 +262,21 @@ fn build(
     Ok(plan.image_bytes())
 }
 
-/// Block 0 (superblock, prefix records, checksum) and the shared xattr area.
+/// Block 0 (superblock, records, device table, checksum) and the shared xattr area.
 fn head(plan: &Plan) -> Vec<u8> {
-    let blksz = plan.blksz() as usize;
-    let mut head = vec![0u8; plan.data_start as usize * blksz];
-    let sb_off = erofs_format::SUPERBLOCK_OFFSET;
-    head[sb_off..sb_off + erofs_format::SUPERBLOCK_SIZE]
-        .copy_from_slice(plan.superblock.as_bytes());
-    let cfgs = &plan.compr_cfgs;
-    let c = crate::layout::PREFIX_RECORDS_OFFSET as usize;
-    head[c..c + cfgs.len()].copy_from_slice(cfgs);
-    let rec = plan.xattrs.prefixes.records();
-    let p = c + cfgs.len();
-    head[p..p + rec.len()].copy_from_slice(&rec);
-    for (k, slot) in plan.devices.iter().enumerate() {
-        let at = plan.devt_offset as usize + k * 128;
-        head[at..at + 128].copy_from_slice(slot.as_bytes());
+    let prefixes = plan.xattrs.prefixes.records();
+    crate::encode::Head {
+        blkszbits: plan.blkszbits,
+        blocks: plan.data_start,
+        superblock: &plan.superblock,
+        records: [&plan.compr_cfgs, &prefixes],
+        records_offset: crate::layout::PREFIX_RECORDS_OFFSET as usize,
+        devices: &plan.devices,
+        devt_offset: plan.devt_offset as usize,
+        shared_xattrs: &plan.xattrs.shared_area,
+        xattr_blkaddr: u64::from(plan.xattr_blkaddr),
     }
-    if !plan.xattrs.shared_area.is_empty() {
-        let x = plan.xattr_blkaddr as usize * blksz;
-        head[x..x + plan.xattrs.shared_area.len()].copy_from_slice(&plan.xattrs.shared_area);
-    }
-    erofs_format::seal_checksum(&mut head, plan.blkszbits);
-    head
+    .encode()
 }
 
 /// What the data stage leaves for the metadata stage.
@@ -788,7 +780,6 @@ fn run_files(ctx: DataCtx<'_>, list: &[usize], buffers: &BufPool) -> Result<Data
             }
             Kind::Directory { parent, entries } => {
                 let content = encode_dir(tree, plan, i, *parent, entries);
-                debug_assert_eq!(content.len() as u64, p.size);
                 buf[at..at + content.len()].copy_from_slice(&content);
                 (place(&mut buf[at..], content.len(), full, inline), None)
             }
@@ -871,31 +862,10 @@ fn encode_dir(
     parent: usize,
     entries: &[crate::tree::DirEntry],
 ) -> Vec<u8> {
-    let dir_type = erofs_format::FileType::Directory.raw();
-    let mut list: Vec<crate::dir::Entry> = Vec::with_capacity(entries.len() + 2);
-    list.push(crate::dir::Entry {
-        name: b".",
-        nid: plan.inodes[me].nid,
-        file_type: dir_type,
-    });
-    list.push(crate::dir::Entry {
-        name: b"..",
-        nid: plan.inodes[parent].nid,
-        file_type: dir_type,
-    });
-    for e in entries {
-        list.push(crate::dir::Entry {
-            name: &e.name,
-            nid: plan.inodes[e.inode].nid,
-            file_type: tree.inodes[e.inode].file_type().raw(),
-        });
-    }
-    list.sort_unstable_by(|a, b| a.name.cmp(b.name));
-    debug_assert_eq!(
-        list.iter().map(|e| e.name).collect::<Vec<_>>(),
-        dir_names(entries)
-    );
-    crate::dir::encode(&list, plan.blksz() as usize)
+    let list = crate::dir::entries(tree, me, parent, entries, |i| plan.inodes[i].nid);
+    let mut out = Vec::new();
+    crate::dir::encode(&list, plan.blksz() as usize, &mut out);
+    out
 }
 
 /// Files read in the metadata stage: regular files whose whole content is an inline tail.
@@ -1066,12 +1036,6 @@ fn encode_item<'a>(
     let item_start = out.len();
     let z = data.zfiles.get(i).and_then(|z| z.as_ref());
     let layout = p.layout;
-    let format = InodeFormat {
-        extended: p.extended,
-        layout,
-        bit4: false,
-    }
-    .encode();
     let i_u = match &inode.kind {
         Kind::CharDevice(ma, mi) | Kind::BlockDevice(ma, mi) => erofs_format::encode_rdev(*ma, *mi),
         Kind::Fifo | Kind::Socket => 0,
@@ -1086,72 +1050,53 @@ fn encode_item<'a>(
             (None, _) => p.startblk,
         },
     };
-    let ino = (i + 1) as u32;
-    if p.extended {
-        let mut x = InodeExtended::default();
-        x.format.set(format);
-        x.xattr_icount.set(body.icount());
-        x.mode.set(inode.mode());
-        x.size.set(p.size);
-        x.i_u.set(i_u);
-        x.ino.set(ino);
-        x.uid.set(inode.uid);
-        x.gid.set(inode.gid);
-        x.mtime.set(inode.mtime as u64);
-        x.mtime_nsec.set(inode.mtime_nsec);
-        x.nlink.set(inode.nlink);
-        out.extend_from_slice(x.as_bytes());
-    } else {
-        let mut x = InodeCompact::default();
-        x.format.set(format);
-        x.xattr_icount.set(body.icount());
-        x.mode.set(inode.mode());
-        x.nlink.set(inode.nlink as u16);
-        x.size.set(p.size as u32);
-        x.i_u.set(i_u);
-        x.ino.set(ino);
-        x.uid.set(inode.uid as u16);
-        x.gid.set(inode.gid as u16);
+    let fields = InodeFields {
+        extended: p.extended,
+        layout,
+        xattr_icount: body.icount(),
+        mode: inode.mode(),
+        size: p.size,
+        i_u,
+        ino: (i + 1) as u32,
+        uid: inode.uid,
+        gid: inode.gid,
+        nlink: inode.nlink,
+        mtime: inode.mtime,
+        mtime_nsec: inode.mtime_nsec,
         // The plan chose a compact inode only where this exists.
-        x.mtime.set(
-            crate::layout::TimeBase::of(&plan.superblock)
-                .compact_mtime(inode.mtime, inode.mtime_nsec)
-                .unwrap_or(0),
-        );
-        out.extend_from_slice(x.as_bytes());
+        compact_mtime: crate::layout::TimeBase::of(&plan.superblock)
+            .compact_mtime(inode.mtime, inode.mtime_nsec)
+            .unwrap_or(0),
+    };
+    let digest = match (body.digest_offset, &digest) {
+        (Some(off), Some(d)) => Some((off, d)),
+        (Some(_), None) => {
+            return Err(BuildError::Output(std::io::Error::other(format!(
+                "inode {i}: fingerprint missing"
+            ))));
+        }
+        (None, _) => None,
+    };
+    let payload = match (&p.chunk, z) {
+        (Some(ch), _) => match ch.device {
+            Some(device) => Payload::ChunkIndexes {
+                device,
+                blocks: &ch.table,
+            },
+            None => Payload::BlockMap(&ch.table),
+        },
+        // The map header and indexes follow, encoded by the compressed stage.
+        (None, Some(ZStored::Compressed(_))) => Payload::None,
+        (None, _) => Payload::Inline(tail),
+    };
+    Item {
+        inode: fields,
+        xattrs: &body.bytes,
+        digest,
+        payload,
     }
-    if !body.bytes.is_empty() {
-        let start = out.len();
-        out.extend_from_slice(&body.bytes);
-        if let Some(off) = body.digest_offset {
-            let d = digest.ok_or_else(|| {
-                BuildError::Output(std::io::Error::other(format!(
-                    "inode {i}: fingerprint missing"
-                )))
-            })?;
-            out[start + off..start + off + 32].copy_from_slice(&d);
-        }
-    }
-    if let Some(ch) = &p.chunk
-        && let Some(device) = ch.device
-    {
-        // Chunk indexes are 8-byte aligned (items start 32-byte aligned).
-        let aligned = item_start + (out.len() - item_start).next_multiple_of(8);
-        out.resize(aligned, 0);
-        for &b in &ch.table {
-            let mut e = erofs_format::ChunkIndex::default();
-            e.device_id.set(device);
-            e.startblk_lo.set(b);
-            out.extend_from_slice(e.as_bytes());
-        }
-    } else if let Some(ch) = &p.chunk {
-        // The chunk table is 4-byte aligned within the item.
-        let aligned = item_start + (out.len() - item_start).next_multiple_of(4);
-        out.resize(aligned, 0);
-        for &b in &ch.table {
-            out.extend_from_slice(&b.to_le_bytes());
-        }
-    } else if let Some(ZStored::Compressed(zf)) = z {
+    .encode(out);
+    if let Some(ZStored::Compressed(zf)) = z {
         zdata::encode_zmeta(
             zf,
             p.size,
@@ -1162,8 +1107,6 @@ fn encode_item<'a>(
             item_start,
             out,
         )?;
-    } else {
-        out.extend_from_slice(tail);
     }
     debug_assert!(p.startblk != NULL_ADDR || layout == DataLayout::FlatInline);
     Ok(own_digest)
