@@ -342,8 +342,10 @@ mod tests {
 
     /// An xattr body of one shared id and 32 zero bytes where a digest goes.
     fn body() -> Vec<u8> {
-        let mut h = XattrIbodyHeader::default();
-        h.shared_count = 1;
+        let h = XattrIbodyHeader {
+            shared_count: 1,
+            ..Default::default()
+        };
         let mut b = h.as_bytes().to_vec();
         b.extend_from_slice(&7u32.to_le_bytes());
         b.extend_from_slice(&[0; 4]);

@@ -274,6 +274,17 @@ impl<'a> Source<'a> {
     }
 }
 
+/// Feeds `n` zero bytes (a hole, or the unread end of a sparse file) to `h`.
+pub(crate) fn hash_zeros(h: &mut sha2::Sha256, mut n: u64) {
+    use sha2::Digest;
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::read::hash_zeros;
 use crate::source::{Source, SourceCtx};
 use crate::tar::{Entry, EntryKind, TarError, TarReader};
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, StagedData, Tree};
@@ -927,14 +928,5 @@ impl Hashing {
                 Ok(out)
             }
         }
-    }
-}
-
-fn hash_zeros(h: &mut Sha256, mut n: u64) {
-    const ZEROS: [u8; 4096] = [0; 4096];
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..k]);
-        n -= k as u64;
     }
 }
