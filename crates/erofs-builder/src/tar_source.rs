@@ -200,7 +200,7 @@ impl<'a, 'c> Builder<'a, 'c> {
     }
 
     fn implicit_dir(&self) -> Node {
-        let (uid, gid) = self.ctx.options.ownership.apply(0, 0);
+        let (uid, gid) = self.ctx.options.scan.ownership.apply(0, 0);
         Node {
             kind: NodeKind::Dir(BTreeMap::new()),
             permissions: 0o755,
@@ -351,8 +351,8 @@ impl<'a, 'c> Builder<'a, 'c> {
     }
 
     fn node_of(&mut self, e: &Entry, kind: NodeKind) -> Node {
-        let (uid, gid) = self.ctx.options.ownership.apply(e.uid, e.gid);
-        let (mtime, mtime_nsec) = match (self.ctx.options.timestamp, self.ctx.options.mtime) {
+        let (uid, gid) = self.ctx.options.scan.ownership.apply(e.uid, e.gid);
+        let (mtime, mtime_nsec) = match (self.ctx.options.timestamp, self.ctx.options.scan.mtime) {
             (Some(t), MtimePolicy::AllTime | MtimePolicy::IgnoreMtime) => (t, 0),
             _ => (e.mtime, e.mtime_nsec),
         };
