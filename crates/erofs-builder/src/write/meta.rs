@@ -142,7 +142,9 @@ pub(super) fn write_meta(
 }
 
 /// Appends one metadata item to `out`: inode, xattr body (fingerprint filled in), then the
-/// inline tail or the chunk table. Returns the digest computed here, if any.
+/// inline tail, the block map or chunk indexes (`encode::Item`), or a compressed file's map
+/// (`zdata::encode_zmeta`). Reads the files that live wholly inline. Returns the digest
+/// computed here, if any.
 fn encode_item<'a>(
     ctx: DataCtx<'a>,
     data: &DataOut,
