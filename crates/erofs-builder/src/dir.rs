@@ -4,6 +4,9 @@
 use erofs_format::{DIRENT_SIZE, Dirent};
 use zerocopy::IntoBytes;
 
+use crate::encode::{Count, Sink};
+use crate::tree::{DirEntry, Tree};
+
 /// One entry to store: name, target nid and dirent file type.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry<'a> {
@@ -37,26 +40,50 @@ pub fn block_counts<'a>(names: impl Iterator<Item = &'a [u8]>, blksz: usize) -> 
     counts
 }
 
-/// The directory's `i_size`: full blocks before the last one, plus the bytes used in the last.
-pub fn dir_size<'a>(names: impl Iterator<Item = &'a [u8]> + Clone, blksz: usize) -> u64 {
-    let counts = block_counts(names.clone(), blksz);
-    let Some(&last) = counts.last() else {
-        return 0;
-    };
-    let skip: usize = counts[..counts.len() - 1].iter().sum();
-    let last_used: usize = names
-        .skip(skip)
-        .take(last)
-        .map(|n| DIRENT_SIZE + n.len())
-        .sum();
-    (counts.len() as u64 - 1) * blksz as u64 + last_used as u64
+/// The entries of directory `me` (child of `parent`) with `.` and `..`, sorted bytewise:
+/// what [`encode`] stores. `nid` gives each inode's nid; the layout, which sizes a directory
+/// before nids exist, passes zeroes.
+pub fn entries<'a>(
+    tree: &'a Tree,
+    me: usize,
+    parent: usize,
+    children: &'a [DirEntry],
+    nid: impl Fn(usize) -> u64,
+) -> Vec<Entry<'a>> {
+    let dir_type = erofs_format::FileType::Directory.raw();
+    let mut list = Vec::with_capacity(children.len() + 2);
+    list.push(Entry {
+        name: b".",
+        nid: nid(me),
+        file_type: dir_type,
+    });
+    list.push(Entry {
+        name: b"..",
+        nid: nid(parent),
+        file_type: dir_type,
+    });
+    for e in children {
+        list.push(Entry {
+            name: &e.name,
+            nid: nid(e.inode),
+            file_type: tree.inodes[e.inode].file_type().raw(),
+        });
+    }
+    list.sort_unstable_by(|a, b| a.name.cmp(b.name));
+    list
+}
+
+/// The directory's `i_size`: its encoding, counted.
+pub fn size(entries: &[Entry<'_>], blksz: usize) -> u64 {
+    let mut c = Count::default();
+    encode(entries, blksz, &mut c);
+    c.0 as u64
 }
 
 /// Encodes sorted entries: every block but the last is `blksz` bytes, zero-filled after the
 /// last name; the last block ends at its last name byte.
-pub fn encode(entries: &[Entry<'_>], blksz: usize) -> Vec<u8> {
+pub fn encode(entries: &[Entry<'_>], blksz: usize, out: &mut impl Sink) {
     let counts = block_counts(entries.iter().map(|e| e.name), blksz);
-    let mut out = Vec::with_capacity(counts.len() * blksz);
     let mut start = 0;
     for (bi, &count) in counts.iter().enumerate() {
         let block = &entries[start..start + count];
@@ -67,18 +94,17 @@ pub fn encode(entries: &[Entry<'_>], blksz: usize) -> Vec<u8> {
             d.nid.set(e.nid);
             d.nameoff.set(nameoff as u16);
             d.file_type = e.file_type;
-            out.extend_from_slice(d.as_bytes());
+            out.put(d.as_bytes());
             nameoff += e.name.len();
         }
         for e in block {
-            out.extend_from_slice(e.name);
+            out.put(e.name);
         }
         if bi + 1 < counts.len() {
-            out.resize(base + blksz, 0);
+            out.zeros(base + blksz - out.len());
         }
         start += count;
     }
-    out
 }
 
 #[cfg(test)]
@@ -97,10 +123,6 @@ mod tests {
             .collect();
         let counts = block_counts(long.iter().map(|n| n.as_slice()), 512);
         assert_eq!(counts, vec![25, 15]);
-        assert_eq!(
-            dir_size(long.iter().map(|n| n.as_slice()), 512),
-            512 + 15 * 20
-        );
         let entries: Vec<Entry> = long
             .iter()
             .map(|n| Entry {
@@ -109,8 +131,25 @@ mod tests {
                 file_type: 1,
             })
             .collect();
-        let bytes = encode(&entries, 512);
+        let mut bytes = Vec::new();
+        encode(&entries, 512, &mut bytes);
         assert_eq!(bytes.len(), 512 + 300);
+        assert_eq!(
+            size(&entries, 512),
+            512 + 15 * 20,
+            "full blocks, then the last one's bytes"
+        );
+        // erofs-format's decoder reads back every name, nid and type, block by block.
+        let mut names = Vec::new();
+        for (block, valid) in [(&bytes[..512], 512), (&bytes[512..], 300)] {
+            let b = erofs_format::DirBlock::parse(block, valid).unwrap();
+            for e in b.entries() {
+                let e = e.unwrap();
+                assert_eq!((e.nid, e.file_type.raw()), (7, 1));
+                names.push(e.name.to_vec());
+            }
+        }
+        assert_eq!(names, long);
         assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 25 * 12);
         assert_eq!(
             u16::from_le_bytes([bytes[512 + 8], bytes[512 + 9]]),

@@ -17,6 +17,7 @@
 
 use erofs_format::{Compat, DataLayout, INODE_SLOT_SIZE, Incompat, NULL_ADDR, SuperBlock};
 
+use crate::encode::{InodeFields, Item, PLACEHOLDER, Payload};
 use crate::tree::{FileContent, Inode, Kind, Tree};
 use crate::xattr::XattrPlan;
 use crate::{BuildError, Options};
@@ -160,6 +161,35 @@ impl Plan {
     }
 }
 
+/// The size of a metadata item: an inode of the given form, `xattrs`, then `payload`
+/// (placeholders standing in for content not read yet), encoded into a counter.
+fn item_size(extended: bool, xattrs: &[u8], payload: Payload<'_>) -> u64 {
+    Item {
+        inode: InodeFields::sized(extended),
+        xattrs,
+        digest: None,
+        payload,
+    }
+    .size()
+}
+
+/// The size of inode `i`'s metadata item with an inline tail of `tail` bytes, or `None`
+/// when no tail that long fits any block.
+fn inline_item_size(pre: &Prelude, tree: &Tree, i: usize, tail: u64) -> Option<u64> {
+    let inode = &tree.inodes[i];
+    let size = match &inode.kind {
+        Kind::Regular(c) => c.size,
+        _ => 0,
+    };
+    let tail = PLACEHOLDER.get(..usize::try_from(tail).ok()?)?;
+    let extended = Plan::wants_extended(inode, size, pre.time);
+    Some(item_size(
+        extended,
+        &pre.xattrs.bodies[i].bytes,
+        Payload::Inline(tail),
+    ))
+}
+
 /// What a compact inode's time is relative to: the superblock's `epoch` (with
 /// `fixed_nsec` 0 for every compact inode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,15 +288,6 @@ impl MetaAlloc {
         self.end = off + size;
         off
     }
-}
-
-/// The names of a directory including `.` and `..`, sorted bytewise.
-pub fn dir_names(entries: &[crate::tree::DirEntry]) -> Vec<&[u8]> {
-    let mut names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
-    names.push(b".");
-    names.push(b"..");
-    names.sort_unstable();
-    names
 }
 
 /// Returns the seconds since the Unix epoch now.
@@ -414,14 +435,9 @@ pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail:
     let Kind::Regular(c) = &inode.kind else {
         return false;
     };
-    let isize = if Plan::wants_extended(inode, c.size, pre.time) {
-        64
-    } else {
-        32
-    };
-    let xsize = pre.xattrs.bodies[i].bytes.len() as u64;
+    let extended = Plan::wants_extended(inode, c.size, pre.time);
     let item = zmeta_size(
-        isize + xsize,
+        item_size(extended, &pre.xattrs.bodies[i].bytes, Payload::None),
         c.size,
         options.blkszbits,
         compact_indexes(options),
@@ -467,18 +483,9 @@ pub fn compressible(inode: &Inode, options: &Options) -> bool {
 
 /// Whether an inline tail of `tail` bytes fits the block of inode `i`.
 pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail: u64) -> bool {
-    let inode = &tree.inodes[i];
-    let size = match &inode.kind {
-        Kind::Regular(c) => c.size,
-        _ => 0,
-    };
-    let isize = if Plan::wants_extended(inode, size, pre.time) {
-        64
-    } else {
-        32
-    };
-    let xsize = pre.xattrs.bodies[i].bytes.len() as u64;
-    tail > 0 && !options.noinline_data && isize + xsize + tail <= 1u64 << options.blkszbits
+    tail > 0
+        && !options.noinline_data
+        && inline_item_size(pre, tree, i, tail).is_some_and(|n| n <= 1u64 << options.blkszbits)
 }
 
 /// The first planning step: xattrs, epoch, the head's size.
@@ -600,19 +607,19 @@ pub fn plan_with(
     let mut region: Vec<(usize, u64, u64)> = Vec::new();
     let mut region_blocks = 0u64;
     for (i, inode) in tree.inodes.iter().enumerate() {
-        let body = &xattrs.bodies[i];
-        let xsize = body.bytes.len() as u64;
+        let xattr_body = &xattrs.bodies[i].bytes;
         let (size, inlinable) = match &inode.kind {
             Kind::Regular(c) => (c.size, !options.noinline_data),
-            Kind::Directory { entries, .. } => (
-                crate::dir::dir_size(dir_names(entries).into_iter(), blksz as usize),
-                true,
-            ),
+            Kind::Directory { parent, entries } => {
+                let list = crate::dir::entries(tree, i, *parent, entries, |_| 0);
+                (crate::dir::size(&list, blksz as usize), true)
+            }
             Kind::Symlink(t) => (t.len() as u64, true),
             _ => (0, false),
         };
         let extended = Plan::wants_extended(inode, size, time);
-        let isize = if extended { 64 } else { 32 };
+        // Every item is sized by encoding it, as the writer will.
+        let sized = |payload| item_size(extended, xattr_body, payload);
         let mut chunk_map = None;
         let stored = z.and_then(|z| z.files.get(i)).and_then(|s| s.as_ref());
         let compressed = stored.is_some();
@@ -657,7 +664,7 @@ pub fn plan_with(
             } else {
                 DataLayout::CompressedFull
             };
-            let item = zmeta_size(isize + xsize, size, blkszbits, compact);
+            let item = zmeta_size(sized(Payload::None), size, blkszbits, compact);
             let inline = zf.inline.as_ref().map_or(0, |t| t.len() as u64);
             if inline > 0 {
                 any_ztail = true;
@@ -682,7 +689,7 @@ pub fn plan_with(
             } else {
                 *startblk
             };
-            p.meta_offset = isize + xsize + u64::from(p.tail_len);
+            p.meta_offset = sized(Payload::Inline(tail));
         } else if let Some(b) = blob
             && b.device == 0
         {
@@ -698,12 +705,13 @@ pub fn plan_with(
             region.push((i, first, b.offset));
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            p.meta_offset = (isize + xsize).next_multiple_of(4) + 4 * n;
+            let table: Vec<u32> = (0..n)
+                .map(|k| (first + (k << (bits - blkszbits))) as u32)
+                .collect();
+            p.meta_offset = sized(Payload::BlockMap(&table));
             p.chunk = Some(ChunkPlan {
                 chunkbits: bits,
-                table: (0..n)
-                    .map(|k| (first + (k << (bits - blkszbits))) as u32)
-                    .collect(),
+                table,
                 data_chunks: Vec::new(),
                 device: None,
             });
@@ -726,23 +734,27 @@ pub fn plan_with(
                 .map_err(|_| BuildError::TooLarge("device offset exceeds 32-bit blocks".into()))?;
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            p.meta_offset = (isize + xsize).next_multiple_of(8) + 8 * n;
+            p.meta_offset = sized(Payload::ChunkIndexes {
+                device: b.device,
+                blocks: &table,
+            });
             p.chunk = Some(ChunkPlan {
                 chunkbits: bits,
                 table,
                 data_chunks: Vec::new(),
                 device: Some(b.device),
             });
-        } else if let Some((bits, map)) = &chunk_map {
+        } else if let Some((_, map)) = &chunk_map {
             any_chunked = true;
             p.layout = DataLayout::ChunkBased;
-            let n = map.len() as u64;
-            p.meta_offset = (isize + xsize).next_multiple_of(4) + 4 * n;
-            let _ = bits;
+            // The blocks are assigned in pass 2.
+            p.meta_offset = sized(Payload::BlockMap(&vec![NULL_ADDR; map.len()]));
         } else if has_data && size > 0 {
             let tail = size % blksz;
             let full = size / blksz;
-            let fits = tail > 0 && inlinable && isize + xsize + tail <= blksz;
+            // A tail is shorter than a block, and blocks are at most the placeholder's size.
+            let inline_tail = Payload::Inline(&PLACEHOLDER[..tail as usize]);
+            let fits = tail > 0 && inlinable && sized(inline_tail) <= blksz;
             if fits {
                 p.layout = DataLayout::FlatInline;
                 p.tail_len = tail as u32;
@@ -750,9 +762,9 @@ pub fn plan_with(
             } else {
                 p.data_blocks = size.div_ceil(blksz);
             }
-            p.meta_offset = isize + xsize + u64::from(p.tail_len);
+            p.meta_offset = sized(Payload::Inline(&PLACEHOLDER[..p.tail_len as usize]));
         } else {
-            p.meta_offset = isize + xsize;
+            p.meta_offset = sized(Payload::None);
         }
         chunk_maps.push(chunk_map);
         inodes.push(p);

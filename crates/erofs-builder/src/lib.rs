@@ -38,9 +38,11 @@
 pub mod acl;
 pub mod compress;
 pub(crate) mod dir;
+pub(crate) mod encode;
 pub(crate) mod layout;
 pub mod output;
 mod pipeline;
+mod read;
 pub(crate) mod scan;
 pub mod source;
 pub mod tar;
@@ -183,8 +185,9 @@ impl FingerprintOptions {
     }
 }
 
-/// Which files a directory source takes and how it reads them. None of these changes how a
-/// given tree is encoded; [`Options`]' own fields do.
+/// How a source reads its input into a tree: which files a directory scan takes, and the
+/// owners and times every source (a directory, a tar stream) gives its files. None of these
+/// changes how a given tree is encoded; [`Options`]' own fields do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScanOptions {
@@ -197,9 +200,13 @@ pub struct ScanOptions {
     /// `--hard-dereference`: hard-linked source files become separate inodes, so that the
     /// image does not depend on how the host happened to link them.
     pub hard_dereference: bool,
+    /// Which files take [`Options::timestamp`] as their modification time.
+    pub mtime: MtimePolicy,
+    /// Ownership rewriting.
+    pub ownership: Ownership,
 }
 
-/// Everything that shapes an image: the format's choices (the fields), how a directory is
+/// Everything that shapes an image: the format's choices (the fields), how a source is
 /// read ([`Options::scan`]) and where the work runs ([`Options::threads`],
 /// [`Options::pool`]). Two builds of the same tree with equal options and a fixed timestamp
 /// and UUID are byte-identical, whatever the threads.
@@ -211,12 +218,10 @@ pub struct ScanOptions {
 pub struct Options {
     /// log2 of the block size, 9..=12.
     pub blkszbits: u8,
-    /// `-T` / `SOURCE_DATE_EPOCH`: one timestamp for the superblock and (see [`Self::mtime`])
-    /// every file. The directory scan applies it to files; for a ready [`Tree`] it sets the
-    /// epoch only. `None`: the epoch is the build time.
+    /// `-T` / `SOURCE_DATE_EPOCH`: one timestamp for the superblock and (see
+    /// [`ScanOptions::mtime`]) every file. A source applies it to files; for a ready [`Tree`]
+    /// it sets the epoch only. `None`: the epoch is the build time.
     pub timestamp: Option<i64>,
-    /// Which files take the timestamp.
-    pub mtime: MtimePolicy,
     /// `-U`.
     pub uuid: UuidChoice,
     /// `-L`, at most 15 bytes.
@@ -232,9 +237,7 @@ pub struct Options {
     pub noinline_data: bool,
     /// Fingerprints, if requested.
     pub fingerprint: Option<FingerprintOptions>,
-    /// Ownership rewriting.
-    pub ownership: Ownership,
-    /// How a directory source is read.
+    /// How a source is read.
     pub scan: ScanOptions,
     /// Worker threads for scanning, compressing and hashing; 0 = one per CPU. Ignored with
     /// [`Options::pool`]. The image does not depend on it.
@@ -263,7 +266,6 @@ impl Default for Options {
         Self {
             blkszbits: DEFAULT_BLOCK_SIZE_BITS,
             timestamp: None,
-            mtime: MtimePolicy::default(),
             uuid: UuidChoice::Random,
             label: Vec::new(),
             xattr_tolerance: 2,
@@ -271,7 +273,6 @@ impl Default for Options {
             xattr_name_filter: true,
             noinline_data: false,
             fingerprint: None,
-            ownership: Ownership::default(),
             scan: ScanOptions::default(),
             threads: 0,
             pool: None,
@@ -292,7 +293,7 @@ impl Options {
         if o.uuid == UuidChoice::Random {
             o.uuid = UuidChoice::Value(layout::random_uuid());
         }
-        if o.mtime == MtimePolicy::IgnoreMtime && o.timestamp.is_none() {
+        if o.scan.mtime == MtimePolicy::IgnoreMtime && o.timestamp.is_none() {
             o.timestamp = Some(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

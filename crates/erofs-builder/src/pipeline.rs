@@ -284,6 +284,44 @@ fn worker<T, E>(
     }
 }
 
+/// Recycled output buffers. A buffer's length is how much of it is initialised, so a reused
+/// buffer is never zeroed again.
+pub(crate) struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufPool {
+    pub(crate) fn new(keep: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A buffer of at least `len` initialised bytes (their values are arbitrary).
+    pub(crate) fn get(&self, len: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match reused {
+            Some(mut b) => {
+                if b.len() < len {
+                    b.resize(len, 0);
+                }
+                b
+            }
+            // Zeroed memory straight from the allocator costs no pass over it.
+            None => vec![0; len],
+        }
+    }
+
+    pub(crate) fn put(&self, b: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.keep {
+            free.push(b);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

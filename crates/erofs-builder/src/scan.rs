@@ -263,8 +263,8 @@ impl Ctx<'_> {
                 reason: "unknown file type".into(),
             });
         };
-        let (uid, gid) = self.options.ownership.apply(meta.uid, meta.gid);
-        let (mtime, mtime_nsec) = match (self.options.timestamp, self.options.mtime) {
+        let (uid, gid) = self.options.scan.ownership.apply(meta.uid, meta.gid);
+        let (mtime, mtime_nsec) = match (self.options.timestamp, self.options.scan.mtime) {
             (Some(t), MtimePolicy::AllTime | MtimePolicy::IgnoreMtime) => (t, 0),
             (Some(t), MtimePolicy::Clamp) if meta.mtime >= t => (t, 0),
             _ => (meta.mtime, meta.mtime_nsec.clamp(0, 999_999_999) as u32),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::read::hash_zeros;
 use crate::source::{Source, SourceCtx};
 use crate::tar::{Entry, EntryKind, TarError, TarReader};
 use crate::tree::{DataSource, DirEntry, FileContent, Inode, Kind, StagedData, Tree};
@@ -199,7 +200,7 @@ impl<'a, 'c> Builder<'a, 'c> {
     }
 
     fn implicit_dir(&self) -> Node {
-        let (uid, gid) = self.ctx.options.ownership.apply(0, 0);
+        let (uid, gid) = self.ctx.options.scan.ownership.apply(0, 0);
         Node {
             kind: NodeKind::Dir(BTreeMap::new()),
             permissions: 0o755,
@@ -350,8 +351,8 @@ impl<'a, 'c> Builder<'a, 'c> {
     }
 
     fn node_of(&mut self, e: &Entry, kind: NodeKind) -> Node {
-        let (uid, gid) = self.ctx.options.ownership.apply(e.uid, e.gid);
-        let (mtime, mtime_nsec) = match (self.ctx.options.timestamp, self.ctx.options.mtime) {
+        let (uid, gid) = self.ctx.options.scan.ownership.apply(e.uid, e.gid);
+        let (mtime, mtime_nsec) = match (self.ctx.options.timestamp, self.ctx.options.scan.mtime) {
             (Some(t), MtimePolicy::AllTime | MtimePolicy::IgnoreMtime) => (t, 0),
             _ => (e.mtime, e.mtime_nsec),
         };
@@ -927,14 +928,5 @@ impl Hashing {
                 Ok(out)
             }
         }
-    }
-}
-
-fn hash_zeros(h: &mut Sha256, mut n: u64) {
-    const ZEROS: [u8; 4096] = [0; 4096];
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..k]);
-        n -= k as u64;
     }
 }

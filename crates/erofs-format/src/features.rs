@@ -118,16 +118,16 @@ impl Incompat {
     pub const READ_SUPPORTED: Self = Self(0x0FF);
 
     /// Bits this project's builder writes: 0padding and compression configs (compressed
-    /// files), chunk-based files and the device table (`--tar=i` indexes), inline compressed
-    /// tails (`-E ztailpacking`), long xattr name prefixes and 48-bit addresses (`-E 48bit`).
-    /// A subset of [`Incompat::READ_SUPPORTED`]: whatever is written can be read.
+    /// files), chunk-based files and the device table (`--tar=i` indexes), long xattr name
+    /// prefixes, inline compressed tails (`-E ztailpacking`) and the 48-bit layout
+    /// (`-E 48bit`). A subset of [`Incompat::READ_SUPPORTED`]: whatever is written can be read.
     pub const WRITE_SUPPORTED: Self = Self(
         Self::LZ4_0PADDING.0
             | Self::COMPR_CFGS.0
             | Self::CHUNKED_FILE.0
             | Self::DEVICE_TABLE.0
-            | Self::ZTAILPACKING.0
             | Self::XATTR_PREFIXES.0
+            | Self::ZTAILPACKING.0
             | Self::BIT48.0,
     );
 

@@ -262,7 +262,7 @@ pub fn build_example_image(image: &Path) {
     opts.timestamp = Some(EPOCH);
     opts.uuid = UuidChoice::Clear;
     opts.fingerprint = Some(FingerprintOptions::new(FINGERPRINT_XATTR));
-    opts.ownership.all_root = true;
+    opts.scan.ownership.all_root = true;
     opts.xattr_tolerance = -1;
     build_dir_to_path(copy.path(), image, &opts, &NoProgress).expect("build the example image");
 }

@@ -110,7 +110,7 @@ impl<'a> JsonReport<'a> {
                     .as_ref()
                     .map(|f| String::from_utf8_lossy(&f.xattr_name).into_owned()),
                 timestamp: options.timestamp,
-                mtime: format!("{:?}", options.mtime).to_lowercase(),
+                mtime: format!("{:?}", options.scan.mtime).to_lowercase(),
                 noinline_data: options.noinline_data,
                 xattr_name_filter: options.xattr_name_filter,
                 hard_dereference: options.scan.hard_dereference,

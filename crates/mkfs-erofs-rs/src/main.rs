@@ -250,7 +250,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
     };
     o.blkszbits = blkszbits;
     o.timestamp = timestamp;
-    o.mtime = if cli.ignore_mtime {
+    o.scan.mtime = if cli.ignore_mtime {
         MtimePolicy::IgnoreMtime
     } else if cli.mkfs_time {
         MtimePolicy::MkfsTime
@@ -269,11 +269,11 @@ fn options_from(cli: &Cli) -> Result<Options> {
         .collect();
     o.xattr_name_filter = xattr_name_filter;
     o.noinline_data = noinline_data;
-    o.ownership.all_root = cli.all_root;
-    o.ownership.force_uid = cli.force_uid;
-    o.ownership.force_gid = cli.force_gid;
-    o.ownership.uid_offset = cli.uid_offset;
-    o.ownership.gid_offset = cli.gid_offset;
+    o.scan.ownership.all_root = cli.all_root;
+    o.scan.ownership.force_uid = cli.force_uid;
+    o.scan.ownership.force_gid = cli.force_gid;
+    o.scan.ownership.uid_offset = cli.uid_offset;
+    o.scan.ownership.gid_offset = cli.gid_offset;
     o.scan.exclude_paths = cli
         .exclude_path
         .iter()

@@ -1,0 +1,459 @@
+//! The encoding layer: planned items to bytes, with no I/O and no planning of its own.
+//!
+//! Every function writes into a [`Sink`]. The layout sizes an item by encoding it into a
+//! [`Count`], which keeps only the length; the writer encodes the same item into its buffer.
+//! Sizes and bytes therefore come from one function, and cannot drift apart. Content the
+//! layout has not read yet (an inline tail, a chunk table before its blocks are assigned) is
+//! stood in for by zeroes of the same length, which a `Count` never looks at.
+//!
+//! What is encoded here: a metadata item (inode, xattr body with its fingerprint, then an
+//! inline tail, a block map or chunk indexes; a compressed file's map header and indexes
+//! follow from `write/zdata.rs`), directory blocks (`dir.rs`), and the head of the image
+//! (superblock, records after it, device table, shared xattr area).
+
+use erofs_format::{ChunkIndex, DataLayout, DeviceSlot, InodeCompact, InodeExtended, InodeFormat};
+use zerocopy::IntoBytes;
+
+/// Where encoded bytes go.
+pub(crate) trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends `n` zero bytes.
+    fn zeros(&mut self, n: usize);
+    /// Bytes appended so far.
+    fn len(&self) -> usize;
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn zeros(&mut self, n: usize) {
+        self.resize(self.len() + n, 0);
+    }
+
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+/// A sink that only counts: the size an encoding would have.
+#[derive(Debug, Default)]
+pub(crate) struct Count(pub usize);
+
+impl Sink for Count {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+
+    fn zeros(&mut self, n: usize) {
+        self.0 += n;
+    }
+
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// Zeroes standing in for content not known yet, when an item is only sized. Longer than
+/// any inline tail can be (a tail is shorter than a block, 64 KiB at most).
+pub(crate) static PLACEHOLDER: [u8; 1 << 16] = [0; 1 << 16];
+
+/// Pads `s` with zeroes until the item that started at `start` is `align`-byte aligned
+/// (items start on 32-byte slots, so this is the alignment in the image too).
+fn align_item(s: &mut impl Sink, start: usize, align: usize) {
+    let used = s.len() - start;
+    s.zeros(used.next_multiple_of(align) - used);
+}
+
+/// An inode's fields, for either of its two on-disk forms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InodeFields {
+    /// The 64-byte form (else the 32-byte one).
+    pub extended: bool,
+    /// How its data is stored.
+    pub layout: DataLayout,
+    /// `i_xattr_icount` of its xattr body.
+    pub xattr_icount: u16,
+    /// `i_mode`.
+    pub mode: u16,
+    /// `i_size`.
+    pub size: u64,
+    /// `i_u`: start block, device number, chunk format or compressed block count.
+    pub i_u: u32,
+    /// `i_ino`.
+    pub ino: u32,
+    /// Owner and group.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Links.
+    pub nlink: u32,
+    /// Seconds and nanoseconds (extended form).
+    pub mtime: i64,
+    /// Nanoseconds (extended form).
+    pub mtime_nsec: u32,
+    /// The compact form's time, relative to the superblock's epoch.
+    pub compact_mtime: u32,
+}
+
+impl InodeFields {
+    /// An inode of the given form with every field zero: enough to size an item.
+    pub(crate) fn sized(extended: bool) -> Self {
+        Self {
+            extended,
+            layout: DataLayout::FlatPlain,
+            xattr_icount: 0,
+            mode: 0,
+            size: 0,
+            i_u: 0,
+            ino: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            compact_mtime: 0,
+        }
+    }
+
+    /// Encodes the inode. The caller chose the compact form only where its fields fit.
+    pub(crate) fn encode(&self, s: &mut impl Sink) {
+        let format = InodeFormat {
+            extended: self.extended,
+            layout: self.layout,
+            bit4: false,
+        }
+        .encode();
+        if self.extended {
+            let mut x = InodeExtended::default();
+            x.format.set(format);
+            x.xattr_icount.set(self.xattr_icount);
+            x.mode.set(self.mode);
+            x.size.set(self.size);
+            x.i_u.set(self.i_u);
+            x.ino.set(self.ino);
+            x.uid.set(self.uid);
+            x.gid.set(self.gid);
+            x.mtime.set(self.mtime as u64);
+            x.mtime_nsec.set(self.mtime_nsec);
+            x.nlink.set(self.nlink);
+            s.put(x.as_bytes());
+        } else {
+            let mut x = InodeCompact::default();
+            x.format.set(format);
+            x.xattr_icount.set(self.xattr_icount);
+            x.mode.set(self.mode);
+            x.nlink.set(self.nlink as u16);
+            x.size.set(self.size as u32);
+            x.i_u.set(self.i_u);
+            x.ino.set(self.ino);
+            x.uid.set(self.uid as u16);
+            x.gid.set(self.gid as u16);
+            x.mtime.set(self.compact_mtime);
+            s.put(x.as_bytes());
+        }
+    }
+}
+
+/// What follows an inode and its xattr body in its metadata item.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Payload<'a> {
+    /// Nothing (or, for a compressed file, the map the compressed stage encodes next).
+    None,
+    /// An inline tail: the end of a file, a directory's last block, a symlink's target.
+    Inline(&'a [u8]),
+    /// A block map (4-byte entries, 4-byte aligned): one start block per chunk, or
+    /// `NULL_ADDR` for a hole.
+    BlockMap(&'a [u32]),
+    /// Chunk indexes (8-byte entries, 8-byte aligned) into extra device `device`.
+    ChunkIndexes {
+        /// The device id.
+        device: u16,
+        /// One start block per chunk.
+        blocks: &'a [u32],
+    },
+}
+
+/// One metadata item: an inode, its xattr body, then its payload.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Item<'a> {
+    /// The inode.
+    pub inode: InodeFields,
+    /// The xattr body (empty when it has none).
+    pub xattrs: &'a [u8],
+    /// The fingerprint digest and its offset in `xattrs`, which holds zeroes there.
+    pub digest: Option<(usize, &'a [u8; 32])>,
+    /// What follows.
+    pub payload: Payload<'a>,
+}
+
+impl Item<'_> {
+    /// Encodes the item; it starts at `s.len()`, on a 32-byte slot.
+    pub(crate) fn encode(&self, s: &mut impl Sink) {
+        let start = s.len();
+        self.inode.encode(s);
+        match self.digest {
+            Some((at, d)) => {
+                s.put(&self.xattrs[..at]);
+                s.put(d);
+                s.put(&self.xattrs[at + d.len()..]);
+            }
+            None => s.put(self.xattrs),
+        }
+        match self.payload {
+            Payload::None => {}
+            Payload::Inline(tail) => s.put(tail),
+            Payload::BlockMap(blocks) => {
+                align_item(s, start, 4);
+                for &b in blocks {
+                    s.put(&b.to_le_bytes());
+                }
+            }
+            Payload::ChunkIndexes { device, blocks } => {
+                align_item(s, start, 8);
+                for &b in blocks {
+                    let mut e = ChunkIndex::default();
+                    e.device_id.set(device);
+                    e.startblk_lo.set(b);
+                    s.put(e.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The item's size in bytes: its encoding into a [`Count`].
+    pub(crate) fn size(&self) -> u64 {
+        let mut c = Count::default();
+        self.encode(&mut c);
+        c.0 as u64
+    }
+}
+
+/// The head of the image: block 0 and up to the end of the shared xattr area.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head<'a> {
+    /// log2 of the block size.
+    pub blkszbits: u8,
+    /// Blocks the head spans (the first data block).
+    pub blocks: u64,
+    /// The superblock (its checksum is computed here).
+    pub superblock: &'a erofs_format::SuperBlock,
+    /// The records after the superblock, from byte `records_offset`: compression
+    /// configurations, then long xattr name prefixes.
+    pub records: [&'a [u8]; 2],
+    /// Where the records start.
+    pub records_offset: usize,
+    /// The device table, at byte `devt_offset`.
+    pub devices: &'a [DeviceSlot],
+    /// Where the device table starts.
+    pub devt_offset: usize,
+    /// The shared xattr area, at block `xattr_blkaddr`.
+    pub shared_xattrs: &'a [u8],
+    /// Its first block.
+    pub xattr_blkaddr: u64,
+}
+
+impl Head<'_> {
+    /// The head's bytes, the superblock checksum sealed.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let blksz = 1usize << self.blkszbits;
+        let mut head = vec![0u8; self.blocks as usize * blksz];
+        let mut place = |at: usize, bytes: &[u8]| head[at..at + bytes.len()].copy_from_slice(bytes);
+        place(erofs_format::SUPERBLOCK_OFFSET, self.superblock.as_bytes());
+        let mut at = self.records_offset;
+        for r in self.records {
+            place(at, r);
+            at += r.len();
+        }
+        for (k, slot) in self.devices.iter().enumerate() {
+            place(
+                self.devt_offset + k * size_of::<DeviceSlot>(),
+                slot.as_bytes(),
+            );
+        }
+        if !self.shared_xattrs.is_empty() {
+            place(self.xattr_blkaddr as usize * blksz, self.shared_xattrs);
+        }
+        erofs_format::seal_checksum(&mut head, self.blkszbits);
+        head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use erofs_format::{ChunkEntry, NULL_ADDR, SuperBlock, XattrIbodyHeader};
+    use zerocopy::FromBytes;
+
+    fn fields(extended: bool) -> InodeFields {
+        InodeFields {
+            extended,
+            layout: DataLayout::FlatInline,
+            xattr_icount: 12,
+            mode: 0o100644,
+            size: 5000,
+            i_u: 77,
+            ino: 3,
+            uid: 1000,
+            gid: 100,
+            nlink: 2,
+            mtime: 1_700_000_000,
+            mtime_nsec: 5,
+            compact_mtime: 9,
+        }
+    }
+
+    #[test]
+    fn a_compact_inode_decodes_to_its_fields() {
+        let mut b = Vec::new();
+        fields(false).encode(&mut b);
+        assert_eq!(b.len(), erofs_format::INODE_COMPACT_SIZE);
+        let f = InodeFormat::of_slot(&b).unwrap().unwrap();
+        assert!(!f.extended);
+        assert_eq!(f.layout, DataLayout::FlatInline);
+        let x = InodeCompact::read_from_bytes(&b).unwrap();
+        assert_eq!(x.xattr_icount.get(), 12);
+        assert_eq!(x.mode.get(), 0o100644);
+        assert_eq!(x.size.get(), 5000);
+        assert_eq!(x.i_u.get(), 77);
+        assert_eq!(x.ino.get(), 3);
+        assert_eq!((x.uid.get(), x.gid.get(), x.nlink.get()), (1000, 100, 2));
+        assert_eq!(
+            x.mtime.get(),
+            9,
+            "the compact form stores the time after the epoch"
+        );
+    }
+
+    #[test]
+    fn an_extended_inode_decodes_to_its_fields() {
+        let mut b = Vec::new();
+        fields(true).encode(&mut b);
+        assert_eq!(b.len(), erofs_format::INODE_EXTENDED_SIZE);
+        assert!(InodeFormat::of_slot(&b).unwrap().unwrap().extended);
+        let x = InodeExtended::read_from_bytes(&b).unwrap();
+        assert_eq!(x.size.get(), 5000);
+        assert_eq!(x.mtime.get(), 1_700_000_000);
+        assert_eq!(x.mtime_nsec.get(), 5);
+        assert_eq!((x.uid.get(), x.gid.get(), x.nlink.get()), (1000, 100, 2));
+    }
+
+    /// An xattr body of one shared id and 32 zero bytes where a digest goes.
+    fn body() -> Vec<u8> {
+        let h = XattrIbodyHeader {
+            shared_count: 1,
+            ..Default::default()
+        };
+        let mut b = h.as_bytes().to_vec();
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&[0; 32]);
+        b
+    }
+
+    #[test]
+    fn the_digest_lands_at_its_offset_in_the_xattr_body_and_the_tail_follows() {
+        let xattrs = body();
+        let digest = [0xAB; 32];
+        let item = Item {
+            inode: fields(false),
+            xattrs: &xattrs,
+            digest: Some((20, &digest)),
+            payload: Payload::Inline(b"tail"),
+        };
+        let mut b = Vec::new();
+        item.encode(&mut b);
+        assert_eq!(b.len() as u64, item.size());
+        let x = &b[32..32 + xattrs.len()];
+        let (h, ids) = XattrIbodyHeader::decode(x).unwrap();
+        assert_eq!((h.shared_count, ids), (1, vec![7]));
+        assert_eq!(&x[20..52], &digest);
+        assert_eq!(&b[32 + xattrs.len()..], b"tail");
+    }
+
+    #[test]
+    fn a_block_map_is_4_byte_aligned_and_chunk_indexes_8_byte_aligned() {
+        let xattrs = [0u8; 12];
+        let blocks = [5, NULL_ADDR, 9];
+        for (payload, width) in [
+            (Payload::BlockMap(&blocks), 4),
+            (
+                Payload::ChunkIndexes {
+                    device: 2,
+                    blocks: &blocks,
+                },
+                8,
+            ),
+        ] {
+            let item = Item {
+                inode: fields(false),
+                xattrs: &xattrs,
+                digest: None,
+                payload,
+            };
+            let mut b = vec![0xFF; 32];
+            item.encode(&mut b);
+            // The item starts at 32; inode and xattr body take 44 bytes of it.
+            let map = &b[32 + 44_usize.next_multiple_of(width)..];
+            assert_eq!(map.len(), 3 * width);
+            assert_eq!(item.size() as usize, b.len() - 32);
+            let got: Vec<ChunkEntry> = map
+                .chunks(width)
+                .map(|e| ChunkEntry::decode(e).unwrap())
+                .collect();
+            assert_eq!(
+                got.iter().map(|e| e.startblk_lo).collect::<Vec<_>>(),
+                blocks
+            );
+            let device = if width == 8 { 2 } else { 0 };
+            assert!(got.iter().all(|e| e.device_id == device));
+        }
+    }
+
+    #[test]
+    fn the_head_holds_the_superblock_records_devices_and_shared_xattrs_and_is_sealed() {
+        let mut sb = SuperBlock::default();
+        sb.magic.set(erofs_format::EROFS_MAGIC);
+        sb.blkszbits = 12;
+        let mut slot = <DeviceSlot as zerocopy::FromZeros>::new_zeroed();
+        slot.blocks_lo.set(42);
+        let head = Head {
+            blkszbits: 12,
+            blocks: 2,
+            superblock: &sb,
+            records: [b"cfg!", b"prefix"],
+            records_offset: 1152,
+            devices: &[slot],
+            devt_offset: 1280,
+            shared_xattrs: b"shared",
+            xattr_blkaddr: 1,
+        }
+        .encode();
+        assert_eq!(head.len(), 8192);
+        let got = SuperBlock::read_from_bytes(&head[1024..1152]).unwrap();
+        assert_eq!(got.magic.get(), erofs_format::EROFS_MAGIC);
+        assert_eq!(
+            got.checksum.get(),
+            erofs_format::checksum_of_head(&head, 12),
+            "sealed"
+        );
+        assert_eq!(&head[1152..1162], b"cfg!prefix");
+        let d = DeviceSlot::read_from_bytes(&head[1280..1408]).unwrap();
+        assert_eq!(d.blocks_lo.get(), 42);
+        assert_eq!(&head[4096..4102], b"shared");
+        assert!(head[4102..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn counting_an_encoding_gives_its_length() {
+        let mut v = Vec::new();
+        let mut c = Count::default();
+        v.put(b"abc");
+        v.zeros(5);
+        c.put(b"abc");
+        c.zeros(5);
+        assert_eq!((v.len(), c.len()), (8, 8));
+    }
+}
