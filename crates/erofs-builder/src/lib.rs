@@ -433,6 +433,8 @@ pub struct BuildReport {
     pub timings: Timings,
     /// The volume UUID written (all zeroes for `-U clear`).
     pub uuid: [u8; 16],
+    /// What compression did, with `-z`.
+    pub compression: Option<CompressionReport>,
     /// The dm-verity tree, with `--verity`.
     pub verity: Option<VerityReport>,
     /// The fs-verity digest of the image file, with `--fsverity-digest`.
@@ -440,6 +442,29 @@ pub struct BuildReport {
     /// Files whose content the image reserves room for but does not hold
     /// (`--tar=i,MAPFILE`): where each goes and where it lies in the source.
     pub region_map: Vec<layout::RegionExtent>,
+}
+
+/// What `-z` did to the files it tried (those larger than a block, or every non-empty one
+/// with `-E ztailpacking`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompressionReport {
+    /// Regular files the compressor was given.
+    pub files: u64,
+    /// Of those, the files stored compressed (the rest gained nothing and are stored raw).
+    pub compressed_files: u64,
+    /// Their content in bytes.
+    pub input_bytes: u64,
+    /// The bytes they take in the image: pclusters in whole blocks, inline tail pclusters,
+    /// and the size of the files stored raw.
+    pub stored_bytes: u64,
+}
+
+impl CompressionReport {
+    /// `stored_bytes / input_bytes`, or `None` when no byte was compressed.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.input_bytes > 0).then(|| self.stored_bytes as f64 / self.input_bytes as f64)
+    }
 }
 
 /// Errors of a build. Each names the path or the option at fault.

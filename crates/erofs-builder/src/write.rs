@@ -185,6 +185,9 @@ fn build(
         report.region_map = plan.region_map.clone();
     }
     warn_replaced_fingerprints(tree, &data.digests, progress, report);
+    if options.compression.is_some() {
+        report.compression = Some(compression_report(tree, &data.zfiles, plan.blksz()));
+    }
     report.data_bytes = data.bytes;
     report.inodes = tree.inodes.len() as u64;
     report.fingerprinted_files = if options.fingerprint.is_some() {
@@ -202,6 +205,33 @@ fn build(
         worker_wait,
     };
     Ok(plan.image_bytes())
+}
+
+/// What `-z` did: the files it tried and the bytes they take in the image (pclusters and
+/// inline tail pclusters; for a file stored raw because compression gained nothing, its
+/// blocks and inline tail).
+fn compression_report(
+    tree: &Tree,
+    zfiles: &[Option<ZStored>],
+    blksz: u64,
+) -> crate::CompressionReport {
+    let mut r = crate::CompressionReport::default();
+    for (inode, stored) in tree.inodes.iter().zip(zfiles) {
+        let (Kind::Regular(c), Some(stored)) = (&inode.kind, stored) else {
+            continue;
+        };
+        r.files += 1;
+        r.input_bytes += c.size;
+        r.stored_bytes += match stored {
+            ZStored::Compressed(z) => {
+                r.compressed_files += 1;
+                u64::from(z.stored_blocks()) * blksz
+                    + z.inline.as_ref().map_or(0, |t| t.len() as u64)
+            }
+            ZStored::Flat { .. } => c.size,
+        };
+    }
+    r
 }
 
 /// Block 0 (superblock, records, device table, checksum) and the shared xattr area.

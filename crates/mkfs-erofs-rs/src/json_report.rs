@@ -17,6 +17,7 @@ pub struct JsonReport<'a> {
     data_bytes: u64,
     files_fingerprinted: u64,
     compression_ratio: Option<f64>,
+    compression: Option<JsonCompression>,
     uuid: String,
     seconds: f64,
     skipped: Vec<JsonSkipped>,
@@ -42,6 +43,15 @@ struct JsonVerity {
     tree_file: Option<String>,
 }
 
+/// `-z`: what the compressor was given and what it stored.
+#[derive(Serialize)]
+struct JsonCompression {
+    files: u64,
+    compressed_files: u64,
+    input_bytes: u64,
+    stored_bytes: u64,
+}
+
 #[derive(Serialize)]
 struct JsonSkipped {
     path: String,
@@ -57,6 +67,11 @@ struct JsonOptions {
     xattr_name_filter: bool,
     hard_dereference: bool,
     threads: usize,
+    compress: Option<String>,
+    pcluster_bytes: Option<u32>,
+    ztailpacking: bool,
+    legacy_compress: bool,
+    bit48: bool,
 }
 
 /// Formats a UUID the usual way (8-4-4-4-12 hex digits).
@@ -77,6 +92,7 @@ impl<'a> JsonReport<'a> {
     pub fn new(
         source: &Path,
         image: &Path,
+        compress: Option<&str>,
         options: &Options,
         report: &'a BuildReport,
         seconds: f64,
@@ -91,8 +107,13 @@ impl<'a> JsonReport<'a> {
             bytes: report.image_bytes,
             data_bytes: report.data_bytes,
             files_fingerprinted: report.fingerprinted_files,
-            // Only compressed images have a ratio; this builder writes uncompressed ones.
-            compression_ratio: None,
+            compression_ratio: report.compression.as_ref().and_then(|c| c.ratio()),
+            compression: report.compression.as_ref().map(|c| JsonCompression {
+                files: c.files,
+                compressed_files: c.compressed_files,
+                input_bytes: c.input_bytes,
+                stored_bytes: c.stored_bytes,
+            }),
             uuid: uuid_string(&report.uuid),
             seconds,
             skipped: report
@@ -115,6 +136,14 @@ impl<'a> JsonReport<'a> {
                 xattr_name_filter: options.xattr_name_filter,
                 hard_dereference: options.scan.hard_dereference,
                 threads: options.threads,
+                compress: compress.map(str::to_owned),
+                pcluster_bytes: options
+                    .compression
+                    .as_ref()
+                    .map(|c| c.pcluster_bytes(block_size)),
+                ztailpacking: options.zlayout.ztailpacking,
+                legacy_compress: options.zlayout.full_indexes,
+                bit48: options.bit48,
             },
             verity: report.verity.as_ref().map(|v| JsonVerity {
                 root_hash: erofs_verity::to_hex(&v.root_hash),

@@ -449,8 +449,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
     let seconds = start.elapsed().as_secs_f64();
     if cli.json {
-        let json =
-            json_report::JsonReport::new(&cli.source, &cli.image, &options, &report, seconds);
+        let json = json_report::JsonReport::new(
+            &cli.source,
+            &cli.image,
+            cli.compress.as_deref(),
+            &options,
+            &report,
+            seconds,
+        );
         // With the image on standard output, the report goes to stderr.
         let text = serde_json::to_string_pretty(&json)? + "\n";
         if to_stdout {

@@ -463,3 +463,41 @@ fn the_48bit_layout_keeps_mtimes_in_compact_inodes_and_reads_back() {
         }
     }
 }
+
+/// `--json` with `-z` says what was compressed: a text file shrinks, random bytes gain
+/// nothing and are stored raw, and the ratio is stored over input bytes of both.
+#[test]
+fn json_reports_the_compression_ratio_of_the_files_it_compressed() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("text"), text(7, 200_000)).unwrap();
+    std::fs::write(src.join("random"), bytes(8, 100_000)).unwrap();
+    std::fs::write(src.join("small"), [b'a'; 3000]).unwrap();
+    let img = tmp.path().join("z.erofs");
+    let o = Command::new(mkfs_bin())
+        .args(["--json", "-zlz4hc,9", "-C16384", "-Eztailpacking,legacy-compress"])
+        .args(args("", "2", &[]))
+        .arg(&src)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let c = &v["compression"];
+    // With -E ztailpacking even the small file is tried.
+    assert_eq!(c["files"], 3);
+    assert_eq!(c["input_bytes"], 200_000 + 100_000 + 3000);
+    assert_eq!(c["compressed_files"], 2, "the random file is stored raw");
+    let stored = c["stored_bytes"].as_u64().unwrap();
+    assert!(stored > 100_000 && stored < 303_000, "stored {stored}");
+    let ratio = v["compression_ratio"].as_f64().unwrap();
+    assert!((ratio - stored as f64 / 303_000.0).abs() < 1e-9);
+    assert!(stored < std::fs::metadata(&img).unwrap().len());
+    let opts = &v["options"];
+    assert_eq!(opts["compress"], "lz4hc,9");
+    assert_eq!(opts["pcluster_bytes"], 16384);
+    assert_eq!(opts["ztailpacking"], true);
+    assert_eq!(opts["legacy_compress"], true);
+    assert_eq!(opts["bit48"], false);
+}
