@@ -761,3 +761,228 @@ pub fn full_indexes(extents: &[Extent], size: u64, blkszbits: u8, big: bool) -> 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(len: usize) -> Vec<u8> {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..(2 + x % 6) {
+                out.push(b'a' + ((x >> (8 + 4 * k)) % 10) as u8);
+            }
+            out.push(b' ');
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn lzma_and_zstd_take_the_levels_mkfs_erofs_takes() {
+        let lzma = |s| Compressor::parse(s).ok();
+        assert_eq!(
+            lzma("lzma"),
+            Some(Compressor::Lzma {
+                level: 6,
+                dict_size: None
+            })
+        );
+        for ok in ["lzma,0", "lzma,9", "lzma,100", "lzma,109", "lzma,level=105"] {
+            assert!(lzma(ok).is_some(), "{ok}");
+        }
+        assert_eq!(
+            lzma("lzma,109,dictsize=65536"),
+            Some(Compressor::Lzma {
+                level: 109,
+                dict_size: Some(65536)
+            })
+        );
+        assert_eq!(
+            lzma("zstd"),
+            Some(Compressor::Zstd {
+                level: 3,
+                window_log: None
+            })
+        );
+        // A dictsize between powers of two is rounded down to the window below it.
+        assert_eq!(
+            lzma("zstd,22,dictsize=100000"),
+            Some(Compressor::Zstd {
+                level: 22,
+                window_log: Some(16)
+            })
+        );
+        for (bad, says) in [
+            ("lzma,10", "0..=9 or 100..=109"),
+            ("lzma,99", "0..=9 or 100..=109"),
+            ("lzma,110", "0..=9 or 100..=109"),
+            ("lzma,-1", "0..=9 or 100..=109"),
+            ("zstd,23", "0..=22"),
+            ("lzma,dictsize=4095", "4096..=8388608"),
+            ("lzma,dictsize=8388609", "4096..=8388608"),
+            ("zstd,dictsize=2097152", "1024..=1048576"),
+            ("lz4hc,dictsize=4096", "takes no dictsize"),
+            ("zstd,3,5", "given twice"),
+            ("zstd,lc=3", "unknown setting"),
+            ("xz", "unknown algorithm"),
+        ] {
+            let err = Compressor::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn configuration_records_follow_the_largest_pcluster_one_per_algorithm() {
+        // The defaults of erofs-compression.md 3.2 at one 4 KiB block: a 32 KiB LZMA
+        // dictionary and a 32 KiB zstd window (windowlog field 5), no LZ4 record needed.
+        let one = |z: &str| CompressOptions::parse(z).unwrap().configs(4096);
+        assert_eq!(
+            one("lzma"),
+            [ComprCfg::Lzma {
+                dict_size: 32 << 10,
+                format: 0
+            }]
+        );
+        assert_eq!(
+            one("zstd"),
+            [ComprCfg::Zstd {
+                format: 0,
+                windowlog: 5
+            }]
+        );
+        // 64 KiB pclusters: dictionary 4x, window 8x; records in algorithm id order
+        // whatever the -z order; two lzma items share one record with the larger dictionary.
+        let mut z = CompressOptions::parse("zstd:lz4hc:lzma:lzma,dictsize=1048576").unwrap();
+        z.max_pcluster_bytes = 65536;
+        assert!(z.big_pclusters(4096));
+        assert_eq!(
+            z.algorithm_bits(),
+            Algorithm::Lz4.bit() | Algorithm::Lzma.bit() | Algorithm::Zstd.bit()
+        );
+        assert_eq!(
+            z.configs(4096),
+            [
+                ComprCfg::Lz4 {
+                    max_distance: u16::MAX,
+                    max_pclusterblks: 16
+                },
+                ComprCfg::Lzma {
+                    dict_size: 1 << 20,
+                    format: 0
+                },
+                ComprCfg::Zstd {
+                    format: 0,
+                    windowlog: 9
+                },
+            ]
+        );
+        // A hint larger than -C raises the largest pcluster (and the LZ4 record), and the
+        // zstd window stops at 1 MiB.
+        let mut z = CompressOptions::parse("lz4:zstd").unwrap();
+        z.hints = CompressHint::parse_file("1048576 1 big/\n", "h").unwrap();
+        assert_eq!(z.max_pcluster(4096), 1 << 20);
+        assert_eq!(
+            z.configs(4096),
+            [
+                ComprCfg::Lz4 {
+                    max_distance: u16::MAX,
+                    max_pclusterblks: 256
+                },
+                ComprCfg::Zstd {
+                    format: 0,
+                    windowlog: 10
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn microlzma_fills_the_pcluster_and_replaces_the_first_byte_by_the_inverted_props() {
+        let src = text(200_000);
+        for level in [0u8, 6, 109] {
+            let c = Compressor::parse(&format!("lzma,{level}"))
+                .unwrap()
+                .resolved(4096);
+            let mut dst = vec![0u8; 4096];
+            let (read, wrote) = c.compress_fill(&src, &mut dst).expect("fits");
+            // lc=3 lp=0 pb=2: props 0x5D, inverted 0xA2.
+            assert_eq!(dst[0], 0xA2, "level {level}");
+            assert!(
+                wrote <= 4096 && wrote > 4000,
+                "level {level}: {wrote} bytes"
+            );
+            assert!(read > 6144, "level {level}: only {read} bytes consumed");
+        }
+    }
+
+    #[test]
+    fn zstd_frames_fit_the_pcluster_and_carry_the_configured_window() {
+        let src = text(300_000);
+        for (z, pcluster) in [("zstd", 4096usize), ("zstd,19", 65536), ("zstd,1", 16384)] {
+            let c = Compressor::parse(z).unwrap().resolved(pcluster as u32);
+            let mut dst = vec![0u8; pcluster];
+            let (read, wrote) = c.compress_fill(&src, &mut dst).expect("fits");
+            assert!(wrote <= pcluster, "{z}: {wrote}");
+            assert!(
+                wrote + 64 > pcluster / 2 && read > 2 * pcluster,
+                "{z}: {read} -> {wrote}"
+            );
+            assert_eq!(dst[..4], [0x28, 0xB5, 0x2F, 0xFD], "{z}: a zstd frame");
+            // Frame header descriptor: no checksum (bit 2); a frame of more than one
+            // window carries Window_Descriptor = (log - 10) << 3 with no mantissa.
+            let fhd = dst[4];
+            assert_eq!(fhd & 0x04, 0, "{z}: checksum flag");
+            if fhd & 0x20 == 0 {
+                let Compressor::Zstd {
+                    window_log: Some(w),
+                    ..
+                } = c
+                else {
+                    unreachable!()
+                };
+                assert_eq!(dst[5], (w - 10) << 3, "{z}: window descriptor");
+            }
+        }
+    }
+
+    #[test]
+    fn hints_files_read_as_mkfs_erofs_writes_them_and_the_first_match_wins() {
+        let text = "# comment\n\n16384 big/.*\n  4096 1 \\.conf$\n65536 0 big/huge\n";
+        let mut z = CompressOptions::parse("lz4hc:lzma").unwrap();
+        z.hints = CompressHint::parse_file(text, "hints.txt").unwrap();
+        assert_eq!(z.hints.len(), 3);
+        z.validate(12).unwrap();
+        assert_eq!(
+            z.choose("big/huge", 4096),
+            (0, 16384),
+            "the first rule wins"
+        );
+        assert_eq!(z.choose("tiny/3.conf", 4096), (1, 4096));
+        // Unanchored, as regexec: "big/" anywhere in the path.
+        assert_eq!(z.choose("x/big/y", 4096), (0, 16384));
+        assert_eq!(z.choose("other", 4096), (0, 4096));
+        for (bad, says) in [
+            ("x big/", "line 1: \"x\" is not a pcluster size"),
+            ("4096 a b", "\"a\" is not an algorithm index"),
+            ("4096 1 2 3", "expected PCLUSTER-BYTES"),
+            ("4096 (", "invalid regex"),
+        ] {
+            let err = CompressHint::parse_file(bad, "h").unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        for (rule, says) in [
+            ("4096 2 x", "algorithm index 2 but -z names 2"),
+            ("5000 x", "multiple of the block size"),
+            ("2097152 x", "at most 1048576"),
+        ] {
+            z.hints = CompressHint::parse_file(rule, "h").unwrap();
+            let err = z.validate(12).unwrap_err().to_string();
+            assert!(err.contains(says), "{rule}: {err}");
+        }
+    }
+}
