@@ -923,7 +923,15 @@ mod tests {
     #[test]
     fn zstd_frames_fit_the_pcluster_and_carry_the_configured_window() {
         let src = text(300_000);
-        for (z, pcluster) in [("zstd", 4096usize), ("zstd,19", 65536), ("zstd,1", 16384)] {
+        let mut windows_seen = 0;
+        for (z, pcluster) in [
+            ("zstd", 4096usize),
+            ("zstd,19", 65536),
+            ("zstd,1", 16384),
+            // A window smaller than the input: the frame must declare it.
+            ("zstd,dictsize=1024", 4096),
+            ("zstd,9,dictsize=8192", 65536),
+        ] {
             let c = Compressor::parse(z).unwrap().resolved(pcluster as u32);
             let mut dst = vec![0u8; pcluster];
             let (read, wrote) = c.compress_fill(&src, &mut dst).expect("fits");
@@ -946,8 +954,13 @@ mod tests {
                     unreachable!()
                 };
                 assert_eq!(dst[5], (w - 10) << 3, "{z}: window descriptor");
+                windows_seen += 1;
             }
         }
+        assert!(
+            windows_seen >= 2,
+            "only {windows_seen} frames declared a window"
+        );
     }
 
     #[test]

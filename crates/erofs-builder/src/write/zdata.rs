@@ -374,8 +374,8 @@ impl Choices {
     }
 }
 
-/// Matches every regular file's path against the hints (a file with several links: its
-/// first path in directory order). The paths are relative to the source root, without a
+/// Matches every regular file's path against the hints (a file with several links: the
+/// first of its paths this walk meets, a fixed order). The paths are relative to the source root, without a
 /// leading `/`, as mkfs.erofs matches them.
 fn file_choices(tree: &Tree, z: &CompressOptions, blksz: u32) -> Choices {
     let default = (0, z.pcluster_bytes(blksz));
