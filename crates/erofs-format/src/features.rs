@@ -118,14 +118,17 @@ impl Incompat {
     pub const READ_SUPPORTED: Self = Self(0x0FF);
 
     /// Bits this project's builder writes: 0padding and compression configs (compressed
-    /// files), chunk-based files and the device table (`--tar=i` indexes), long xattr name
-    /// prefixes. A subset of [`Incompat::READ_SUPPORTED`]: whatever is written can be read.
+    /// files), chunk-based files and the device table (`--tar=i` indexes), inline tail
+    /// pclusters (`-E ztailpacking`), long xattr name prefixes and the 48-bit layout
+    /// (`-E 48bit`). A subset of [`Incompat::READ_SUPPORTED`]: whatever is written can be read.
     pub const WRITE_SUPPORTED: Self = Self(
         Self::LZ4_0PADDING.0
             | Self::COMPR_CFGS.0
             | Self::CHUNKED_FILE.0
             | Self::DEVICE_TABLE.0
-            | Self::XATTR_PREFIXES.0,
+            | Self::ZTAILPACKING.0
+            | Self::XATTR_PREFIXES.0
+            | Self::BIT48.0,
     );
 
     /// Bits erofs-utils 1.5 (Debian 12) knows; it refuses anything else.
