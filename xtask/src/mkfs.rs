@@ -62,6 +62,8 @@ pub struct Options {
     pub ztailpacking: bool,
     /// `-E legacy-compress` (with `compress`): full lcluster indexes, not compact ones.
     pub legacy_compress: bool,
+    /// `--compress-hints=FILE` (with `compress`): the file's text, written beside the image.
+    pub compress_hints: Option<String>,
 }
 
 impl Options {
@@ -130,6 +132,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
                 } else if o.legacy_compress {
                     Some("Debian's mkfs.erofs 1.5 has no -E legacy-compress".into())
+                } else if o.compress.as_deref().is_some_and(|z| z.contains(':')) {
+                    Some("Debian's mkfs.erofs 1.5 has one algorithm per image".into())
                 } else {
                     None
                 }
@@ -198,6 +202,11 @@ impl Mkfs {
         }
         if o.legacy_compress {
             c.arg("-Elegacy-compress");
+        }
+        if let Some(hints) = &o.compress_hints {
+            let path = image.with_extension("hints");
+            std::fs::write(&path, hints).with_context(|| path.display().to_string())?;
+            c.arg(format!("--compress-hints={}", path.display()));
         }
         match self {
             Mkfs::Ours(_) if o.tar => {

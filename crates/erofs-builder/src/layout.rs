@@ -29,7 +29,7 @@ pub const PREFIX_RECORDS_OFFSET: u64 = 1152;
 /// The compression configuration records of an image built with `options` (empty when the
 /// superblock needs none: no compression, or LZ4 with one-block pclusters).
 pub fn compr_cfgs(options: &Options) -> Vec<u8> {
-    use erofs_format::compress::{ComprCfg, encode_compr_cfgs};
+    use erofs_format::compress::encode_compr_cfgs;
     let Some(z) = &options.compression else {
         return Vec::new();
     };
@@ -37,14 +37,7 @@ pub fn compr_cfgs(options: &Options) -> Vec<u8> {
     if !z.big_pclusters(blksz) {
         return Vec::new();
     }
-    let cfg = match z.primary().algorithm() {
-        erofs_format::compress::Algorithm::Deflate => ComprCfg::Deflate { windowbits: 15 },
-        _ => ComprCfg::Lz4 {
-            max_distance: u16::MAX,
-            max_pclusterblks: (z.pcluster_bytes(blksz) / blksz) as u16,
-        },
-    };
-    encode_compr_cfgs(&[cfg])
+    encode_compr_cfgs(&z.configs(blksz))
 }
 
 /// The chunk table of a sparse file (4-byte block map entries).
@@ -112,8 +105,6 @@ pub struct Plan {
     pub compr_cfgs: Vec<u8>,
     /// Compressed files may have pclusters of several blocks (CBLKCNT in their indexes).
     pub big_pclusters: bool,
-    /// The algorithm of compressed files.
-    pub algorithm: erofs_format::compress::Algorithm,
     /// The device table (extra devices 1..), at byte `devt_offset` of block 0.
     pub devices: Vec<erofs_format::DeviceSlot>,
     /// Where the device table starts.
@@ -371,7 +362,7 @@ pub struct Prelude {
 }
 
 /// A compressed file as the compressed stage stored it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ZFile {
     /// Extents in file order, pclusters at absolute addresses. With an inline tail the last
     /// extent is the inline one: none of it is in the data area, and its `blk` is where a
@@ -381,6 +372,8 @@ pub struct ZFile {
     /// The tail pcluster stored inline after the indexes (`-E ztailpacking`): compressed,
     /// or raw when the last extent is PLAIN.
     pub inline: Option<Vec<u8>>,
+    /// The algorithm of its pclusters (the map header's HEAD1 algorithm).
+    pub algorithm: erofs_format::compress::Algorithm,
 }
 
 impl ZFile {
@@ -402,7 +395,7 @@ pub fn compact_indexes(options: &Options) -> bool {
         && options
             .compression
             .as_ref()
-            .is_none_or(|z| z.pcluster_bytes(blksz) / blksz < u32::from(LI_D0_CBLKCNT))
+            .is_none_or(|z| z.max_pcluster(blksz) / blksz < u32::from(LI_D0_CBLKCNT))
 }
 
 /// Whether compact indexes use 2-byte packs (`COMPACTED_2B`): lclusters of at most 4 KiB,
@@ -886,7 +879,7 @@ pub fn plan_with(
         incompat.insert(Incompat::LZ4_0PADDING);
         if z.big_pclusters(blksz as u32) {
             incompat.insert(Incompat::COMPR_CFGS);
-            sb.available_compr_algs.set(z.primary().algorithm().bit());
+            sb.available_compr_algs.set(z.algorithm_bits());
         } else {
             sb.available_compr_algs.set(u16::MAX);
         }
@@ -937,12 +930,6 @@ pub fn plan_with(
             .compression
             .as_ref()
             .is_some_and(|z| z.big_pclusters(blksz as u32)),
-        algorithm: options
-            .compression
-            .as_ref()
-            .map_or(erofs_format::compress::Algorithm::Lz4, |z| {
-                z.primary().algorithm()
-            }),
         devices,
         devt_offset,
         region_blocks,

@@ -256,7 +256,7 @@ proptest! {
         noinline in any::<bool>(),
         tolerance in -1i32..3,
         prefix in any::<bool>(),
-        z in 0usize..4,
+        z in 0usize..7,
         big in 0usize..3,
         ztail in any::<bool>(),
         legacy in any::<bool>(),
@@ -274,8 +274,15 @@ proptest! {
         options.fingerprint =
             fingerprint.then(|| FingerprintOptions::new("trusted.erofs.fingerprint"));
         options.compression = (z > 0).then(|| {
-            let mut c = CompressOptions::parse(["lz4", "lz4hc", "deflate"][z - 1]).unwrap();
+            let zs = ["lz4", "lz4hc", "deflate", "lzma,0", "zstd,1", "lz4hc:lzma,0:zstd,1"];
+            let mut c = CompressOptions::parse(zs[z - 1]).unwrap();
             c.max_pcluster_bytes = [0, 4, 16][big] << blkszbits;
+            if c.compressors.len() > 1 {
+                // Hints send some files to the second and third algorithms.
+                let hints = format!("{} 1 [a-f]\n{} 2 [g-p]\n", 1u32 << blkszbits, 2u32 << blkszbits);
+                c.hints = erofs_builder::compress::CompressHint::parse_file(&hints, "hints")
+                    .unwrap();
+            }
             c
         });
         // -E ztailpacking, legacy-compress (full indexes) and 48bit.

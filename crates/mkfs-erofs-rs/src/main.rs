@@ -136,10 +136,20 @@ struct Cli {
         hide_default_value = true
     )]
     threads: usize,
-    /// Compress regular files: `ALG[,LEVEL]`: lz4, lz4hc (levels 0..=12, default 9) or deflate
-    /// (levels 0..=9, default 1).
+    /// Compress regular files: `ALG[,LEVEL][:ALG2[,LEVEL]]...`: lz4, lz4hc (levels 0..=12,
+    /// default 9), deflate (0..=9, default 1), lzma (MicroLZMA: 0..=9 or the extreme
+    /// 100..=109, default 6; `,dictsize=BYTES` 4096..=8388608) or zstd (0..=22, default 3;
+    /// `,dictsize=BYTES` 1024..=1048576). `level=N` is accepted for the level. The first
+    /// algorithm compresses every file; later ones only those that --compress-hints sends
+    /// to them.
     #[arg(short = 'z', value_name = "ALG[,LEVEL]")]
     compress: Option<String>,
+    /// Per-path pcluster sizes and algorithms, one rule per line:
+    /// `PCLUSTER-BYTES [ALGORITHM-INDEX] REGEX` (the regex is matched against the path
+    /// relative to the source, without a leading `/`; the first matching rule wins; the
+    /// index counts -z's algorithms from 0).
+    #[arg(long, value_name = "FILE", requires = "compress")]
+    compress_hints: Option<PathBuf>,
     /// Largest pcluster in bytes, a multiple of the block size (default: one block).
     #[arg(short = 'C', value_name = "BYTES", requires = "compress")]
     pcluster: Option<u32>,
@@ -286,6 +296,18 @@ fn options_from(cli: &Cli) -> Result<Options> {
     if let Some(z) = &cli.compress {
         let mut c = erofs_builder::CompressOptions::parse(z)?;
         c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
+        if let Some(path) = &cli.compress_hints {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                erofs_builder::BuildError::InvalidOption(format!(
+                    "--compress-hints {}: {e}",
+                    path.display()
+                ))
+            })?;
+            c.hints = erofs_builder::compress::CompressHint::parse_file(
+                &text,
+                &path.display().to_string(),
+            )?;
+        }
         o.compression = Some(c);
     }
     o.zlayout.ztailpacking = ztailpacking;

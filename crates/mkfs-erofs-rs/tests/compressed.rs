@@ -145,6 +145,105 @@ fn lz4_lz4hc_and_deflate_images_round_trip_through_our_reader_and_the_kernel() {
     }
 }
 
+#[test]
+fn lzma_zstd_and_several_algorithms_round_trip_through_our_reader_and_the_kernel() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_compressible_tree(&src, true);
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    // Hints: the 9 MiB file to the second algorithm in 64 KiB pclusters, the mixed file to
+    // the third, the rest of z/ to the first in 16 KiB ones (mkfs.erofs 1.9.3 crashes on a
+    // line that picks the second algorithm of -zlz4hc:lzma).
+    let hints = tmp.path().join("hints.txt");
+    std::fs::write(
+        &hints,
+        "# size [algorithm] regex\n65536 1 ^z/text-9m$\n4096 2 z/mixed\n16384 z/\n",
+    )
+    .unwrap();
+    let hints_arg = format!("--compress-hints={}", hints.display());
+    let mut n_kernel = 0;
+    for (k, (z, extra)) in [
+        ("-zlzma", &[][..]),
+        ("-zlzma,0", &["-C", "65536", "-E", "ztailpacking"][..]),
+        ("-zlzma,9", &["-b", "1024", "-E", "legacy-compress"][..]),
+        ("-zzstd", &[][..]),
+        ("-zzstd,12", &["-C", "65536", "-E", "ztailpacking"][..]),
+        ("-zzstd,1", &["-b", "1024"][..]),
+        (
+            "-zlz4hc:lzma:zstd",
+            &["-C", "32768", hints_arg.as_str()][..],
+        ),
+        (
+            "-zlz4hc:lzma,109:zstd,15",
+            &["-E", "ztailpacking", hints_arg.as_str()][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("alg{k}.erofs"));
+        mkfs(&src, &img, &args(z, "2", extra));
+        let what = format!("{z} {extra:?}");
+        let got = snap_image(&img, FULL);
+        assert_same(&format!("reader, {what}"), &want, &got);
+        let algs = file_algorithms(&img);
+        let alg = |name: &str| algs.get(name.as_bytes()).cloned().unwrap_or_default();
+        if z.contains(':') {
+            use erofs_format::compress::Algorithm::{Lz4, Lzma, Zstd};
+            assert_eq!(alg("/z/text-9m"), [Lzma], "{what}");
+            assert_eq!(alg("/z/mixed"), [Zstd], "{what}");
+            assert_eq!(alg("/z/text-40000"), [Lz4], "{what}");
+            let img = erofs_reader::Image::open(&img).unwrap();
+            let sb = img.superblock();
+            assert_eq!(
+                sb.available_compr_algs.get(),
+                Lz4.bit() | Lzma.bit() | Zstd.bit(),
+                "{what}"
+            );
+        } else {
+            let want_alg = if z.starts_with("-zlzma") {
+                erofs_format::compress::Algorithm::Lzma
+            } else {
+                erofs_format::compress::Algorithm::Zstd
+            };
+            let used: std::collections::BTreeSet<_> = algs.values().flatten().collect();
+            assert_eq!(used.into_iter().collect::<Vec<_>>(), [&want_alg], "{what}");
+        }
+        if let Some(m) = Mount::new(&img) {
+            let got = snap_dir(m.path(), FULL, &[]);
+            assert_same(&format!("kernel mount, {what}"), &want, &got);
+            n_kernel += 1;
+        }
+    }
+    eprintln!("{n_kernel} images checked by the host kernel");
+}
+
+/// The algorithms of each compressed file's compressed extents, by path.
+fn file_algorithms(image: &Path) -> BTreeMap<Vec<u8>, Vec<erofs_format::compress::Algorithm>> {
+    use erofs_reader::ZStorage;
+    let img = erofs_reader::Image::open(image).expect("open image");
+    let mut out = BTreeMap::new();
+    for e in img.walk().expect("walk") {
+        let e = e.expect("walk entry");
+        let ext = match img.z_extents(&e.inode) {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let mut algs: Vec<_> = ext
+            .iter()
+            .filter_map(|x| match x.storage {
+                ZStorage::Compressed { algorithm } => Some(algorithm),
+                _ => None,
+            })
+            .collect();
+        algs.dedup();
+        if !algs.is_empty() {
+            out.insert(e.path.clone(), algs);
+        }
+    }
+    out
+}
+
 /// What an image's compressed files look like.
 struct ZFiles {
     /// The data layout of each compressed regular file.
@@ -188,6 +287,10 @@ fn compressed_builds_are_byte_identical_for_every_thread_count() {
         ("-zdeflate", "16384", "inline_data"),
         ("-zlz4", "4096", "ztailpacking"),
         ("-zlz4hc", "65536", "ztailpacking"),
+        ("-zlzma", "65536", "ztailpacking"),
+        ("-zlzma,105", "4096", "inline_data"),
+        ("-zzstd", "16384", "inline_data"),
+        ("-zzstd,9", "4096", "ztailpacking"),
     ] {
         let mut first: Option<Vec<u8>> = None;
         for j in ["1", "2", "8"] {
@@ -204,17 +307,44 @@ fn compressed_builds_are_byte_identical_for_every_thread_count() {
             }
         }
     }
+    // Several algorithms chosen per file by hints.
+    let hints = tmp.path().join("hints.txt");
+    std::fs::write(&hints, "65536 1 text-9m\n16384 2 half-random\n").unwrap();
+    let hints_arg = format!("--compress-hints={}", hints.display());
+    let mut first: Option<Vec<u8>> = None;
+    for j in ["1", "2", "8"] {
+        let img = tmp.path().join(format!("hints-{j}.erofs"));
+        mkfs(
+            &src,
+            &img,
+            &args("-zlz4:lzma:zstd", j, &["--fingerprint=sha256", &hints_arg]),
+        );
+        let bytes = std::fs::read(&img).unwrap();
+        match &first {
+            None => first = Some(bytes),
+            Some(f) => assert!(
+                f == &bytes,
+                "-zlz4:lzma:zstd with hints -j{j} differs from -j1"
+            ),
+        }
+    }
 }
 
 #[test]
 fn fingerprints_of_compressed_files_are_sha256_of_the_decoded_content() {
-    use sha2::{Digest, Sha256};
     let tmp = tempdir();
     let src = tmp.path().join("src");
     make_compressible_tree(&src, false);
-    let img = tmp.path().join("fp.erofs");
-    mkfs(&src, &img, &args("-zlz4hc", "2", &["--fingerprint=sha256"]));
-    let got = snap_image(&img, FULL);
+    for z in ["-zlz4hc", "-zlzma", "-zzstd"] {
+        let img = tmp.path().join(format!("fp{z}.erofs"));
+        mkfs(&src, &img, &args(z, "2", &["--fingerprint=sha256"]));
+        fingerprints_match(&src, &img);
+    }
+}
+
+fn fingerprints_match(src: &Path, img: &Path) {
+    use sha2::{Digest, Sha256};
+    let got = snap_image(img, FULL);
     let mut checked = 0;
     for (rel, s) in &got {
         if s.kind != 'f' || s.content.starts_with("0 ") {
@@ -297,6 +427,14 @@ fn bad_compression_options_fail_before_any_work() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let img = tmp.path().join("never.erofs");
+    let hint = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        format!("--compress-hints={}", p.display())
+    };
+    let hint_bad_index = hint("i.txt", "4096 2 big/\n");
+    let hint_bad_size = hint("s.txt", "6000 big/\n");
+    let hint_bad_regex = hint("r.txt", "# ok\n4096 0 a(\n");
     for (opts, says) in [
         (&["-zlz5"][..], "unknown algorithm"),
         (&["-zlz4hc,13"], "level \"13\" is not in 0..=12"),
@@ -304,6 +442,34 @@ fn bad_compression_options_fail_before_any_work() {
         (&["-zdeflate,10"], "level \"10\" is not in 0..=9"),
         (&["-zlz4", "-C", "5000"], "multiple of the block size"),
         (&["-zlz4", "-C", "2097152"], "at most 1048576"),
+        (
+            &["-zlzma,10"],
+            "level \"10\" is not in 0..=9 or 100..=109 (extreme)",
+        ),
+        (&["-zlzma,110"], "is not in 0..=9 or 100..=109"),
+        (&["-zzstd,23"], "level \"23\" is not in 0..=22"),
+        (
+            &["-zlzma,dictsize=16777216"],
+            "dictsize \"16777216\" is not in 4096..=8388608",
+        ),
+        (&["-zzstd,dictsize=512"], "is not in 1024..=1048576"),
+        (&["-zlz4:xz"], "unknown algorithm \"xz\""),
+        (
+            &["-zlz4hc:lzma", hint_bad_index.as_str()],
+            "algorithm index 2 but -z names 2",
+        ),
+        (
+            &["-zlz4hc", hint_bad_size.as_str()],
+            "multiple of the block size",
+        ),
+        (
+            &["-zlz4hc", hint_bad_regex.as_str()],
+            "line 2: invalid regex",
+        ),
+        (
+            &["-zlz4hc", "--compress-hints=/nonexistent/h.txt"],
+            "--compress-hints /nonexistent/h.txt",
+        ),
     ] {
         let out = Command::new(mkfs_bin())
             .args(opts)

@@ -147,7 +147,10 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "compressed",
             about: "-z lz4, lz4hc -C65536, deflate and lz4 at 1024-byte blocks with compact \
                     indexes, each also with -E ztailpacking, and lz4hc with full indexes \
-                    (-E legacy-compress), bdev + file-backed",
+                    (-E legacy-compress); lzma (default, extreme -C65536 ztailpacking, \
+                    -C1048576, 1024-byte blocks), zstd (default, 15 -C65536 ztailpacking, \
+                    1024-byte blocks), lz4hc:lzma:zstd with --compress-hints picking each; \
+                    bdev + file-backed",
             prepare: |e| {
                 let z = |alg: &str, c: Option<u32>, bs: u32| Options {
                     compress: Some(alg.into()),
@@ -175,6 +178,24 @@ pub fn scenarios() -> Vec<Scenario> {
                             Options {
                                 legacy_compress: true,
                                 ..z("lz4hc", Some(16384), 4096)
+                            },
+                        ),
+                        ("lzma", z("lzma", None, 4096)),
+                        ("lzma109-C64k-ztail", tail(z("lzma,109", Some(65536), 4096))),
+                        ("lzma0-C1M", z("lzma,0", Some(1 << 20), 4096)),
+                        ("lzma-1024", z("lzma", None, 1024)),
+                        ("zstd", z("zstd", None, 4096)),
+                        ("zstd15-C64k-ztail", tail(z("zstd,15", Some(65536), 4096))),
+                        ("zstd-1024", z("zstd", None, 1024)),
+                        (
+                            // The second and third algorithms only through the hints (the
+                            // combination mkfs.erofs 1.9.3 crashes on).
+                            "multi-hints",
+                            Options {
+                                compress_hints: Some(
+                                    "65536 1 ^regular/(big|text)$\n4096 2 ^regular/size-\n".into(),
+                                ),
+                                ..tail(z("lz4hc:lzma:zstd", Some(16384), 4096))
                             },
                         ),
                     ],

@@ -261,7 +261,7 @@ fn encode_item<'a>(
             p.size,
             plan.blkszbits,
             plan.big_pclusters,
-            plan.algorithm,
+            zf.algorithm,
             layout == DataLayout::CompressedCompact,
             item_start,
             out,

@@ -20,7 +20,9 @@ use std::sync::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
-use crate::compress::{CompressOptions, Compressed, Extent, compress_segment, full_indexes};
+use crate::compress::{
+    CompressOptions, Compressed, Compressor, Extent, compress_segment, full_indexes,
+};
 use crate::layout::{Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
 use crate::pipeline::{Clock, run_ordered};
 use crate::tree::{Kind, Tree};
@@ -134,9 +136,10 @@ pub(super) fn write_compressed(
 ) -> Result<ZOut, BuildError> {
     let tree = ctx.tree;
     let blksz = 1u64 << ctx.options.blkszbits;
-    let pcluster = u64::from(z.pcluster_bytes(blksz as u32));
-    // Segments large enough for several pclusters, so that cutting costs little ratio.
-    let seg_len = (4 * pcluster).max(4 << 20);
+    let choices = file_choices(tree, z, blksz as u32);
+    let compressors: Vec<Compressor> = (0..z.compressors.len())
+        .map(|i| z.resolved(i, blksz as u32))
+        .collect();
     let mut jobs: Vec<Vec<Seg>> = Vec::new();
     let mut small: Vec<Seg> = Vec::new();
     let mut small_bytes = 0;
@@ -148,6 +151,8 @@ pub(super) fn write_compressed(
         if !compressible(inode, ctx.options) {
             continue;
         }
+        // Segments large enough for several pclusters, so that cutting costs little ratio.
+        let seg_len = (4 * u64::from(choices.get(i).1)).max(4 << 20);
         if c.size <= seg_len {
             if !small.is_empty() && (small_bytes + c.size > JOB_BYTES || small.len() >= JOB_FILES) {
                 jobs.push(std::mem::take(&mut small));
@@ -188,7 +193,6 @@ pub(super) fn write_compressed(
         counts.into_iter().map(OpenOnce::new).collect()
     };
 
-    let compressor = z.primary();
     let work = |k: usize| -> Result<Vec<SegOut>, BuildError> {
         progress.check_cancelled()?;
         let mut outs = Vec::with_capacity(jobs[k].len());
@@ -226,6 +230,8 @@ pub(super) fn write_compressed(
                     }
                 }
             };
+            let (which, pcluster) = choices.get(seg.inode);
+            let compressor = compressors[which];
             let mut out = Compressed::default();
             compress_segment(
                 compressor,
@@ -330,6 +336,7 @@ pub(super) fn write_compressed(
                         zfiles[o.inode] = Some(ZStored::Compressed(ZFile {
                             extents: list,
                             inline: o.inline,
+                            algorithm: compressors[choices.get(o.inode).0].algorithm(),
                         }));
                     }
                 }
@@ -351,6 +358,61 @@ pub(super) fn write_compressed(
         digests,
         bytes: bytes_in,
     })
+}
+
+/// Which `-z` compressor and pcluster size each regular file gets.
+struct Choices {
+    /// Per inode when `--compress-hints` is given; empty otherwise.
+    per_inode: Vec<(u8, u32)>,
+    default: (u8, u32),
+}
+
+impl Choices {
+    fn get(&self, inode: usize) -> (usize, u32) {
+        let (i, p) = self.per_inode.get(inode).copied().unwrap_or(self.default);
+        (usize::from(i), p)
+    }
+}
+
+/// Matches every regular file's path against the hints (a file with several links: the
+/// first of its paths this walk meets, a fixed order). The paths are relative to the source root, without a
+/// leading `/`, as mkfs.erofs matches them.
+fn file_choices(tree: &Tree, z: &CompressOptions, blksz: u32) -> Choices {
+    let default = (0, z.pcluster_bytes(blksz));
+    let mut per_inode = Vec::new();
+    if !z.hints.is_empty() && !tree.inodes.is_empty() {
+        per_inode = vec![None; tree.inodes.len()];
+        // Depth first; each directory is entered once (the tree has no directory cycles,
+        // and a directory has one parent).
+        let mut stack: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let Kind::Directory { entries, .. } = &tree.inodes[dir].kind else {
+                continue;
+            };
+            for e in entries {
+                let mut path = prefix.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&e.name);
+                match &tree.inodes[e.inode].kind {
+                    Kind::Regular(_) if per_inode[e.inode].is_none() => {
+                        let (i, p) = z.choose(&String::from_utf8_lossy(&path), blksz);
+                        per_inode[e.inode] = Some((i as u8, p));
+                    }
+                    Kind::Directory { .. } if e.inode != dir => stack.push((e.inode, path)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Choices {
+        per_inode: per_inode
+            .into_iter()
+            .map(|c| c.unwrap_or((0, default.1)))
+            .collect(),
+        default: (0, default.1),
+    }
 }
 
 /// `-E ztailpacking`, as mkfs.erofs cuts a file's end: the last extent of a file's last
