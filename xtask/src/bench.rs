@@ -860,7 +860,10 @@ fn floor(kind: &str, list: &Path, threads: usize, out: Option<&Path>) -> Result<
 }
 
 /// The decode floor: every pcluster of every compressed file of `image` decoded once, spread
-/// over `threads` threads (0: all), with no walk order, hashing or output.
+/// over `threads` threads (0: all), with no walk order, hashing or output. The extents are
+/// listed before the clock that matters starts to count (the list is the walk's), and each
+/// thread decodes into one reused buffer: what is left is reading each pcluster and the
+/// decoder itself.
 fn decode_floor(image: &Path, threads: usize) -> Result<()> {
     let img = erofs_reader::Image::open(image)?;
     let mut jobs = Vec::new();
@@ -885,9 +888,16 @@ fn decode_floor(image: &Path, threads: usize) -> Result<()> {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| -> Result<u64> {
+                    // One output buffer per thread, as a decoder loop would keep.
+                    let mut buf = Vec::new();
                     let mut acc = 0u64;
                     while let Some((inode, x)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        acc += img.z_decode_extent(inode, x)?.len() as u64;
+                        let n = usize::try_from(x.length)?;
+                        if buf.len() < n {
+                            buf.resize(n, 0);
+                        }
+                        img.z_decode_extent_into(inode, x, &mut buf[..n])?;
+                        acc += n as u64;
                     }
                     Ok(acc)
                 })
