@@ -861,9 +861,8 @@ fn floor(kind: &str, list: &Path, threads: usize, out: Option<&Path>) -> Result<
 
 /// The decode floor: every pcluster of every compressed file of `image` decoded once, spread
 /// over `threads` threads (0: all), with no walk order, hashing or output. The extents are
-/// listed before the clock that matters starts to count (the list is the walk's), and each
-/// thread decodes into one reused buffer: what is left is reading each pcluster and the
-/// decoder itself.
+/// listed first by a serial walk (timed too, as a fsck must map them as well); then each
+/// thread reads each pcluster and runs the decoder into one reused buffer, nothing else.
 fn decode_floor(image: &Path, threads: usize) -> Result<()> {
     let img = erofs_reader::Image::open(image)?;
     let mut jobs = Vec::new();

@@ -107,7 +107,7 @@ pub(crate) fn lz4(input: &[u8], out: &mut [u8], partial: bool) -> Result<usize, 
             "lz4 stream is corrupt".to_string()
         } else {
             format!(
-                "lz4 stream is corrupt, does not end with its {} input bytes or decodes to more than {} bytes",
+                "lz4 stream is corrupt: it does not end with its {} input bytes, or its output exceeds {} bytes",
                 input.len(),
                 out.len()
             )

@@ -1115,7 +1115,9 @@ impl Image<'_> {
                     self.read_fragment(&zi, at, dst, depth)?;
                 }
                 // The read covers the whole extent: decode it in place, no cache, no copy.
-                _ if pos == e.logical && n as u64 == e.length => {
+                // Not in the packed inode (depth > 0), whose pclusters hold the fragments
+                // of many files: they stay cached for the next file's read.
+                _ if depth == 0 && pos == e.logical && n as u64 == e.length => {
                     // What is left of the read bounds what its pclusters can hold to read.
                     let ahead = (offset + want as u64 - pos).next_multiple_of(self.block_size());
                     self.z_decode_ahead(zi.nid, &e, ra, ahead, dst)?;
