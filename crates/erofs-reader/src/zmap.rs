@@ -1104,7 +1104,7 @@ impl Image<'_> {
         let mut done = 0usize;
         while done < want {
             let pos = offset + done as u64;
-            let e = self.z_map_with(&zi, pos)?;
+            let e = self.z_map_with(zi, pos)?;
             let n = ((e.end() - pos) as usize).min(want - done);
             let dst = &mut buf[done..done + n];
             match e.storage {
@@ -1112,7 +1112,7 @@ impl Image<'_> {
                     let at = frag
                         .checked_add(pos - e.logical)
                         .ok_or_else(|| Error::corrupt(Some(zi.nid), None, Corruption::Overflow))?;
-                    self.read_fragment(&zi, at, dst, depth)?;
+                    self.read_fragment(zi, at, dst, depth)?;
                 }
                 // The read covers the whole extent: decode it in place, no cache, no copy.
                 // Not in the packed inode (depth > 0), whose pclusters hold the fragments
@@ -1211,7 +1211,7 @@ impl Image<'_> {
     ) -> Result<()> {
         let mut pos = 0;
         while pos < size {
-            let e = self.z_map_with(&zi, pos)?;
+            let e = self.z_map_with(zi, pos)?;
             if e.end() <= pos {
                 return Err(zi.corrupt(None, pos >> zi.lclusterbits, "extents do not advance"));
             }
@@ -1227,7 +1227,7 @@ impl Image<'_> {
                         let from = offset.checked_add(at).ok_or_else(|| {
                             Error::corrupt(Some(zi.nid), None, Corruption::Overflow)
                         })?;
-                        self.read_fragment(&zi, from, &mut buf[..n], 0)?;
+                        self.read_fragment(zi, from, &mut buf[..n], 0)?;
                         f(&e, &buf[..n])?;
                         at += n as u64;
                     }
