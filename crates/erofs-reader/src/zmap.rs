@@ -226,6 +226,9 @@ thread_local! {
 /// Most pcluster bytes read at once ahead of a sequential decode.
 const READ_AHEAD: u64 = 256 << 10;
 
+/// Extents mapped ahead of the one decoded by [`Image::z_for_each_decoded`].
+const MAP_AHEAD: usize = 64;
+
 /// Pcluster bytes read ahead of a sequential decode: mkfs lays a file's pclusters out one
 /// after another, so one read serves the next ones too, instead of one system call each.
 /// It lives for one operation on one image (its bytes are never trusted across images).
@@ -1209,13 +1212,32 @@ impl Image<'_> {
         ra: &mut ReadAhead,
         f: &mut dyn FnMut(&ZExtent, &[u8]) -> Result<()>,
     ) -> Result<()> {
+        // Extents are mapped a few ahead of the one decoded, so that one read fetches the
+        // pclusters that follow each other on disk, and no byte past them. A mapping error
+        // waits until the extents before it are decoded: errors come in logical order.
+        let mut queue: VecDeque<ZExtent> = VecDeque::new();
+        let mut map_error = None;
         let mut pos = 0;
-        while pos < size {
-            let e = self.z_map_with(zi, pos)?;
-            if e.end() <= pos {
-                return Err(zi.corrupt(None, pos >> zi.lclusterbits, "extents do not advance"));
+        loop {
+            while map_error.is_none() && queue.len() < MAP_AHEAD && pos < size {
+                match self.z_map_with(zi, pos) {
+                    Ok(e) if e.end() <= pos => {
+                        map_error = Some(zi.corrupt(
+                            None,
+                            pos >> zi.lclusterbits,
+                            "extents do not advance",
+                        ));
+                    }
+                    Ok(e) => {
+                        pos = e.end();
+                        queue.push_back(e);
+                    }
+                    Err(err) => map_error = Some(err),
+                }
             }
-            pos = e.end();
+            let Some(e) = queue.pop_front() else {
+                return map_error.map_or(Ok(()), Err);
+            };
             match e.storage {
                 ZStorage::Fragment { offset } => {
                     let mut at = 0u64;
@@ -1247,15 +1269,22 @@ impl Image<'_> {
                     if buf.len() < n {
                         buf.resize(n, 0);
                     }
-                    // What the file has left to decode bounds what its pclusters can hold
-                    // (an incompressible one is stored raw, no larger than its extent).
-                    let ahead = (size - e.logical).next_multiple_of(self.block_size());
-                    self.z_decode_ahead(zi.nid, &e, ra, ahead, &mut buf[..n])?;
+                    // The run of pclusters that follow this one on disk, mapped already.
+                    let mut end = e.physical + e.plen;
+                    for next in &queue {
+                        if matches!(next.storage, ZStorage::Fragment { .. })
+                            || next.physical != end
+                            || end + next.plen - e.physical > READ_AHEAD
+                        {
+                            break;
+                        }
+                        end += next.plen;
+                    }
+                    self.z_decode_ahead(zi.nid, &e, ra, end - e.physical, &mut buf[..n])?;
                     f(&e, &buf[..n])?;
                 }
             }
         }
-        Ok(())
     }
 
     /// Streams the decoded bytes of one extent to `sink` in pieces of at most 1 MiB (through

@@ -258,3 +258,47 @@ fn a_check_finds_the_same_problems_in_the_same_order_on_any_thread_count() {
         );
     }
 }
+
+/// `z_for_each_decoded` maps extents ahead of the one it decodes, yet a bad index late in a
+/// file still comes after every extent before it has been decoded and handed over.
+#[test]
+fn a_bad_index_late_in_a_file_comes_after_the_extents_before_it() {
+    let Some((mut bytes, img)) = reference("lz4-default.erofs") else {
+        return;
+    };
+    let f = img.lookup(b"/big/mixed.bin").unwrap();
+    assert!(f.is_compressed());
+    let index = img.compression_index_range(&f).unwrap();
+    // The last packs become NONHEAD lclusters with lookbacks past lcluster 0.
+    for b in &mut bytes[index.end as usize - 16..index.end as usize] {
+        *b = 0xEE;
+    }
+    let img = reopen(bytes);
+    let f = img.lookup(b"/big/mixed.bin").unwrap();
+    // What a plain walk of the index maps before the first bad lcluster.
+    let mut good = 0;
+    let mut pos = 0;
+    while let Ok(e) = img.z_map(&f, pos) {
+        good += 1;
+        pos = e.end();
+        if pos >= f.size {
+            break;
+        }
+    }
+    assert!(pos < f.size && good > 1, "the damage is late in the file");
+    let mut seen = Vec::new();
+    let r = img.z_for_each_decoded(&f, &mut |e, _| {
+        if seen.last() != Some(&e.logical) {
+            seen.push(e.logical);
+        }
+        Ok(())
+    });
+    match r {
+        Err(Error::Corrupt {
+            at,
+            what: Corruption::CompressedIndex { .. },
+        }) => assert_eq!(at.nid, Some(f.nid)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.len(), good, "every extent before the bad index was decoded");
+}
