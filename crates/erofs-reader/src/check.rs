@@ -20,6 +20,11 @@ pub struct CheckOptions {
     pub verify_checksum: bool,
     /// Read every byte of every regular file and symlink (not only map its extents).
     pub read_data: bool,
+    /// The caller verifies every content fingerprint alongside (`--verify-fingerprints`),
+    /// which decodes each regular file that holds a well-formed `sha256:` fingerprint with
+    /// the same exactness checks: the check then maps those files' extents (every index
+    /// check) and leaves their decoding to the verification instead of doing it twice.
+    pub fingerprints_verified: bool,
 }
 
 impl Default for CheckOptions {
@@ -27,6 +32,7 @@ impl Default for CheckOptions {
         Self {
             verify_checksum: true,
             read_data: false,
+            fingerprints_verified: false,
         }
     }
 }
@@ -41,6 +47,12 @@ impl CheckOptions {
     /// Sets [`CheckOptions::read_data`].
     pub fn read_data(mut self, on: bool) -> Self {
         self.read_data = on;
+        self
+    }
+
+    /// Sets [`CheckOptions::fingerprints_verified`].
+    pub fn fingerprints_verified(mut self, on: bool) -> Self {
+        self.fingerprints_verified = on;
         self
     }
 }
@@ -123,6 +135,10 @@ struct Checker<'a> {
     zbatch_bytes: u64,
     /// The lz4 pcluster limit of the configuration record (`-C`), if the image has one.
     lz4_limit: Option<u64>,
+    /// With [`CheckOptions::fingerprints_verified`], the fingerprint xattr's full name.
+    fingerprint_name: Option<Vec<u8>>,
+    /// The inode being checked holds a well-formed fingerprint that the caller verifies.
+    verified_elsewhere: bool,
 }
 
 /// A file whose data is read apart from the walk: a compressed inode, whose extents are
@@ -132,6 +148,8 @@ struct ZFile {
     path: Vec<u8>,
     inode: Inode,
     compressed: bool,
+    /// Decode a compressed inode's extents, or read an uncompressed file (else only map).
+    decode: bool,
 }
 
 /// What reading files off the walk found: the report's data counters, and the problems,
@@ -224,8 +242,8 @@ fn read_file_data(
     }
     let (mut stored, mut decoded, mut compressed) = (0u64, 0u64, 0u64);
     let mut last_logical = None;
-    let r = img.z_for_each_decoded(&inode, &mut |e, bytes| {
-        decoded = decoded.saturating_add(bytes.len() as u64);
+    let mut each = |e: &crate::ZExtent, bytes: u64| {
+        decoded = decoded.saturating_add(bytes);
         // A fragment comes in pieces: count its extent once.
         if last_logical == Some(e.logical) {
             return Ok(());
@@ -257,7 +275,13 @@ fn read_file_data(
         // again), the sum rounded up to blocks.
         stored = stored.saturating_add(e.plen);
         Ok(())
-    });
+    };
+    let r = if f.decode {
+        img.z_for_each_decoded(&inode, &mut |e, bytes| each(e, bytes.len() as u64))
+    } else {
+        // Verified elsewhere: mapped here, decoded (and counted) by the verification.
+        img.z_for_each_extent(&inode, &mut |e| each(e, e.length))
+    };
     d.compressed_bytes = d.compressed_bytes.saturating_add(compressed);
     d.decoded_bytes = d.decoded_bytes.saturating_add(decoded);
     if let Err(e) = r {
@@ -321,8 +345,18 @@ impl Checker<'_> {
             self.error(Some(path), e.with_nid(nid));
             return;
         }
+        let xattrs = img.xattrs(inode);
+        // A file the caller's fingerprint verification will decode and hash whole.
+        self.verified_elsewhere = inode.is_file()
+            && match (&self.fingerprint_name, &xattrs) {
+                (Some(name), Ok(xs)) => xs.iter().any(|x| {
+                    &x.name == name
+                        && erofs_format::xattr::parse_sha256_fingerprint(&x.value).is_some()
+                }),
+                _ => false,
+            };
         // Xattrs: entries parse, shared ids in range, name filter consistent.
-        match img.xattrs(inode) {
+        match xattrs {
             Err(e) => self.error(Some(path), e),
             Ok(xattrs) if !xattrs.is_empty() && img.name_filter_enabled() => {
                 match img.xattr_header(inode) {
@@ -399,13 +433,14 @@ impl Checker<'_> {
             if let Err(e) = img.readlink(inode) {
                 self.error(Some(path), e);
             }
-        } else if self.opts.read_data && inode.is_file() {
+        } else if self.opts.read_data && inode.is_file() && !self.verified_elsewhere {
             // Read off the walk, with the compressed files.
             self.zbatch.push(ZFile {
                 seq: self.seq,
                 path: path.to_vec(),
                 inode: inode.clone(),
                 compressed: false,
+                decode: true,
             });
             self.zbatch_bytes = self.zbatch_bytes.saturating_add(inode.size);
         }
@@ -422,6 +457,7 @@ impl Checker<'_> {
             path: path.to_vec(),
             inode: inode.clone(),
             compressed: true,
+            decode: !self.verified_elsewhere,
         });
         self.zbatch_bytes = self.zbatch_bytes.saturating_add(inode.size);
     }
@@ -707,6 +743,11 @@ fn walk_and_check<'i: 'j, 'j>(
         zbatch: Vec::new(),
         zbatch_bytes: 0,
         lz4_limit,
+        fingerprint_name: opts
+            .fingerprints_verified
+            .then(|| img.fingerprint_name().ok().flatten())
+            .flatten(),
+        verified_elsewhere: false,
     };
     if opts.verify_checksum
         && let Some((stored, computed)) = img.checksum()

@@ -300,5 +300,9 @@ fn a_bad_index_late_in_a_file_comes_after_the_extents_before_it() {
         }) => assert_eq!(at.nid, Some(f.nid)),
         other => panic!("{other:?}"),
     }
-    assert_eq!(seen.len(), good, "every extent before the bad index was decoded");
+    assert_eq!(
+        seen.len(),
+        good,
+        "every extent before the bad index was decoded"
+    );
 }

@@ -291,3 +291,34 @@ fn z_for_each_decoded_gives_the_file_s_bytes_in_order() {
         }
     }
 }
+
+#[test]
+fn with_fingerprints_verified_elsewhere_the_check_maps_but_does_not_decode_them() {
+    use erofs_reader::check::{CheckOptions, check};
+    use erofs_reader::fuzzing::pcluster_decodes;
+    if erofs_testkit::reference_images_1_9_3().is_none() {
+        return;
+    }
+    // Every reference image fingerprints its files (--xattr-inode-digest).
+    for name in ["lz4-default.erofs", "lz4-C64k.erofs", "zstd-default.erofs"] {
+        let path = dir().join(name);
+        let run = |verified: bool| {
+            let img = Image::open(&path).unwrap();
+            let before = pcluster_decodes(&img);
+            let r = check(
+                &img,
+                CheckOptions::default().fingerprints_verified(verified),
+                &erofs_reader::NoProgress,
+            )
+            .unwrap();
+            (r, pcluster_decodes(&img) - before)
+        };
+        let (decoding, decodes) = run(false);
+        let (mapping, none) = run(true);
+        assert!(decodes > 0, "{name}");
+        assert_eq!(none, 0, "{name}: the verification decodes them");
+        assert!(mapping.is_clean() && decoding.is_clean(), "{name}");
+        // The same counts either way: the extents say what they decode to.
+        assert_eq!(format!("{mapping:?}"), format!("{decoding:?}"), "{name}");
+    }
+}
