@@ -1121,8 +1121,15 @@ impl Image<'_> {
                 // Not in the packed inode (depth > 0), whose pclusters hold the fragments
                 // of many files: they stay cached for the next file's read.
                 _ if depth == 0 && pos == e.logical && n as u64 == e.length => {
-                    // What is left of the read bounds what its pclusters can hold to read.
-                    let ahead = (offset + want as u64 - pos).next_multiple_of(self.block_size());
+                    // The rest of the read likely compresses as this extent did: read ahead
+                    // that share of it (a guess too short costs one more read, not bytes).
+                    let rest = u128::from(offset + want as u64 - e.end());
+                    let share = rest * u128::from(e.plen) / u128::from(e.length.max(1));
+                    let ahead = e
+                        .plen
+                        .saturating_add(u64::try_from(share).unwrap_or(READ_AHEAD))
+                        .min(READ_AHEAD)
+                        .next_multiple_of(self.block_size());
                     self.z_decode_ahead(zi.nid, &e, ra, ahead, dst)?;
                 }
                 _ => {
