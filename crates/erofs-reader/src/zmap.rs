@@ -221,6 +221,9 @@ thread_local! {
     /// Each thread's buffer for the pclusters being decoded (at most 1 MiB), so that reading
     /// a pcluster from a file allocates and zeroes nothing once the buffer has grown.
     static PCLUSTER_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for the extent [`Image::z_for_each_decoded`] decodes (at most
+    /// [`compress::MAX_EXTENT_DECODED`]).
+    static OUT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Most pcluster bytes read at once ahead of a sequential decode.
@@ -1204,10 +1207,21 @@ impl Image<'_> {
         f: &mut dyn FnMut(&ZExtent, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let zi = self.zinfo(inode)?;
-        let mut buf: Vec<u8> = Vec::new();
+        // This thread's output buffer, kept across files: most are small, and a fresh one
+        // per file would be allocated, zeroed and freed each time.
+        let mut buf = OUT_BUF
+            .with(|c| c.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+            .unwrap_or_default();
         let mut ra = ReadAhead::from_thread();
         let r = self.z_each_decoded(&zi, inode.size, &mut buf, &mut ra, f);
         ra.give_back();
+        OUT_BUF.with(|c| {
+            if let Ok(mut b) = c.try_borrow_mut()
+                && b.capacity() < buf.capacity()
+            {
+                *b = buf;
+            }
+        });
         r
     }
 
