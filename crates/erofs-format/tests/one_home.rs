@@ -12,7 +12,7 @@ const OTHER_FORMATS: &[(&str, &str)] = &[
     ),
     (
         "crates/erofs-reader/src/decompress.rs",
-        "LZ4 and Zstandard streams",
+        "Zstandard frame headers (LZ4 streams go to liblz4)",
     ),
     ("crates/erofs-verity/", "dm-verity's superblock"),
     (

@@ -20,6 +20,11 @@ pub struct CheckOptions {
     pub verify_checksum: bool,
     /// Read every byte of every regular file and symlink (not only map its extents).
     pub read_data: bool,
+    /// The caller verifies every content fingerprint alongside (`--verify-fingerprints`),
+    /// which decodes each regular file that holds a well-formed `sha256:` fingerprint with
+    /// the same exactness checks: the check then maps those files' extents (every index
+    /// check) and leaves their decoding to the verification instead of doing it twice.
+    pub fingerprints_verified: bool,
 }
 
 impl Default for CheckOptions {
@@ -27,6 +32,7 @@ impl Default for CheckOptions {
         Self {
             verify_checksum: true,
             read_data: false,
+            fingerprints_verified: false,
         }
     }
 }
@@ -41,6 +47,12 @@ impl CheckOptions {
     /// Sets [`CheckOptions::read_data`].
     pub fn read_data(mut self, on: bool) -> Self {
         self.read_data = on;
+        self
+    }
+
+    /// Sets [`CheckOptions::fingerprints_verified`].
+    pub fn fingerprints_verified(mut self, on: bool) -> Self {
+        self.fingerprints_verified = on;
         self
     }
 }
@@ -113,6 +125,178 @@ struct Checker<'a> {
     report: CheckReport,
     /// nid -> (path, inode, references seen, subdirectories)
     seen: NidMap<Seen>,
+    /// The walk position of the entry being checked, which orders the problems.
+    seq: u64,
+    /// `seq` of each problem in `report.problems`.
+    problem_seq: Vec<u64>,
+    /// Compressed inodes met since the last batch was handed out for decoding.
+    zbatch: Vec<ZFile>,
+    /// Their decoded size, which decides when the batch is handed out.
+    zbatch_bytes: u64,
+    /// The lz4 pcluster limit of the configuration record (`-C`), if the image has one.
+    lz4_limit: Option<u64>,
+    /// With [`CheckOptions::fingerprints_verified`], the fingerprint xattr's full name.
+    fingerprint_name: Option<Vec<u8>>,
+    /// The inode being checked holds a well-formed fingerprint that the caller verifies.
+    verified_elsewhere: bool,
+}
+
+/// A file whose data is read apart from the walk: a compressed inode, whose extents are
+/// all decoded, or (with `read_data`) an uncompressed file, read whole.
+struct ZFile {
+    seq: u64,
+    path: Vec<u8>,
+    inode: Inode,
+    compressed: bool,
+    /// Decode a compressed inode's extents, or read an uncompressed file (else only map).
+    decode: bool,
+}
+
+/// What reading files off the walk found: the report's data counters, and the problems,
+/// each with the walk position of its file.
+#[derive(Default)]
+struct Deferred {
+    compressed_bytes: u64,
+    decoded_bytes: u64,
+    data_bytes: u64,
+    physical_blocks: u64,
+    logical_blocks: u64,
+    problems: Vec<(u64, Problem)>,
+}
+
+impl Deferred {
+    fn merge(&mut self, o: Deferred) {
+        self.compressed_bytes = self.compressed_bytes.saturating_add(o.compressed_bytes);
+        self.decoded_bytes = self.decoded_bytes.saturating_add(o.decoded_bytes);
+        self.data_bytes = self.data_bytes.saturating_add(o.data_bytes);
+        self.physical_blocks = self.physical_blocks.saturating_add(o.physical_blocks);
+        self.logical_blocks = self.logical_blocks.saturating_add(o.logical_blocks);
+        self.problems.extend(o.problems);
+    }
+}
+
+/// Reads every byte of an uncompressed file through `buf` (grown to at most 128 KiB and
+/// kept: most files are small, and zeroing a fresh buffer for each would cost more than
+/// reading them).
+fn read_whole(img: &Image, inode: &Inode, buf: &mut Vec<u8>) -> Result<(), Error> {
+    let want = inode.size.min(128 * 1024) as usize;
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let mut pos = 0;
+    while pos < inode.size {
+        match img.read_at(inode, pos, &mut buf[..want])? {
+            0 => break,
+            n => pos += n as u64,
+        }
+    }
+    Ok(())
+}
+
+/// A batch of files to read, on a pool thread when there is one.
+type ZJob<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// Decoded bytes (or files) after which the walk hands its files out.
+const ZBATCH_BYTES: u64 = 4 << 20;
+const ZBATCH_FILES: usize = 256;
+
+/// The problem an error makes: its location, and `unsupported` or `corrupt`.
+fn error_problem(path: Option<&[u8]>, e: Error) -> Problem {
+    let (nid, offset) = match &e {
+        Error::Corrupt { at, .. } => (at.nid, at.offset),
+        other => (other.nid(), None),
+    };
+    let kind = match e {
+        Error::Compressed { .. }
+        | Error::ExtraDevice { .. }
+        | Error::UnsupportedFeatures { .. } => "unsupported",
+        _ => "corrupt",
+    };
+    Problem {
+        nid,
+        offset,
+        path: path.map(esc),
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// Reads the data of one file off the walk into `d`. A compressed inode has every extent
+/// mapped (which checks the indexes: bounds, lookback and lookahead, CBLKCNT, contiguous
+/// extents from 0 to the size) and decoded once, which checks that the decoder consumes
+/// its pcluster and produces exactly its extent; an uncompressed one is read whole.
+fn read_file_data(
+    img: &Image,
+    f: ZFile,
+    lz4_limit: Option<u64>,
+    buf: &mut Vec<u8>,
+    d: &mut Deferred,
+) {
+    use erofs_format::compress::Algorithm;
+    let (seq, path, inode) = (f.seq, f.path, f.inode);
+    if !f.compressed {
+        if let Err(e) = read_whole(img, &inode, buf) {
+            d.problems.push((seq, error_problem(Some(&path), e)));
+        }
+        return;
+    }
+    let (mut stored, mut decoded, mut compressed) = (0u64, 0u64, 0u64);
+    let mut last_logical = None;
+    let mut each = |e: &crate::ZExtent, bytes: u64| {
+        decoded = decoded.saturating_add(bytes);
+        // A fragment comes in pieces: count its extent once.
+        if last_logical == Some(e.logical) {
+            return Ok(());
+        }
+        last_logical = Some(e.logical);
+        if let (Some(limit), crate::ZStorage::Compressed { algorithm }) = (lz4_limit, e.storage)
+            && algorithm == Algorithm::Lz4
+            && !e.inline
+            && e.plen > limit
+        {
+            d.problems.push((
+                seq,
+                Problem {
+                    nid: Some(inode.nid),
+                    offset: Some(e.physical),
+                    path: Some(esc(&path)),
+                    kind: "pcluster-size",
+                    message: format!(
+                        "pcluster of {} bytes at logical {} exceeds the lz4 limit of {limit} bytes",
+                        e.plen, e.logical
+                    ),
+                },
+            ));
+        }
+        if !matches!(e.storage, crate::ZStorage::Fragment { .. }) {
+            compressed = compressed.saturating_add(e.plen);
+        }
+        // As fsck.erofs counts: every extent's pcluster (inline ones too, shared ones
+        // again), the sum rounded up to blocks.
+        stored = stored.saturating_add(e.plen);
+        Ok(())
+    };
+    let r = if f.decode {
+        img.z_for_each_decoded(&inode, &mut |e, bytes| each(e, bytes.len() as u64))
+    } else {
+        // Verified elsewhere: mapped here, decoded (and counted) by the verification.
+        img.z_for_each_extent(&inode, &mut |e| each(e, e.length))
+    };
+    d.compressed_bytes = d.compressed_bytes.saturating_add(compressed);
+    d.decoded_bytes = d.decoded_bytes.saturating_add(decoded);
+    if let Err(e) = r {
+        d.problems.push((seq, error_problem(Some(&path), e)));
+        return;
+    }
+    if inode.is_file() {
+        d.data_bytes = d.data_bytes.saturating_add(inode.size);
+    }
+    d.physical_blocks = d
+        .physical_blocks
+        .saturating_add(stored.div_ceil(img.block_size()));
+    d.logical_blocks = d
+        .logical_blocks
+        .saturating_add(inode.size.div_ceil(img.block_size()));
 }
 
 struct Seen {
@@ -144,20 +328,13 @@ impl Checker<'_> {
             kind,
             message,
         });
+        self.problem_seq.push(self.seq);
     }
 
     fn error(&mut self, path: Option<&[u8]>, e: Error) {
-        let (nid, offset) = match &e {
-            Error::Corrupt { at, .. } => (at.nid, at.offset),
-            other => (other.nid(), None),
-        };
-        let kind = match e {
-            Error::Compressed { .. }
-            | Error::ExtraDevice { .. }
-            | Error::UnsupportedFeatures { .. } => "unsupported",
-            _ => "corrupt",
-        };
-        self.problem(nid, offset, path, kind, e.to_string());
+        let p = error_problem(path, e);
+        self.report.problems.push(p);
+        self.problem_seq.push(self.seq);
     }
 
     fn check_inode(&mut self, path: &[u8], inode: &Inode) {
@@ -168,8 +345,18 @@ impl Checker<'_> {
             self.error(Some(path), e.with_nid(nid));
             return;
         }
+        let xattrs = img.xattrs(inode);
+        // A file the caller's fingerprint verification will decode and hash whole.
+        self.verified_elsewhere = inode.is_file()
+            && match (&self.fingerprint_name, &xattrs) {
+                (Some(name), Ok(xs)) => xs.iter().any(|x| {
+                    &x.name == name
+                        && erofs_format::xattr::parse_sha256_fingerprint(&x.value).is_some()
+                }),
+                _ => false,
+            };
         // Xattrs: entries parse, shared ids in range, name filter consistent.
-        match img.xattrs(inode) {
+        match xattrs {
             Err(e) => self.error(Some(path), e),
             Ok(xattrs) if !xattrs.is_empty() && img.name_filter_enabled() => {
                 match img.xattr_header(inode) {
@@ -246,80 +433,38 @@ impl Checker<'_> {
             if let Err(e) = img.readlink(inode) {
                 self.error(Some(path), e);
             }
-        } else if self.opts.read_data && inode.is_file() {
-            let mut buf = vec![0u8; 128 * 1024];
-            let mut pos = 0;
-            while pos < inode.size {
-                match img.read_at(inode, pos, &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => pos += n as u64,
-                    Err(e) => {
-                        self.error(Some(path), e);
-                        break;
-                    }
-                }
-            }
+        } else if self.opts.read_data && inode.is_file() && !self.verified_elsewhere {
+            // Read off the walk, with the compressed files.
+            self.zbatch.push(ZFile {
+                seq: self.seq,
+                path: path.to_vec(),
+                inode: inode.clone(),
+                compressed: false,
+                decode: true,
+            });
+            self.zbatch_bytes = self.zbatch_bytes.saturating_add(inode.size);
         }
     }
 
-    /// Maps every extent (which checks the indexes: bounds, lookback and lookahead, CBLKCNT,
-    /// contiguous extents from 0 to the size) and decodes each one, which checks that the
-    /// decoder consumes its pcluster and produces exactly its extent.
+    /// Queues a compressed inode for [`decode_compressed`]; every `ZBATCH_BYTES` of them
+    /// go to `spawn` as one job, so that decoding runs on the pool while the walk goes on.
     fn check_compressed(&mut self, path: &[u8], inode: &Inode) {
-        let img = self.img;
         if inode.is_file() {
             self.report.compressed_files += 1;
         }
-        let lz4_limit = match img.compression_config(erofs_format::compress::Algorithm::Lz4) {
-            Ok(Some(erofs_format::compress::ComprCfg::Lz4 {
-                max_pclusterblks, ..
-            })) => Some(u64::from(max_pclusterblks.max(1)) << img.block_bits()),
-            _ => None,
-        };
-        let mut stored = 0u64;
-        let mut oversized = Vec::new();
-        let mut decoded = 0u64;
-        let mut compressed = 0u64;
-        let r = img.z_for_each_extent(inode, &mut |e| {
-            if let (Some(limit), crate::ZStorage::Compressed { algorithm }) = (lz4_limit, e.storage)
-                && algorithm == erofs_format::compress::Algorithm::Lz4
-                && !e.inline
-                && e.plen > limit
-            {
-                oversized.push((e.physical, e.plen, e.logical, limit));
-            }
-            decoded = decoded.saturating_add(match e.storage {
-                crate::ZStorage::Fragment { .. } => img.z_read_extent(inode, e, &mut |_| {})?,
-                _ => {
-                    compressed = compressed.saturating_add(e.plen);
-                    img.z_decode_extent(inode, e)?.len() as u64
-                }
-            });
-            // As fsck.erofs counts: every extent's pcluster (inline ones too, shared ones
-            // again), the sum rounded up to blocks.
-            stored = stored.saturating_add(e.plen);
-            Ok(())
+        self.zbatch.push(ZFile {
+            seq: self.seq,
+            path: path.to_vec(),
+            inode: inode.clone(),
+            compressed: true,
+            decode: !self.verified_elsewhere,
         });
-        for (physical, plen, logical, limit) in oversized {
-            self.problem(
-                Some(inode.nid),
-                Some(physical),
-                Some(path),
-                "pcluster-size",
-                format!(
-                    "pcluster of {plen} bytes at logical {logical} exceeds the lz4 limit of {limit} bytes"
-                ),
-            );
-        }
-        self.report.compressed_bytes = self.report.compressed_bytes.saturating_add(compressed);
-        self.report.decoded_bytes = self.report.decoded_bytes.saturating_add(decoded);
-        if let Err(err) = r {
-            return self.error(Some(path), err);
-        }
-        if inode.is_file() {
-            self.report.data_bytes = self.report.data_bytes.saturating_add(inode.size);
-        }
-        self.count_blocks(inode, stored.div_ceil(img.block_size()));
+        self.zbatch_bytes = self.zbatch_bytes.saturating_add(inode.size);
+    }
+
+    /// Whether the queued compressed inodes make a job worth handing out.
+    fn zbatch_full(&self) -> bool {
+        self.zbatch_bytes >= ZBATCH_BYTES || self.zbatch.len() >= ZBATCH_FILES
     }
 
     /// Adds an inode's blocks to the `-p` ratio: `stored` blocks hold what decodes to
@@ -423,6 +568,10 @@ pub fn check(
 /// Link counts of non-directories are checked only for the whole tree (`nid` = root),
 /// since links from outside the subtree are not seen; the subtree root's `..` is only
 /// required to exist.
+///
+/// With the `parallel` feature, compressed files are decoded on the rayon pool in batches
+/// while the walk goes on; the report (problems in walk order included) is the same as a
+/// serial check's.
 pub fn check_from(
     img: &Image,
     opts: CheckOptions,
@@ -430,7 +579,156 @@ pub fn check_from(
     path: &[u8],
     progress: &dyn Progress,
 ) -> Result<CheckReport, Cancelled> {
+    let jobs = Jobs {
+        progress,
+        deferred: Default::default(),
+        pending: Default::default(),
+    };
+    let walked = with_spawner(|spawn| walk_and_check(img, opts, nid, path, &jobs, spawn));
+    let Some(mut c) = walked.filter(|_| !progress.is_cancelled()) else {
+        progress.finish();
+        return Err(Cancelled);
+    };
+    let d = jobs
+        .deferred
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    let r = &mut c.report;
+    r.compressed_bytes = r.compressed_bytes.saturating_add(d.compressed_bytes);
+    r.decoded_bytes = r.decoded_bytes.saturating_add(d.decoded_bytes);
+    r.data_bytes = r.data_bytes.saturating_add(d.data_bytes);
+    r.physical_blocks = r.physical_blocks.saturating_add(d.physical_blocks);
+    r.logical_blocks = r.logical_blocks.saturating_add(d.logical_blocks);
+    for (seq, p) in d.problems {
+        c.report.problems.push(p);
+        c.problem_seq.push(seq);
+    }
+    // The deferred problems went last: put each after those its walk position found (a
+    // stable sort keeps a file's own problems in the order they were found).
+    let mut order: Vec<usize> = (0..c.report.problems.len()).collect();
+    order.sort_by_key(|&i| c.problem_seq[i]);
+    let mut problems: Vec<Option<Problem>> = std::mem::take(&mut c.report.problems)
+        .into_iter()
+        .map(Some)
+        .collect();
+    c.report.problems = order.iter().filter_map(|&i| problems[i].take()).collect();
     let whole = nid == img.root_nid();
+    // Link counts against the tree.
+    let mut nlink_problems = Vec::new();
+    for (nid, s) in &c.seen {
+        // In a subtree check, other names of a file may lie outside the subtree: only
+        // more names than links is an error there.
+        if !whole && !s.is_dir && u64::from(s.refs) <= u64::from(s.nlink) {
+            continue;
+        }
+        let expected = if s.is_dir {
+            2 + s.subdirs
+        } else {
+            u64::from(s.refs)
+        };
+        let stored = u64::from(s.nlink);
+        // mkfs stores 1 for a compact directory whose count does not fit 16 bits.
+        let overflow_ok = s.is_dir && stored == 1 && expected > 0xFFFF;
+        if stored != expected && !overflow_ok {
+            nlink_problems.push(Problem {
+                nid: Some(*nid),
+                offset: Some(s.offset),
+                path: Some(esc(&s.path)),
+                kind: "nlink",
+                message: format!("nlink is {stored}, the directory tree gives {expected}"),
+            });
+        }
+    }
+    nlink_problems.sort_by_key(|p| p.nid);
+    c.report.inodes = c.seen.len() as u64;
+    c.report.problems.extend(nlink_problems);
+    progress.finish();
+    Ok(c.report)
+}
+
+/// Runs `f` with a way to start jobs: on the rayon pool, all finished when this returns.
+#[cfg(feature = "parallel")]
+fn with_spawner<'j, R: Send>(f: impl FnOnce(&dyn Fn(ZJob<'j>)) -> R + Send) -> R {
+    rayon::scope(|s: &rayon::Scope<'j>| f(&|job: ZJob<'j>| s.spawn(move |_| job())))
+}
+
+/// Runs `f` with a way to start jobs: each runs at once, on this thread.
+#[cfg(not(feature = "parallel"))]
+fn with_spawner<'j, R>(f: impl FnOnce(&dyn Fn(ZJob<'j>)) -> R) -> R {
+    f(&|job: ZJob<'j>| job())
+}
+
+/// Where the jobs that read files off the walk put what they found.
+struct Jobs<'j> {
+    progress: &'j dyn Progress,
+    deferred: std::sync::Mutex<Deferred>,
+    /// Jobs handed out and not finished.
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+/// Hands the queued files to `spawn` as one job; when the pool already has work for a
+/// while, runs it on the walk's thread instead, so that the queue (and its memory) stays
+/// bounded and the walk's thread does its share of the reading.
+fn flush_zbatch<'i: 'j, 'j>(c: &mut Checker<'i>, jobs: &'j Jobs<'j>, spawn: &dyn Fn(ZJob<'j>)) {
+    use std::sync::atomic::Ordering;
+    if c.zbatch.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(&mut c.zbatch);
+    c.zbatch_bytes = 0;
+    let (img, limit) = (c.img, c.lz4_limit);
+    let job = move || {
+        let mut d = Deferred::default();
+        let mut buf = Vec::new();
+        for f in batch {
+            if jobs.progress.is_cancelled() {
+                break;
+            }
+            read_file_data(img, f, limit, &mut buf, &mut d);
+        }
+        jobs.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(d);
+        jobs.pending.fetch_sub(1, Ordering::Relaxed);
+    };
+    if jobs.pending.fetch_add(1, Ordering::Relaxed) >= max_pending() {
+        job();
+    } else {
+        spawn(Box::new(job));
+    }
+}
+
+/// Jobs allowed to wait for the pool: enough to keep every thread busy.
+#[cfg(feature = "parallel")]
+fn max_pending() -> usize {
+    2 * rayon::current_num_threads()
+}
+
+/// Without a pool every job runs at once.
+#[cfg(not(feature = "parallel"))]
+fn max_pending() -> usize {
+    0
+}
+
+/// The walk of [`check_from`]: every check but the decoding of compressed inodes, which
+/// goes to `spawn`, and the link counts. `None` when cancelled.
+fn walk_and_check<'i: 'j, 'j>(
+    img: &'i Image<'i>,
+    opts: CheckOptions,
+    nid: u64,
+    path: &[u8],
+    jobs: &'j Jobs<'j>,
+    spawn: &dyn Fn(ZJob<'j>),
+) -> Option<Checker<'i>> {
+    let progress = jobs.progress;
+    let whole = nid == img.root_nid();
+    let lz4_limit = match img.compression_config(erofs_format::compress::Algorithm::Lz4) {
+        Ok(Some(erofs_format::compress::ComprCfg::Lz4 {
+            max_pclusterblks, ..
+        })) => Some(u64::from(max_pclusterblks.max(1)) << img.block_bits()),
+        _ => None,
+    };
     let mut c = Checker {
         img,
         opts,
@@ -440,6 +738,16 @@ pub fn check_from(
             ..CheckReport::default()
         },
         seen: NidMap::default(),
+        seq: 0,
+        problem_seq: Vec::new(),
+        zbatch: Vec::new(),
+        zbatch_bytes: 0,
+        lz4_limit,
+        fingerprint_name: opts
+            .fingerprints_verified
+            .then(|| img.fingerprint_name().ok().flatten())
+            .flatten(),
+        verified_elsewhere: false,
     };
     if opts.verify_checksum
         && let Some((stored, computed)) = img.checksum()
@@ -461,16 +769,15 @@ pub fn check_from(
         Ok(w) => w,
         Err(e) => {
             c.error(Some(path), e);
-            progress.finish();
-            return Ok(c.report);
+            return Some(c);
         }
     };
     let mut walk = walk;
     while let Some(entry) = walk.next() {
         if progress.is_cancelled() {
-            progress.finish();
-            return Err(Cancelled);
+            return None;
         }
+        c.seq += 1;
         batch.step();
         let e = match entry {
             Ok(e) => e,
@@ -506,6 +813,9 @@ pub fn check_from(
             continue;
         }
         c.check_inode(&e.path, &e.inode);
+        if c.zbatch_full() {
+            flush_zbatch(&mut c, jobs, spawn);
+        }
         if ft == FileType::Directory {
             c.check_dir(&e.path, &e.inode, (!start || whole).then_some(e.parent));
         }
@@ -527,36 +837,7 @@ pub fn check_from(
             },
         );
     }
-    // Link counts against the tree.
-    let mut nlink_problems = Vec::new();
-    for (nid, s) in &c.seen {
-        // In a subtree check, other names of a file may lie outside the subtree: only
-        // more names than links is an error there.
-        if !whole && !s.is_dir && u64::from(s.refs) <= u64::from(s.nlink) {
-            continue;
-        }
-        let expected = if s.is_dir {
-            2 + s.subdirs
-        } else {
-            u64::from(s.refs)
-        };
-        let stored = u64::from(s.nlink);
-        // mkfs stores 1 for a compact directory whose count does not fit 16 bits.
-        let overflow_ok = s.is_dir && stored == 1 && expected > 0xFFFF;
-        if stored != expected && !overflow_ok {
-            nlink_problems.push(Problem {
-                nid: Some(*nid),
-                offset: Some(s.offset),
-                path: Some(esc(&s.path)),
-                kind: "nlink",
-                message: format!("nlink is {stored}, the directory tree gives {expected}"),
-            });
-        }
-    }
-    nlink_problems.sort_by_key(|p| p.nid);
-    c.report.inodes = c.seen.len() as u64;
-    c.report.problems.extend(nlink_problems);
+    flush_zbatch(&mut c, jobs, spawn);
     batch.flush();
-    progress.finish();
-    Ok(c.report)
+    Some(c)
 }

@@ -32,11 +32,34 @@ pub(crate) struct Request {
     pub lzma_dict_size: u32,
 }
 
-/// Decodes `input` (the whole pcluster) as `req` says.
+/// Decodes `input` (the whole pcluster) as `req` says into a new buffer.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode(req: &Request, input: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    check_len(req)?;
+    let mut out = vec![0u8; req.out_len];
+    decode_into(req, input, &mut out)?;
+    Ok(out)
+}
+
+fn check_len(req: &Request) -> Result<(), DecodeError> {
     if req.out_len as u64 > MAX_EXTENT_DECODED {
         return Err(format!(
             "decoded extent of {} bytes exceeds {MAX_EXTENT_DECODED}",
+            req.out_len
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes `input` (the whole pcluster) as `req` says into `out`, which must be exactly
+/// `req.out_len` bytes long: the caller owns (and may reuse) the buffer, so decoding into a
+/// file's read buffer costs no allocation and no copy.
+pub(crate) fn decode_into(req: &Request, input: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    check_len(req)?;
+    if out.len() != req.out_len {
+        return Err(format!(
+            "output buffer of {} bytes for an extent of {}",
+            out.len(),
             req.out_len
         ));
     }
@@ -49,107 +72,52 @@ pub(crate) fn decode(req: &Request, input: &[u8]) -> Result<Vec<u8>, DecodeError
     } else {
         input
     };
-    let out = match req.algorithm {
-        Algorithm::Lz4 => lz4(input, req.out_len, req.partial || !req.zero_padding)?,
-        Algorithm::Lzma => microlzma(input, req.out_len, req.lzma_dict_size)?,
-        Algorithm::Deflate => deflate(input, req.out_len, req.partial)?,
-        Algorithm::Zstd => zstd(input, req.out_len, req.partial)?,
+    let written = match req.algorithm {
+        Algorithm::Lz4 => lz4(input, out, req.partial || !req.zero_padding)?,
+        Algorithm::Lzma => microlzma(input, out, req.lzma_dict_size)?,
+        Algorithm::Deflate => deflate(input, out, req.partial)?,
+        Algorithm::Zstd => zstd(input, out, req.partial)?,
     };
-    if out.len() != req.out_len {
+    if written != req.out_len {
         return Err(format!(
-            "decoded {} bytes, the extent holds {}",
-            out.len(),
+            "decoded {written} bytes, the extent holds {}",
             req.out_len
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
-/// The LZ4 block format. In full mode the input must end exactly after the last literals.
-pub(crate) fn lz4(input: &[u8], out_len: usize, partial: bool) -> Result<Vec<u8>, DecodeError> {
-    let mut out: Vec<u8> = Vec::with_capacity(out_len);
-    let mut i = 0usize;
-    let byte = |i: usize| -> Result<u8, DecodeError> {
-        input
-            .get(i)
-            .copied()
-            .ok_or_else(|| format!("lz4 stream truncated at input byte {i}"))
-    };
-    let length = |i: &mut usize, mut n: usize| -> Result<usize, DecodeError> {
-        if n == 15 {
-            loop {
-                let b = byte(*i)?;
-                *i += 1;
-                n = n.saturating_add(usize::from(b));
-                if b != 255 {
-                    break;
-                }
-            }
-        }
-        Ok(n)
-    };
-    loop {
-        let token = byte(i)?;
-        i += 1;
-        let lit = length(&mut i, usize::from(token >> 4))?;
-        let lit_end = i
-            .checked_add(lit)
-            .filter(|&e| e <= input.len())
-            .ok_or_else(|| format!("lz4 literals past the end of the input at byte {i}"))?;
-        let room = out_len - out.len();
-        if lit > room {
-            if partial {
-                out.extend_from_slice(&input[i..i + room]);
-                return Ok(out);
-            }
-            return Err(format!("lz4 output exceeds {out_len} bytes"));
-        }
-        out.extend_from_slice(&input[i..lit_end]);
-        i = lit_end;
-        if partial && out.len() == out_len {
-            return Ok(out);
-        }
-        if i == input.len() {
-            break;
-        }
-        let offset = usize::from(u16::from_le_bytes([byte(i)?, byte(i + 1)?]));
-        i += 2;
-        if offset == 0 || offset > out.len() {
-            return Err(format!(
-                "lz4 match offset {offset} at output byte {} is invalid",
-                out.len()
-            ));
-        }
-        let mlen = length(&mut i, usize::from(token & 15))?.saturating_add(4);
-        let room = out_len - out.len();
-        let take = if mlen > room {
-            if !partial {
-                return Err(format!("lz4 output exceeds {out_len} bytes"));
-            }
-            room
-        } else {
-            mlen
-        };
-        // An overlapping match repeats the last `offset` bytes. Copying from the match start
-        // whatever is already written keeps that period (each piece is a whole number of
-        // periods), and the pieces double in size.
-        let start = out.len() - offset;
-        let mut left = take;
-        while left > 0 {
-            let n = left.min(out.len() - start);
-            out.extend_from_within(start..start + n);
-            left -= n;
-        }
-        if partial && out.len() == out_len {
-            return Ok(out);
-        }
+/// The LZ4 block format, by liblz4 (the decoder Linux and erofs-utils use), into `out`;
+/// returns the bytes written. In full mode the stream must end exactly at the end of the
+/// input (liblz4's safe decoder requires the last sequence to end there) and fit `out`;
+/// in partial mode decoding stops once `out` is full, whatever follows in the input.
+pub(crate) fn lz4(input: &[u8], out: &mut [u8], partial: bool) -> Result<usize, DecodeError> {
+    // liblz4 takes C int sizes; pclusters (1 MiB) and extents (MAX_EXTENT_DECODED) are far
+    // below, but a caller's slice is not checked by the type.
+    if i32::try_from(input.len()).is_err() || i32::try_from(out.len()).is_err() {
+        return Err("lz4 buffer larger than 2 GiB".into());
     }
-    Ok(out)
+    let r = if partial {
+        lzzzz::lz4::decompress_partial(input, out, out.len())
+    } else {
+        lzzzz::lz4::decompress(input, out)
+    };
+    r.map_err(|_| {
+        if partial {
+            "lz4 stream is corrupt".to_string()
+        } else {
+            format!(
+                "lz4 stream is corrupt: it does not end with its {} input bytes, or its output exceeds {} bytes",
+                input.len(),
+                out.len()
+            )
+        }
+    })
 }
 
 /// MicroLZMA: a raw LZMA1 stream whose first byte (always 0 in LZMA1) is replaced by the
 /// complement of the properties byte; the dictionary size comes from the superblock.
-fn microlzma(input: &[u8], out_len: usize, dict_size: u32) -> Result<Vec<u8>, DecodeError> {
+fn microlzma(input: &[u8], out: &mut [u8], dict_size: u32) -> Result<usize, DecodeError> {
     use lzma_rs::decompress::raw::{LzmaDecoder, LzmaParams, LzmaProperties};
     let first = *input.first().ok_or("empty MicroLZMA stream")?;
     let props = u32::from(!first);
@@ -163,27 +131,29 @@ fn microlzma(input: &[u8], out_len: usize, dict_size: u32) -> Result<Vec<u8>, De
     let params = LzmaParams::new(
         LzmaProperties { lc, lp, pb },
         dict_size.max(4096),
-        Some(out_len as u64),
+        Some(out.len() as u64),
     );
     let mut decoder = LzmaDecoder::new(params, Some(dict_size as usize))
         .map_err(|e| format!("MicroLZMA: {e}"))?;
-    let mut out = Vec::with_capacity(out_len);
+    let len = out.len();
+    // Writing into the slice fails rather than grow past it.
+    let mut w: &mut [u8] = out;
     decoder
-        .decompress(&mut &input[..], &mut out)
+        .decompress(&mut &input[..], &mut w)
         .map_err(|e| format!("MicroLZMA: {e}"))?;
-    Ok(out)
+    Ok(len - w.len())
 }
 
 /// Raw DEFLATE (RFC 1951, no zlib or gzip wrapper).
-fn deflate(input: &[u8], out_len: usize, partial: bool) -> Result<Vec<u8>, DecodeError> {
+fn deflate(input: &[u8], out: &mut [u8], partial: bool) -> Result<usize, DecodeError> {
     use miniz_oxide::inflate::TINFLStatus;
     use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
     let mut state = Box::<DecompressorOxide>::default();
-    let mut out = vec![0u8; out_len];
+    let out_len = out.len();
     let (status, _, written) = decompress(
         &mut state,
         input,
-        &mut out,
+        out,
         0,
         inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
     );
@@ -195,8 +165,7 @@ fn deflate(input: &[u8], out_len: usize, partial: bool) -> Result<Vec<u8>, Decod
         }
         other => return Err(format!("deflate: {other:?} after {written} bytes")),
     }
-    out.truncate(written);
-    Ok(out)
+    Ok(written)
 }
 
 /// Largest zstd window accepted (the kernel allows 1 MiB; a single-segment frame's window
@@ -242,14 +211,14 @@ fn zstd_window(input: &[u8]) -> Result<u64, DecodeError> {
 }
 
 /// One Zstandard frame.
-fn zstd(input: &[u8], out_len: usize, partial: bool) -> Result<Vec<u8>, DecodeError> {
+fn zstd(input: &[u8], out: &mut [u8], partial: bool) -> Result<usize, DecodeError> {
     let window = zstd_window(input)?;
     if window > ZSTD_MAX_WINDOW {
         return Err(format!("zstd window of {window} bytes is too large"));
     }
     let mut dec =
         ruzstd::decoding::StreamingDecoder::new(input).map_err(|e| format!("zstd: {e}"))?;
-    let mut out = vec![0u8; out_len];
+    let out_len = out.len();
     let mut done = 0;
     while done < out_len {
         match dec.read(&mut out[done..]) {
@@ -269,31 +238,89 @@ fn zstd(input: &[u8], out_len: usize, partial: bool) -> Result<Vec<u8>, DecodeEr
             Err(e) => return Err(format!("zstd: {e}")),
         }
     }
-    Ok(out)
+    Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An LZ4 block of `data` as mkfs writes one (liblz4's compressor).
+    fn lz4_block(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        lzzzz::lz4::compress_to_vec(data, &mut out, lzzzz::lz4::ACC_LEVEL_DEFAULT).unwrap();
+        out
+    }
+
     #[test]
-    fn lz4_literals_and_overlapping_matches() {
-        // "abc" then a match of offset 3, length 9 (token match nibble 5), then literals "xy".
-        let stream = [0x35, b'a', b'b', b'c', 3, 0, 0x20, b'x', b'y'];
-        let out = lz4(&stream, 14, false).unwrap();
-        assert_eq!(out, b"abcabcabcabcxy");
-        // Offset 1, length 19 (match nibble 15, extension 0): a run of one byte.
-        let run = [0x1f, b'z', 1, 0, 0, 0x10, b'!'];
-        assert_eq!(
-            lz4(&run, 21, false).unwrap(),
-            [&[b'z'; 20][..], b"!"].concat()
-        );
-        assert_eq!(lz4(&stream, 10, true).unwrap(), b"abcabcabca");
-        assert!(lz4(&stream, 13, false).is_err(), "output bound enforced");
-        assert!(lz4(&stream[..7], 14, false).is_err(), "truncated stream");
+    fn lz4_full_mode_wants_the_exact_length_and_the_whole_input() {
+        let data: Vec<u8> = b"abcabcabcabcabcabc, then something else entirely, "
+            .iter()
+            .copied()
+            .cycle()
+            .take(3000)
+            .collect();
+        let block = lz4_block(&data);
+        assert!(block.len() < data.len(), "the data compresses");
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(lz4(&block, &mut out, false).unwrap(), data.len());
+        assert_eq!(out, data);
+        // One byte short of room: the stream does not fit.
+        assert!(lz4(&block, &mut out[..data.len() - 1], false).is_err());
+        // A truncated stream, and trailing bytes after the stream, are both refused.
+        assert!(lz4(&block[..block.len() - 1], &mut out, false).is_err());
+        let mut padded = block.clone();
+        padded.extend_from_slice(&[0; 16]);
+        assert!(lz4(&padded, &mut out, false).is_err());
+        // Room for more than the stream holds decodes short: `decode` rejects the length.
+        let mut big = vec![0u8; data.len() + 1];
+        assert_eq!(lz4(&block, &mut big, false).unwrap(), data.len());
+    }
+
+    #[test]
+    fn lz4_partial_mode_stops_when_the_output_is_full() {
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 700) as u8)
+            .collect();
+        let mut padded = lz4_block(&data);
+        // Without 0padding the stream starts the pcluster and zeroes follow it.
+        padded.extend_from_slice(&[0; 100]);
+        let mut prefix = vec![0u8; 1234];
+        assert_eq!(lz4(&padded, &mut prefix, true).unwrap(), 1234);
+        assert_eq!(prefix, data[..1234]);
+        let mut whole = vec![0u8; data.len()];
+        assert_eq!(lz4(&padded, &mut whole, true).unwrap(), data.len());
+        assert_eq!(whole, data);
+        // A stream whose match points before the output's start is corrupt.
+        assert!(lz4(&[0x10, b'a', 9, 0, 0x00], &mut [0u8; 10], true).is_err());
+    }
+
+    #[test]
+    fn decode_into_checks_the_buffer_and_the_decoded_length() {
+        let data = b"0123456789".repeat(50);
+        let block = lz4_block(&data);
+        let req = Request {
+            algorithm: Algorithm::Lz4,
+            out_len: data.len(),
+            partial: false,
+            zero_padding: true,
+            physical: 0,
+            lzma_dict_size: 0,
+        };
+        let mut out = vec![0u8; data.len()];
+        decode_into(&req, &block, &mut out).unwrap();
+        assert_eq!(out, data);
         assert!(
-            lz4(&[0x10, b'a', 9, 0, 0x00], 10, false).is_err(),
-            "offset past start"
+            decode_into(&req, &block, &mut out[..10]).is_err(),
+            "wrong buffer"
+        );
+        let longer = Request {
+            out_len: data.len() + 1,
+            ..req
+        };
+        assert!(
+            decode(&longer, &block).is_err(),
+            "stream shorter than the extent"
         );
     }
 

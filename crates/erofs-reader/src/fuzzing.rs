@@ -118,3 +118,12 @@ pub fn decode_pcluster(data: &[u8]) {
 pub fn read_meta(image: &Image<'_>, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
     image.read_meta(offset, buf)
 }
+
+/// Pclusters `image` has decoded so far (reads, checks, [`Image::z_for_each_decoded`]), for
+/// the tests that check a sequential read decodes each one once.
+pub fn pcluster_decodes(image: &Image<'_>) -> u64 {
+    image
+        .zcache()
+        .decodes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}

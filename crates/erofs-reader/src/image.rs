@@ -98,6 +98,8 @@ pub struct Image<'a> {
     checksum: Option<(u32, u32)>,
     cache: MetaCache,
     zcache: crate::zmap::PclusterCache,
+    /// The `COMPR_CFGS` records, decoded on first use.
+    zcfgs: std::sync::OnceLock<Vec<(u64, erofs_format::compress::ComprCfg)>>,
 }
 
 impl<'a> Image<'a> {
@@ -150,6 +152,7 @@ impl<'a> Image<'a> {
             checksum: None,
             cache: MetaCache::default(),
             zcache: Default::default(),
+            zcfgs: Default::default(),
         };
         let raw = image.read_vec(SUPERBLOCK_OFFSET as u64, SUPERBLOCK_SIZE as u64)?;
         let sb = SuperBlock::read_from_bytes(&raw).map_err(|_| {
@@ -288,6 +291,12 @@ impl<'a> Image<'a> {
 
     pub(crate) fn zcache(&self) -> &crate::zmap::PclusterCache {
         &self.zcache
+    }
+
+    pub(crate) fn zcfgs(
+        &self,
+    ) -> &std::sync::OnceLock<Vec<(u64, erofs_format::compress::ComprCfg)>> {
+        &self.zcfgs
     }
 
     /// The superblock.

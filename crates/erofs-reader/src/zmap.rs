@@ -147,9 +147,17 @@ impl ZInfo {
 
 /// Decoded pclusters by (physical, plen, decoded length, rotation, algorithm, partial),
 /// bounded in bytes and evicted oldest first.
+///
+/// Only extents that a read covers in part go through it: a read that covers a whole
+/// extent decodes it straight into the caller's buffer, so the cache holds just the
+/// extents that straddle the edges of reads, which the next sequential read then finds.
 #[derive(Debug, Default)]
 pub(crate) struct PclusterCache {
     inner: Mutex<CacheInner>,
+    /// Pclusters decoded by reads and by [`Image::z_for_each_decoded`], for the tests that
+    /// check each one is decoded once.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) decodes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -169,9 +177,11 @@ struct CacheKey {
     partial: bool,
 }
 
-/// Bytes of decoded pclusters kept per image: enough for a few of the largest extents, so
-/// that sequential reads through small buffers decode each pcluster once.
+/// Bytes of decoded pclusters kept per image: enough for two of the largest extents
+/// ([`compress::MAX_EXTENT_DECODED`]), so that sequential reads through small buffers decode
+/// each pcluster once, even from two threads.
 pub const PCLUSTER_CACHE_BYTES: usize = 32 << 20;
+const _: () = assert!(PCLUSTER_CACHE_BYTES as u64 >= 2 * compress::MAX_EXTENT_DECODED);
 
 impl PclusterCache {
     fn get(&self, k: &CacheKey) -> Option<Arc<Vec<u8>>> {
@@ -180,7 +190,7 @@ impl PclusterCache {
     }
 
     fn put(&self, k: CacheKey, v: Arc<Vec<u8>>) {
-        if v.len() > PCLUSTER_CACHE_BYTES / 4 {
+        if v.len() as u64 > compress::MAX_EXTENT_DECODED {
             return;
         }
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,6 +209,59 @@ impl PclusterCache {
             }
         }
     }
+
+    fn count_decode(&self) {
+        #[cfg(any(test, feature = "fuzzing"))]
+        self.decodes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// Each thread's buffer for the pclusters being decoded (at most 1 MiB), so that reading
+    /// a pcluster from a file allocates and zeroes nothing once the buffer has grown.
+    static PCLUSTER_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's buffer for the extent [`Image::z_for_each_decoded`] decodes (at most
+    /// [`compress::MAX_EXTENT_DECODED`]).
+    static OUT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most pcluster bytes read at once ahead of a sequential decode.
+const READ_AHEAD: u64 = 256 << 10;
+
+/// Extents mapped ahead of the one decoded by [`Image::z_for_each_decoded`].
+const MAP_AHEAD: usize = 64;
+
+/// Pcluster bytes read ahead of a sequential decode: mkfs lays a file's pclusters out one
+/// after another, so one read serves the next ones too, instead of one system call each.
+/// It lives for one operation on one image (its bytes are never trusted across images).
+struct ReadAhead {
+    start: u64,
+    len: usize,
+    buf: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// An empty window over this thread's buffer.
+    fn from_thread() -> Self {
+        let buf = PCLUSTER_BUF.with(|c| c.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)));
+        ReadAhead {
+            start: 0,
+            len: 0,
+            buf: buf.unwrap_or_default(),
+        }
+    }
+
+    /// Returns the buffer to the thread for the next operation.
+    fn give_back(self) {
+        PCLUSTER_BUF.with(|c| {
+            if let Ok(mut b) = c.try_borrow_mut()
+                && b.capacity() < self.buf.capacity()
+            {
+                *b = self.buf;
+            }
+        });
+    }
 }
 
 impl Image<'_> {
@@ -212,8 +275,16 @@ impl Image<'_> {
     }
 
     /// Every `COMPR_CFGS` record after the superblock, with its byte offset in the image;
-    /// empty without the feature.
+    /// empty without the feature. Decoded once per image.
     pub fn compression_configs(&self) -> Result<Vec<(u64, ComprCfg)>> {
+        if let Some(c) = self.zcfgs().get() {
+            return Ok(c.clone());
+        }
+        let c = self.read_compression_configs()?;
+        Ok(self.zcfgs().get_or_init(|| c).clone())
+    }
+
+    fn read_compression_configs(&self) -> Result<Vec<(u64, ComprCfg)>> {
         let sb = self.superblock();
         if !sb.incompat().contains(Incompat::COMPR_CFGS) {
             return Ok(Vec::new());
@@ -836,7 +907,7 @@ impl Image<'_> {
     }
 
     /// The decoded bytes of a non-fragment extent, through the pcluster cache.
-    pub(crate) fn z_decoded(&self, zi: &ZInfo, ext: &ZExtent) -> Result<Arc<Vec<u8>>> {
+    fn z_decoded(&self, zi: &ZInfo, ext: &ZExtent, ra: &mut ReadAhead) -> Result<Arc<Vec<u8>>> {
         let key = CacheKey {
             physical: ext.physical,
             plen: ext.plen,
@@ -848,16 +919,101 @@ impl Image<'_> {
         if let Some(v) = self.zcache().get(&key) {
             return Ok(v);
         }
-        let v = Arc::new(self.z_decode(zi, ext)?);
+        let v = Arc::new(self.z_decode_vec(zi.nid, ext, ra)?);
         self.zcache().put(key, v.clone());
         Ok(v)
     }
 
-    /// Decodes one extent without the cache: exactly `ext.length` bytes.
-    pub(crate) fn z_decode(&self, zi: &ZInfo, ext: &ZExtent) -> Result<Vec<u8>> {
+    /// Decodes one extent without the cache into a new buffer of exactly `ext.length` bytes.
+    fn z_decode_vec(&self, nid: u64, ext: &ZExtent, ra: &mut ReadAhead) -> Result<Vec<u8>> {
+        let len = usize::try_from(ext.length)
+            .ok()
+            .filter(|&l| l as u64 <= compress::MAX_EXTENT_DECODED)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    Some(nid),
+                    Some(ext.physical),
+                    Corruption::Decode {
+                        logical: ext.logical,
+                        algorithm: ext.kind_name(),
+                        reason: format!(
+                            "decoded extent of {} bytes exceeds {}",
+                            ext.length,
+                            compress::MAX_EXTENT_DECODED
+                        ),
+                    },
+                )
+            })?;
+        let mut out = vec![0u8; len];
+        self.z_decode_ahead(nid, ext, ra, 0, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes one extent into `out` (exactly `ext.length` bytes), reading its pcluster
+    /// straight from memory for an in-memory source, otherwise into this thread's buffer.
+    pub(crate) fn z_decode_into(&self, nid: u64, ext: &ZExtent, out: &mut [u8]) -> Result<()> {
+        let mut ra = ReadAhead::from_thread();
+        let r = self.z_decode_ahead(nid, ext, &mut ra, 0, out);
+        ra.give_back();
+        r
+    }
+
+    /// Decodes one extent into `out` (exactly `ext.length` bytes). Its pcluster comes from
+    /// memory for an in-memory source, else from `ra`, which on a miss reads up to `ahead`
+    /// bytes (at most [`READ_AHEAD`]) from the pcluster's start.
+    fn z_decode_ahead(
+        &self,
+        nid: u64,
+        ext: &ZExtent,
+        ra: &mut ReadAhead,
+        ahead: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.zcache().count_decode();
+        self.check_range(ext.physical, ext.plen)
+            .map_err(|e| e.with_nid(nid))?;
+        if let Some(bytes) = self.source().as_slice() {
+            // check_range bounded the range by the source's length.
+            let input = &bytes[ext.physical as usize..(ext.physical + ext.plen) as usize];
+            return self.z_decode_input(nid, ext, input, out);
+        }
+        if ext.plen > MAX_PCLUSTER_SIZE {
+            return Err(Error::corrupt(
+                Some(nid),
+                Some(ext.physical),
+                Corruption::Decode {
+                    logical: ext.logical,
+                    algorithm: ext.kind_name(),
+                    reason: format!("pcluster of {} bytes exceeds 1 MiB", ext.plen),
+                },
+            ));
+        }
+        let end = ext.physical + ext.plen;
+        if ext.physical < ra.start || end > ra.start + ra.len as u64 {
+            // Never past the image's end, which check_range showed to lie beyond `end`.
+            let want = ahead
+                .min(READ_AHEAD)
+                .max(ext.plen)
+                .min(self.len() - ext.physical) as usize;
+            if ra.buf.len() < want {
+                ra.buf.resize(want, 0);
+            }
+            ra.len = 0;
+            self.read_exact(ext.physical, &mut ra.buf[..want])
+                .map_err(|e| e.with_nid(nid))?;
+            ra.start = ext.physical;
+            ra.len = want;
+        }
+        let from = (ext.physical - ra.start) as usize;
+        let input = &ra.buf[from..from + ext.plen as usize];
+        self.z_decode_input(nid, ext, input, out)
+    }
+
+    /// Decodes `input` (the extent's pcluster) into `out`.
+    fn z_decode_input(&self, nid: u64, ext: &ZExtent, input: &[u8], out: &mut [u8]) -> Result<()> {
         let located = |reason: String| {
             Error::corrupt(
-                Some(zi.nid),
+                Some(nid),
                 Some(ext.physical),
                 Corruption::Decode {
                     logical: ext.logical,
@@ -866,10 +1022,13 @@ impl Image<'_> {
                 },
             )
         };
-        let input = self
-            .read_vec(ext.physical, ext.plen)
-            .map_err(|e| e.with_nid(zi.nid))?;
-        let len = usize::try_from(ext.length).map_err(|_| located("extent too long".into()))?;
+        let len = out.len();
+        if len as u64 != ext.length {
+            return Err(located(format!(
+                "output buffer of {len} bytes for an extent of {}",
+                ext.length
+            )));
+        }
         match ext.storage {
             ZStorage::Fragment { .. } => {
                 Err(located("fragments are read from the packed inode".into()))
@@ -882,24 +1041,25 @@ impl Image<'_> {
                     )));
                 }
                 if !interlaced {
-                    return Ok(input[..len].to_vec());
+                    out.copy_from_slice(&input[..len]);
+                    return Ok(());
                 }
                 // Bytes sit at their logical in-block offset: the first ones come from the end.
                 let bs = self.block_size();
                 let first = ((bs - ext.logical % bs) as usize).min(len);
                 let from = input.len() - first;
-                let mut out = Vec::with_capacity(len);
-                out.extend_from_slice(&input[from..]);
-                out.extend_from_slice(&input[..len - first]);
-                Ok(out)
+                out[..first].copy_from_slice(&input[from..]);
+                out[first..].copy_from_slice(&input[..len - first]);
+                Ok(())
             }
             ZStorage::Compressed { algorithm } => {
-                let dict = match (algorithm, self.compression_config(algorithm)?) {
-                    (Algorithm::Lzma, Some(ComprCfg::Lzma { dict_size, .. })) => dict_size,
-                    (Algorithm::Lzma, _) => {
-                        return Err(located("no MicroLZMA configuration record".into()));
+                let dict = if algorithm == Algorithm::Lzma {
+                    match self.compression_config(algorithm)? {
+                        Some(ComprCfg::Lzma { dict_size, .. }) => dict_size,
+                        _ => return Err(located("no MicroLZMA configuration record".into())),
                     }
-                    _ => 0,
+                } else {
+                    0
                 };
                 let req = Request {
                     algorithm,
@@ -913,7 +1073,7 @@ impl Image<'_> {
                     physical: ext.physical,
                     lzma_dict_size: dict,
                 };
-                decompress::decode(&req, &input).map_err(located)
+                decompress::decode_into(&req, input, out).map_err(located)
             }
         }
     }
@@ -932,10 +1092,25 @@ impl Image<'_> {
         }
         let zi = self.zinfo(inode)?;
         let want = (buf.len() as u64).min(inode.size - offset) as usize;
+        let mut ra = ReadAhead::from_thread();
+        let r = self.z_read_with(&zi, offset, &mut buf[..want], depth, &mut ra);
+        ra.give_back();
+        r
+    }
+
+    fn z_read_with(
+        &self,
+        zi: &ZInfo,
+        offset: u64,
+        buf: &mut [u8],
+        depth: u8,
+        ra: &mut ReadAhead,
+    ) -> Result<usize> {
+        let want = buf.len();
         let mut done = 0usize;
         while done < want {
             let pos = offset + done as u64;
-            let e = self.z_map_with(&zi, pos)?;
+            let e = self.z_map_with(zi, pos)?;
             let n = ((e.end() - pos) as usize).min(want - done);
             let dst = &mut buf[done..done + n];
             match e.storage {
@@ -943,10 +1118,25 @@ impl Image<'_> {
                     let at = frag
                         .checked_add(pos - e.logical)
                         .ok_or_else(|| Error::corrupt(Some(zi.nid), None, Corruption::Overflow))?;
-                    self.read_fragment(&zi, at, dst, depth)?;
+                    self.read_fragment(zi, at, dst, depth)?;
+                }
+                // The read covers the whole extent: decode it in place, no cache, no copy.
+                // Not in the packed inode (depth > 0), whose pclusters hold the fragments
+                // of many files: they stay cached for the next file's read.
+                _ if depth == 0 && pos == e.logical && n as u64 == e.length => {
+                    // The rest of the read likely compresses as this extent did: read ahead
+                    // that share of it (a guess too short costs one more read, not bytes).
+                    let rest = u128::from(offset + want as u64 - e.end());
+                    let share = rest * u128::from(e.plen) / u128::from(e.length.max(1));
+                    let ahead = e
+                        .plen
+                        .saturating_add(u64::try_from(share).unwrap_or(READ_AHEAD))
+                        .min(READ_AHEAD)
+                        .next_multiple_of(self.block_size());
+                    self.z_decode_ahead(zi.nid, &e, ra, ahead, dst)?;
                 }
                 _ => {
-                    let data = self.z_decoded(&zi, &e)?;
+                    let data = self.z_decoded(zi, &e, ra)?;
                     let from = (pos - e.logical) as usize;
                     dst.copy_from_slice(&data[from..from + n]);
                 }
@@ -993,8 +1183,129 @@ impl Image<'_> {
     /// exactly `ext.length` bytes, at most [`compress::MAX_EXTENT_DECODED`]. Fragments are
     /// refused: read them with [`Image::z_read_extent`].
     pub fn z_decode_extent(&self, inode: &Inode, ext: &ZExtent) -> Result<Vec<u8>> {
+        let mut ra = ReadAhead::from_thread();
+        let r = self.z_decode_vec(inode.nid, ext, &mut ra);
+        ra.give_back();
+        r
+    }
+
+    /// [`Image::z_decode_extent`] into `out`, which must be exactly `ext.length` bytes: a
+    /// caller that reuses one buffer decodes without allocating.
+    pub fn z_decode_extent_into(&self, inode: &Inode, ext: &ZExtent, out: &mut [u8]) -> Result<()> {
+        self.z_decode_into(inode.nid, ext, out)
+    }
+
+    /// Maps every extent of a compressed inode in logical order and decodes each one once
+    /// (which checks that its decoder consumes exactly its pcluster and produces exactly its
+    /// extent), calling `f` with the extent and its decoded bytes. A fragment comes from the
+    /// packed inode in pieces of at most 1 MiB, `f` being called once per piece. One buffer,
+    /// at most [`compress::MAX_EXTENT_DECODED`] bytes, is reused for every extent: no file
+    /// is held whole in memory.
+    pub fn z_for_each_decoded(
+        &self,
+        inode: &Inode,
+        f: &mut dyn FnMut(&ZExtent, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let zi = self.zinfo(inode)?;
-        self.z_decode(&zi, ext)
+        // This thread's output buffer, kept across files: most are small, and a fresh one
+        // per file would be allocated, zeroed and freed each time.
+        let mut buf = OUT_BUF
+            .with(|c| c.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+            .unwrap_or_default();
+        let mut ra = ReadAhead::from_thread();
+        let r = self.z_each_decoded(&zi, inode.size, &mut buf, &mut ra, f);
+        ra.give_back();
+        OUT_BUF.with(|c| {
+            if let Ok(mut b) = c.try_borrow_mut()
+                && b.capacity() < buf.capacity()
+            {
+                *b = buf;
+            }
+        });
+        r
+    }
+
+    fn z_each_decoded(
+        &self,
+        zi: &ZInfo,
+        size: u64,
+        buf: &mut Vec<u8>,
+        ra: &mut ReadAhead,
+        f: &mut dyn FnMut(&ZExtent, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        // Extents are mapped a few ahead of the one decoded, so that one read fetches the
+        // pclusters that follow each other on disk, and no byte past them. A mapping error
+        // waits until the extents before it are decoded: errors come in logical order.
+        let mut queue: VecDeque<ZExtent> = VecDeque::new();
+        let mut map_error = None;
+        let mut pos = 0;
+        loop {
+            while map_error.is_none() && queue.len() < MAP_AHEAD && pos < size {
+                match self.z_map_with(zi, pos) {
+                    Ok(e) if e.end() <= pos => {
+                        map_error = Some(zi.corrupt(
+                            None,
+                            pos >> zi.lclusterbits,
+                            "extents do not advance",
+                        ));
+                    }
+                    Ok(e) => {
+                        pos = e.end();
+                        queue.push_back(e);
+                    }
+                    Err(err) => map_error = Some(err),
+                }
+            }
+            let Some(e) = queue.pop_front() else {
+                return map_error.map_or(Ok(()), Err);
+            };
+            match e.storage {
+                ZStorage::Fragment { offset } => {
+                    let mut at = 0u64;
+                    while at < e.length {
+                        let n = (e.length - at).min(1 << 20) as usize;
+                        if buf.len() < n {
+                            buf.resize(n, 0);
+                        }
+                        let from = offset.checked_add(at).ok_or_else(|| {
+                            Error::corrupt(Some(zi.nid), None, Corruption::Overflow)
+                        })?;
+                        self.read_fragment(zi, from, &mut buf[..n], 0)?;
+                        f(&e, &buf[..n])?;
+                        at += n as u64;
+                    }
+                }
+                _ => {
+                    let n = usize::try_from(e.length)
+                        .ok()
+                        .filter(|&n| n as u64 <= compress::MAX_EXTENT_DECODED)
+                        .ok_or_else(|| {
+                            zi.corrupt(
+                                Some(e.physical),
+                                e.logical >> zi.lclusterbits,
+                                format!("extent of {} bytes is too long to decode", e.length),
+                            )
+                        })?;
+                    // Grown, never shrunk: a buffer of the largest extent seen is zeroed once.
+                    if buf.len() < n {
+                        buf.resize(n, 0);
+                    }
+                    // The run of pclusters that follow this one on disk, mapped already.
+                    let mut end = e.physical + e.plen;
+                    for next in &queue {
+                        if matches!(next.storage, ZStorage::Fragment { .. })
+                            || next.physical != end
+                            || end + next.plen - e.physical > READ_AHEAD
+                        {
+                            break;
+                        }
+                        end += next.plen;
+                    }
+                    self.z_decode_ahead(zi.nid, &e, ra, end - e.physical, &mut buf[..n])?;
+                    f(&e, &buf[..n])?;
+                }
+            }
+        }
     }
 
     /// Streams the decoded bytes of one extent to `sink` in pieces of at most 1 MiB (through

@@ -172,7 +172,9 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
             CheckOptions::default()
                 .verify_checksum(!cli.no_sbcrc)
                 // Extraction to a directory reads every byte itself; read here only without one.
-                .read_data(cli.extract.as_ref().is_some_and(|d| d.is_empty())),
+                .read_data(cli.extract.as_ref().is_some_and(|d| d.is_empty()))
+                // The verification decodes every fingerprinted file: not twice.
+                .fingerprints_verified(cli.verify_fingerprints),
             start_nid,
             &start_path,
             &Cancellable::new(&bar, token.clone()),
