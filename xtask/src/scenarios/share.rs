@@ -438,7 +438,7 @@ fn window(env: &mut Env) -> Result<Prepared> {
 }
 
 /// Reads of the carrier in `share-dio-window` go at this rate, so that the 128 KiB direct read
-/// of the shared file stays in flight for about 5 s while the test frees what it reads through.
+/// of the shared file stays in flight for seconds while the test frees what it reads through.
 const DIO_CARRIER_BPS: u64 = 24 * 1024;
 
 /// Fix 3 of issue 13 (debug kernel only): two file-backed members with `-o directio` whose
