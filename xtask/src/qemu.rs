@@ -50,6 +50,8 @@ pub struct Machine<'a> {
     pub initrd: &'a Path,
     /// Disk images, attached read-only as /dev/vda, /dev/vdb, ...
     pub disks: &'a [PathBuf],
+    /// Extra `-drive` options by disk index (e.g. QEMU I/O throttling); missing: none.
+    pub disk_options: &'a [String],
     /// Guest RAM.
     pub memory_mib: u32,
     /// Wall-clock limit.
@@ -110,10 +112,14 @@ impl Machine<'_> {
             cmdline.push_str(a);
         }
         c.arg("-append").arg(cmdline);
-        for d in self.disks {
+        for (i, d) in self.disks.iter().enumerate() {
             let mut spec = std::ffi::OsString::from("file=");
             spec.push(d.as_os_str());
             spec.push(",format=raw,if=virtio,readonly=on");
+            if let Some(o) = self.disk_options.get(i).filter(|o| !o.is_empty()) {
+                spec.push(",");
+                spec.push(o);
+            }
             c.arg("-drive").arg(spec);
         }
         c
@@ -180,6 +186,7 @@ pub fn choose_accel(choice: AccelChoice, kernel: &Path, probe_initrd: &Path, wor
         kernel,
         initrd: probe_initrd,
         disks: &[],
+        disk_options: &[],
         memory_mib: 256,
         timeout: Duration::from_secs(20),
         accel: Accel::Kvm,

@@ -60,12 +60,14 @@ pub const DEBUG_DEFAULT: &[&str] = &[
     "share-churn",
     "share-rebind",
     "share-window",
+    "share-dio-window",
+    "share-last-put",
     "share-stress",
 ];
 
 /// Scenarios that need the debug kernel's test-only knobs (`xtask/kernel/debug-patches`):
 /// skipped on the normal kernel, run by `--debug-kernel`.
-pub const DEBUG_ONLY: &[&str] = &["share-window"];
+pub const DEBUG_ONLY: &[&str] = &["share-window", "share-dio-window", "share-last-put"];
 
 /// The verdict on one scenario.
 struct Verdict {
@@ -500,6 +502,7 @@ fn run_boot(
         kernel,
         initrd: &initrd,
         disks: &boot.disks,
+        disk_options: &boot.disk_options,
         memory_mib: boot.memory_mib,
         timeout,
         accel,

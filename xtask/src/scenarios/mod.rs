@@ -58,6 +58,8 @@ pub struct Expected {
 pub struct Boot {
     /// Disks attached read-only, in order: /dev/vda, /dev/vdb, ...
     pub disks: Vec<PathBuf>,
+    /// Extra QEMU `-drive` options by disk index ([`Boot::slow_disk`]); missing: none.
+    pub disk_options: Vec<String>,
     /// Extra initramfs files (absolute guest path, bytes).
     pub files: Vec<(String, Vec<u8>)>,
     /// Guest runs, in order.
@@ -76,6 +78,7 @@ impl Default for Boot {
     fn default() -> Self {
         Boot {
             disks: Vec::new(),
+            disk_options: Vec::new(),
             files: Vec::new(),
             runs: Vec::new(),
             expected: Expected::default(),
@@ -93,6 +96,17 @@ impl Boot {
         self.disks.push(image.to_path_buf());
         let letter = (b'a' + n as u8) as char;
         format!("/dev/vd{letter}")
+    }
+
+    /// Attaches a disk whose reads QEMU throttles to `bytes_per_sec` (`throttling.bps-total`),
+    /// so that an I/O request stays in flight for a known while, and returns its guest device
+    /// path.
+    pub fn slow_disk(&mut self, image: &Path, bytes_per_sec: u64) -> String {
+        let dev = self.disk(image);
+        let n = self.disks.len() - 1;
+        self.disk_options.resize(n + 1, String::new());
+        self.disk_options[n] = format!("throttling.bps-total={bytes_per_sec}");
+        dev
     }
 
     /// Adds a file to the initramfs and returns its guest path.

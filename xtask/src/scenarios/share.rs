@@ -68,6 +68,16 @@ pub fn scenarios() -> Vec<Scenario> {
             prepare: window,
         },
         Scenario {
+            name: "share-dio-window",
+            about: "inode_share, debug kernel only (test knob): file-backed -o directio members; the member serving an async direct read (on a throttled disk) is unmounted and its backing file's dentry and inode dropped before the read completes",
+            prepare: dio_window,
+        },
+        Scenario {
+            name: "share-last-put",
+            about: "inode_share, debug kernel only (test knob + check): a member is unmounted while a reader holds it, so the reader drops its last reference; the member must not be shut down in the reader's context",
+            prepare: last_put,
+        },
+        Scenario {
             name: "share-headline",
             about: "inode_share: Cached growth reading 64 MiB through 4 mounts, with and without sharing",
             prepare: headline,
@@ -425,6 +435,82 @@ fn window(env: &mut Env) -> Result<Prepared> {
         }
     }
     Ok(p)
+}
+
+/// Reads of the carrier in `share-dio-window` go at this rate, so that the 128 KiB direct read
+/// of the shared file stays in flight for seconds while the test frees what it reads through.
+const DIO_CARRIER_BPS: u64 = 24 * 1024;
+
+/// Fix 3 of issue 13 (debug kernel only): two file-backed members with `-o directio` whose
+/// image files lie on a carrier disk that QEMU throttles. A reader of member B's file is held
+/// (test knob) after member A, the newest member, mapped its miss and before A's request is
+/// submitted; A is unmounted in that window. The reader then submits an asynchronous direct
+/// read of A's image file and lets A go, which ends A (its backing file is put), and the
+/// guest drops dentries and inodes while the read is still in flight on the slow carrier. A
+/// series that does not keep the backing file until the read completes lets the read
+/// complete on a freed file and inode (KASAN on the debug kernel).
+fn dio_window(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let dir = env.work.join("trees/share-dio");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    // One readahead window (128 KiB): a single direct read of the member's image file.
+    std::fs::write(
+        dir.join("dio"),
+        crate::trees::random_bytes(0xd10, 128 * 1024),
+    )?;
+    let a = env.image(&dir, "share-dio-a", &fp(4096))?;
+    let b = env.image(&dir, "share-dio-b", &fp(4096))?;
+    let dg = digests(&dir)?;
+    let carrier = env.carrier("share-dio", &[("a.erofs", &a), ("b.erofs", &b)])?;
+    let mut boot = Boot {
+        timeout_secs: 240,
+        ..Default::default()
+    };
+    let cdev = boot.slow_disk(&carrier, DIO_CARRIER_BPS);
+    boot.run(
+        "share",
+        "share-dio-window",
+        json!({
+            "mode": "dio-window",
+            "carrier": erofs_mount(&cdev, "/carrier", ""),
+            "files": { "a": "/carrier/a.erofs", "b": "/carrier/b.erofs" },
+            "same": ["dio"],
+            "digests": dg,
+        }),
+    )?;
+    Ok(Prepared::Boot(boot))
+}
+
+/// Fix 4 of issue 13 (debug kernel only): a reader of member B's file holds member A (the
+/// newest member serves the misses; the test knob keeps the reader between mapping and
+/// submitting) while A is unmounted, so the reader's release is A's last reference. The debug
+/// kernel's test-only check in `erofs_kill_sb()` warns if the member is then shut down in
+/// the reader's context (inside `->readahead`, under the shared mapping's invalidate_lock);
+/// the series hands that last reference to a worker.
+fn last_put(env: &mut Env) -> Result<Prepared> {
+    if let Some(p) = unsupported(env) {
+        return Ok(p);
+    }
+    let (share, share2, dg) = share_pair(env)?;
+    let mut boot = Boot {
+        timeout_secs: 240,
+        ..Default::default()
+    };
+    let disks = BTreeMap::from([("share", boot.disk(&share)), ("share2", boot.disk(&share2))]);
+    boot.run(
+        "share",
+        "share-last-put",
+        json!({
+            "mode": "last-put",
+            "disks": disks,
+            "same": SAME,
+            "digests": dg,
+        }),
+    )?;
+    Ok(Prepared::Boot(boot))
 }
 
 /// SHA-256 (first 8 bytes, hex) of each 4 KiB page.

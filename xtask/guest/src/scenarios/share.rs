@@ -17,6 +17,8 @@
 //! - `mixed`: differently built images of the same files in one domain;
 //! - `churn`: members come and go (unmount, loop detach and reattach to another image, a
 //!   mount/unmount storm from several processes, `drop_caches=2`) while another member is read.
+//! - `window`, `dio-window`, `last-put` (debug kernel only, test knob): a member is unmounted
+//!   while a reader holds it, between mapping a miss and submitting its I/O.
 
 // fork(2)/waitpid(2) for the stress and unmount runs: the guest is single-threaded.
 #![allow(unsafe_code)]
@@ -310,6 +312,8 @@ pub fn run(ctx: &mut Ctx, params: &serde_json::Value) -> anyhow::Result<()> {
         "domains" => domains(&mut t),
         "churn" => churn(&mut t),
         "window" => window(&mut t),
+        "dio-window" => dio_window(&mut t),
+        "last-put" => last_put(&mut t),
         "mixed" => mixed(&mut t),
         "overlay" => overlay(&mut t),
         m => anyhow::bail!("unknown share mode {m:?}"),
@@ -1306,6 +1310,242 @@ fn window(t: &mut T) -> Result<()> {
     if let Some(c) = t.p.carrier.clone() {
         t.umount(&c.target);
     }
+    Ok(())
+}
+
+/// The debug kernel's test knob, or a failed check saying it is missing.
+fn knob_present(t: &mut T) -> bool {
+    if Path::new(DELAY_KNOB).exists() {
+        return true;
+    }
+    t.ctx.check(
+        "test knob present",
+        Err(format!(
+            "{DELAY_KNOB} missing: not the debug kernel with xtask/kernel/debug-patches"
+        )),
+    );
+    false
+}
+
+fn set_delay(ms: u32) -> Result<(), String> {
+    std::fs::write(DELAY_KNOB, ms.to_string()).map_err(|e| format!("{DELAY_KNOB}: {e}"))
+}
+
+/// Reads in flight on a block device (`/sys/block/NAME/inflight`: reads, writes).
+fn reads_in_flight(dev: &str) -> u64 {
+    let name = dev.rsplit('/').next().unwrap_or(dev);
+    std::fs::read_to_string(format!("/sys/block/{name}/inflight"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Mounts the member `dev` at `at`, looks `file` up there (which links the member's inode
+/// first in the shared inode's member list, so that it serves the next misses) and drops
+/// the shared page cache through `reader_path`.
+fn newest_member(m: &MountSpec, file: &str, reader_path: &str) -> Result<(), String> {
+    // The reader's own member is linked first (its lookup), so that `m` comes after it.
+    dontneed(reader_path)?;
+    mount(m).map_err(|e| format!("mount {}: {e}", m.source))?;
+    std::fs::metadata(format!("{}/{file}", m.target))
+        .map_err(|e| format!("stat {}/{file}: {e}", m.target))?;
+    dontneed(reader_path)
+}
+
+/// Waits until process `pid` sleeps in the knob's `msleep` (its `/proc/PID/wchan`; the debug
+/// kernel has kallsyms), for at most 5 s, and says whether it did.
+fn wait_in_knob(pid: i32) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w == "msleep") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Forks a reader of `path` that exits 0 if it read `want` (SHA-256, hex).
+fn spawn_reader(path: &str, want: &str) -> i32 {
+    let (f, w) = (path.to_string(), want.to_string());
+    spawn(move || match read_sha(&f) {
+        Ok((_, d)) if d == w => 0,
+        got => {
+            println!("{} NOTE reader: {f}: {got:?}", erofs_guest::plan::MARK);
+            1
+        }
+    })
+}
+
+/// `share-dio-window` (debug kernel only; fix 3 of issue 13): members A and B are file-backed
+/// with `-o directio`, their image files on a carrier disk that QEMU throttles, so that a
+/// direct read of an image file stays in flight for seconds. A reader of B's file is held
+/// by the knob after A (the newest member) mapped the miss and before A's request is
+/// submitted; A is unmounted meanwhile. The reader then submits the asynchronous direct read
+/// and releases A, whose end puts its backing file; while that read is still in flight the
+/// guest drops dentries and inodes (`drop_caches=2`), which frees the image file's dentry and
+/// inode unless something still holds the file. A series that keeps the backing file until
+/// completion passes cleanly; one that does not completes the read on a freed file and inode
+/// (a KASAN report, which fails the scenario).
+fn dio_window(t: &mut T) -> Result<()> {
+    let f = t.p.same[0].clone();
+    let want = t.digest(&f);
+    let opts = "inode_share,domain_id=dio,directio";
+    if !knob_present(t) {
+        return Ok(());
+    }
+    let Some(c) = t.p.carrier.clone() else {
+        anyhow::bail!("dio-window needs a carrier");
+    };
+    // QEMU's throttling lets a request through at once while its budget lasts and holds the
+    // next ones: with requests of at most 4 KiB, a 128 KiB direct read is 32 requests that
+    // take seconds in all at the carrier's rate.
+    let dev_name = c.source.rsplit('/').next().unwrap_or(&c.source).to_string();
+    let max_kb = format!("/sys/block/{dev_name}/queue/max_sectors_kb");
+    if let Err(e) = std::fs::write(&max_kb, "4") {
+        t.ctx.check(
+            "4 KiB requests on the carrier",
+            Err(format!("{max_kb}: {e}")),
+        );
+        return Ok(());
+    }
+    if let Err(e) = mount(&c) {
+        t.ctx.check("mount the carrier", Err(format!("{e}")));
+        return Ok(());
+    }
+    let (img_a, img_b) = (t.file("a")?, t.file("b")?);
+    if !t.mount(&img_b, "/mnt/db", opts) {
+        return Ok(());
+    }
+    let file = format!("/mnt/db/{f}");
+    let a = MountSpec {
+        source: img_a,
+        target: "/mnt/da".into(),
+        fstype: "erofs".into(),
+        data: opts.into(),
+    };
+    // Round 0 runs the same steps, but its window is not checked: in the first round of a
+    // boot the throttle held the direct read for a moment only (0-28 of its 32 requests seen
+    // in flight, 0-1 drops), in every later round for seconds.
+    for round in 0..4 {
+        let r = (|| {
+            newest_member(&a, &f, &file)?;
+            set_delay(2000)?;
+            let reader = spawn_reader(&file, &want);
+            // The reader is now asleep with A's request built.
+            let asleep = wait_in_knob(reader);
+            let unmounted = umount(&a.target);
+            let _ = set_delay(0);
+            // The reader wakes, submits the direct read of A's image file and lets A go.
+            let t0 = Instant::now();
+            while reads_in_flight(&c.source) == 0 && t0.elapsed() < Duration::from_secs(4) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // While it is in flight: A's end (from a worker) puts its backing file; drop the
+            // unused dentries and inodes, among them the image file's unless still held.
+            let (mut seen, mut drops) = (0, 0);
+            loop {
+                let n = reads_in_flight(&c.source);
+                if n == 0 || t0.elapsed() > Duration::from_secs(15) {
+                    break;
+                }
+                seen = seen.max(n);
+                // Started while the read is in flight (it may end during the drop).
+                if std::fs::write("/proc/sys/vm/drop_caches", b"2").is_ok() {
+                    drops += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let ok = reap(reader);
+            unmounted?;
+            let hit = asleep && seen > 0 && drops > 0;
+            ok_or(
+                ok && (hit || round == 0),
+                format!(
+                    "round {round}: reader got the right bytes: {ok}; unmounted while the reader slept in the knob: {asleep}; up to {seen} request(s) in flight on {} after it woke, {drops} drop_caches=2 started while they were ({} ms)",
+                    c.source,
+                    t0.elapsed().as_millis()
+                ),
+            )
+        })();
+        let _ = set_delay(0);
+        let _ = umount(&a.target);
+        t.ctx.check(
+            if round == 0 {
+                "first round (bytes only): file-backed directio member unmounted while a reader holds it"
+            } else {
+                "file-backed directio member unmounted, its image file's dentry and inode dropped while its direct read is in flight"
+            },
+            r,
+        );
+    }
+    t.umount("/mnt/db");
+    t.umount(&c.target);
+    Ok(())
+}
+
+/// `share-last-put` (debug kernel only; fix 4 of issue 13): a reader of B's file holds member
+/// A (the newest member; the knob keeps the reader between mapping and submitting) while A is
+/// unmounted, so the unmount returns with A still alive and the reader's release is A's last
+/// reference. That shutdown must not run in the reader's context (inside `->readahead`, under
+/// the shared mapping's invalidate_lock): the debug kernel's test-only check in
+/// `erofs_kill_sb()` warns if it does, which fails the scenario. The check here shows that the
+/// window was hit: A's `/sys/fs/erofs/<dev>` is still there after the unmount returned, and
+/// gone once the read ended.
+fn last_put(t: &mut T) -> Result<()> {
+    let f = t.p.same[0].clone();
+    let want = t.digest(&f);
+    let opts = "inode_share,domain_id=lastput";
+    if !knob_present(t) {
+        return Ok(());
+    }
+    let (stable, dev_a) = (t.dev("share")?, t.dev("share2")?);
+    if !t.mount(&stable, "/mnt/l0", opts) {
+        return Ok(());
+    }
+    let file = format!("/mnt/l0/{f}");
+    let a = MountSpec {
+        source: dev_a.clone(),
+        target: "/mnt/la".into(),
+        fstype: "erofs".into(),
+        data: opts.into(),
+    };
+    let sysfs = format!(
+        "/sys/fs/erofs/{}",
+        dev_a.rsplit('/').next().unwrap_or(&dev_a)
+    );
+    for round in 0..3 {
+        let r = (|| {
+            newest_member(&a, &f, &file)?;
+            set_delay(2000)?;
+            let reader = spawn_reader(&file, &want);
+            let asleep = wait_in_knob(reader);
+            let unmounted = umount(&a.target);
+            let held = Path::new(&sysfs).exists();
+            let _ = set_delay(0);
+            let ok = reap(reader);
+            // The member ends when the reader lets it go (from a worker, in the series).
+            let t0 = Instant::now();
+            while Path::new(&sysfs).exists() && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let gone = !Path::new(&sysfs).exists();
+            unmounted?;
+            ok_or(
+                ok && asleep && held && gone,
+                format!(
+                    "round {round}: reader got the right bytes: {ok}; unmounted while the reader slept in the knob: {asleep}; {sysfs} present after the unmount returned (the reader held the member): {held}; gone after the read: {gone}"
+                ),
+            )
+        })();
+        let _ = set_delay(0);
+        let _ = umount(&a.target);
+        t.ctx.check(
+            "member unmounted while a reader holds it; the reader drops its last reference",
+            r,
+        );
+    }
+    t.umount("/mnt/l0");
     Ok(())
 }
 
