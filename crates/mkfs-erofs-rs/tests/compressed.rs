@@ -642,7 +642,12 @@ fn json_reports_the_compression_ratio_of_the_files_it_compressed() {
     std::fs::write(src.join("small"), [b'a'; 3000]).unwrap();
     let img = tmp.path().join("z.erofs");
     let o = Command::new(mkfs_bin())
-        .args(["--json", "-zlz4hc,9", "-C16384", "-Eztailpacking,legacy-compress"])
+        .args([
+            "--json",
+            "-zlz4hc,9",
+            "-C16384",
+            "-Eztailpacking,legacy-compress",
+        ])
         .args(args("", "2", &[]))
         .arg(&src)
         .arg(&img)
