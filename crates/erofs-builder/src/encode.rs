@@ -7,12 +7,17 @@
 //! stood in for by zeroes of the same length, which a `Count` never looks at.
 //!
 //! What is encoded here: a metadata item (inode, xattr body with its fingerprint, then an
-//! inline tail, a block map or chunk indexes; a compressed file's map header and indexes
-//! follow from `write/zdata.rs`), directory blocks (`dir.rs`), and the head of the image
-//! (superblock, records after it, device table, shared xattr area).
+//! inline tail, a block map or chunk indexes), a compressed file's map after its inode
+//! ([`ZMap`]: map header, lcluster indexes, inline tail pcluster), directory blocks
+//! (`dir.rs`), and the head of the image (superblock, records after it, device table,
+//! shared xattr area).
 
 use erofs_format::{ChunkIndex, DataLayout, DeviceSlot, InodeCompact, InodeExtended, InodeFormat};
 use zerocopy::IntoBytes;
+
+use crate::BuildError;
+use crate::compress::full_indexes;
+use crate::layout::ZFile;
 
 /// Where encoded bytes go.
 pub(crate) trait Sink {
@@ -160,7 +165,7 @@ impl InodeFields {
 /// What follows an inode and its xattr body in its metadata item.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Payload<'a> {
-    /// Nothing (or, for a compressed file, the map the compressed stage encodes next).
+    /// Nothing (or, for a compressed file, its [`ZMap`], encoded next).
     None,
     /// An inline tail: the end of a file, a directory's last block, a symlink's target.
     Inline(&'a [u8]),
@@ -231,6 +236,88 @@ impl Item<'_> {
     }
 }
 
+/// The map of a compressed file, after its inode and xattr body: the map header, the
+/// indexes (compact, or full after 8 reserved bytes) and any inline tail pcluster.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ZMap<'a> {
+    /// The file as the compressed stage stored it.
+    pub file: &'a ZFile,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// log2 of the block size (= the lcluster size).
+    pub blkszbits: u8,
+    /// The image has big pclusters (the map header says so, NONHEADs carry CBLKCNT).
+    pub big: bool,
+    /// Compact indexes (else full ones).
+    pub compact: bool,
+}
+
+impl ZMap<'_> {
+    /// Encodes the map after the inode and xattr body of the item that started at `start`
+    /// (32-byte aligned in the image, which compact packs rely on).
+    pub(crate) fn encode(&self, s: &mut impl Sink, start: usize) -> Result<(), BuildError> {
+        use erofs_format::compress::{
+            FULL_INDEX_RESERVED, MAP_HEADER_SIZE, MapHeader, advise, encode_compact_indexes,
+        };
+        let (zf, size, blkszbits, big) = (self.file, self.size, self.blkszbits, self.big);
+        align_item(s, start, 8);
+        let header = s.len() - start;
+        let compacted_2b = self.compact && crate::layout::compacted_2b(blkszbits);
+        let mut flags = if big {
+            advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
+        } else {
+            0
+        };
+        if compacted_2b {
+            flags |= advise::COMPACTED_2B;
+        }
+        if zf.inline.is_some() {
+            flags |= advise::INLINE_PCLUSTER;
+        }
+        let mut h = MapHeader::new(flags, zf.algorithm, zf.algorithm, 0);
+        if let Some(tail) = &zf.inline {
+            // ztail_fits kept the tail below one block.
+            h = h.with_idata_size(tail.len() as u16);
+        }
+        s.put(h.as_bytes());
+        let indexes = full_indexes(&zf.extents, size, blkszbits, big);
+        if self.compact {
+            // The terminator (an extent "would start" at the end of the file) names no
+            // pcluster; every other HEAD's address must come out of its pack.
+            let last_start = size - zf.extents.last().map_or(0, |e| u64::from(e.len));
+            let lcn_total = indexes.len() as u64;
+            let addressless = if lcn_total > 0 && last_start >> blkszbits < lcn_total - 1 {
+                lcn_total - 1
+            } else {
+                lcn_total
+            };
+            let packs = encode_compact_indexes(
+                &indexes,
+                header as u64 + MAP_HEADER_SIZE,
+                blkszbits,
+                big,
+                compacted_2b,
+                addressless,
+            )
+            .map_err(|e| {
+                BuildError::Output(std::io::Error::other(format!(
+                    "compact indexes of a {size}-byte file: {e}"
+                )))
+            })?;
+            s.put(&packs);
+        } else {
+            s.zeros(FULL_INDEX_RESERVED as usize);
+            for idx in &indexes {
+                s.put(idx.as_bytes());
+            }
+        }
+        if let Some(tail) = &zf.inline {
+            s.put(tail);
+        }
+        Ok(())
+    }
+}
+
 /// The head of the image: block 0 and up to the end of the shared xattr area.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Head<'a> {
@@ -284,6 +371,7 @@ impl Head<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::Extent;
     use erofs_format::{ChunkEntry, NULL_ADDR, SuperBlock, XattrIbodyHeader};
     use zerocopy::FromBytes;
 
@@ -444,6 +532,96 @@ mod tests {
         assert_eq!(d.blocks_lo.get(), 42);
         assert_eq!(&head[4096..4102], b"shared");
         assert!(head[4102..].iter().all(|&b| b == 0));
+    }
+
+    /// Extents a compressed file could have: back to back from `base`, each but the last
+    /// reaching the next lcluster, a pcluster longer than a block only where a CBLKCNT
+    /// can say so (big pclusters and a NONHEAD after the HEAD).
+    fn extents(bits: u8, big: bool, base: u32, specs: &[(u32, u32, u32, bool)]) -> Vec<Extent> {
+        let lcsize = 1u32 << bits;
+        let (mut clusterofs, mut blk) = (0u32, base);
+        let mut out = Vec::new();
+        for (k, &(ofs, lclusters, blocks, raw)) in specs.iter().enumerate() {
+            let len = if k + 1 == specs.len() {
+                1 + ofs % (lclusters * lcsize + lcsize)
+            } else {
+                (lcsize - clusterofs) + lclusters * lcsize + ofs % lcsize
+            };
+            let d1 = (clusterofs + len) >> bits;
+            let blocks = if big && d1 > 1 { 1 + blocks % d1 } else { 1 };
+            out.push(Extent {
+                len,
+                blk,
+                blocks,
+                raw,
+            });
+            blk += blocks;
+            clusterofs = (clusterofs + len) & (lcsize - 1);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The map's size, the only one the layout also computes without the encoder
+        /// (`zmeta_size`, before the extents exist), equals the encoding's, whatever the
+        /// extents; and the bytes written are as long as the count.
+        #[test]
+        fn the_map_is_as_long_as_zmeta_size_says_for_any_extents(
+            bits in 9u8..=16,
+            big: bool,
+            compact: bool,
+            extended: bool,
+            xattr_words in 0usize..24,
+            base in 0u32..1_000_000,
+            specs in proptest::collection::vec(
+                (proptest::prelude::any::<u32>(), 0u32..6, proptest::prelude::any::<u32>(),
+                 proptest::prelude::any::<bool>()),
+                1..40,
+            ),
+            inline in proptest::option::of(proptest::prelude::any::<u16>()),
+        ) {
+            // Compact indexes exist for lclusters of at most 4 KiB (`compact_indexes`).
+            let compact = compact && bits <= 12;
+            let file = ZFile {
+                extents: extents(bits, big, base, &specs),
+                inline: inline.map(|n| vec![0x5A; 1 + usize::from(n) % ((1 << bits) - 1)]),
+                algorithm: erofs_format::compress::Algorithm::Lz4,
+            };
+            let size = file.extents.iter().map(|e| u64::from(e.len)).sum();
+            let xattrs = vec![0u8; 4 * xattr_words];
+            let item = Item {
+                inode: InodeFields::sized(extended),
+                xattrs: &xattrs,
+                digest: None,
+                payload: Payload::None,
+            };
+            let map = ZMap { file: &file, size, blkszbits: bits, big, compact };
+            let mut count = Count::default();
+            item.encode(&mut count);
+            map.encode(&mut count, 0).unwrap();
+            let head = item.size();
+            let tail = file.inline.as_ref().map_or(0, Vec::len);
+            proptest::prop_assert_eq!(
+                count.0 as u64,
+                crate::layout::zmeta_size(head, size, bits, compact) + tail as u64
+            );
+            // The writer's items start on any 32-byte slot of its buffer.
+            let mut bytes = vec![0xFF; 32];
+            item.encode(&mut bytes);
+            map.encode(&mut bytes, 32).unwrap();
+            proptest::prop_assert_eq!(bytes.len() - 32, count.0);
+            let header = 32 + (head as usize).next_multiple_of(8);
+            let h = erofs_format::compress::MapHeader::read_from_bytes(
+                &bytes[header..header + 8],
+            )
+            .unwrap();
+            proptest::prop_assert_eq!(usize::from(h.idata_size()), tail);
+            proptest::prop_assert_eq!(
+                h.h_advise.get() & erofs_format::compress::advise::INLINE_PCLUSTER != 0,
+                tail > 0
+            );
+            proptest::prop_assert_eq!(&bytes[bytes.len() - tail..], &vec![0x5A; tail][..]);
+        }
     }
 
     #[test]

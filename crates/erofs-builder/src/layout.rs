@@ -17,7 +17,7 @@
 
 use erofs_format::{Compat, DataLayout, INODE_SLOT_SIZE, Incompat, NULL_ADDR, SuperBlock};
 
-use crate::encode::{InodeFields, Item, PLACEHOLDER, Payload};
+use crate::encode::{Count, InodeFields, Item, PLACEHOLDER, Payload, ZMap};
 use crate::tree::{FileContent, Inode, Kind, Tree};
 use crate::xattr::XattrPlan;
 use crate::{BuildError, Options};
@@ -407,6 +407,13 @@ pub fn compacted_2b(blkszbits: u8) -> bool {
 /// Bytes of a compressed file's metadata item before any inline tail: inode and xattr body
 /// (`inode_and_xattrs` bytes, the item starting on a 32-byte slot), the 8-byte-aligned map
 /// header, then the indexes of `size` bytes of lclusters (= blocks).
+///
+/// The one size not taken from the encoder ([`crate::encode::ZMap`]): the compressed stage
+/// needs it to decide whether a tail pcluster goes inline, before the file's extents exist.
+/// It depends only on the lcluster count, and must equal the encoding's size exactly: an
+/// overestimate would inline fewer tails than mkfs.erofs (other bytes), an underestimate
+/// would admit a tail the layout then rejects. `encode`'s tests hold it to that for random
+/// extents. Once the extents exist, the layout sizes the map by encoding it.
 pub fn zmeta_size(inode_and_xattrs: u64, size: u64, blkszbits: u8, compact: bool) -> u64 {
     use erofs_format::compress::{
         CompactLayout, FULL_INDEX_RESERVED, FULL_INDEX_SIZE, MAP_HEADER_SIZE,
@@ -589,6 +596,10 @@ pub fn plan_with(
         devt_offset,
     } = pre;
 
+    let big_pclusters = options
+        .compression
+        .as_ref()
+        .is_some_and(|z| z.big_pclusters(blksz as u32));
     // Pass 1: sizes, kinds, data layouts, and each metadata item's size (kept in
     // `meta_offset` until the items are placed).
     let mut inodes = Vec::with_capacity(tree.inodes.len());
@@ -657,18 +668,36 @@ pub fn plan_with(
             } else {
                 DataLayout::CompressedFull
             };
-            let item = zmeta_size(sized(Payload::None), size, blkszbits, compact);
-            let inline = zf.inline.as_ref().map_or(0, |t| t.len() as u64);
-            if inline > 0 {
+            // The extents are known now: the map is sized by encoding it, as the writer
+            // will (`zmeta_size` is what the compressed stage had before they existed).
+            let mut item = Count::default();
+            Item {
+                inode: InodeFields::sized(extended),
+                xattrs: xattr_body,
+                digest: None,
+                payload: Payload::None,
+            }
+            .encode(&mut item);
+            ZMap {
+                file: zf,
+                size,
+                blkszbits,
+                big: big_pclusters,
+                compact,
+            }
+            .encode(&mut item, 0)?;
+            let item = item.0 as u64;
+            if let Some(tail) = &zf.inline {
                 any_ztail = true;
-                if item + inline > blksz {
+                if item > blksz {
                     return Err(BuildError::Output(std::io::Error::other(format!(
-                        "inode {i}: inline tail pcluster of {inline} bytes does not fit \
-                         its metadata block"
+                        "inode {i}: inline tail pcluster of {} bytes does not fit \
+                         its metadata block",
+                        tail.len()
                     ))));
                 }
             }
-            p.meta_offset = item + inline;
+            p.meta_offset = item;
         } else if let Some(ZStored::Flat { startblk, tail }) = stored {
             // Its blocks are in the compressed area already.
             if !tail.is_empty() {
@@ -926,10 +955,7 @@ pub fn plan_with(
         total_blocks,
         superblock: sb,
         compr_cfgs: compr_cfgs(options),
-        big_pclusters: options
-            .compression
-            .as_ref()
-            .is_some_and(|z| z.big_pclusters(blksz as u32)),
+        big_pclusters,
         devices,
         devt_offset,
         region_blocks,

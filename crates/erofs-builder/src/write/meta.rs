@@ -11,8 +11,8 @@ use std::io::Write;
 use erofs_format::{DataLayout, NULL_ADDR};
 use sha2::{Digest, Sha256};
 
-use super::{DataCtx, DataOut, Out, encode_dir, zdata};
-use crate::encode::{InodeFields, Item, Payload};
+use super::{DataCtx, DataOut, Out, encode_dir};
+use crate::encode::{InodeFields, Item, Payload, ZMap};
 use crate::layout::{InodePlan, ZStored};
 use crate::pipeline::{BufPool, run_ordered, run_unordered};
 use crate::read::{DirCache, Source};
@@ -91,10 +91,6 @@ pub(super) fn write_meta(
                 }
             }
         }
-        // Items are sized by encoding them, except a compressed file's map, which the layout
-        // sizes with `zmeta_size` (needed before the file is compressed): this catches the
-        // two disagreeing.
-        debug_assert!(buf.len() as u64 <= to - from);
         buf.resize((to - from) as usize, 0);
         out.buf = buf;
         Ok(out)
@@ -143,7 +139,7 @@ pub(super) fn write_meta(
 
 /// Appends one metadata item to `out`: inode, xattr body (fingerprint filled in), then the
 /// inline tail, the block map or chunk indexes (`encode::Item`), or a compressed file's map
-/// (`zdata::encode_zmeta`). Reads the files that live wholly inline. Returns the digest
+/// (`encode::ZMap`). Reads the files that live wholly inline. Returns the digest
 /// computed here, if any.
 fn encode_item<'a>(
     ctx: DataCtx<'a>,
@@ -244,7 +240,7 @@ fn encode_item<'a>(
             },
             None => Payload::BlockMap(&ch.table),
         },
-        // The map header and indexes follow, encoded by the compressed stage.
+        // The map (`ZMap`) follows.
         (None, Some(ZStored::Compressed(_))) => Payload::None,
         (None, _) => Payload::Inline(tail),
     };
@@ -256,16 +252,14 @@ fn encode_item<'a>(
     }
     .encode(out);
     if let Some(ZStored::Compressed(zf)) = z {
-        zdata::encode_zmeta(
-            zf,
-            p.size,
-            plan.blkszbits,
-            plan.big_pclusters,
-            zf.algorithm,
-            layout == DataLayout::CompressedCompact,
-            item_start,
-            out,
-        )?;
+        ZMap {
+            file: zf,
+            size: p.size,
+            blkszbits: plan.blkszbits,
+            big: plan.big_pclusters,
+            compact: layout == DataLayout::CompressedCompact,
+        }
+        .encode(out, item_start)?;
     }
     debug_assert!(p.startblk != NULL_ADDR || layout == DataLayout::FlatInline);
     Ok(own_digest)

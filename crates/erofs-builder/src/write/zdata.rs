@@ -20,9 +20,7 @@ use std::sync::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
-use crate::compress::{
-    CompressOptions, Compressed, Compressor, Extent, compress_segment, full_indexes,
-};
+use crate::compress::{CompressOptions, Compressed, Compressor, Extent, compress_segment};
 use crate::layout::{Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
 use crate::pipeline::{Clock, run_ordered};
 use crate::tree::{Kind, Tree};
@@ -510,80 +508,4 @@ fn pack_tail(
         raw,
     });
     Some(tail)
-}
-
-/// The metadata of a compressed file after its inode and xattr body: the map header, the
-/// indexes (compact, or full after 8 reserved bytes) and any inline tail pcluster. `start`
-/// is the item's offset in `out` (32-byte aligned in the image, which compact packs rely
-/// on).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn encode_zmeta(
-    zf: &ZFile,
-    size: u64,
-    blkszbits: u8,
-    big: bool,
-    algorithm: erofs_format::compress::Algorithm,
-    compact: bool,
-    start: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), BuildError> {
-    use erofs_format::compress::{
-        FULL_INDEX_RESERVED, MAP_HEADER_SIZE, MapHeader, advise, encode_compact_indexes,
-    };
-    use zerocopy::IntoBytes;
-    let header = start + (out.len() - start).next_multiple_of(8);
-    out.resize(header, 0);
-    let mut flags = if big {
-        advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
-    } else {
-        0
-    };
-    if compact && crate::layout::compacted_2b(blkszbits) {
-        flags |= advise::COMPACTED_2B;
-    }
-    if zf.inline.is_some() {
-        flags |= advise::INLINE_PCLUSTER;
-    }
-    let mut h = MapHeader::new(flags, algorithm, algorithm, 0);
-    if let Some(tail) = &zf.inline {
-        // ztail_fits kept the tail below one block.
-        h = h.with_idata_size(tail.len() as u16);
-    }
-    out.extend_from_slice(h.as_bytes());
-    let indexes = full_indexes(&zf.extents, size, blkszbits, big);
-    if compact {
-        // The terminator (an extent "would start" at the end of the file) names no
-        // pcluster; every other HEAD's address must come out of its pack.
-        let last_start = size - zf.extents.last().map_or(0, |e| u64::from(e.len));
-        let lcn_total = indexes.len() as u64;
-        let addressless = if lcn_total > 0 && last_start >> blkszbits < lcn_total - 1 {
-            lcn_total - 1
-        } else {
-            lcn_total
-        };
-        let ebase = (header - start) as u64 + MAP_HEADER_SIZE;
-        let packs = encode_compact_indexes(
-            &indexes,
-            ebase,
-            blkszbits,
-            big,
-            crate::layout::compacted_2b(blkszbits),
-            addressless,
-        )
-        .map_err(|e| {
-            BuildError::Output(std::io::Error::other(format!(
-                "compact indexes of a {size}-byte file: {e}"
-            )))
-        })?;
-        out.extend_from_slice(&packs);
-    } else {
-        out.resize(out.len() + FULL_INDEX_RESERVED as usize, 0);
-        for idx in &indexes {
-            out.extend_from_slice(idx.as_bytes());
-        }
-    }
-    if let Some(tail) = &zf.inline {
-        out.extend_from_slice(tail);
-    }
-    Ok(())
 }
