@@ -930,18 +930,14 @@ impl Image<'_> {
             .ok()
             .filter(|&l| l as u64 <= compress::MAX_EXTENT_DECODED)
             .ok_or_else(|| {
-                Error::corrupt(
-                    Some(nid),
-                    Some(ext.physical),
-                    Corruption::Decode {
-                        logical: ext.logical,
-                        algorithm: ext.kind_name(),
-                        reason: format!(
-                            "decoded extent of {} bytes exceeds {}",
-                            ext.length,
-                            compress::MAX_EXTENT_DECODED
-                        ),
-                    },
+                decode_error(
+                    nid,
+                    ext,
+                    format!(
+                        "decoded extent of {} bytes exceeds {}",
+                        ext.length,
+                        compress::MAX_EXTENT_DECODED
+                    ),
                 )
             })?;
         let mut out = vec![0u8; len];
@@ -1011,17 +1007,7 @@ impl Image<'_> {
 
     /// Decodes `input` (the extent's pcluster) into `out`.
     fn z_decode_input(&self, nid: u64, ext: &ZExtent, input: &[u8], out: &mut [u8]) -> Result<()> {
-        let located = |reason: String| {
-            Error::corrupt(
-                Some(nid),
-                Some(ext.physical),
-                Corruption::Decode {
-                    logical: ext.logical,
-                    algorithm: ext.kind_name(),
-                    reason,
-                },
-            )
-        };
+        let located = |reason: String| decode_error(nid, ext, reason);
         let len = out.len();
         if len as u64 != ext.length {
             return Err(located(format!(
@@ -1339,4 +1325,17 @@ impl Image<'_> {
             .map(|e| e.plen)
             .fold(0u64, u64::saturating_add))
     }
+}
+
+/// A decoding failure of extent `ext` of inode `nid`, located at its pcluster.
+fn decode_error(nid: u64, ext: &ZExtent, reason: String) -> Error {
+    Error::corrupt(
+        Some(nid),
+        Some(ext.physical),
+        Corruption::Decode {
+            logical: ext.logical,
+            algorithm: ext.kind_name(),
+            reason,
+        },
+    )
 }
