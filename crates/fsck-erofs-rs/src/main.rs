@@ -8,6 +8,7 @@
 
 mod compat;
 mod fingerprints;
+mod mapped;
 mod verity;
 
 use std::ffi::OsString;
@@ -128,7 +129,14 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
     if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
         check_extract_dir(cli, Path::new(dir))?;
     }
-    let img = match Image::open_with(&cli.image, OpenOptions::default().verify_checksum(false)) {
+    let opts = OpenOptions::default().verify_checksum(false);
+    // Mapped when it is a regular file (see the module docs); else read with pread, which
+    // also reports why a path cannot be opened.
+    let opened = match mapped::MappedFile::open(&cli.image) {
+        Some(m) => Image::from_source(m, opts),
+        None => Image::open_with(&cli.image, opts),
+    };
+    let img = match opened {
         Ok(img) => img,
         Err(e) => {
             let msg = if cli.image.is_dir() {
