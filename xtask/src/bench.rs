@@ -33,7 +33,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Internal: run a floor program (`read` or `hash`) over the files listed in a file, or
-    /// `decode` over the pclusters of an image.
+    /// `decode` over the pclusters of an image, or `decode-hash` over its files.
     #[arg(long, hide = true, num_args = 2, value_names = ["KIND", "LIST"])]
     floor: Option<Vec<String>>,
     /// Internal: threads for the floor program.
@@ -508,6 +508,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         } else {
             z.clone()
         };
+        let hash_floor = format!("floor: decode + sha256 every file ({alg}, all threads)");
+        add(
+            &hash_floor,
+            &[x, "bench", "--floor", "decode-hash", &v],
+            None,
+            Some(&floor_name),
+            "what verification cannot avoid: decode or read every file, and hash it",
+        )?;
         add(
             &format!("fsck.erofs-rs --verify-fingerprints ({alg})"),
             &[fk, "--verify-fingerprints", &v],
@@ -808,6 +816,9 @@ fn floor(kind: &str, list: &Path, threads: usize, out: Option<&Path>) -> Result<
     if kind == "decode" {
         return decode_floor(list, threads);
     }
+    if kind == "decode-hash" {
+        return decode_hash_floor(list, threads);
+    }
     let raw = std::fs::read(list)?;
     let paths: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     let hash = match kind {
@@ -921,6 +932,90 @@ fn decode_floor(image: &Path, threads: usize) -> Result<()> {
                         }
                         img.z_decode_extent_into(inode, x, &mut buf[..n])?;
                         acc += n as u64;
+                    }
+                    Ok(acc)
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("decode thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// The floor of fingerprint verification: the content of every regular file of `image`
+/// decoded (as [`decode_floor`] does) or read, and hashed with SHA-256, files spread over
+/// `threads` threads (0: all). The extents are listed first by a serial walk (timed too);
+/// then each thread takes a file and decodes its extents in order into one reused buffer,
+/// hashing each; fragments and uncompressed files are read through the reader.
+fn decode_hash_floor(image: &Path, threads: usize) -> Result<()> {
+    use sha2::Digest;
+    let img = erofs_reader::Image::open(image)?;
+    let mut jobs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in img.walk()? {
+        let e = e?;
+        if e.inode.is_file() && seen.insert(e.nid) {
+            let extents = if e.inode.is_compressed() {
+                img.z_extents(&e.inode)?
+            } else {
+                Vec::new()
+            };
+            jobs.push((e.inode, extents));
+        }
+    }
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    };
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<u64> {
+                    let mut buf = vec![0u8; 128 << 10];
+                    let mut acc = 0u64;
+                    while let Some((inode, extents)) =
+                        jobs.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let mut h = sha2::Sha256::new();
+                        let read = |h: &mut sha2::Sha256,
+                                    from: u64,
+                                    len: u64,
+                                    buf: &mut Vec<u8>|
+                         -> Result<()> {
+                            let mut at = from;
+                            while at < from + len {
+                                let n = (from + len - at).min(128 << 10) as usize;
+                                if buf.len() < n {
+                                    buf.resize(n, 0);
+                                }
+                                let got = img.read_at(inode, at, &mut buf[..n])?;
+                                anyhow::ensure!(got == n, "short read");
+                                h.update(&buf[..n]);
+                                at += n as u64;
+                            }
+                            Ok(())
+                        };
+                        if extents.is_empty() {
+                            read(&mut h, 0, inode.size, &mut buf)?;
+                        }
+                        for x in extents {
+                            if matches!(x.storage, erofs_reader::ZStorage::Fragment { .. }) {
+                                read(&mut h, x.logical, x.length, &mut buf)?;
+                                continue;
+                            }
+                            let n = usize::try_from(x.length)?;
+                            if buf.len() < n {
+                                buf.resize(n, 0);
+                            }
+                            img.z_decode_extent_into(inode, x, &mut buf[..n])?;
+                            h.update(&buf[..n]);
+                        }
+                        acc = acc.wrapping_add(u64::from(h.finalize()[0]));
                     }
                     Ok(acc)
                 })

@@ -25,6 +25,12 @@ pub struct CheckOptions {
     /// the same exactness checks: the check then maps those files' extents (every index
     /// check) and leaves their decoding to the verification instead of doing it twice.
     pub fingerprints_verified: bool,
+    /// The caller reads every file's data itself afterwards (extraction into a directory),
+    /// which decodes each compressed extent through the same decoders and exactness checks:
+    /// the check then maps compressed files' extents (every index check) and leaves their
+    /// decoding to the caller instead of doing it twice. The read stops at its first error,
+    /// so a caller whose read fails checks again without this, to name every bad file.
+    pub data_read_elsewhere: bool,
 }
 
 impl Default for CheckOptions {
@@ -33,6 +39,7 @@ impl Default for CheckOptions {
             verify_checksum: true,
             read_data: false,
             fingerprints_verified: false,
+            data_read_elsewhere: false,
         }
     }
 }
@@ -53,6 +60,12 @@ impl CheckOptions {
     /// Sets [`CheckOptions::fingerprints_verified`].
     pub fn fingerprints_verified(mut self, on: bool) -> Self {
         self.fingerprints_verified = on;
+        self
+    }
+
+    /// Sets [`CheckOptions::data_read_elsewhere`].
+    pub fn data_read_elsewhere(mut self, on: bool) -> Self {
+        self.data_read_elsewhere = on;
         self
     }
 }
@@ -279,7 +292,8 @@ fn read_file_data(
     let r = if f.decode {
         img.z_for_each_decoded(&inode, &mut |e, bytes| each(e, bytes.len() as u64))
     } else {
-        // Verified elsewhere: mapped here, decoded (and counted) by the verification.
+        // Verified or extracted elsewhere: mapped here, decoded by the caller; the extents
+        // say what they decode to.
         img.z_for_each_extent(&inode, &mut |e| each(e, e.length))
     };
     d.compressed_bytes = d.compressed_bytes.saturating_add(compressed);
@@ -457,7 +471,7 @@ impl Checker<'_> {
             path: path.to_vec(),
             inode: inode.clone(),
             compressed: true,
-            decode: !self.verified_elsewhere,
+            decode: !self.verified_elsewhere && !self.opts.data_read_elsewhere,
         });
         self.zbatch_bytes = self.zbatch_bytes.saturating_add(inode.size);
     }

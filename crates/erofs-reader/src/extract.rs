@@ -136,6 +136,13 @@ struct Extractor<'a> {
     progress: &'a dyn Progress,
     report: ExtractReport,
     first_path: crate::nidmap::NidMap<PathBuf>,
+    /// The buffer that file data goes through when it cannot go straight from the image
+    /// (decoded data, or a source neither in memory nor copyable in the kernel): kept
+    /// across files, so that each file does not allocate and zero one.
+    buf: Vec<u8>,
+    /// `copy_file_range` failed once (not between these filesystems, as from ext4 into
+    /// tmpfs): not tried again for every file.
+    no_copy_range: bool,
 }
 
 impl Extractor<'_> {
@@ -202,10 +209,14 @@ impl Extractor<'_> {
         let mut end = 0;
         if inode.is_compressed() {
             // Decoded through the bounded pcluster cache, one piece at a time.
-            let mut buf = vec![0u8; inode.size.min(1 << 20) as usize];
+            let want = inode.size.min(128 << 10) as usize;
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+            let buf = &mut self.buf[..want];
             while end < inode.size {
                 self.progress.check_cancelled()?;
-                let n = self.img.read_at(inode, end, &mut buf)?;
+                let n = self.img.read_at(inode, end, buf)?;
                 if n == 0 {
                     break;
                 }
@@ -224,12 +235,67 @@ impl Extractor<'_> {
                 continue; // a hole: left unwritten, so the file stays sparse
             };
             self.progress.check_cancelled()?;
-            copy_to_file(self.img, phys, ext.length, f, ext.logical).map_err(io("write", path))?;
+            self.copy_to_file(phys, ext.length, f, ext.logical)
+                .map_err(io("write", path))?;
             self.report.bytes_written = self.report.bytes_written.saturating_add(ext.length);
             end = ext.end();
         }
         if end < inode.size {
             f.set_len(inode.size).map_err(io("truncate", path))?;
+        }
+        Ok(())
+    }
+
+    /// Copies `len` image bytes at `offset` into `out` at `out_offset`: straight from an
+    /// image in memory (a mapped file included), else in the kernel (`copy_file_range`)
+    /// when the image is a file, else through a buffer. Used for extraction of uncompressed
+    /// data.
+    fn copy_to_file(
+        &mut self,
+        offset: u64,
+        len: u64,
+        out: &fs::File,
+        out_offset: u64,
+    ) -> std::io::Result<()> {
+        let img = self.img;
+        img.check_range(offset, len)
+            .map_err(std::io::Error::other)?;
+        if let Some(bytes) = img.source().as_slice() {
+            // check_range bounded the range by the source's length.
+            return out.write_all_at(&bytes[offset as usize..(offset + len) as usize], out_offset);
+        }
+        let (mut src_off, mut dst_off, mut left) = (offset, out_offset, len);
+        if let Some(f) = img.source().as_fd().filter(|_| !self.no_copy_range) {
+            while left > 0 {
+                let chunk = left.min(1 << 30) as usize;
+                match rustix::fs::copy_file_range(
+                    f,
+                    Some(&mut src_off),
+                    out,
+                    Some(&mut dst_off),
+                    chunk,
+                ) {
+                    Ok(0) => break,
+                    Ok(n) => left -= n as u64,
+                    // Not supported between these filesystems: a buffer, from now on.
+                    Err(_) => {
+                        self.no_copy_range = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let want = left.min(128 * 1024) as usize;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        while left > 0 {
+            let n = left.min(want as u64) as usize;
+            img.source().read_exact_at(&mut self.buf[..n], src_off)?;
+            out.write_all_at(&self.buf[..n], dst_off)?;
+            src_off += n as u64;
+            dst_off += n as u64;
+            left -= n as u64;
         }
         Ok(())
     }
@@ -367,6 +433,8 @@ pub fn extract(
         progress,
         report: ExtractReport::default(),
         first_path: crate::nidmap::NidMap::default(),
+        buf: Vec::new(),
+        no_copy_range: false,
     };
     let mut dirs: Vec<(PathBuf, Inode)> = Vec::new();
     progress.start(Some(img.superblock().inos.get()), None);
@@ -403,41 +471,4 @@ pub fn extract(
     batch.flush();
     progress.finish();
     Ok(x.report)
-}
-
-/// Copies `len` image bytes at `offset` into `out` at `out_offset`, in the kernel
-/// (`copy_file_range`) when the image is a file, else through a buffer. Used for
-/// extraction of uncompressed data.
-fn copy_to_file(
-    img: &Image<'_>,
-    offset: u64,
-    len: u64,
-    out: &fs::File,
-    out_offset: u64,
-) -> std::io::Result<()> {
-    img.check_range(offset, len)
-        .map_err(std::io::Error::other)?;
-    let (mut src_off, mut dst_off, mut left) = (offset, out_offset, len);
-    if let Some(f) = img.source().as_fd() {
-        while left > 0 {
-            let chunk = left.min(1 << 30) as usize;
-            match rustix::fs::copy_file_range(f, Some(&mut src_off), out, Some(&mut dst_off), chunk)
-            {
-                Ok(0) => break,
-                Ok(n) => left -= n as u64,
-                // Not supported between these filesystems: fall back to a buffer.
-                Err(_) => break,
-            }
-        }
-    }
-    let mut buf = vec![0u8; left.min(128 * 1024) as usize];
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        img.source().read_exact_at(&mut buf[..n], src_off)?;
-        out.write_all_at(&buf[..n], dst_off)?;
-        src_off += n as u64;
-        dst_off += n as u64;
-        left -= n as u64;
-    }
-    Ok(())
 }

@@ -322,3 +322,38 @@ fn with_fingerprints_verified_elsewhere_the_check_maps_but_does_not_decode_them(
         assert_eq!(format!("{mapping:?}"), format!("{decoding:?}"), "{name}");
     }
 }
+
+#[test]
+fn with_the_data_read_elsewhere_the_check_maps_compressed_files_but_does_not_decode_them() {
+    use erofs_reader::check::{CheckOptions, check};
+    use erofs_reader::fuzzing::pcluster_decodes;
+    if erofs_testkit::reference_images_1_9_3().is_none() {
+        return;
+    }
+    for name in [
+        "lz4-default.erofs",
+        "lzma-default.erofs",
+        "lz4-fragments.erofs",
+    ] {
+        let path = dir().join(name);
+        let run = |elsewhere: bool| {
+            let img = Image::open(&path).unwrap();
+            let before = pcluster_decodes(&img);
+            let r = check(
+                &img,
+                CheckOptions::default().data_read_elsewhere(elsewhere),
+                &erofs_reader::NoProgress,
+            )
+            .unwrap();
+            (r, pcluster_decodes(&img) - before)
+        };
+        let (decoding, decodes) = run(false);
+        let (mapping, none) = run(true);
+        assert!(decodes > 0, "{name}");
+        assert_eq!(none, 0, "{name}: the extraction decodes them");
+        assert!(mapping.is_clean() && decoding.is_clean(), "{name}");
+        assert!(mapping.decoded_bytes > 0, "{name}");
+        // The same counts either way: the extents say what they decode to.
+        assert_eq!(format!("{mapping:?}"), format!("{decoding:?}"), "{name}");
+    }
+}

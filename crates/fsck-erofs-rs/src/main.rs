@@ -8,6 +8,7 @@
 
 mod compat;
 mod fingerprints;
+mod mapped;
 mod verity;
 
 use std::ffi::OsString;
@@ -128,7 +129,14 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
     if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
         check_extract_dir(cli, Path::new(dir))?;
     }
-    let img = match Image::open_with(&cli.image, OpenOptions::default().verify_checksum(false)) {
+    let opts = OpenOptions::default().verify_checksum(false);
+    // Mapped when it is a regular file (see the module docs); else read with pread, which
+    // also reports why a path cannot be opened.
+    let opened = match mapped::MappedFile::open(&cli.image) {
+        Some(m) => Image::from_source(m, opts),
+        None => Image::open_with(&cli.image, opts),
+    };
+    let img = match opened {
         Ok(img) => img,
         Err(e) => {
             let msg = if cli.image.is_dir() {
@@ -166,7 +174,8 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
             return Err(e);
         }
     };
-    let check = || {
+    let extract_dir = cli.extract.as_ref().filter(|d| !d.is_empty());
+    let check_with = |decode_for_extraction: bool| {
         check_from(
             &img,
             CheckOptions::default()
@@ -174,12 +183,15 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
                 // Extraction to a directory reads every byte itself; read here only without one.
                 .read_data(cli.extract.as_ref().is_some_and(|d| d.is_empty()))
                 // The verification decodes every fingerprinted file: not twice.
-                .fingerprints_verified(cli.verify_fingerprints),
+                .fingerprints_verified(cli.verify_fingerprints)
+                // Nor the extraction, which decodes every compressed file.
+                .data_read_elsewhere(extract_dir.is_some() && !decode_for_extraction),
             start_nid,
             &start_path,
             &Cancellable::new(&bar, token.clone()),
         )
     };
+    let check = || check_with(false);
     // The check and the verification only read the image: the check (a serial walk) runs
     // on one pool thread while the others walk and hash, instead of before them. Both
     // reports are printed afterwards, in the usual order.
@@ -191,11 +203,11 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
     } else {
         (check(), None)
     };
-    let report = report.context("checking")?;
+    let mut report = report.context("checking")?;
 
     let mut extract_report = None;
     let mut extract_error = None;
-    if let Some(dir) = cli.extract.as_ref().filter(|d| !d.is_empty()) {
+    if let Some(dir) = extract_dir {
         match do_extract(cli, &img, Path::new(dir), token) {
             Ok(r) => extract_report = Some(r),
             Err(e) if interrupt.interrupted() => {
@@ -204,7 +216,12 @@ fn run(cli: &Cli, interrupt: &erofs_cli::Interrupt) -> Result<Exit> {
                     Path::new(dir).display()
                 )));
             }
-            Err(e) => extract_error = Some(format!("{e:#}")),
+            Err(e) => {
+                extract_error = Some(format!("{e:#}"));
+                // The extraction stopped at its first error, maybe a file that does not
+                // decode: the check decodes every compressed file, to name each bad one.
+                report = check_with(true).context("checking")?;
+            }
         }
     }
 

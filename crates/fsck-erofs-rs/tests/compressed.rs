@@ -320,3 +320,73 @@ fn our_compressed_layouts_check_extract_and_verify() {
         assert_eq!(describe(&out), want, "{what}");
     }
 }
+
+/// Extraction into a directory decodes every compressed file, so the check before it only
+/// maps them; when the extraction stops at a file that does not decode, the check decodes
+/// them all, and names every bad file, not only the one the extraction stopped at.
+#[test]
+fn extraction_decodes_once_and_a_failed_one_still_names_every_bad_file() {
+    use erofs_builder::{CompressOptions, Options};
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_small_tree(&src);
+    let mut o = Options::default();
+    o.timestamp = Some(0);
+    o.compression = Some(CompressOptions::parse("lz4").unwrap());
+    let good = work.path().join("good.erofs");
+    erofs_builder::build_dir_to_path(&src, &good, &o, &erofs_builder::NoProgress).unwrap();
+    let extract_arg = |name: &str| {
+        let mut arg = std::ffi::OsString::from("--extract=");
+        arg.push(work.path().join(name));
+        arg
+    };
+    // The same summary (decoded bytes included) with and without a directory.
+    let read = fsck(&["-q".as_ref(), "--extract".as_ref(), good.as_os_str()]);
+    let x = fsck(&[
+        "-q".as_ref(),
+        extract_arg("x").as_os_str(),
+        good.as_os_str(),
+    ]);
+    assert!(read.status.success() && x.status.success());
+    let summary = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("extracted "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(summary(&x).contains("bytes of pclusters decoded to"));
+    assert_eq!(summary(&x), summary(&read));
+    assert_eq!(describe(&work.path().join("x")), describe(&src));
+
+    // Two files whose first pcluster no longer decodes (0xff everywhere: a literal run
+    // longer than its input).
+    let img = erofs_reader::Image::open(&good).unwrap();
+    let mut bytes = std::fs::read(&good).unwrap();
+    let mut nids = Vec::new();
+    for path in ["/d/text-6", "/d/text-7"] {
+        let f = img.lookup(path.as_bytes()).unwrap();
+        let e = img
+            .z_extents(&f)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind_name() == "lz4" && !e.inline)
+            .expect("an lz4 pcluster");
+        bytes[e.physical as usize..(e.physical + e.plen) as usize].fill(0xff);
+        nids.push(f.nid);
+    }
+    let bad = work.path().join("bad.erofs");
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = fsck(&["-q".as_ref(), extract_arg("y").as_os_str(), bad.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("extraction failed"), "{stderr}");
+    for (path, nid) in ["/d/text-6", "/d/text-7"].iter().zip(&nids) {
+        assert!(
+            stderr.lines().any(|l| l.starts_with("problem [corrupt]")
+                && l.contains(path)
+                && l.contains(&format!("nid {nid}"))),
+            "{path}: {stderr}"
+        );
+    }
+}
