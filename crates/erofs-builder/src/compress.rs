@@ -649,13 +649,50 @@ pub fn compress_segment(
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
 ) {
+    let end = SegmentEnd {
+        last: at_end,
+        fragment: false,
+        interlaced: false,
+    };
+    compress_segment_ext(c, src, blksz, pcluster, end, out, scratch);
+}
+
+/// How a segment's end is cut, and how its raw blocks are laid out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegmentEnd {
+    /// The segment ends the file.
+    pub last: bool,
+    /// `-E fragments` (with `last`): the file's tail becomes a fragment, as mkfs.erofs cuts
+    /// it: what is left once at most one pcluster remains, or a last piece that compresses,
+    /// whole, below one pcluster. It is left out of `out`.
+    pub fragment: bool,
+    /// Raw pclusters are interlaced (advise `INTERLACED_PCLUSTER`): each byte sits at the
+    /// in-block offset of its file offset. The segment starts on a block boundary.
+    pub interlaced: bool,
+}
+
+/// [`compress_segment`] with fragments and interlaced raw blocks. Returns the length of
+/// the fragment (the last bytes of `src`, not in `out`), 0 when there is none.
+pub fn compress_segment_ext(
+    c: Compressor,
+    src: &[u8],
+    blksz: usize,
+    pcluster: usize,
+    end: SegmentEnd,
+    out: &mut Compressed,
+    scratch: &mut Vec<u8>,
+) -> usize {
     out.data.clear();
     out.extents.clear();
     scratch.resize(pcluster, 0);
+    let fragment = end.last && end.fragment;
     let mut pos = 0;
     while pos < src.len() {
         let rest = &src[pos..];
-        let fill = if at_end && rest.len() <= blksz {
+        if fragment && rest.len() <= pcluster {
+            return rest.len();
+        }
+        let fill = if end.last && !fragment && rest.len() <= blksz {
             None
         } else {
             // An extent decodes to at most 12 MiB in Linux; also bounds very compressible
@@ -666,6 +703,16 @@ pub fn compress_segment(
             c.compress_fill(&rest[..max_in], scratch)
         };
         match fill {
+            // The whole rest compresses below one pcluster: mkfs.erofs keeps it as the
+            // fragment instead (checked after the gain check, as it does).
+            Some((read, wrote))
+                if fragment
+                    && read == rest.len()
+                    && wrote < pcluster
+                    && wrote.next_multiple_of(blksz) < read =>
+            {
+                return rest.len();
+            }
             Some((read, wrote)) if wrote.next_multiple_of(blksz) < read => {
                 let plen = wrote.next_multiple_of(blksz);
                 let start = out.data.len();
@@ -686,26 +733,34 @@ pub fn compress_segment(
                 // segment decodes a whole block, so that it reaches the next lcluster and
                 // the extent after it starts in an lcluster of its own.
                 let took = fill.map_or(rest.len(), |(read, _)| read);
-                let n = if took >= rest.len() {
+                // (A fragment takes what is left after the raw blocks, as in mkfs.erofs.)
+                let n = if took >= rest.len() && !fragment {
                     rest.len()
                 } else {
                     (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
                 };
+                let mut at = pos;
                 for chunk in rest[..n].chunks(blksz) {
                     let start = out.data.len();
                     out.data.resize(start + blksz, 0);
-                    out.data[start..start + chunk.len()].copy_from_slice(chunk);
+                    let block = &mut out.data[start..start + blksz];
+                    block[..chunk.len()].copy_from_slice(chunk);
+                    if end.interlaced {
+                        block.rotate_right(at % blksz);
+                    }
                     out.extents.push(Extent {
                         len: chunk.len() as u32,
                         blk: (start / blksz) as u32,
                         blocks: 1,
                         raw: true,
                     });
+                    at += chunk.len();
                 }
                 pos += n;
             }
         }
     }
+    0
 }
 
 /// The full lcluster indexes (one 8-byte record per lcluster, lcluster = block) of a file of

@@ -262,6 +262,14 @@ impl ZMap<'_> {
         let (zf, size, blkszbits, big) = (self.file, self.size, self.blkszbits, self.big);
         align_item(s, start, 8);
         let header = s.len() - start;
+        if let Some(f) = zf.fragment.filter(|f| f.whole) {
+            // The whole file is in the packed inode: the header alone says where.
+            let h = MapHeader::whole_fragment(f.offset).ok_or_else(|| {
+                BuildError::TooLarge(format!("a fragment offset of {} bytes", f.offset))
+            })?;
+            s.put(h.as_bytes());
+            return Ok(());
+        }
         let compacted_2b = self.compact && crate::layout::compacted_2b(blkszbits);
         let mut flags = if big {
             advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
@@ -274,13 +282,36 @@ impl ZMap<'_> {
         if zf.inline.is_some() {
             flags |= advise::INLINE_PCLUSTER;
         }
+        if zf.interlaced {
+            flags |= advise::INTERLACED_PCLUSTER;
+        }
+        if zf.fragment.is_some() {
+            flags |= advise::FRAGMENT_PCLUSTER;
+        }
         let mut h = MapHeader::new(flags, zf.algorithm, zf.algorithm, 0);
         if let Some(tail) = &zf.inline {
             // ztail_fits kept the tail below one block.
             h = h.with_idata_size(tail.len() as u16);
         }
+        if let Some(f) = zf.fragment {
+            h = h.with_fragment_offset(f.offset as u32);
+        }
         s.put(h.as_bytes());
-        let indexes = full_indexes(&zf.extents, size, blkszbits, big);
+        let mut indexes = full_indexes(&zf.extents, size, blkszbits, big);
+        if let Some(f) = zf.fragment
+            && !self.compact
+        {
+            // Full indexes: the tail extent's HEAD carries the offset's high 32 bits.
+            let tail_start = size - zf.extents.last().map_or(0, |e| u64::from(e.len));
+            if let Some(head) = indexes.get_mut((tail_start >> blkszbits) as usize) {
+                head.di_u.set((f.offset >> 32) as u32);
+            }
+        } else if zf.fragment.is_some_and(|f| f.offset > u64::from(u32::MAX)) {
+            return Err(BuildError::Output(std::io::Error::other(format!(
+                "a fragment at offset {} needs full indexes",
+                zf.fragment.map_or(0, |f| f.offset)
+            ))));
+        }
         if self.compact {
             // The terminator (an extent "would start" at the end of the file) names no
             // pcluster; every other HEAD's address must come out of its pack.
