@@ -305,6 +305,7 @@ pub(super) fn write_compressed(
                     blksz as usize,
                     &mut out,
                     &mut scratch,
+                    !interlaced,
                     |n| crate::layout::ztail_fits(ctx.pre, tree, seg.inode, ctx.options, n),
                 )
             } else {
@@ -510,7 +511,9 @@ fn file_choices(tree: &Tree, z: &CompressOptions, blksz: u32) -> Choices {
 ///   one block fewer, when what it leaves over then compresses into an inline tail and the
 ///   two together take less room (mkfs.erofs's "recompress trailing");
 /// - a raw last piece (at most a block) is compressed into the tail if that gains, else
-///   stored inline raw (a PLAIN tail) when shorter than a block.
+///   stored inline raw (a PLAIN tail) when shorter than a block and `raw_ok` (not in a file
+///   whose raw pclusters are interlaced: Linux would take an inline PLAIN tail for an
+///   interlaced block and rotate it).
 ///
 /// Returns the tail's bytes; its extent is then `out`'s last, addressed right after the
 /// segment's pclusters. Deterministic: it depends on the input only.
@@ -520,6 +523,7 @@ fn pack_tail(
     blksz: usize,
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
+    raw_ok: bool,
     fits: impl Fn(u64) -> bool,
 ) -> Option<Vec<u8>> {
     let last = *out.extents.last()?;
@@ -541,7 +545,7 @@ fn pack_tail(
             Some((read, wrote)) if read == input.len() && wrote < read => {
                 Some((read, scratch[..wrote].to_vec(), false))
             }
-            _ if input.len() < blksz => Some((input.len(), input.to_vec(), true)),
+            _ if raw_ok && input.len() < blksz => Some((input.len(), input.to_vec(), true)),
             _ => None,
         }
     };
