@@ -837,6 +837,89 @@ mod tests {
         out
     }
 
+    /// Pseudo-random (incompressible) bytes.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn cut(src: &[u8], pcluster: usize, interlaced: bool) -> (Compressed, usize) {
+        let c = Compressor::parse("lz4").unwrap();
+        let mut out = Compressed::default();
+        let end = SegmentEnd {
+            last: true,
+            fragment: true,
+            interlaced,
+        };
+        let n = compress_segment_ext(c, src, 4096, pcluster, end, &mut out, &mut Vec::new());
+        let decoded: usize = out.extents.iter().map(|e| e.len as usize).sum();
+        assert_eq!(
+            decoded + n,
+            src.len(),
+            "pclusters and fragment cover the input"
+        );
+        (out, n)
+    }
+
+    #[test]
+    fn fragments_are_cut_as_mkfs_erofs_cuts_them() {
+        // At most one pcluster: wholly a fragment, without trying to compress it.
+        for len in [1, 100, 4096] {
+            let (out, n) = cut(&text(len), 4096, false);
+            assert_eq!((out.extents.len(), n), (0, len));
+        }
+        let (out, n) = cut(&text(60_000), 65536, false);
+        assert_eq!((out.extents.len(), n), (0, 60_000));
+        // Larger: full pclusters, then the last piece that compresses whole below one.
+        let (out, n) = cut(&text(40_000), 4096, false);
+        assert!(out.extents.len() >= 3 && out.extents.iter().all(|e| !e.raw));
+        assert!(n > 0 && n < 40_000 - 4096, "tail {n}");
+        // Larger than a pcluster, but compressing whole into less than one: a fragment.
+        let (out, n) = cut(&text(1000).repeat(100), 65536, false);
+        assert_eq!(
+            (out.extents.len(), n),
+            (0, 100_000),
+            "below one pcluster compressed"
+        );
+        // Incompressible: raw blocks, then what is left once at most a pcluster remains.
+        let (out, n) = cut(&noise(5000), 4096, false);
+        assert_eq!(out.extents.len(), 1);
+        assert!(out.extents[0].raw && out.extents[0].len == 4096);
+        assert_eq!(n, 904);
+    }
+
+    #[test]
+    fn interlaced_raw_blocks_put_each_byte_at_its_in_block_offset() {
+        // Text, then noise: the raw blocks start mid-block.
+        let mut src = text(9000);
+        src.extend_from_slice(&noise(20_000));
+        for interlaced in [false, true] {
+            let (out, _) = cut(&src, 4096, interlaced);
+            let mut at = 0usize;
+            let mut checked = 0;
+            for e in &out.extents {
+                let len = e.len as usize;
+                if e.raw {
+                    let block = &out.data[e.blk as usize * 4096..][..4096];
+                    let shift = if interlaced { at % 4096 } else { 0 };
+                    for k in 0..len {
+                        assert_eq!(block[(shift + k) % 4096], src[at + k]);
+                    }
+                    checked += usize::from(at % 4096 != 0);
+                }
+                at += len;
+            }
+            assert!(checked > 0, "a raw block starting mid-block was checked");
+        }
+    }
+
     #[test]
     fn lzma_and_zstd_take_the_levels_mkfs_erofs_takes() {
         let lzma = |s| Compressor::parse(s).ok();
