@@ -367,3 +367,52 @@ fn fragments_need_compression() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("-z"), "{err}");
 }
+
+#[test]
+fn json_reports_the_fragment_options_and_counts_the_packed_inode_as_stored_bytes() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("text"), text(7, 200_000)).unwrap();
+    std::fs::write(src.join("small"), text(8, 3000)).unwrap();
+    std::fs::write(src.join("small-copy"), text(8, 3000)).unwrap();
+    for (e, frags, dedupe, packed_only) in [
+        ("all-fragments,fragdedupe=inode", "all", "inode", true),
+        ("fragments,^fragdedupe", "tails", "off", false),
+    ] {
+        let img = tmp.path().join(format!("{frags}.erofs"));
+        let o = std::process::Command::new(mkfs_bin())
+            .args(["--json", "-zlz4hc", "-E", e])
+            .args(["-T", EPOCH_ARG, "-U", "clear"])
+            .arg(&src)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        let opts = &v["options"];
+        assert_eq!(
+            (&opts["fragments"], &opts["fragdedupe"]),
+            (&frags.into(), &dedupe.into())
+        );
+        // The three files, not the packed inode, are the input.
+        let c = &v["compression"];
+        assert_eq!(c["files"], 3, "{e}");
+        assert_eq!(c["input_bytes"], 206_000, "{e}");
+        // The packed inode's blocks hold the fragments: with every file wholly in it, its
+        // compressed size is all that is stored.
+        let f = fragments_of(&img);
+        let img_r = Image::open(&img).unwrap();
+        let packed = img_r.inode(img_r.superblock().packed_nid.get()).unwrap();
+        let packed_blocks = u64::from(packed.raw_u) * 4096;
+        let stored = c["stored_bytes"].as_u64().unwrap();
+        if packed_only {
+            assert_eq!(stored, packed_blocks, "{e}");
+            // fragdedupe=inode stores the identical whole file once.
+            assert_eq!(f.packed.len(), 203_000, "{e}");
+        } else {
+            assert!(stored > packed_blocks && stored < 206_000, "{e}: {stored}");
+            assert_eq!(f.by_nid.len(), 3, "{e}");
+        }
+    }
+}
