@@ -912,7 +912,7 @@ mod tests {
                     for k in 0..len {
                         assert_eq!(block[(shift + k) % 4096], src[at + k]);
                     }
-                    checked += usize::from(at % 4096 != 0);
+                    checked += usize::from(!at.is_multiple_of(4096));
                 }
                 at += len;
             }

@@ -173,7 +173,7 @@ pub(super) fn write_compressed(
         };
         // With fragments, mkfs.erofs tries every non-empty file: a small one is a fragment.
         let frag_any = frag_mode != Fragments::Off || ctx.packed.is_some();
-        if !compressible(inode, ctx.options) && !(frag_any && c.size > 0) {
+        if !(compressible(inode, ctx.options) || frag_any && c.size > 0) {
             continue;
         }
         // Segments large enough for several pclusters, so that cutting costs little ratio.
