@@ -383,10 +383,12 @@ fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Re
         .iter()
         .map(|(n, p)| (n.as_str(), p.as_path()))
         .collect();
-    let carrier = env.carrier(
-        &usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+"),
-        &files,
-    )?;
+    // Named after its images, shortened where the names would not fit a file name.
+    let mut name = usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+");
+    if name.len() > 200 {
+        name = format!("{}-and-{}-more", usable[0].0, usable.len() - 1);
+    }
+    let carrier = env.carrier(&name, &files)?;
     let cdev = boot.disk(&carrier);
     for c in &mut checks {
         let file = format!("/carrier/{}.erofs", c.label);
