@@ -428,7 +428,10 @@ pub(super) fn write_compressed(
                 bytes += o.bytes;
             }
             bytes_in += bytes;
-            progress.advance(files, bytes);
+            // The packed inode's bytes are the files' again: the bar counted them already.
+            if ctx.packed.is_none() {
+                progress.advance(files, bytes);
+            }
             Ok(())
         },
     )?;
