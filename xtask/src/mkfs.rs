@@ -64,6 +64,8 @@ pub struct Options {
     pub legacy_compress: bool,
     /// `--compress-hints=FILE` (with `compress`): the file's text, written beside the image.
     pub compress_hints: Option<String>,
+    /// `-E fragments` or `-E all-fragments` (with `compress`): the `-E` flag's text.
+    pub fragments: Option<&'static str>,
 }
 
 impl Options {
@@ -132,6 +134,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
                 } else if o.legacy_compress {
                     Some("Debian's mkfs.erofs 1.5 has no -E legacy-compress".into())
+                } else if o.fragments.is_some() {
+                    Some("Debian's mkfs.erofs 1.5 cannot read fragments back".into())
                 } else if o.compress.as_deref().is_some_and(|z| z.contains(':')) {
                     Some("Debian's mkfs.erofs 1.5 has one algorithm per image".into())
                 } else {
@@ -202,6 +206,9 @@ impl Mkfs {
         }
         if o.legacy_compress {
             c.arg("-Elegacy-compress");
+        }
+        if let Some(f) = o.fragments {
+            c.arg(format!("-E{f}"));
         }
         if let Some(hints) = &o.compress_hints {
             let path = image.with_extension("hints");

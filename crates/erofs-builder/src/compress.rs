@@ -649,13 +649,50 @@ pub fn compress_segment(
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
 ) {
+    let end = SegmentEnd {
+        last: at_end,
+        fragment: false,
+        interlaced: false,
+    };
+    compress_segment_ext(c, src, blksz, pcluster, end, out, scratch);
+}
+
+/// How a segment's end is cut, and how its raw blocks are laid out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegmentEnd {
+    /// The segment ends the file.
+    pub last: bool,
+    /// `-E fragments` (with `last`): the file's tail becomes a fragment, as mkfs.erofs cuts
+    /// it: what is left once at most one pcluster remains, or a last piece that compresses,
+    /// whole, below one pcluster. It is left out of `out`.
+    pub fragment: bool,
+    /// Raw pclusters are interlaced (advise `INTERLACED_PCLUSTER`): each byte sits at the
+    /// in-block offset of its file offset. The segment starts on a block boundary.
+    pub interlaced: bool,
+}
+
+/// [`compress_segment`] with fragments and interlaced raw blocks. Returns the length of
+/// the fragment (the last bytes of `src`, not in `out`), 0 when there is none.
+pub fn compress_segment_ext(
+    c: Compressor,
+    src: &[u8],
+    blksz: usize,
+    pcluster: usize,
+    end: SegmentEnd,
+    out: &mut Compressed,
+    scratch: &mut Vec<u8>,
+) -> usize {
     out.data.clear();
     out.extents.clear();
     scratch.resize(pcluster, 0);
+    let fragment = end.last && end.fragment;
     let mut pos = 0;
     while pos < src.len() {
         let rest = &src[pos..];
-        let fill = if at_end && rest.len() <= blksz {
+        if fragment && rest.len() <= pcluster {
+            return rest.len();
+        }
+        let fill = if end.last && !fragment && rest.len() <= blksz {
             None
         } else {
             // An extent decodes to at most 12 MiB in Linux; also bounds very compressible
@@ -666,6 +703,16 @@ pub fn compress_segment(
             c.compress_fill(&rest[..max_in], scratch)
         };
         match fill {
+            // The whole rest compresses below one pcluster: mkfs.erofs keeps it as the
+            // fragment instead (checked after the gain check, as it does).
+            Some((read, wrote))
+                if fragment
+                    && read == rest.len()
+                    && wrote < pcluster
+                    && wrote.next_multiple_of(blksz) < read =>
+            {
+                return rest.len();
+            }
             Some((read, wrote)) if wrote.next_multiple_of(blksz) < read => {
                 let plen = wrote.next_multiple_of(blksz);
                 let start = out.data.len();
@@ -686,26 +733,34 @@ pub fn compress_segment(
                 // segment decodes a whole block, so that it reaches the next lcluster and
                 // the extent after it starts in an lcluster of its own.
                 let took = fill.map_or(rest.len(), |(read, _)| read);
-                let n = if took >= rest.len() {
+                // (A fragment takes what is left after the raw blocks, as in mkfs.erofs.)
+                let n = if took >= rest.len() && !fragment {
                     rest.len()
                 } else {
                     (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
                 };
+                let mut at = pos;
                 for chunk in rest[..n].chunks(blksz) {
                     let start = out.data.len();
                     out.data.resize(start + blksz, 0);
-                    out.data[start..start + chunk.len()].copy_from_slice(chunk);
+                    let block = &mut out.data[start..start + blksz];
+                    block[..chunk.len()].copy_from_slice(chunk);
+                    if end.interlaced {
+                        block.rotate_right(at % blksz);
+                    }
                     out.extents.push(Extent {
                         len: chunk.len() as u32,
                         blk: (start / blksz) as u32,
                         blocks: 1,
                         raw: true,
                     });
+                    at += chunk.len();
                 }
                 pos += n;
             }
         }
     }
+    0
 }
 
 /// The full lcluster indexes (one 8-byte record per lcluster, lcluster = block) of a file of
@@ -780,6 +835,89 @@ mod tests {
         }
         out.truncate(len);
         out
+    }
+
+    /// Pseudo-random (incompressible) bytes.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn cut(src: &[u8], pcluster: usize, interlaced: bool) -> (Compressed, usize) {
+        let c = Compressor::parse("lz4").unwrap();
+        let mut out = Compressed::default();
+        let end = SegmentEnd {
+            last: true,
+            fragment: true,
+            interlaced,
+        };
+        let n = compress_segment_ext(c, src, 4096, pcluster, end, &mut out, &mut Vec::new());
+        let decoded: usize = out.extents.iter().map(|e| e.len as usize).sum();
+        assert_eq!(
+            decoded + n,
+            src.len(),
+            "pclusters and fragment cover the input"
+        );
+        (out, n)
+    }
+
+    #[test]
+    fn fragments_are_cut_as_mkfs_erofs_cuts_them() {
+        // At most one pcluster: wholly a fragment, without trying to compress it.
+        for len in [1, 100, 4096] {
+            let (out, n) = cut(&text(len), 4096, false);
+            assert_eq!((out.extents.len(), n), (0, len));
+        }
+        let (out, n) = cut(&text(60_000), 65536, false);
+        assert_eq!((out.extents.len(), n), (0, 60_000));
+        // Larger: full pclusters, then the last piece that compresses whole below one.
+        let (out, n) = cut(&text(40_000), 4096, false);
+        assert!(out.extents.len() >= 3 && out.extents.iter().all(|e| !e.raw));
+        assert!(n > 0 && n < 40_000 - 4096, "tail {n}");
+        // Larger than a pcluster, but compressing whole into less than one: a fragment.
+        let (out, n) = cut(&text(1000).repeat(100), 65536, false);
+        assert_eq!(
+            (out.extents.len(), n),
+            (0, 100_000),
+            "below one pcluster compressed"
+        );
+        // Incompressible: raw blocks, then what is left once at most a pcluster remains.
+        let (out, n) = cut(&noise(5000), 4096, false);
+        assert_eq!(out.extents.len(), 1);
+        assert!(out.extents[0].raw && out.extents[0].len == 4096);
+        assert_eq!(n, 904);
+    }
+
+    #[test]
+    fn interlaced_raw_blocks_put_each_byte_at_its_in_block_offset() {
+        // Text, then noise: the raw blocks start mid-block.
+        let mut src = text(9000);
+        src.extend_from_slice(&noise(20_000));
+        for interlaced in [false, true] {
+            let (out, _) = cut(&src, 4096, interlaced);
+            let mut at = 0usize;
+            let mut checked = 0;
+            for e in &out.extents {
+                let len = e.len as usize;
+                if e.raw {
+                    let block = &out.data[e.blk as usize * 4096..][..4096];
+                    let shift = if interlaced { at % 4096 } else { 0 };
+                    for k in 0..len {
+                        assert_eq!(block[(shift + k) % 4096], src[at + k]);
+                    }
+                    checked += usize::from(!at.is_multiple_of(4096));
+                }
+                at += len;
+            }
+            assert!(checked > 0, "a raw block starting mid-block was checked");
+        }
     }
 
     #[test]

@@ -262,6 +262,14 @@ impl ZMap<'_> {
         let (zf, size, blkszbits, big) = (self.file, self.size, self.blkszbits, self.big);
         align_item(s, start, 8);
         let header = s.len() - start;
+        if let Some(f) = zf.fragment.filter(|f| f.whole) {
+            // The whole file is in the packed inode: the header alone says where.
+            let h = MapHeader::whole_fragment(f.offset).ok_or_else(|| {
+                BuildError::TooLarge(format!("a fragment offset of {} bytes", f.offset))
+            })?;
+            s.put(h.as_bytes());
+            return Ok(());
+        }
         let compacted_2b = self.compact && crate::layout::compacted_2b(blkszbits);
         let mut flags = if big {
             advise::BIG_PCLUSTER_1 | advise::BIG_PCLUSTER_2
@@ -274,13 +282,36 @@ impl ZMap<'_> {
         if zf.inline.is_some() {
             flags |= advise::INLINE_PCLUSTER;
         }
+        if zf.interlaced {
+            flags |= advise::INTERLACED_PCLUSTER;
+        }
+        if zf.fragment.is_some() {
+            flags |= advise::FRAGMENT_PCLUSTER;
+        }
         let mut h = MapHeader::new(flags, zf.algorithm, zf.algorithm, 0);
         if let Some(tail) = &zf.inline {
             // ztail_fits kept the tail below one block.
             h = h.with_idata_size(tail.len() as u16);
         }
+        if let Some(f) = zf.fragment {
+            h = h.with_fragment_offset(f.offset as u32);
+        }
         s.put(h.as_bytes());
-        let indexes = full_indexes(&zf.extents, size, blkszbits, big);
+        let mut indexes = full_indexes(&zf.extents, size, blkszbits, big);
+        if let Some(f) = zf.fragment
+            && !self.compact
+        {
+            // Full indexes: the tail extent's HEAD carries the offset's high 32 bits.
+            let tail_start = size - zf.extents.last().map_or(0, |e| u64::from(e.len));
+            if let Some(head) = indexes.get_mut((tail_start >> blkszbits) as usize) {
+                head.di_u.set((f.offset >> 32) as u32);
+            }
+        } else if zf.fragment.is_some_and(|f| f.offset > u64::from(u32::MAX)) {
+            return Err(BuildError::Output(std::io::Error::other(format!(
+                "a fragment at offset {} needs full indexes",
+                zf.fragment.map_or(0, |f| f.offset)
+            ))));
+        }
         if self.compact {
             // The terminator (an extent "would start" at the end of the file) names no
             // pcluster; every other HEAD's address must come out of its pack.
@@ -586,6 +617,8 @@ mod tests {
                 extents: extents(bits, big, base, &specs),
                 inline: inline.map(|n| vec![0x5A; 1 + usize::from(n) % ((1 << bits) - 1)]),
                 algorithm: erofs_format::compress::Algorithm::Lz4,
+                fragment: None,
+                interlaced: false,
             };
             let size = file.extents.iter().map(|e| u64::from(e.len)).sum();
             let xattrs = vec![0u8; 4 * xattr_words];
@@ -622,6 +655,142 @@ mod tests {
             );
             proptest::prop_assert_eq!(&bytes[bytes.len() - tail..], &vec![0x5A; tail][..]);
         }
+    }
+
+    /// A file of two pclusters and a 3000-byte tail in the packed inode at `offset`.
+    fn tail_fragment_file(offset: u64) -> ZFile {
+        ZFile {
+            extents: vec![
+                Extent {
+                    len: 9000,
+                    blk: 40,
+                    blocks: 1,
+                    raw: false,
+                },
+                Extent {
+                    len: 4000,
+                    blk: 41,
+                    blocks: 1,
+                    raw: true,
+                },
+                Extent {
+                    len: 3000,
+                    blk: 42,
+                    blocks: 1,
+                    raw: false,
+                },
+            ],
+            inline: None,
+            algorithm: erofs_format::compress::Algorithm::Lz4,
+            fragment: Some(crate::layout::Fragment {
+                offset,
+                whole: false,
+            }),
+            interlaced: true,
+        }
+    }
+
+    #[test]
+    fn a_tail_fragment_sets_its_advise_and_offset_and_full_indexes_carry_the_high_bits() {
+        use erofs_format::compress::{LclusterIndex, MapHeader, advise};
+        let offset = (5u64 << 32) | 1234;
+        let file = tail_fragment_file(offset);
+        assert!(
+            !file.compact_ok(),
+            "an offset of 4 GiB or more needs full indexes"
+        );
+        assert_eq!(file.stored_blocks(), 2, "the fragment takes no block");
+        let map = ZMap {
+            file: &file,
+            size: 16000,
+            blkszbits: 12,
+            big: false,
+            compact: false,
+        };
+        let mut b = Vec::new();
+        map.encode(&mut b, 0).unwrap();
+        let h = MapHeader::read_from_bytes(&b[..8]).unwrap();
+        let want = advise::FRAGMENT_PCLUSTER | advise::INTERLACED_PCLUSTER;
+        assert_eq!(h.advise() & want, want);
+        assert_eq!(h.advise() & advise::INLINE_PCLUSTER, 0);
+        assert_eq!(h.fragment_offset(), 1234, "the low 32 bits");
+        assert!(!h.is_whole_fragment());
+        // 16000 bytes: 4 lclusters; the tail starts at 13000, in lcluster 3.
+        let idx: Vec<LclusterIndex> = b[16..]
+            .chunks(8)
+            .map(|c| LclusterIndex::read_from_bytes(c).unwrap())
+            .collect();
+        assert_eq!(idx.len(), 4);
+        assert_eq!(idx[3].di_u.get(), 5, "the tail HEAD holds the high 32 bits");
+        assert_eq!(idx[0].di_u.get(), 40, "other HEADs keep their blocks");
+        // Below 4 GiB compact indexes are fine and the offset fits the header.
+        let low = tail_fragment_file(77);
+        assert!(low.compact_ok());
+        let mut b = Vec::new();
+        ZMap {
+            file: &low,
+            size: 16000,
+            blkszbits: 12,
+            big: false,
+            compact: true,
+        }
+        .encode(&mut b, 0)
+        .unwrap();
+        assert_eq!(
+            MapHeader::read_from_bytes(&b[..8])
+                .unwrap()
+                .fragment_offset(),
+            77
+        );
+        // ...and a compact map refuses an offset it cannot hold.
+        let mut b = Vec::new();
+        assert!(
+            ZMap {
+                file: &file,
+                size: 16000,
+                blkszbits: 12,
+                big: false,
+                compact: true,
+            }
+            .encode(&mut b, 0)
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_whole_file_fragment_is_the_map_header_alone() {
+        use erofs_format::compress::MapHeader;
+        let offset = (3u64 << 40) + 99;
+        let file = ZFile {
+            extents: Vec::new(),
+            inline: None,
+            algorithm: erofs_format::compress::Algorithm::Lzma,
+            fragment: Some(crate::layout::Fragment {
+                offset,
+                whole: true,
+            }),
+            interlaced: true,
+        };
+        assert!(!file.compact_ok());
+        assert_eq!(file.stored_blocks(), 0);
+        // After a 44-byte inode and xattr body: the header at the next 8-byte boundary.
+        let mut b = vec![0xEE; 44];
+        ZMap {
+            file: &file,
+            size: 5000,
+            blkszbits: 12,
+            big: true,
+            compact: false,
+        }
+        .encode(&mut b, 0)
+        .unwrap();
+        assert_eq!(b.len(), 48 + 8, "header alone");
+        let h = MapHeader::read_from_bytes(&b[48..]).unwrap();
+        assert_eq!(h.whole_fragment_offset(), Some(offset));
+        assert_eq!(
+            u64::from_le_bytes(b[48..].try_into().unwrap()),
+            offset | 1 << 63
+        );
     }
 
     #[test]

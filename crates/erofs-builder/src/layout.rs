@@ -374,13 +374,38 @@ pub struct ZFile {
     pub inline: Option<Vec<u8>>,
     /// The algorithm of its pclusters (the map header's HEAD1 algorithm).
     pub algorithm: erofs_format::compress::Algorithm,
+    /// Its fragment in the packed inode (`-E fragments`): with a tail fragment the last
+    /// extent is the fragment's, addressed like an inline tail's; a whole-file fragment
+    /// has no extents.
+    pub fragment: Option<Fragment>,
+    /// Raw pclusters are interlaced (advise `INTERLACED_PCLUSTER`, set on every compressed
+    /// file of an image with fragments, as mkfs.erofs does).
+    pub interlaced: bool,
+}
+
+/// Where a compressed file's fragment lies in the packed inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// Byte offset in the packed inode.
+    pub offset: u64,
+    /// The fragment is the whole file (the map is then the 8-byte header alone).
+    pub whole: bool,
 }
 
 impl ZFile {
     /// Blocks of pclusters in the data area (`i_u` of the inode).
     pub fn stored_blocks(&self) -> u32 {
-        let n = self.extents.len() - usize::from(self.inline.is_some());
+        let tail = self.inline.is_some() || self.fragment.is_some_and(|f| !f.whole);
+        let n = self.extents.len().saturating_sub(usize::from(tail));
         self.extents[..n].iter().map(|e| e.blocks).sum()
+    }
+
+    /// Whether its indexes may be compact where the image's are: not for a whole-file
+    /// fragment (a full-layout header alone), nor for a tail fragment at 4 GiB or more
+    /// (the tail HEAD of full indexes carries the offset's high 32 bits).
+    pub fn compact_ok(&self) -> bool {
+        self.fragment
+            .is_none_or(|f| !f.whole && f.offset <= u64::from(u32::MAX))
     }
 }
 
@@ -467,17 +492,20 @@ pub struct ZArea {
     pub blocks: u64,
     /// Per inode: how its data was stored, for the files of the compressed area.
     pub files: Vec<Option<ZStored>>,
+    /// The packed inode (`-E fragments`), when files have fragments.
+    pub packed: Option<usize>,
 }
 
 /// Whether a regular file is compressed (`-z`), as mkfs.erofs tries every file: one that
 /// fits a block gains nothing unless its compressed tail can go inline (`-E ztailpacking`),
 /// so it is not even tried.
 pub fn compressible(inode: &Inode, options: &Options) -> bool {
-    let smallest = if options.zlayout.ztailpacking {
-        1
-    } else {
-        (1u64 << options.blkszbits) + 1
-    };
+    let smallest =
+        if options.zlayout.ztailpacking || options.zlayout.fragments != crate::Fragments::Off {
+            1
+        } else {
+            (1u64 << options.blkszbits) + 1
+        };
     options.compression.is_some() && matches!(&inode.kind, Kind::Regular(c) if c.size >= smallest)
 }
 
@@ -607,6 +635,7 @@ pub fn plan_with(
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
     let mut any_ztail = false;
+    let mut any_fragment = false;
     // Files in the reserved region: (inode, first block in the region, source offset).
     let mut region: Vec<(usize, u64, u64)> = Vec::new();
     let mut region_blocks = 0u64;
@@ -662,7 +691,8 @@ pub fn plan_with(
         };
         if let Some(ZStored::Compressed(zf)) = stored {
             // Map header (8-byte aligned), the indexes, then any inline tail pcluster.
-            let compact = compact_indexes(options);
+            let compact = compact_indexes(options) && zf.compact_ok();
+            any_fragment |= zf.fragment.is_some();
             p.layout = if compact {
                 DataLayout::CompressedCompact
             } else {
@@ -900,6 +930,12 @@ pub fn plan_with(
     }
     if options.bit48 {
         incompat.insert(Incompat::BIT48);
+    }
+    if let Some(packed) = z.and_then(|z| z.packed)
+        && any_fragment
+    {
+        incompat.insert(Incompat::FRAGMENTS);
+        sb.packed_nid.set(inodes[packed].nid);
     }
     if let Some(z) = &options.compression {
         // Pclusters are zero-padded in front. One-block pclusters need no config records,

@@ -166,6 +166,38 @@ pub struct ZLayoutOptions {
     /// `-E legacy-compress`: full (8-byte) lcluster indexes for every compressed file,
     /// instead of compact ones wherever Linux reads them.
     pub full_indexes: bool,
+    /// `-E fragments` / `-E all-fragments`: file tails (or whole files) go, uncompressed, into
+    /// the packed inode, itself compressed (incompat `FRAGMENTS`, Linux 6.1+).
+    pub fragments: Fragments,
+    /// `-E [^]fragdedupe[=inode|full]`: which identical fragments are stored once.
+    pub fragdedupe: FragDedupe,
+}
+
+/// Which part of a compressed file becomes a fragment of the packed inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fragments {
+    /// None (the default).
+    #[default]
+    Off,
+    /// `-E fragments`: the tail extent, as mkfs.erofs cuts it: the last piece of at most one
+    /// pcluster, or a last extent that would compress below one pcluster (so small files
+    /// wholly).
+    Tails,
+    /// `-E all-fragments`: every file wholly.
+    All,
+}
+
+/// Fragment deduplication (`-E fragdedupe=`), mkfs.erofs's modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FragDedupe {
+    /// `full` (the default): any fragment whose bytes equal an earlier one's (a tail or a
+    /// whole file) points at the earlier copy.
+    #[default]
+    Full,
+    /// `inode`: only whole-file fragments are shared.
+    Inode,
+    /// `^fragdedupe`: every fragment is stored.
+    Off,
 }
 
 /// Content fingerprints (`--fingerprint`, `--xattr-inode-digest`).
@@ -259,6 +291,10 @@ pub struct Options {
     pub verity: Option<VerityOptions>,
     /// `--fsverity-digest`: compute the fs-verity digest of the finished image file.
     pub fsverity_digest: bool,
+    /// Where the builder spills data it gathers while writing (the packed inode's content
+    /// with `-E fragments`); `None`: the system's temporary directory. The image does not
+    /// depend on it.
+    pub staging_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -281,6 +317,7 @@ impl Default for Options {
             bit48: false,
             verity: None,
             fsverity_digest: false,
+            staging_dir: None,
         }
     }
 }
@@ -332,6 +369,11 @@ impl Options {
         }
         if let Some(c) = &self.compression {
             c.validate(self.blkszbits)?;
+        }
+        if self.zlayout.fragments != Fragments::Off && self.compression.is_none() {
+            return Err(BuildError::InvalidOption(
+                "fragments live in the compressed packed inode: they need -z".into(),
+            ));
         }
         if let Some(fp) = &self.fingerprint
             && (fp.xattr_name.is_empty() || fp.xattr_name.contains(&0))
@@ -614,6 +656,9 @@ pub fn build_to_output(
         if let Some(rel) = source.contains(&target, &staging_dir) {
             options.scan.exclude_paths.push(rel);
         }
+    }
+    if options.staging_dir.is_none() {
+        options.staging_dir = Some(staging_dir.clone());
     }
     let capacity = out.capacity()?;
     let mut report = BuildReport::default();

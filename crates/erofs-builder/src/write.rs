@@ -38,6 +38,7 @@ use crate::{BuildError, BuildReport, Options, Phase, Progress};
 const WINDOW_PER_THREAD: usize = 4;
 
 mod data;
+mod fragments;
 mod meta;
 mod zdata;
 use data::write_data;
@@ -124,7 +125,7 @@ fn build(
     let clock = Clock::default();
     let threads = rayon::current_num_threads();
     let buffers = BufPool::new(WINDOW_PER_THREAD * threads.max(1) + 2);
-    let pre = crate::layout::prelude(tree, options)?;
+    let mut pre = crate::layout::prelude(tree, options)?;
     let hash = pre.xattrs.prefixes.fingerprint_id().is_some();
     let (files, bytes) = tree
         .inodes
@@ -136,7 +137,7 @@ fn build(
     progress.start(Some(files), Some(bytes));
     // Compressed files come first in the data area: their size is known only once they are
     // compressed, and everything after them is planned then.
-    let z = match (&options.compression, &out) {
+    let mut z = match (&options.compression, &out) {
         (Some(z), Out::At(file)) => {
             progress.phase(Phase::Data);
             let zc = ZCtx {
@@ -146,12 +147,39 @@ fn build(
                 hash,
                 threads,
                 clock: &clock,
+                packed: None,
+                start: pre.data_start,
             };
             Some(write_compressed(zc, z, &buffers, *file, progress)?)
         }
         _ => None,
     };
+    // `-E fragments`: the packed inode joins the tree, and is compressed after the files.
+    let mut with_packed = None;
+    if let (Some(zo), Some(zopts), Out::At(file)) = (&mut z, &options.compression, &out)
+        && let Some((spill, size)) = zo.packed.take()
+    {
+        let (t, i) = fragments::with_packed_inode(tree, spill, size, pre.epoch);
+        pre.xattrs.bodies.push(Default::default());
+        let zc = ZCtx {
+            tree: &t,
+            options,
+            pre: &pre,
+            hash: false,
+            threads,
+            clock: &clock,
+            packed: Some(i),
+            start: pre.data_start + zo.area.blocks,
+        };
+        let mut second = write_compressed(zc, zopts, &buffers, *file, progress)?;
+        zo.area.blocks += second.area.blocks;
+        zo.area.files.push(second.area.files[i].take());
+        zo.area.packed = Some(i);
+        with_packed = Some(t);
+    }
+    let tree: &Tree = with_packed.as_ref().unwrap_or(tree);
     let plan = crate::layout::plan_with(tree, options, pre, z.as_ref().map(|z| &z.area))?;
+    let packed = z.as_ref().and_then(|z| z.area.packed);
     out.write(0, &head(&plan))?;
     let ctx = DataCtx {
         tree,
@@ -186,7 +214,7 @@ fn build(
     }
     warn_replaced_fingerprints(tree, &data.digests, progress, report);
     if options.compression.is_some() {
-        report.compression = Some(compression_report(tree, &data.zfiles, plan.blksz()));
+        report.compression = Some(compression_report(tree, &data.zfiles, plan.blksz(), packed));
     }
     report.data_bytes = data.bytes;
     report.inodes = tree.inodes.len() as u64;
@@ -209,22 +237,26 @@ fn build(
 
 /// What `-z` did: the files it tried and the bytes they take in the image (pclusters and
 /// inline tail pclusters; for a file stored raw because compression gained nothing, its
-/// blocks and inline tail).
+/// blocks and inline tail). The packed inode (`packed`) holds the files' fragments: its
+/// bytes count as stored, its content not as input (the files' sizes already do).
 fn compression_report(
     tree: &Tree,
     zfiles: &[Option<ZStored>],
     blksz: u64,
+    packed: Option<usize>,
 ) -> crate::CompressionReport {
     let mut r = crate::CompressionReport::default();
-    for (inode, stored) in tree.inodes.iter().zip(zfiles) {
+    for (i, (inode, stored)) in tree.inodes.iter().zip(zfiles).enumerate() {
         let (Kind::Regular(c), Some(stored)) = (&inode.kind, stored) else {
             continue;
         };
-        r.files += 1;
-        r.input_bytes += c.size;
+        if Some(i) != packed {
+            r.files += 1;
+            r.input_bytes += c.size;
+        }
         r.stored_bytes += match stored {
             ZStored::Compressed(z) => {
-                r.compressed_files += 1;
+                r.compressed_files += u64::from(Some(i) != packed);
                 u64::from(z.stored_blocks()) * blksz
                     + z.inline.as_ref().map_or(0, |t| t.len() as u64)
             }

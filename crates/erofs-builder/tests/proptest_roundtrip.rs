@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use erofs_builder::compress::CompressOptions;
 use erofs_builder::tree::{DataSource, DirEntry, FileContent, Inode, Kind, Tree};
-use erofs_builder::{FingerprintOptions, NoProgress, Options, UuidChoice, ValidTree};
+use erofs_builder::{
+    FingerprintOptions, FragDedupe, Fragments, NoProgress, Options, UuidChoice, ValidTree,
+};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -261,6 +263,8 @@ proptest! {
         ztail in any::<bool>(),
         legacy in any::<bool>(),
         bit48 in any::<bool>(),
+        frags in 0usize..3,
+        fragdedupe in 0usize..3,
     ) {
         let tree = ValidTree::new(build_tree(&entries)).expect("generated tree is valid");
         let mut options = Options::default();
@@ -289,6 +293,12 @@ proptest! {
         options.zlayout.ztailpacking = ztail;
         options.zlayout.full_indexes = legacy;
         options.bit48 = bit48;
+        // -E fragments / all-fragments (with -z only) and -E fragdedupe's three modes.
+        if z > 0 {
+            options.zlayout.fragments =
+                [Fragments::Off, Fragments::Tails, Fragments::All][frags];
+        }
+        options.zlayout.fragdedupe = [FragDedupe::Full, FragDedupe::Inode, FragDedupe::Off][fragdedupe];
         let mut image = Vec::new();
         erofs_builder::build_tree_to_writer(&tree, &mut image, &options, &NoProgress)
             .expect("build");
@@ -300,6 +310,17 @@ proptest! {
             "wrote incompat bits outside WRITE_SUPPORTED: {:?}",
             incompat.names_with_unknown()
         );
+        // With all-fragments every non-empty file is in the packed inode, which the
+        // superblock names; without fragments there is none.
+        let any_data = tree.inodes.iter().any(|i| matches!(&i.kind, Kind::Regular(c) if c.size > 0));
+        let packed = img.superblock().packed_nid.get();
+        let has_frag = incompat.contains(erofs_format::Incompat::FRAGMENTS);
+        if options.zlayout.fragments == Fragments::All && any_data {
+            prop_assert!(has_frag && packed > 0, "all-fragments without a packed inode");
+        }
+        if options.zlayout.fragments == Fragments::Off {
+            prop_assert!(!has_frag && packed == 0);
+        }
         // Expected view: path -> inode index.
         let mut expect: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
         let mut stack = vec![(b"/".to_vec(), 0usize)];

@@ -128,6 +128,7 @@ impl Incompat {
             | Self::DEVICE_TABLE.0
             | Self::XATTR_PREFIXES.0
             | Self::ZTAILPACKING.0
+            | Self::FRAGMENTS.0
             | Self::BIT48.0,
     );
 

@@ -1030,11 +1030,15 @@ impl Image<'_> {
                     out.copy_from_slice(&input[..len]);
                     return Ok(());
                 }
-                // Bytes sit at their logical in-block offset: the first ones come from the end.
+                // Bytes sit at their logical in-block offset: the first ones come from the
+                // last block's tail, at that offset, even when the extent ends before it
+                // (Linux's `z_erofs_transform_plain` takes them from `inputsize - (bs -
+                // offset)`, before shortening the copy to the output).
                 let bs = self.block_size();
-                let first = ((bs - ext.logical % bs) as usize).min(len);
-                let from = input.len() - first;
-                out[..first].copy_from_slice(&input[from..]);
+                let right = ((bs - ext.logical % bs) as usize).min(input.len());
+                let first = right.min(len);
+                let from = input.len() - right;
+                out[..first].copy_from_slice(&input[from..from + first]);
                 out[first..].copy_from_slice(&input[..len - first]);
                 Ok(())
             }

@@ -17,6 +17,10 @@ pub struct Extended {
     pub legacy_compress: bool,
     /// `48bit`: the 48-bit layout (Linux 6.15+).
     pub bit48: bool,
+    /// `fragments` / `all-fragments` (the later wins, as in mkfs.erofs).
+    pub fragments: erofs_builder::Fragments,
+    /// `[^]fragdedupe[=inode|full]`.
+    pub fragdedupe: erofs_builder::FragDedupe,
 }
 
 impl Default for Extended {
@@ -27,15 +31,14 @@ impl Default for Extended {
             ztailpacking: false,
             legacy_compress: false,
             bit48: false,
+            fragments: erofs_builder::Fragments::Off,
+            fragdedupe: erofs_builder::FragDedupe::Full,
         }
     }
 }
 
 /// mkfs.erofs 1.9.3's `-E` flags that mkfs.erofs-rs does not implement (yet).
-pub const NOT_IMPLEMENTED: [&str; 11] = [
-    "all-fragments",
-    "fragments",
-    "fragdedupe",
+pub const NOT_IMPLEMENTED: [&str; 8] = [
     "dedupe",
     "dot-omitted",
     "force-inode-compact",
@@ -54,8 +57,33 @@ pub fn parse(values: &[String]) -> Result<Extended> {
             Some(r) => (true, r),
             None => (false, opt),
         };
-        let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+        let (name, value) = rest
+            .split_once('=')
+            .map_or((rest, None), |(n, v)| (n, Some(v)));
         match (negated, name) {
+            (false, "fragments" | "all-fragments") => {
+                if let Some(v) = value {
+                    bail!(
+                        "-E {opt}: a pcluster size for the packed inode ({v}) is not implemented \
+                         by mkfs.erofs-rs; leave it out (the packed inode takes -C's size)"
+                    );
+                }
+                e.fragments = if name == "fragments" {
+                    erofs_builder::Fragments::Tails
+                } else {
+                    erofs_builder::Fragments::All
+                };
+            }
+            (true, "fragdedupe") if value.is_none() => {
+                e.fragdedupe = erofs_builder::FragDedupe::Off
+            }
+            (false, "fragdedupe") => {
+                e.fragdedupe = match value {
+                    None | Some("full") => erofs_builder::FragDedupe::Full,
+                    Some("inode") => erofs_builder::FragDedupe::Inode,
+                    Some(v) => bail!("-E {opt}: unknown fragdedupe mode {v} (known: inode, full)"),
+                }
+            }
             (_, "") => {}
             (false, "noinline_data") | (true, "inline_data") => e.noinline_data = true,
             (false, "inline_data") => e.noinline_data = false,
@@ -73,7 +101,7 @@ pub fn parse(values: &[String]) -> Result<Extended> {
                 )
             }
             _ => bail!(
-                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit)"
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit, fragments, all-fragments, [^]fragdedupe[=inode|full])"
             ),
         }
     }
@@ -97,6 +125,36 @@ mod tests {
         assert!(z.ztailpacking && z.legacy_compress && !z.bit48);
         assert!(p(&["48bit"]).unwrap().bit48);
         assert!(!p(&["ztailpacking,^ztailpacking"]).unwrap().ztailpacking);
+    }
+
+    #[test]
+    fn fragment_flags_parse_as_mkfs_spells_them() {
+        use erofs_builder::{FragDedupe, Fragments};
+        let d = p(&[]).unwrap();
+        assert_eq!(
+            (d.fragments, d.fragdedupe),
+            (Fragments::Off, FragDedupe::Full)
+        );
+        assert_eq!(p(&["fragments"]).unwrap().fragments, Fragments::Tails);
+        assert_eq!(
+            p(&["fragments,all-fragments"]).unwrap().fragments,
+            Fragments::All
+        );
+        assert_eq!(
+            p(&["all-fragments", "fragments"]).unwrap().fragments,
+            Fragments::Tails
+        );
+        assert_eq!(p(&["^fragdedupe"]).unwrap().fragdedupe, FragDedupe::Off);
+        assert_eq!(
+            p(&["fragdedupe=inode"]).unwrap().fragdedupe,
+            FragDedupe::Inode
+        );
+        assert_eq!(
+            p(&["^fragdedupe,fragdedupe=full"]).unwrap().fragdedupe,
+            FragDedupe::Full
+        );
+        assert!(p(&["fragdedupe=some"]).is_err());
+        assert!(p(&["fragments=65536"]).is_err());
     }
 
     #[test]

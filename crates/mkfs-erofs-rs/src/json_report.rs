@@ -71,6 +71,10 @@ struct JsonOptions {
     pcluster_bytes: Option<u32>,
     ztailpacking: bool,
     legacy_compress: bool,
+    /// "off", "tails" (`-E fragments`) or "all" (`-E all-fragments`).
+    fragments: &'static str,
+    /// "full", "inode" or "off" (`-E fragdedupe=`); only meaningful with fragments.
+    fragdedupe: &'static str,
     bit48: bool,
 }
 
@@ -143,6 +147,16 @@ impl<'a> JsonReport<'a> {
                     .map(|c| c.pcluster_bytes(block_size)),
                 ztailpacking: options.zlayout.ztailpacking,
                 legacy_compress: options.zlayout.full_indexes,
+                fragments: match options.zlayout.fragments {
+                    erofs_builder::Fragments::Off => "off",
+                    erofs_builder::Fragments::Tails => "tails",
+                    erofs_builder::Fragments::All => "all",
+                },
+                fragdedupe: match options.zlayout.fragdedupe {
+                    erofs_builder::FragDedupe::Full => "full",
+                    erofs_builder::FragDedupe::Inode => "inode",
+                    erofs_builder::FragDedupe::Off => "off",
+                },
                 bit48: options.bit48,
             },
             verity: report.verity.as_ref().map(|v| JsonVerity {

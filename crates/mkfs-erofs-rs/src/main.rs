@@ -73,7 +73,9 @@ struct Cli {
     preserve_mtime: bool,
     /// Extended options, comma separated: noinline_data, [^]xattr-name-filter, ztailpacking
     /// (inline compressed tails), legacy-compress (full lcluster indexes), 48bit (the 48-bit
-    /// layout; Linux 6.15+, not 6.12).
+    /// layout; Linux 6.15+, not 6.12), fragments (file tails in the packed inode; Linux
+    /// 6.1+), all-fragments (whole files there), [^]fragdedupe[=inode|full] (identical
+    /// fragments stored once; full by default).
     #[arg(short = 'E', value_name = "OPTS", action = clap::ArgAction::Append)]
     extended: Vec<String>,
 
@@ -251,6 +253,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
         ztailpacking,
         legacy_compress,
         bit48,
+        fragments,
+        fragdedupe,
     } = extended::parse(&cli.extended)?;
     let mut o = Options::default();
     o.fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
@@ -312,6 +316,8 @@ fn options_from(cli: &Cli) -> Result<Options> {
     }
     o.zlayout.ztailpacking = ztailpacking;
     o.zlayout.full_indexes = legacy_compress;
+    o.zlayout.fragments = fragments;
+    o.zlayout.fragdedupe = fragdedupe;
     o.bit48 = bit48;
     o.verity = cli.integrity.verity_options()?;
     o.fsverity_digest = cli.integrity.fsverity_digest;

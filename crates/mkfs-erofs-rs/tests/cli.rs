@@ -228,20 +228,38 @@ fn stdin_without_tar_is_refused_with_the_fix() {
 
 #[test]
 fn unimplemented_extended_options_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tree(tmp.path());
+    let img = tmp.path().join("x.erofs");
+    let o = run(Command::new(drop_in(tmp.path()))
+        .args(["-E", "nosbcrc"])
+        .arg(&img)
+        .arg(&src));
+    assert_eq!(o.status.code(), Some(16), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("-E nosbcrc: mkfs.erofs's extended option nosbcrc is not implemented"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn dracuts_fragments_with_compression_build_under_the_drop_in_name() {
     // dracut passes `-E fragments` with compression.
     let tmp = tempfile::tempdir().unwrap();
     let src = tree(tmp.path());
     let img = tmp.path().join("x.erofs");
     let o = run(Command::new(drop_in(tmp.path()))
-        .args(["-E", "fragments"])
+        .args(["-zlz4hc", "-E", "fragments"])
         .arg(&img)
         .arg(&src));
-    assert_eq!(o.status.code(), Some(16), "{}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
+    let image = erofs_reader::Image::open(&img).unwrap();
     assert!(
-        stderr(&o)
-            .contains("-E fragments: mkfs.erofs's extended option fragments is not implemented"),
-        "{}",
-        text(&o)
+        image
+            .superblock()
+            .incompat()
+            .contains(erofs_format::Incompat::FRAGMENTS)
     );
 }
 

@@ -150,7 +150,8 @@ pub fn scenarios() -> Vec<Scenario> {
                     (-E legacy-compress); lzma (default, extreme -C65536 ztailpacking, \
                     -C1048576, 1024-byte blocks), zstd (default, 15 -C65536 ztailpacking, \
                     1024-byte blocks), lz4hc:lzma:zstd with --compress-hints picking each; \
-                    bdev + file-backed",
+                    fragments (lz4, lzma -C65536 with ztailpacking, lz4 at 1024-byte blocks) \
+                    and zstd all-fragments; bdev + file-backed",
             prepare: |e| {
                 let z = |alg: &str, c: Option<u32>, bs: u32| Options {
                     compress: Some(alg.into()),
@@ -159,6 +160,10 @@ pub fn scenarios() -> Vec<Scenario> {
                 };
                 let tail = |o: Options| Options {
                     ztailpacking: true,
+                    ..o
+                };
+                let frag = |f: &'static str, o: Options| Options {
+                    fragments: Some(f),
                     ..o
                 };
                 full(
@@ -187,6 +192,13 @@ pub fn scenarios() -> Vec<Scenario> {
                         ("zstd", z("zstd", None, 4096)),
                         ("zstd15-C64k-ztail", tail(z("zstd,15", Some(65536), 4096))),
                         ("zstd-1024", z("zstd", None, 1024)),
+                        ("lz4-frag", frag("fragments", z("lz4", None, 4096))),
+                        (
+                            "lzma-C64k-ztail-frag",
+                            frag("fragments", tail(z("lzma", Some(65536), 4096))),
+                        ),
+                        ("zstd-allfrag", frag("all-fragments", z("zstd", None, 4096))),
+                        ("lz4-1024-frag", frag("fragments", z("lz4", None, 1024))),
                         (
                             // The second and third algorithms only through the hints (the
                             // combination mkfs.erofs 1.9.3 crashes on).
@@ -371,10 +383,12 @@ fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Re
         .iter()
         .map(|(n, p)| (n.as_str(), p.as_path()))
         .collect();
-    let carrier = env.carrier(
-        &usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+"),
-        &files,
-    )?;
+    // Named after its images, shortened where the names would not fit a file name.
+    let mut name = usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+");
+    if name.len() > 200 {
+        name = format!("{}-and-{}-more", usable[0].0, usable.len() - 1);
+    }
+    let carrier = env.carrier(&name, &files)?;
     let cdev = boot.disk(&carrier);
     for c in &mut checks {
         let file = format!("/carrier/{}.erofs", c.label);

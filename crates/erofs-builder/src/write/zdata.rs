@@ -19,12 +19,15 @@ use std::sync::{Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use super::fragments::{self, Packer, Piece};
 use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
-use crate::compress::{CompressOptions, Compressed, Compressor, Extent, compress_segment};
-use crate::layout::{Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
+use crate::compress::{
+    CompressOptions, Compressed, Compressor, Extent, SegmentEnd, compress_segment_ext,
+};
+use crate::layout::{Fragment, Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
 use crate::pipeline::{Clock, run_ordered};
 use crate::tree::{Kind, Tree};
-use crate::{BuildError, Options, Progress};
+use crate::{BuildError, Fragments, Options, Progress};
 
 /// What the compressed stage works from.
 #[derive(Clone, Copy)]
@@ -36,6 +39,11 @@ pub(super) struct ZCtx<'a> {
     pub hash: bool,
     pub threads: usize,
     pub clock: &'a Clock,
+    /// The second pass with `-E fragments`: compress only this inode, the packed inode
+    /// (which has no fragments of its own).
+    pub packed: Option<usize>,
+    /// The first block the stage writes.
+    pub start: u64,
 }
 
 /// What the compressed stage produced.
@@ -45,6 +53,9 @@ pub(super) struct ZOut {
     pub digests: Vec<(usize, [u8; 32])>,
     /// Source bytes read.
     pub bytes: u64,
+    /// With `-E fragments`: the packed inode's content (spill file and size), if any file
+    /// got a fragment.
+    pub packed: Option<(std::sync::Arc<std::fs::File>, u64)>,
 }
 
 /// Input bytes of small files gathered into one job.
@@ -121,6 +132,9 @@ struct SegOut {
     bytes: u64,
     /// The file's last segment.
     last: bool,
+    /// The segment's fragment (`-E fragments`): the file's tail or all of it; with a tail,
+    /// the last extent of `z` is the fragment's.
+    fragment: Option<Piece>,
 }
 
 /// Writes the compressed files' data from the first data block on, and reports how each
@@ -142,11 +156,24 @@ pub(super) fn write_compressed(
     let mut small: Vec<Seg> = Vec::new();
     let mut small_bytes = 0;
     let mut multis = 0;
-    for (i, inode) in tree.inodes.iter().enumerate() {
+    let frag_mode = match ctx.packed {
+        Some(_) => Fragments::Off,
+        None => fragments::mode(ctx.options),
+    };
+    let interlaced = fragments::mode(ctx.options) != Fragments::Off;
+    let dedupe = ctx.options.zlayout.fragdedupe;
+    let inodes = match ctx.packed {
+        Some(p) => p..p + 1,
+        None => 0..tree.inodes.len(),
+    };
+    for i in inodes {
+        let inode = &tree.inodes[i];
         let Kind::Regular(c) = &inode.kind else {
             continue;
         };
-        if !compressible(inode, ctx.options) {
+        // With fragments, mkfs.erofs tries every non-empty file: a small one is a fragment.
+        let frag_any = frag_mode != Fragments::Off || ctx.packed.is_some();
+        if !(compressible(inode, ctx.options) || frag_any && c.size > 0) {
             continue;
         }
         // Segments large enough for several pclusters, so that cutting costs little ratio.
@@ -231,22 +258,54 @@ pub(super) fn write_compressed(
             let (which, pcluster) = choices.get(seg.inode);
             let compressor = compressors[which];
             let mut out = Compressed::default();
-            compress_segment(
-                compressor,
-                &buf[..len],
-                blksz as usize,
-                pcluster as usize,
-                last,
-                &mut out,
-                &mut scratch,
-            );
-            let inline = if last && ctx.options.zlayout.ztailpacking {
+            let frag_len = if frag_mode == Fragments::All {
+                len
+            } else {
+                let end = SegmentEnd {
+                    last,
+                    fragment: frag_mode == Fragments::Tails,
+                    interlaced,
+                };
+                compress_segment_ext(
+                    compressor,
+                    &buf[..len],
+                    blksz as usize,
+                    pcluster as usize,
+                    end,
+                    &mut out,
+                    &mut scratch,
+                )
+            };
+            let fragment = (frag_len > 0).then(|| {
+                // An all-fragments file cut in segments is whole, piece by piece.
+                let whole = frag_mode == Fragments::All || frag_len as u64 == c.size;
+                if !whole {
+                    // The tail's extent: its HEAD names the block after the pclusters, as
+                    // an inline tail's does (compact packs derive addresses; nobody reads
+                    // this one).
+                    out.extents.push(Extent {
+                        len: frag_len as u32,
+                        blk: (out.data.len() as u64 / blksz) as u32,
+                        blocks: 1,
+                        raw: false,
+                    });
+                }
+                Piece::new(
+                    buf[len - frag_len..len].to_vec(),
+                    whole,
+                    frag_mode == Fragments::Tails || seg.multi.is_none(),
+                    dedupe,
+                )
+            });
+            let inline = if last && ctx.options.zlayout.ztailpacking && frag_mode == Fragments::Off
+            {
                 pack_tail(
                     compressor,
                     &buf[..len],
                     blksz as usize,
                     &mut out,
                     &mut scratch,
+                    !interlaced,
                     |n| crate::layout::ztail_fits(ctx.pre, tree, seg.inode, ctx.options, n),
                 )
             } else {
@@ -256,6 +315,7 @@ pub(super) fn write_compressed(
             // mkfs.erofs's file-level rule: no gain over the raw size, index included.
             let legacy_meta = 16 + 8 * c.size.div_ceil(blksz);
             let flat = if seg.multi.is_none()
+                && fragment.is_none()
                 && out.data.len() as u64 + inline_len + legacy_meta >= c.size
             {
                 // Stored flat: full blocks here, the tail inline if it fits its inode's
@@ -284,13 +344,23 @@ pub(super) fn write_compressed(
                 digest,
                 bytes: len as u64,
                 last,
+                fragment,
             });
         }
         Ok(outs)
     };
 
-    let start = ctx.pre.data_start;
+    let start = ctx.start;
     let mut next = start;
+    let mut packer = match frag_mode {
+        Fragments::Off => None,
+        _ => Some(Packer::new(ctx.options)?),
+    };
+    // Each file's fragment offset (the first piece's, for a whole file cut in segments).
+    let mut frag_at: Vec<Option<u64>> = Vec::new();
+    if packer.is_some() {
+        frag_at.resize(tree.inodes.len(), None);
+    }
     let mut extents: Vec<Option<Vec<Extent>>> = Vec::new();
     extents.resize_with(tree.inodes.len(), || None);
     let mut zfiles: Vec<Option<ZStored>> = Vec::new();
@@ -328,13 +398,27 @@ pub(super) fn write_compressed(
                     }));
                 }
                 next += blocks;
+                let mut whole = false;
+                if let (Some(p), Some(piece)) = (&mut packer, &o.fragment) {
+                    let at = p.place(piece)?;
+                    frag_at[o.inode].get_or_insert(at);
+                    whole = piece.whole;
+                    extents[o.inode].get_or_insert_with(Vec::new);
+                }
                 if o.last {
                     files += 1;
                     if let Some(list) = extents[o.inode].take() {
+                        let fragment = frag_at
+                            .get(o.inode)
+                            .copied()
+                            .flatten()
+                            .map(|offset| Fragment { offset, whole });
                         zfiles[o.inode] = Some(ZStored::Compressed(ZFile {
-                            extents: list,
+                            extents: if whole { Vec::new() } else { list },
                             inline: o.inline,
                             algorithm: compressors[choices.get(o.inode).0].algorithm(),
+                            fragment,
+                            interlaced,
                         }));
                     }
                 }
@@ -344,7 +428,10 @@ pub(super) fn write_compressed(
                 bytes += o.bytes;
             }
             bytes_in += bytes;
-            progress.advance(files, bytes);
+            // The packed inode's bytes are the files' again: the bar counted them already.
+            if ctx.packed.is_none() {
+                progress.advance(files, bytes);
+            }
             Ok(())
         },
     )?;
@@ -352,9 +439,14 @@ pub(super) fn write_compressed(
         area: ZArea {
             blocks: next - start,
             files: zfiles,
+            packed: ctx.packed,
         },
         digests,
         bytes: bytes_in,
+        packed: match packer {
+            Some(p) => p.finish()?,
+            None => None,
+        },
     })
 }
 
@@ -422,7 +514,9 @@ fn file_choices(tree: &Tree, z: &CompressOptions, blksz: u32) -> Choices {
 ///   one block fewer, when what it leaves over then compresses into an inline tail and the
 ///   two together take less room (mkfs.erofs's "recompress trailing");
 /// - a raw last piece (at most a block) is compressed into the tail if that gains, else
-///   stored inline raw (a PLAIN tail) when shorter than a block.
+///   stored inline raw (a PLAIN tail) when shorter than a block and `raw_ok` (not in a file
+///   whose raw pclusters are interlaced: Linux would take an inline PLAIN tail for an
+///   interlaced block and rotate it).
 ///
 /// Returns the tail's bytes; its extent is then `out`'s last, addressed right after the
 /// segment's pclusters. Deterministic: it depends on the input only.
@@ -432,6 +526,7 @@ fn pack_tail(
     blksz: usize,
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
+    raw_ok: bool,
     fits: impl Fn(u64) -> bool,
 ) -> Option<Vec<u8>> {
     let last = *out.extents.last()?;
@@ -453,7 +548,7 @@ fn pack_tail(
             Some((read, wrote)) if read == input.len() && wrote < read => {
                 Some((read, scratch[..wrote].to_vec(), false))
             }
-            _ if input.len() < blksz => Some((input.len(), input.to_vec(), true)),
+            _ if raw_ok && input.len() < blksz => Some((input.len(), input.to_vec(), true)),
             _ => None,
         }
     };
