@@ -383,6 +383,9 @@ pub struct CompressOptions {
     pub max_pcluster_bytes: u32,
     /// `--compress-hints`: per-path pcluster sizes and algorithms, first match wins.
     pub hints: Vec<CompressHint>,
+    /// `--max-extent-bytes`: the most bytes one extent decodes to; 0 means only Linux's
+    /// own limit (12 MiB), which also bounds a larger value.
+    pub max_extent_bytes: u32,
 }
 
 /// One line of a `--compress-hints` file: `PCLUSTER-BYTES [ALGORITHM-INDEX] REGEX`.
@@ -472,6 +475,7 @@ impl CompressOptions {
             compressors,
             max_pcluster_bytes: 0,
             hints: Vec::new(),
+            max_extent_bytes: 0,
         })
     }
 
@@ -497,6 +501,15 @@ impl CompressOptions {
         if self.compressors.is_empty() {
             return Err(BuildError::InvalidOption("-z needs an algorithm".into()));
         }
+        let m = self.max_extent_bytes;
+        if m != 0 && m < blksz {
+            // An extent shorter than an lcluster would start and end inside one, which only
+            // a file's last extent may do.
+            return Err(BuildError::InvalidOption(format!(
+                "--max-extent-bytes={m}: an extent must be allowed at least one block \
+                 ({blksz} bytes)"
+            )));
+        }
         for h in &self.hints {
             let rule = format!(
                 "--compress-hints rule \"{} {} {}\"",
@@ -519,6 +532,15 @@ impl CompressOptions {
             }
         }
         Ok(())
+    }
+
+    /// The most bytes an extent may decode to: `--max-extent-bytes`, within Linux's limit.
+    pub fn max_extent(&self) -> usize {
+        let linux = erofs_format::compress::MAX_EXTENT_DECODED as usize;
+        match self.max_extent_bytes {
+            0 => linux,
+            m => (m as usize).min(linux),
+        }
     }
 
     /// The default pcluster size in bytes for block size `blksz` (`-C`, at least a block).
@@ -639,12 +661,15 @@ pub struct Compressed {
 
 /// Compresses `src`, the bytes of one segment, into pclusters of at most `pcluster` bytes.
 /// `at_end`: the segment ends the file, so that a last piece of at most one block is stored
-/// raw without trying (mkfs.erofs does the same; it cannot gain a block).
+/// raw without trying (mkfs.erofs does the same; it cannot gain a block). No extent decodes
+/// to more than `max_extent` bytes ([`CompressOptions::max_extent`], at least a block).
+#[allow(clippy::too_many_arguments)]
 pub fn compress_segment(
     c: Compressor,
     src: &[u8],
     blksz: usize,
     pcluster: usize,
+    max_extent: usize,
     at_end: bool,
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
@@ -658,11 +683,9 @@ pub fn compress_segment(
         let fill = if at_end && rest.len() <= blksz {
             None
         } else {
-            // An extent decodes to at most 12 MiB in Linux; also bounds very compressible
-            // input per call.
-            let max_in = rest
-                .len()
-                .min(erofs_format::compress::MAX_EXTENT_DECODED as usize);
+            // An extent decodes to at most 12 MiB in Linux (or `--max-extent-bytes`); also
+            // bounds very compressible input per call.
+            let max_in = rest.len().min(max_extent);
             c.compress_fill(&rest[..max_in], scratch)
         };
         match fill {

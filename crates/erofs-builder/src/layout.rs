@@ -377,6 +377,15 @@ pub struct ZFile {
 }
 
 impl ZFile {
+    /// Whether each pcluster starts where the one before it ends, as compact indexes
+    /// (which derive addresses from a pack's base) require; `-E dedupe` breaks the order
+    /// where an extent reuses an earlier pcluster.
+    pub fn contiguous(&self) -> bool {
+        self.extents
+            .windows(2)
+            .all(|w| w[1].blk == w[0].blk + w[0].blocks)
+    }
+
     /// Blocks of pclusters in the data area (`i_u` of the inode).
     pub fn stored_blocks(&self) -> u32 {
         let n = self.extents.len() - usize::from(self.inline.is_some());
@@ -440,7 +449,9 @@ pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail:
         item_size(extended, &pre.xattrs.bodies[i].bytes, Payload::None),
         c.size,
         options.blkszbits,
-        compact_indexes(options),
+        // Under dedupe a file learns whether it keeps compact indexes only once its
+        // extents are placed: its tail must fit with full ones.
+        compact_indexes(options) && !options.zlayout.dedupe,
     );
     tail > 0 && item + tail <= 1u64 << options.blkszbits
 }
@@ -662,7 +673,7 @@ pub fn plan_with(
         };
         if let Some(ZStored::Compressed(zf)) = stored {
             // Map header (8-byte aligned), the indexes, then any inline tail pcluster.
-            let compact = compact_indexes(options);
+            let compact = compact_indexes(options) && zf.contiguous();
             p.layout = if compact {
                 DataLayout::CompressedCompact
             } else {

@@ -166,6 +166,9 @@ pub struct ZLayoutOptions {
     /// `-E legacy-compress`: full (8-byte) lcluster indexes for every compressed file,
     /// instead of compact ones wherever Linux reads them.
     pub full_indexes: bool,
+    /// `-E dedupe`: an extent whose decoded bytes equal an already written pcluster's
+    /// reuses that pcluster (`write/dedupe.rs`); files that do get full indexes.
+    pub dedupe: bool,
 }
 
 /// Content fingerprints (`--fingerprint`, `--xattr-inode-digest`).

@@ -38,6 +38,7 @@ use crate::{BuildError, BuildReport, Options, Phase, Progress};
 const WINDOW_PER_THREAD: usize = 4;
 
 mod data;
+mod dedupe;
 mod meta;
 mod zdata;
 use data::write_data;

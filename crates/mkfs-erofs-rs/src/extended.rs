@@ -17,6 +17,8 @@ pub struct Extended {
     pub legacy_compress: bool,
     /// `48bit`: the 48-bit layout (Linux 6.15+).
     pub bit48: bool,
+    /// `dedupe`: pclusters shared between extents with the same decoded bytes.
+    pub dedupe: bool,
 }
 
 impl Default for Extended {
@@ -27,16 +29,16 @@ impl Default for Extended {
             ztailpacking: false,
             legacy_compress: false,
             bit48: false,
+            dedupe: false,
         }
     }
 }
 
 /// mkfs.erofs 1.9.3's `-E` flags that mkfs.erofs-rs does not implement (yet).
-pub const NOT_IMPLEMENTED: [&str; 11] = [
+pub const NOT_IMPLEMENTED: [&str; 10] = [
     "all-fragments",
     "fragments",
     "fragdedupe",
-    "dedupe",
     "dot-omitted",
     "force-inode-compact",
     "force-inode-extended",
@@ -67,13 +69,15 @@ pub fn parse(values: &[String]) -> Result<Extended> {
             (true, "legacy-compress") => e.legacy_compress = false,
             (false, "48bit") => e.bit48 = true,
             (true, "48bit") => e.bit48 = false,
+            (false, "dedupe") => e.dedupe = true,
+            (true, "dedupe") => e.dedupe = false,
             (_, n) if NOT_IMPLEMENTED.contains(&n) => {
                 bail!(
                     "-E {opt}: mkfs.erofs's extended option {n} is not implemented by mkfs.erofs-rs"
                 )
             }
             _ => bail!(
-                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit)"
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit, [^]dedupe)"
             ),
         }
     }

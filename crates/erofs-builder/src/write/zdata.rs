@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
+use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD, dedupe};
 use crate::compress::{CompressOptions, Compressed, Compressor, Extent, compress_segment};
 use crate::layout::{Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
 use crate::pipeline::{Clock, run_ordered};
@@ -121,6 +121,10 @@ struct SegOut {
     bytes: u64,
     /// The file's last segment.
     last: bool,
+    /// Where the segment starts in the file.
+    at: u64,
+    /// With `-E dedupe`: the digests of the extents' decoded bytes, but an inline tail's.
+    dedupe: Option<Vec<[u8; 32]>>,
 }
 
 /// Writes the compressed files' data from the first data block on, and reports how each
@@ -236,6 +240,7 @@ pub(super) fn write_compressed(
                 &buf[..len],
                 blksz as usize,
                 pcluster as usize,
+                z.max_extent(),
                 last,
                 &mut out,
                 &mut scratch,
@@ -275,6 +280,8 @@ pub(super) fn write_compressed(
                 None
             };
             let inline = if flat.is_some() { None } else { inline };
+            let dedupe = (ctx.options.zlayout.dedupe && flat.is_none())
+                .then(|| dedupe::extent_digests(&buf[..len], &out.extents, inline.is_some()));
             buffers.put(buf);
             outs.push(SegOut {
                 inode: seg.inode,
@@ -284,6 +291,8 @@ pub(super) fn write_compressed(
                 digest,
                 bytes: len as u64,
                 last,
+                at: seg.range.start,
+                dedupe,
             });
         }
         Ok(outs)
@@ -297,6 +306,11 @@ pub(super) fn write_compressed(
     zfiles.resize_with(tree.inodes.len(), || None);
     let mut digests = Vec::new();
     let mut bytes_in = 0u64;
+    let mut dedupe = ctx
+        .options
+        .zlayout
+        .dedupe
+        .then(|| dedupe::Dedupe::new(ctx.options.blkszbits, z.big_pclusters(blksz as u32)));
     run_ordered(
         jobs.len(),
         ctx.threads,
@@ -313,8 +327,21 @@ pub(super) fn write_compressed(
                         "block addresses exceed 32 bits; use a larger block size".into(),
                     ));
                 }
-                file.put_at(&o.z.data, next * blksz)
-                    .map_err(BuildError::Output)?;
+                let algorithm = compressors[choices.get(o.inode).0].algorithm();
+                let put = |bytes: &[u8], blk: u64| {
+                    file.put_at(bytes, blk * blksz).map_err(BuildError::Output)
+                };
+                let (placed, blocks) = match (&mut dedupe, &o.dedupe) {
+                    (Some(d), Some(digests)) => {
+                        let (list, written) =
+                            d.place(&o.z, digests, algorithm, o.at, next, put)?;
+                        (Some(list), written)
+                    }
+                    _ => {
+                        put(&o.z.data, next)?;
+                        (None, blocks)
+                    }
+                };
                 if let Some(tail) = o.flat {
                     zfiles[o.inode] = Some(ZStored::Flat {
                         startblk: next as u32,
@@ -322,10 +349,13 @@ pub(super) fn write_compressed(
                     });
                 } else {
                     let list = extents[o.inode].get_or_insert_with(Vec::new);
-                    list.extend(o.z.extents.iter().map(|e| Extent {
-                        blk: e.blk + next as u32,
-                        ..*e
-                    }));
+                    match placed {
+                        Some(placed) => list.extend(placed),
+                        None => list.extend(o.z.extents.iter().map(|e| Extent {
+                            blk: e.blk + next as u32,
+                            ..*e
+                        })),
+                    }
                 }
                 next += blocks;
                 if o.last {
@@ -334,7 +364,7 @@ pub(super) fn write_compressed(
                         zfiles[o.inode] = Some(ZStored::Compressed(ZFile {
                             extents: list,
                             inline: o.inline,
-                            algorithm: compressors[choices.get(o.inode).0].algorithm(),
+                            algorithm,
                         }));
                     }
                 }
