@@ -70,7 +70,7 @@ impl Dedupe {
     /// writing through `put` (bytes, block) only those whose content is new, and returns
     /// the segment's extents at absolute addresses and the blocks written. `digests` are
     /// the extents' ([`extent_digests`]); an extent past them (an inline tail) is given
-    /// the next free block, where a pcluster after the others would start. `pos`: the
+    /// the block where a pcluster after the one before it would start. `pos`: the
     /// file offset where the segment starts.
     pub(super) fn place(
         &mut self,
@@ -90,18 +90,21 @@ impl Dedupe {
         let mut run: Option<(u32, u32, u64)> = None;
         let mut flush = |run: &mut Option<(u32, u32, u64)>| -> Result<(), BuildError> {
             match run.take() {
-                Some((from, n, at)) => {
-                    put(&z.data[from as usize * blksz..(from + n) as usize * blksz], at)
-                }
+                Some((from, n, at)) => put(
+                    &z.data[from as usize * blksz..(from + n) as usize * blksz],
+                    at,
+                ),
                 None => Ok(()),
             }
         };
         for (k, e) in z.extents.iter().enumerate() {
             let Some(digest) = digests.get(k) else {
-                out.push(Extent {
-                    blk: (next + written) as u32,
-                    ..*e
-                });
+                // Right after the pcluster before it, shared or not, so that a file whose
+                // pclusters are in order keeps compact indexes.
+                let blk = out
+                    .last()
+                    .map_or((next + written) as u32, |p: &Extent| p.blk + p.blocks);
+                out.push(Extent { blk, ..*e });
                 pos += u64::from(e.len);
                 continue;
             };
@@ -125,9 +128,7 @@ impl Dedupe {
                 _ => {
                     let blk = next + written;
                     run = match run {
-                        Some((from, n, at)) if from + n == e.blk => {
-                            Some((from, n + e.blocks, at))
-                        }
+                        Some((from, n, at)) if from + n == e.blk => Some((from, n + e.blocks, at)),
                         _ => {
                             flush(&mut run)?;
                             Some((e.blk, e.blocks, blk))

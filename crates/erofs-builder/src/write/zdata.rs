@@ -333,8 +333,7 @@ pub(super) fn write_compressed(
                 };
                 let (placed, blocks) = match (&mut dedupe, &o.dedupe) {
                     (Some(d), Some(digests)) => {
-                        let (list, written) =
-                            d.place(&o.z, digests, algorithm, o.at, next, put)?;
+                        let (list, written) = d.place(&o.z, digests, algorithm, o.at, next, put)?;
                         (Some(list), written)
                     }
                     _ => {

@@ -1,0 +1,448 @@
+//! `-E dedupe` (pclusters shared between extents, within and across files) and
+//! `--max-extent-bytes`: images read back by every available reader, sharing that really
+//! happens, and byte-identical builds for every thread count.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use erofs_format::DataLayout;
+use erofs_reader::{Image, ZExtent, ZStorage};
+
+const FULL: Compare = Compare {
+    owners: true,
+    xattrs: true,
+    mtime: true,
+    nlink: true,
+};
+
+/// Text-like bytes (words over a small alphabet), which compress to about half.
+fn text(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = erofs_testkit::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        let r = rng.next_u64();
+        for k in 0..(2 + r % 7) {
+            out.push(b'a' + ((r >> (8 + 4 * k)) % 10) as u8);
+        }
+        out.push(if r.is_multiple_of(13) { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
+}
+
+/// The file every duplicate is made from: text, an incompressible run (PLAIN pclusters),
+/// zeroes, text again.
+fn original() -> Vec<u8> {
+    let mut a = text(1, 300_000);
+    a.extend_from_slice(&bytes(2, 40_000));
+    a.extend_from_slice(&vec![0u8; 100_000]);
+    a.extend_from_slice(&text(3, 123_457));
+    a
+}
+
+/// A tree with `a/original`, a whole copy `b/copy`, a file sharing its first 200,000
+/// bytes `c/prefix`, three copies of a small file, unrelated files, and (`big`) a file of
+/// several segments with its copy.
+fn make_dup_tree(root: &Path, big: bool) {
+    make_tree(
+        root,
+        Features {
+            special: false,
+            sparse: false,
+            big: false,
+        },
+    );
+    let a = original();
+    for (rel, data) in [
+        ("a/original", &a[..]),
+        ("b/copy", &a[..]),
+        ("c/prefix", &a[..200_000]),
+    ] {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let small = text(4, 20_000);
+    for d in ["d1", "d2/x", "d3/y/z"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+        std::fs::write(root.join(d).join("NOTICE"), &small).unwrap();
+    }
+    std::fs::write(root.join("other"), text(5, 70_000)).unwrap();
+    if big {
+        let b = text(6, (4 << 20) + 300_000);
+        std::fs::write(root.join("a/big"), &b).unwrap();
+        std::fs::write(root.join("b/big-copy"), &b).unwrap();
+    }
+}
+
+const EPOCH_ARG: &str = "1700000000";
+
+fn args<'a>(z: &'a str, j: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    assert_eq!(EPOCH_ARG, EPOCH.to_string());
+    let mut a = vec!["-T", EPOCH_ARG, "-U", "clear", "-j", j, z];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// Each file's layout and extents, by path.
+fn extents(image: &Path) -> BTreeMap<Vec<u8>, (DataLayout, Vec<ZExtent>)> {
+    let img = Image::open(image).expect("open image");
+    let mut out = BTreeMap::new();
+    for e in img.walk().expect("walk") {
+        let e = e.expect("walk entry");
+        if let Ok(x) = img.z_extents(&e.inode) {
+            let rel = e.path.strip_prefix(b"/").unwrap_or(&e.path).to_vec();
+            out.insert(rel, (e.inode.layout, x));
+        }
+    }
+    out
+}
+
+/// Bytes of pclusters in the data area (not inline) among `x`.
+fn stored(x: &[ZExtent]) -> u64 {
+    x.iter().filter(|e| !e.inline).map(|e| e.plen).sum()
+}
+
+#[test]
+fn deduped_images_share_pclusters_and_read_back_everywhere() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_dup_tree(&src, false);
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    for (k, (z, extra)) in [
+        ("-zlz4", &[][..]),
+        ("-zlz4hc", &["-C", "65536"][..]),
+        ("-zlz4hc,12", &["-C", "65536", "-E", "ztailpacking"][..]),
+        ("-zlz4", &["-b", "1024", "-E", "ztailpacking"][..]),
+        ("-zlzma", &["-C", "65536"][..]),
+        ("-zzstd", &["-E", "ztailpacking"][..]),
+        ("-zdeflate", &["-C", "16384"][..]),
+        ("-zlz4", &["-C", "16384", "-E", "legacy-compress"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let what = format!("{z} {extra:?}");
+        let plain = tmp.path().join(format!("plain{k}.erofs"));
+        let deduped = tmp.path().join(format!("dedupe{k}.erofs"));
+        let mut without = extra.to_vec();
+        without.push("--fingerprint=sha256");
+        mkfs(&src, &plain, &args(z, "2", &without));
+        let mut with = without.clone();
+        with.extend_from_slice(&["-E", "dedupe"]);
+        mkfs(&src, &deduped, &args(z, "2", &with));
+
+        // Every reader sees the source tree.
+        let got = snap_image(&deduped, FULL);
+        let mut want_fp = want.clone();
+        for (rel, s) in want_fp.iter_mut() {
+            if s.kind == 'f' && !s.content.starts_with("0 ") {
+                use sha2::{Digest, Sha256};
+                let data = std::fs::read(src.join(std::ffi::OsStr::from_bytes(rel))).unwrap();
+                let mut v = b"sha256:".to_vec();
+                v.extend_from_slice(&Sha256::digest(&data));
+                s.xattrs.insert(b"trusted.erofs.fingerprint".to_vec(), v);
+            }
+        }
+        assert_same(&format!("reader, {what}"), &want_fp, &got);
+        if let Some(m) = Mount::new(&deduped) {
+            let got = snap_dir(m.path(), FULL, &[]);
+            assert_same(&format!("kernel mount, {what}"), &want_fp, &got);
+        }
+
+        // No new incompat bit: whole pclusters are shared, nothing needs PARTIAL_REF.
+        let incompat = Image::open(&deduped).unwrap().superblock().incompat();
+        assert!(
+            !incompat.contains(erofs_format::Incompat::FRAGMENTS),
+            "{what}"
+        );
+
+        let p = extents(&plain);
+        let d = extents(&deduped);
+        let key = |s: &str| s.as_bytes().to_vec();
+        let (orig_layout, orig) = &d[&key("a/original")];
+        let (copy_layout, copy) = &d[&key("b/copy")];
+        // The copy's extents are the original's, at the same physical blocks.
+        assert_eq!(
+            orig.iter()
+                .filter(|e| !e.inline)
+                .map(|e| (e.logical, e.length, e.physical, e.plen))
+                .collect::<Vec<_>>(),
+            copy.iter()
+                .filter(|e| !e.inline)
+                .map(|e| (e.logical, e.length, e.physical, e.plen))
+                .collect::<Vec<_>>(),
+            "{what}"
+        );
+        assert!(stored(orig) > 0, "{what}: the original has pclusters");
+        assert!(orig.iter().all(|e| !e.partial), "{what}");
+        // Compact indexes wherever the pclusters are in order (the first holder, a copy
+        // of a whole file), full ones where sharing broke the order (mkfs.erofs's rule).
+        let legacy = extra.contains(&"legacy-compress");
+        let mut broken = 0;
+        for (path, (layout, x)) in &d {
+            if !matches!(
+                layout,
+                DataLayout::CompressedFull | DataLayout::CompressedCompact
+            ) {
+                continue;
+            }
+            let data: Vec<_> = x.iter().filter(|e| !e.inline).collect();
+            let in_order = data
+                .windows(2)
+                .all(|w| w[1].physical == w[0].physical + w[0].plen);
+            broken += usize::from(!in_order);
+            let want = if legacy || !in_order {
+                DataLayout::CompressedFull
+            } else {
+                DataLayout::CompressedCompact
+            };
+            assert_eq!(*layout, want, "{what}: {}", String::from_utf8_lossy(path));
+        }
+        let _ = (orig_layout, copy_layout, broken);
+        // The prefix shares every extent it has in common with the original (same cut,
+        // same bytes), unless it is stored flat (LZ4 with 1 KiB blocks gains nothing on
+        // this text).
+        let shared_with_original = |x: &[ZExtent]| -> Vec<ZExtent> {
+            x.iter()
+                .filter(|e| {
+                    !e.inline
+                        && orig
+                            .iter()
+                            .any(|o| (o.logical, o.length) == (e.logical, e.length))
+                })
+                .cloned()
+                .collect()
+        };
+        if let Some((DataLayout::CompressedFull | DataLayout::CompressedCompact, prefix)) =
+            d.get(&key("c/prefix"))
+        {
+            let common = shared_with_original(prefix);
+            assert!(!common.is_empty(), "{what}: the prefix shares nothing");
+            for e in &common {
+                assert!(
+                    orig.iter()
+                        .any(|o| o.physical == e.physical && o.plen == e.plen),
+                    "{what}: prefix extent at {} not shared",
+                    e.logical
+                );
+            }
+        }
+
+        // The image shrinks by what the sharers stored in the image without dedupe:
+        // block counts, up to the metadata that full indexes add.
+        let blk = if extra.contains(&"1024") { 1024 } else { 4096 };
+        let mut expected = stored(&p[&key("b/copy")].1);
+        // Stored flat where compression gains nothing: not shared then.
+        let compressed = |n: &str| {
+            p.get(&key(n)).filter(|(l, _)| {
+                matches!(
+                    l,
+                    DataLayout::CompressedFull | DataLayout::CompressedCompact
+                )
+            })
+        };
+        if let Some((_, x)) = compressed("c/prefix") {
+            expected += x
+                .iter()
+                .filter(|e| {
+                    !e.inline
+                        && p[&key("a/original")]
+                            .1
+                            .iter()
+                            .any(|o| (o.logical, o.length) == (e.logical, e.length))
+                })
+                .map(|e| e.plen)
+                .sum::<u64>();
+        }
+        for n in ["d2/x/NOTICE", "d3/y/z/NOTICE"] {
+            expected += compressed(n).map_or(0, |(_, x)| stored(x));
+        }
+        let len = |f: &Path| std::fs::metadata(f).unwrap().len();
+        let saved = len(&plain) as i64 - len(&deduped) as i64;
+        // Full indexes cost the sharers metadata: up to a few blocks.
+        let slack = 4 * blk as i64;
+        assert!(
+            (saved - expected as i64).abs() <= slack,
+            "{what}: saved {saved} bytes, the duplicates stored {expected}"
+        );
+        assert!(
+            saved > expected as i64 / 2 && expected > 0,
+            "{what}: {saved}"
+        );
+    }
+}
+
+use std::os::unix::ffi::OsStrExt;
+
+#[test]
+fn deduped_builds_are_byte_identical_for_every_thread_count() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_dup_tree(&src, true);
+    for (z, extra) in [
+        ("-zlz4", &["-E", "dedupe"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "dedupe,ztailpacking"][..]),
+        ("-zzstd", &["-C", "16384", "-E", "dedupe"][..]),
+    ] {
+        let mut first: Option<Vec<u8>> = None;
+        for j in ["1", "2", "8"] {
+            let img = tmp.path().join(format!("r{z}-{j}.erofs"));
+            mkfs(&src, &img, &args(z, j, extra));
+            let bytes = std::fs::read(&img).unwrap();
+            match &first {
+                None => first = Some(bytes),
+                Some(f) => assert!(f == &bytes, "{z} {extra:?} -j{j} differs from -j1"),
+            }
+        }
+        // The copy of a file of several segments shares all its pclusters.
+        let img = tmp.path().join(format!("r{z}-1.erofs"));
+        let x = extents(&img);
+        let at = |p: &str| {
+            x[p.as_bytes()]
+                .1
+                .iter()
+                .filter(|e| !e.inline)
+                .map(|e| e.physical)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at("a/big"), at("b/big-copy"), "{z}");
+        assert_same(
+            &format!("reader, {z} {extra:?}"),
+            &with_epoch(snap_dir(&src, FULL, &[])),
+            &snap_image(&img, FULL),
+        );
+    }
+}
+
+#[test]
+fn debian_fsck_erofs_1_5_extracts_deduped_images() {
+    if !have("fsck.erofs") {
+        skip_or_fail("fsck.erofs is not installed");
+        return;
+    }
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_dup_tree(&src, false);
+    let cmp = Compare {
+        owners: is_root(),
+        xattrs: false,
+        mtime: false,
+        nlink: false,
+    };
+    let mask = |mut s: BTreeMap<Vec<u8>, Snap>| {
+        s.values_mut().for_each(|v| v.perm &= 0o777);
+        s
+    };
+    let want = mask(snap_dir(&src, cmp, &[]));
+    for (k, (z, extra)) in [
+        ("-zlz4", &["-E", "dedupe"][..]),
+        ("-zlz4hc", &["-C", "65536", "-E", "dedupe,ztailpacking"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("img{k}.erofs"));
+        mkfs(&src, &img, &args(z, "2", extra));
+        run_ok(Command::new("fsck.erofs").arg(&img), "fsck.erofs");
+        let dest = tmp.path().join(format!("extracted{k}"));
+        run_ok(
+            Command::new("fsck.erofs")
+                .arg(format!("--extract={}", dest.display()))
+                .arg(&img),
+            "fsck.erofs --extract",
+        );
+        assert_same(
+            &format!("fsck.erofs 1.5 --extract {z} {extra:?}"),
+            &want,
+            &mask(snap_dir(&dest, cmp, &[])),
+        );
+    }
+}
+
+#[test]
+fn max_extent_bytes_bounds_every_extent() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_dup_tree(&src, false);
+    std::fs::write(src.join("zeros"), vec![0u8; 3 << 20]).unwrap();
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    let longest = |img: &Path| {
+        extents(img)
+            .values()
+            .flat_map(|(_, x)| x.iter().map(|e| e.length))
+            .max()
+            .unwrap()
+    };
+    let free = tmp.path().join("free.erofs");
+    mkfs(&src, &free, &args("-zlz4hc", "2", &["-C", "65536"]));
+    // Without a cap the zeroes make one long extent.
+    assert!(longest(&free) > 1 << 20, "{}", longest(&free));
+    for (k, (cap, extra)) in [
+        ("16384", &["-C", "65536"][..]),
+        ("0x3000", &["-C", "4096", "-E", "ztailpacking,dedupe"][..]),
+        ("4096", &[][..]),
+        ("100000", &["-C", "16384", "-E", "ztailpacking"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = tmp.path().join(format!("cap{k}.erofs"));
+        let flag = format!("--max-extent-bytes={cap}");
+        let mut a = extra.to_vec();
+        a.push(&flag);
+        mkfs(&src, &img, &args("-zlz4hc", "2", &a));
+        let n = match cap.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).unwrap(),
+            None => cap.parse().unwrap(),
+        };
+        let x = extents(&img);
+        let mut compressed = 0;
+        for (path, (_, ext)) in &x {
+            for e in ext {
+                assert!(
+                    e.length <= n,
+                    "{flag}: {} extent at {} decodes {} bytes",
+                    String::from_utf8_lossy(path),
+                    e.logical,
+                    e.length
+                );
+                compressed += usize::from(matches!(e.storage, ZStorage::Compressed { .. }));
+            }
+        }
+        // A cap of one block leaves nothing that compresses into fewer blocks.
+        assert_eq!(compressed == 0, n <= 4096, "{flag}: {compressed}");
+        assert_same(&format!("reader, {flag}"), &want, &snap_image(&img, FULL));
+    }
+    for (bad, why) in [
+        ("--max-extent-bytes=0", "at least one block"),
+        ("--max-extent-bytes=4095", "at least one block"),
+        ("--max-extent-bytes=12k", "invalid maximum extent size"),
+        ("--max-extent-bytes=", "invalid maximum extent size"),
+    ] {
+        let out = Command::new(mkfs_bin())
+            .args(args("-zlz4", "1", &[bad]))
+            .arg(&src)
+            .arg(tmp.path().join("never.erofs"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{bad}: {err}");
+        assert!(!tmp.path().join("never.erofs").exists(), "{bad}");
+    }
+    // Without -z there is no extent to bound; -E dedupe without -z is refused too.
+    for bad in [&["--max-extent-bytes=8192"][..], &["-E", "dedupe"][..]] {
+        let out = Command::new(mkfs_bin())
+            .args(["-T", EPOCH_ARG])
+            .args(bad)
+            .arg(&src)
+            .arg(tmp.path().join("never.erofs"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?}");
+    }
+}
