@@ -459,8 +459,12 @@ pub struct CompressionReport {
     /// Their content in bytes.
     pub input_bytes: u64,
     /// The bytes they take in the image: pclusters in whole blocks, inline tail pclusters,
-    /// and the size of the files stored raw.
+    /// and the size of the files stored raw; a pcluster shared by several extents
+    /// (`-E dedupe`) once.
     pub stored_bytes: u64,
+    /// Pcluster bytes that extents reference but the image holds only once (`-E dedupe`):
+    /// what the files would take more without sharing.
+    pub shared_bytes: u64,
 }
 
 impl CompressionReport {

@@ -210,13 +210,15 @@ fn build(
 
 /// What `-z` did: the files it tried and the bytes they take in the image (pclusters and
 /// inline tail pclusters; for a file stored raw because compression gained nothing, its
-/// blocks and inline tail).
+/// blocks and inline tail). A pcluster several extents share (`-E dedupe`) is counted once,
+/// and the other references in `shared_bytes`.
 fn compression_report(
     tree: &Tree,
     zfiles: &[Option<ZStored>],
     blksz: u64,
 ) -> crate::CompressionReport {
     let mut r = crate::CompressionReport::default();
+    let mut seen = std::collections::HashSet::new();
     for (inode, stored) in tree.inodes.iter().zip(zfiles) {
         let (Kind::Regular(c), Some(stored)) = (&inode.kind, stored) else {
             continue;
@@ -226,8 +228,17 @@ fn compression_report(
         r.stored_bytes += match stored {
             ZStored::Compressed(z) => {
                 r.compressed_files += 1;
-                u64::from(z.stored_blocks()) * blksz
-                    + z.inline.as_ref().map_or(0, |t| t.len() as u64)
+                let n = z.extents.len() - usize::from(z.inline.is_some());
+                let mut bytes = z.inline.as_ref().map_or(0, |t| t.len() as u64);
+                for e in &z.extents[..n] {
+                    let b = u64::from(e.blocks) * blksz;
+                    if seen.insert(e.blk) {
+                        bytes += b;
+                    } else {
+                        r.shared_bytes += b;
+                    }
+                }
+                bytes
             }
             ZStored::Flat { .. } => c.size,
         };

@@ -446,3 +446,43 @@ fn max_extent_bytes_bounds_every_extent() {
         assert!(!out.status.success(), "{bad:?}");
     }
 }
+
+#[test]
+fn json_reports_what_dedupe_shared() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let a = original();
+    std::fs::write(src.join("one"), &a).unwrap();
+    std::fs::write(src.join("two"), &a).unwrap();
+    let report = |name: &str, extra: &[&str]| {
+        let img = tmp.path().join(name);
+        let o = Command::new(mkfs_bin())
+            .arg("--json")
+            .args(args("-zlz4hc", "2", extra))
+            .arg(&src)
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        (v, extents(&img))
+    };
+    let (plain, px) = report("plain.erofs", &[]);
+    let (dd, _) = report(
+        "dedupe.erofs",
+        &["-E", "dedupe", "--max-extent-bytes=65536"],
+    );
+    let one = stored(&px[&b"one"[..]].1);
+    assert!(one > 0);
+    let (p, d) = (&plain["compression"], &dd["compression"]);
+    assert_eq!(p["shared_bytes"], 0);
+    assert_eq!(p["stored_bytes"].as_u64().unwrap(), 2 * one);
+    // The cap cuts the same content into other extents; the second file shares them all.
+    let shared = d["shared_bytes"].as_u64().unwrap();
+    assert_eq!(d["stored_bytes"].as_u64().unwrap(), shared);
+    assert_eq!(dd["options"]["dedupe"], true);
+    assert_eq!(dd["options"]["max_extent_bytes"], 65536);
+    assert_eq!(plain["options"]["dedupe"], false);
+    assert_eq!(plain["options"]["max_extent_bytes"], 12 << 20);
+}
