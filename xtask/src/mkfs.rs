@@ -62,6 +62,8 @@ pub struct Options {
     pub ztailpacking: bool,
     /// `-E legacy-compress` (with `compress`): full lcluster indexes, not compact ones.
     pub legacy_compress: bool,
+    /// `-E dedupe` (with `compress`): pclusters shared between extents.
+    pub dedupe: bool,
     /// `--compress-hints=FILE` (with `compress`): the file's text, written beside the image.
     pub compress_hints: Option<String>,
 }
@@ -132,6 +134,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
                 } else if o.legacy_compress {
                     Some("Debian's mkfs.erofs 1.5 has no -E legacy-compress".into())
+                } else if o.dedupe {
+                    Some("Debian's mkfs.erofs 1.5 has no -E dedupe".into())
                 } else if o.compress.as_deref().is_some_and(|z| z.contains(':')) {
                     Some("Debian's mkfs.erofs 1.5 has one algorithm per image".into())
                 } else {
@@ -202,6 +206,9 @@ impl Mkfs {
         }
         if o.legacy_compress {
             c.arg("-Elegacy-compress");
+        }
+        if o.dedupe {
+            c.arg("-Ededupe");
         }
         if let Some(hints) = &o.compress_hints {
             let path = image.with_extension("hints");
