@@ -648,6 +648,9 @@ pub struct Extent {
     pub blocks: u32,
     /// Stored uncompressed (PLAIN).
     pub raw: bool,
+    /// The pcluster decodes to more than this extent: only its first `len` bytes belong
+    /// here (`PARTIAL_REF`, `-E dedupe`).
+    pub partial: bool,
 }
 
 /// A compressed segment: whole pclusters back to back, and the extents they decode to.
@@ -679,54 +682,81 @@ pub fn compress_segment(
     scratch.resize(pcluster, 0);
     let mut pos = 0;
     while pos < src.len() {
-        let rest = &src[pos..];
-        let fill = if at_end && rest.len() <= blksz {
-            None
-        } else {
-            // An extent decodes to at most 12 MiB in Linux (or `--max-extent-bytes`); also
-            // bounds very compressible input per call.
-            let max_in = rest.len().min(max_extent);
-            c.compress_fill(&rest[..max_in], scratch)
-        };
-        match fill {
-            Some((read, wrote)) if wrote.next_multiple_of(blksz) < read => {
-                let plen = wrote.next_multiple_of(blksz);
+        pos += compress_step(
+            c,
+            &src[pos..],
+            blksz,
+            pcluster,
+            max_extent,
+            at_end,
+            out,
+            scratch,
+        );
+    }
+}
+
+/// One step of [`compress_segment`] from the start of `rest` (the segment's remaining
+/// bytes): one compressed pcluster, or a run of raw blocks. Appends to `out` and returns
+/// the bytes consumed (at least one).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn compress_step(
+    c: Compressor,
+    rest: &[u8],
+    blksz: usize,
+    pcluster: usize,
+    max_extent: usize,
+    at_end: bool,
+    out: &mut Compressed,
+    scratch: &mut [u8],
+) -> usize {
+    let fill = if at_end && rest.len() <= blksz {
+        None
+    } else {
+        // An extent decodes to at most 12 MiB in Linux (or `--max-extent-bytes`); also
+        // bounds very compressible input per call.
+        let max_in = rest.len().min(max_extent);
+        c.compress_fill(&rest[..max_in], &mut scratch[..pcluster])
+    };
+    match fill {
+        Some((read, wrote)) if wrote.next_multiple_of(blksz) < read => {
+            let plen = wrote.next_multiple_of(blksz);
+            let start = out.data.len();
+            // 0padding: the stream ends at the pcluster's end, zeroes in front.
+            out.data.resize(start + plen, 0);
+            out.data[start + plen - wrote..].copy_from_slice(&scratch[..wrote]);
+            out.extents.push(Extent {
+                len: read as u32,
+                blk: (start / blksz) as u32,
+                blocks: (plen / blksz) as u32,
+                raw: false,
+                partial: false,
+            });
+            read
+        }
+        fill => {
+            // Incompressible: what the compressor took (at most a pcluster) goes raw,
+            // one block per PLAIN pcluster. Every raw extent but the last of the
+            // segment decodes a whole block, so that it reaches the next lcluster and
+            // the extent after it starts in an lcluster of its own.
+            let took = fill.map_or(rest.len(), |(read, _)| read);
+            let n = if took >= rest.len() {
+                rest.len()
+            } else {
+                (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
+            };
+            for chunk in rest[..n].chunks(blksz) {
                 let start = out.data.len();
-                // 0padding: the stream ends at the pcluster's end, zeroes in front.
-                out.data.resize(start + plen, 0);
-                out.data[start + plen - wrote..].copy_from_slice(&scratch[..wrote]);
+                out.data.resize(start + blksz, 0);
+                out.data[start..start + chunk.len()].copy_from_slice(chunk);
                 out.extents.push(Extent {
-                    len: read as u32,
+                    len: chunk.len() as u32,
                     blk: (start / blksz) as u32,
-                    blocks: (plen / blksz) as u32,
-                    raw: false,
+                    blocks: 1,
+                    raw: true,
+                    partial: false,
                 });
-                pos += read;
             }
-            fill => {
-                // Incompressible: what the compressor took (at most a pcluster) goes raw,
-                // one block per PLAIN pcluster. Every raw extent but the last of the
-                // segment decodes a whole block, so that it reaches the next lcluster and
-                // the extent after it starts in an lcluster of its own.
-                let took = fill.map_or(rest.len(), |(read, _)| read);
-                let n = if took >= rest.len() {
-                    rest.len()
-                } else {
-                    (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
-                };
-                for chunk in rest[..n].chunks(blksz) {
-                    let start = out.data.len();
-                    out.data.resize(start + blksz, 0);
-                    out.data[start..start + chunk.len()].copy_from_slice(chunk);
-                    out.extents.push(Extent {
-                        len: chunk.len() as u32,
-                        blk: (start / blksz) as u32,
-                        blocks: 1,
-                        raw: true,
-                    });
-                }
-                pos += n;
-            }
+            n
         }
     }
 }
@@ -746,7 +776,12 @@ pub fn full_indexes(extents: &[Extent], size: u64, blkszbits: u8, big: bool) -> 
             LclusterType::Head1
         };
         let mut d1 = (clusterofs + u64::from(e.len)) >> blkszbits;
-        out.push(LclusterIndex::head(kind, clusterofs as u16, e.blk, false));
+        out.push(LclusterIndex::head(
+            kind,
+            clusterofs as u16,
+            e.blk,
+            e.partial,
+        ));
         if d1 > 0 {
             let mut d0 = 1u64;
             while d1 > 1 {

@@ -554,6 +554,7 @@ mod tests {
                 blk,
                 blocks,
                 raw,
+                partial: false,
             });
             blk += blocks;
             clusterofs = (clusterofs + len) & (lcsize - 1);

@@ -386,6 +386,17 @@ impl ZFile {
             .all(|w| w[1].blk == w[0].blk + w[0].blocks)
     }
 
+    /// Whether compact indexes can describe the file: pclusters in order and no
+    /// `PARTIAL_REF`, which only full indexes carry.
+    pub fn compact_ok(&self) -> bool {
+        self.contiguous() && !self.partial()
+    }
+
+    /// Whether an extent takes only a prefix of its pcluster's output (`PARTIAL_REF`).
+    pub fn partial(&self) -> bool {
+        self.extents.iter().any(|e| e.partial)
+    }
+
     /// Blocks of pclusters in the data area (`i_u` of the inode).
     pub fn stored_blocks(&self) -> u32 {
         let n = self.extents.len() - usize::from(self.inline.is_some());
@@ -618,6 +629,7 @@ pub fn plan_with(
     let mut alloc = MetaAlloc::new(blksz);
     let mut any_chunked = false;
     let mut any_ztail = false;
+    let mut any_partial = false;
     // Files in the reserved region: (inode, first block in the region, source offset).
     let mut region: Vec<(usize, u64, u64)> = Vec::new();
     let mut region_blocks = 0u64;
@@ -673,7 +685,8 @@ pub fn plan_with(
         };
         if let Some(ZStored::Compressed(zf)) = stored {
             // Map header (8-byte aligned), the indexes, then any inline tail pcluster.
-            let compact = compact_indexes(options) && zf.contiguous();
+            let compact = compact_indexes(options) && zf.compact_ok();
+            any_partial |= zf.partial();
             p.layout = if compact {
                 DataLayout::CompressedCompact
             } else {
@@ -908,6 +921,12 @@ pub fn plan_with(
     }
     if any_ztail {
         incompat.insert(Incompat::ZTAILPACKING);
+    }
+    if any_partial {
+        // DEDUPE (the bit FRAGMENTS also uses): Linux reads PARTIAL_REF without it, but a
+        // reader that predates dedupe (erofs-utils 1.5) would decode such an extent as a
+        // whole pcluster and fail; the bit makes it refuse the image instead.
+        incompat.insert(Incompat::FRAGMENTS);
     }
     if options.bit48 {
         incompat.insert(Incompat::BIT48);

@@ -406,10 +406,16 @@ fn conformance_trees(env: &mut Env, trees: &[(PathBuf, &[(&str, Options)])]) -> 
         .iter()
         .map(|(n, p)| (n.as_str(), p.as_path()))
         .collect();
-    let carrier = env.carrier(
-        &usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+"),
-        &files,
-    )?;
+    let mut name = usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+");
+    if name.len() > 100 {
+        // A file name has at most 255 bytes: the first label, the count, and a hash of
+        // the whole list keep it unique.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        name = format!("{}+{}-more-{h:016x}", usable[0].0, usable.len() - 1);
+    }
+    let carrier = env.carrier(&name, &files)?;
     let cdev = boot.disk(&carrier);
     for c in &mut checks {
         let file = format!("/carrier/{}.erofs", c.label);

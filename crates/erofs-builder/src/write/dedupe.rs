@@ -20,25 +20,41 @@ use erofs_format::compress::Algorithm;
 use sha2::{Digest, Sha256};
 
 use crate::BuildError;
-use crate::compress::{Compressed, Extent};
+use crate::compress::{Compressed, Compressor, Extent, compress_step};
 
-/// The SHA-256 of the decoded bytes of each of `extents` (consecutive pieces of `src`,
-/// from its start), but the last `skip_last` ones (an inline tail, never shared).
-pub(super) fn extent_digests(src: &[u8], extents: &[Extent], skip_last: bool) -> Vec<[u8; 32]> {
+/// For each of `extents` (consecutive pieces of `src`, from its start) but an inline
+/// tail (`skip_last`): how many bytes its pcluster decodes to and their SHA-256, for the
+/// first extent on each pcluster (the one it was compressed for; `fulls` gives the length
+/// of those that were shortened, [`compress_segment_sharing`]); `None` for the extents
+/// that share a pcluster of the segment.
+pub(super) fn extent_digests(
+    src: &[u8],
+    extents: &[Extent],
+    fulls: &[u32],
+    skip_last: bool,
+) -> Vec<Option<(u32, [u8; 32])>> {
     let n = extents.len() - usize::from(skip_last && !extents.is_empty());
     let mut at = 0usize;
+    let mut owners = std::collections::HashSet::new();
     extents[..n]
         .iter()
-        .map(|e| {
-            let d = Sha256::digest(&src[at..at + e.len as usize]).into();
+        .enumerate()
+        .map(|(k, e)| {
+            let start = at;
             at += e.len as usize;
-            d
+            owners.insert(e.blk).then(|| {
+                let full = if e.partial { fulls[k] } else { e.len };
+                (
+                    full,
+                    Sha256::digest(&src[start..start + full as usize]).into(),
+                )
+            })
         })
         .collect()
 }
 
-/// What makes two pclusters interchangeable for an extent: the same decoded bytes, decoded
-/// the same way (stored raw, or by the same algorithm).
+/// What makes two pclusters interchangeable: the same decoded bytes, decoded the same way
+/// (stored raw, or by the same algorithm).
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
     algorithm: Option<Algorithm>,
@@ -48,6 +64,7 @@ struct Key {
 
 /// The pclusters written so far, by content.
 pub(super) struct Dedupe {
+    /// First block and block count.
     seen: HashMap<Key, (u32, u32)>,
     blkszbits: u8,
     /// The image has big pclusters: a pcluster of several blocks needs its CBLKCNT index.
@@ -75,7 +92,7 @@ impl Dedupe {
     pub(super) fn place(
         &mut self,
         z: &Compressed,
-        digests: &[[u8; 32]],
+        digests: &[Option<(u32, [u8; 32])>],
         algorithm: Algorithm,
         mut pos: u64,
         next: u64,
@@ -97,6 +114,13 @@ impl Dedupe {
                 None => Ok(()),
             }
         };
+        // Where each of the segment's own pclusters went (relative block -> absolute
+        // block and block count), for the later extents that share them.
+        let mut placed: HashMap<u32, (u32, u32)> = HashMap::new();
+        let mut uses: HashMap<u32, u32> = HashMap::new();
+        for e in &z.extents[..digests.len()] {
+            *uses.entry(e.blk).or_default() += 1;
+        }
         for (k, e) in z.extents.iter().enumerate() {
             let Some(digest) = digests.get(k) else {
                 // Right after the pcluster before it, shared or not, so that a file whose
@@ -108,21 +132,34 @@ impl Dedupe {
                 pos += u64::from(e.len);
                 continue;
             };
+            let (full, digest) = match (placed.get(&e.blk), digest) {
+                (Some(&(blk, blocks)), _) => {
+                    out.push(Extent { blk, blocks, ..*e });
+                    pos += u64::from(e.len);
+                    continue;
+                }
+                (None, Some(d)) => *d,
+                (None, None) => unreachable!("the first extent on a pcluster has a digest"),
+            };
             let key = Key {
                 algorithm: (!e.raw).then_some(algorithm),
-                len: e.len,
-                digest: *digest,
+                len: full,
+                digest,
             };
-            // A pcluster of several blocks needs the NONHEAD after its HEAD for its CBLKCNT:
-            // the extent must reach two lclusters past the one it starts in.
-            let cblkcnt_fits = |blocks: u32| {
-                blocks <= 1
-                    || !self.big
-                    || ((pos & lcmask) + u64::from(e.len)) >> self.blkszbits >= 2
+            // A pcluster of another block count must suit the one extent on it: with several
+            // blocks, the NONHEAD after its HEAD carries the count (CBLKCNT), so the extent
+            // must reach two lclusters past the one it starts in.
+            let fits = |blocks: u32| {
+                blocks == e.blocks
+                    || (uses[&e.blk] == 1
+                        && (blocks <= 1
+                            || !self.big
+                            || ((pos & lcmask) + u64::from(e.len)) >> self.blkszbits >= 2))
             };
             match self.seen.get(&key) {
-                Some(&(blk, blocks)) if cblkcnt_fits(blocks) => {
+                Some(&(blk, blocks)) if fits(blocks) => {
                     self.saved_blocks += u64::from(e.blocks);
+                    placed.insert(e.blk, (blk, blocks));
                     out.push(Extent { blk, blocks, ..*e });
                 }
                 _ => {
@@ -135,6 +172,7 @@ impl Dedupe {
                         }
                     };
                     self.seen.entry(key).or_insert((blk as u32, e.blocks));
+                    placed.insert(e.blk, (blk as u32, e.blocks));
                     out.push(Extent {
                         blk: blk as u32,
                         ..*e
@@ -146,5 +184,208 @@ impl Dedupe {
         }
         flush(&mut run)?;
         Ok((out, written))
+    }
+}
+
+/// [`crate::compress::compress_segment`] that also shares pclusters inside the segment,
+/// as mkfs.erofs's dedupe does: before each new pcluster it looks for a pcluster of the
+/// segment whose decoded bytes start with the bytes ahead, starting anywhere from here
+/// back into the previous extent (which is then shortened). A match becomes an extent
+/// pointing at that pcluster (`partial` when it takes only a prefix of it); nothing new
+/// is stored. Deterministic: it depends on the segment's bytes only.
+///
+/// Candidates are found by a rolling hash of one block at each pcluster's start, then
+/// compared byte for byte. Returns, per extent, how many bytes its pcluster decodes to.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compress_segment_sharing(
+    c: Compressor,
+    src: &[u8],
+    blksz: usize,
+    pcluster: usize,
+    max_extent: usize,
+    at_end: bool,
+    out: &mut Compressed,
+    scratch: &mut Vec<u8>,
+) -> Vec<u32> {
+    out.data.clear();
+    out.extents.clear();
+    scratch.resize(pcluster, 0);
+    let mut seg = Segment {
+        src,
+        blksz,
+        max_extent,
+        at_end,
+        starts: Vec::new(),
+        full: Vec::new(),
+        heads: HashMap::new(),
+        filter: vec![0u64; FILTER_WORDS],
+    };
+    let mut pos = 0;
+    while pos < src.len() {
+        if let Some(end) = seg.share(pos, out) {
+            pos = end;
+            continue;
+        }
+        let first = out.extents.len();
+        let n = compress_step(
+            c,
+            &src[pos..],
+            blksz,
+            pcluster,
+            max_extent,
+            at_end,
+            out,
+            scratch,
+        );
+        let mut at = pos;
+        for e in &out.extents[first..] {
+            seg.record(at, e);
+            at += e.len as usize;
+        }
+        pos += n;
+    }
+    seg.full.into_iter().map(|f| f as u32).collect()
+}
+
+/// Bits of the prefilter in front of the hash table (1 MiB of hashes would fill it
+/// little: a segment holds a few thousand pclusters).
+const FILTER_WORDS: usize = 1 << 12;
+/// The rolling hash's base (odd).
+const BASE: u64 = 0x100_0000_01b3;
+
+/// What [`compress_segment_sharing`] knows of the segment so far.
+struct Segment<'a> {
+    src: &'a [u8],
+    blksz: usize,
+    max_extent: usize,
+    at_end: bool,
+    /// Per extent of `out`: where its decoded bytes start in `src`.
+    starts: Vec<usize>,
+    /// Per extent: how many bytes its pcluster decodes to (more than the extent's length
+    /// when partial).
+    full: Vec<usize>,
+    /// Rolling hash of the first block of each compressed pcluster's output -> the first
+    /// extent that owns it.
+    heads: HashMap<u64, usize>,
+    filter: Vec<u64>,
+}
+
+impl Segment<'_> {
+    /// Rolling hash of `w` bytes: sum of `b[i] * BASE^i`.
+    fn hash(b: &[u8]) -> u64 {
+        b.iter().rev().fold(0u64, |h, &x| {
+            h.wrapping_mul(BASE).wrapping_add(u64::from(x))
+        })
+    }
+
+    fn filter_bit(h: u64) -> (usize, u64) {
+        let k = (h >> 20) as usize % (FILTER_WORDS * 64);
+        (k / 64, 1 << (k % 64))
+    }
+
+    /// Notes extent `e`, just compressed, decoding `src[at..]`.
+    fn record(&mut self, at: usize, e: &Extent) {
+        self.starts.push(at);
+        self.full.push(e.len as usize);
+        if !e.raw && e.len as usize >= self.blksz {
+            let h = Self::hash(&self.src[at..at + self.blksz]);
+            let k = self.starts.len() - 1;
+            if let std::collections::hash_map::Entry::Vacant(v) = self.heads.entry(h) {
+                v.insert(k);
+                let (w, bit) = Self::filter_bit(h);
+                self.filter[w] |= bit;
+            }
+        }
+    }
+
+    /// Tries to continue at `pos` (or before it, shortening the previous extent) with a
+    /// pcluster already in `out`; returns where the shared extent ends.
+    fn share(&mut self, pos: usize, out: &mut Compressed) -> Option<usize> {
+        let (src, w) = (self.src, self.blksz);
+        let mask = w - 1;
+        let prev = *out.extents.last()?;
+        if self.heads.is_empty() || src.len() < w {
+            return None;
+        }
+        let prev_start = *self.starts.last()?;
+        // How far back into the previous extent (which ends at `pos`) a match may start:
+        // a compressed one keeps a block at least, and what its indexes need (to reach
+        // the next lcluster; two with several blocks, for the CBLKCNT).
+        let lo = if prev.raw {
+            pos
+        } else {
+            let need = if prev.blocks > 1 { 2 } else { 1 };
+            let min_len = w.max(need * w - (prev_start & mask));
+            (prev_start + min_len).min(pos)
+        };
+        let mut cur = pos.min(src.len() - w);
+        if cur < lo {
+            return None;
+        }
+        // BASE^(w-1), to take the last byte out when stepping back.
+        let top = (1..w).fold(1u64, |p, _| p.wrapping_mul(BASE));
+        let mut h = Self::hash(&src[cur..cur + w]);
+        loop {
+            let (wi, bit) = Self::filter_bit(h);
+            if self.filter[wi] & bit != 0
+                && let Some(&k) = self.heads.get(&h)
+                && let Some(end) = self.try_at(cur, k, pos, out)
+            {
+                return Some(end);
+            }
+            if cur == lo {
+                return None;
+            }
+            // Step back one byte: drop src[cur + w - 1], add src[cur - 1] in front.
+            h = h.wrapping_sub(u64::from(src[cur + w - 1]).wrapping_mul(top));
+            h = h.wrapping_mul(BASE).wrapping_add(u64::from(src[cur - 1]));
+            cur -= 1;
+        }
+    }
+
+    /// Whether the bytes at `cur` start with the output of extent `k`'s pcluster; if so
+    /// (and the indexes can say it), adds the shared extent and returns its end.
+    fn try_at(&mut self, cur: usize, k: usize, pos: usize, out: &mut Compressed) -> Option<usize> {
+        let (src, w) = (self.src, self.blksz);
+        let bits = w.trailing_zeros();
+        let mask = w - 1;
+        let (ostart, ofull) = (self.starts[k], self.full[k]);
+        let old = &src[ostart..ostart + ofull];
+        let limit = (src.len() - cur).min(ofull).min(self.max_extent);
+        let m = old[..limit]
+            .iter()
+            .zip(&src[cur..cur + limit])
+            .position(|(a, b)| a != b)
+            .unwrap_or(limit);
+        if m < w {
+            return None;
+        }
+        let owner = out.extents[k];
+        let ends_file = self.at_end && cur + m == src.len();
+        let crossed = ((cur & mask) + m) >> bits;
+        // A non-final extent reaches the next lcluster; a pcluster of several blocks needs
+        // the NONHEAD after its HEAD for its block count.
+        if (crossed < 1 && !ends_file) || (owner.blocks > 1 && crossed < 2) {
+            return None;
+        }
+        let delta = pos - cur;
+        let last = out.extents.len() - 1;
+        if delta > 0 {
+            // The previous extent gives up its last `delta` bytes (checked by `share`).
+            let p = &mut out.extents[last];
+            p.len -= delta as u32;
+            p.partial = true;
+        }
+        let e = Extent {
+            len: m as u32,
+            blk: owner.blk,
+            blocks: owner.blocks,
+            raw: false,
+            partial: m < ofull,
+        };
+        out.extents.push(e);
+        self.starts.push(cur);
+        self.full.push(ofull);
+        Some(cur + m)
     }
 }

@@ -123,8 +123,9 @@ struct SegOut {
     last: bool,
     /// Where the segment starts in the file.
     at: u64,
-    /// With `-E dedupe`: the digests of the extents' decoded bytes, but an inline tail's.
-    dedupe: Option<Vec<[u8; 32]>>,
+    /// With `-E dedupe`: the length and digest of each pcluster's decoded bytes, on the
+    /// first extent that uses it (`dedupe::extent_digests`).
+    dedupe: Option<Vec<Option<(u32, [u8; 32])>>>,
 }
 
 /// Writes the compressed files' data from the first data block on, and reports how each
@@ -235,16 +236,15 @@ pub(super) fn write_compressed(
             let (which, pcluster) = choices.get(seg.inode);
             let compressor = compressors[which];
             let mut out = Compressed::default();
-            compress_segment(
-                compressor,
-                &buf[..len],
-                blksz as usize,
-                pcluster as usize,
-                z.max_extent(),
-                last,
-                &mut out,
-                &mut scratch,
-            );
+            let args = (blksz as usize, pcluster as usize, z.max_extent(), last);
+            let (b, p, m, l) = args;
+            let fulls = if ctx.options.zlayout.dedupe {
+                let s = &buf[..len];
+                dedupe::compress_segment_sharing(compressor, s, b, p, m, l, &mut out, &mut scratch)
+            } else {
+                compress_segment(compressor, &buf[..len], b, p, m, l, &mut out, &mut scratch);
+                Vec::new()
+            };
             let inline = if last && ctx.options.zlayout.ztailpacking {
                 pack_tail(
                     compressor,
@@ -280,8 +280,9 @@ pub(super) fn write_compressed(
                 None
             };
             let inline = if flat.is_some() { None } else { inline };
-            let dedupe = (ctx.options.zlayout.dedupe && flat.is_none())
-                .then(|| dedupe::extent_digests(&buf[..len], &out.extents, inline.is_some()));
+            let dedupe = (ctx.options.zlayout.dedupe && flat.is_none()).then(|| {
+                dedupe::extent_digests(&buf[..len], &out.extents, &fulls, inline.is_some())
+            });
             buffers.put(buf);
             outs.push(SegOut {
                 inode: seg.inode,
@@ -464,6 +465,11 @@ fn pack_tail(
     fits: impl Fn(u64) -> bool,
 ) -> Option<Vec<u8>> {
     let last = *out.extents.last()?;
+    // A last extent that `-E dedupe` pointed at an earlier pcluster, or that decodes only
+    // part of its own, stays as it is.
+    if last.partial || (last.blk + last.blocks) as usize * blksz != out.data.len() {
+        return None;
+    }
     let len = last.len as usize;
     let input = &src[src.len() - len..];
     let pstart = last.blk as usize * blksz;
@@ -528,6 +534,7 @@ fn pack_tail(
             blk: last.blk,
             blocks: (plen / blksz) as u32,
             raw: false,
+            partial: false,
         });
     }
     out.extents.push(Extent {
@@ -535,6 +542,7 @@ fn pack_tail(
         blk: (out.data.len() / blksz) as u32,
         blocks: 1,
         raw,
+        partial: false,
     });
     Some(tail)
 }
