@@ -14,7 +14,9 @@
 //!
 //! Memory: one entry per pcluster written, bounded by the image's block count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use erofs_format::compress::Algorithm;
 use sha2::{Digest, Sha256};
@@ -71,6 +73,36 @@ pub(super) struct Dedupe {
     big: bool,
     /// Blocks not written because an earlier pcluster was reused.
     pub saved_blocks: u64,
+    /// Recently written compressed pclusters by a hash of their first block of output,
+    /// with that output: a later extent whose bytes are a prefix of one takes it with
+    /// `PARTIAL_REF` (a file that is the start of another).
+    heads: HashMap<u64, Head>,
+    /// The segments `heads` points into, oldest first, and the keys each one holds.
+    recent: VecDeque<(Arc<Vec<u8>>, Vec<u64>)>,
+    /// Bytes of the segments in `recent`.
+    recent_bytes: usize,
+}
+
+/// A recently written pcluster, for prefix matches.
+struct Head {
+    src: Arc<Vec<u8>>,
+    /// Its decoded bytes in `src`.
+    at: usize,
+    full: usize,
+    algorithm: Algorithm,
+    blk: u32,
+    blocks: u32,
+}
+
+/// Segment bytes kept for prefix matches: a bound on memory (the window of a deterministic
+/// FIFO: what falls out depends on the input alone).
+const RECENT_BYTES: usize = 64 << 20;
+
+fn head_key(first_block: &[u8], algorithm: Algorithm) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    algorithm.hash(&mut h);
+    first_block.hash(&mut h);
+    h.finish()
 }
 
 impl Dedupe {
@@ -80,6 +112,9 @@ impl Dedupe {
             blkszbits,
             big,
             saved_blocks: 0,
+            heads: HashMap::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         }
     }
 
@@ -87,12 +122,14 @@ impl Dedupe {
     /// writing through `put` (bytes, block) only those whose content is new, and returns
     /// the segment's extents at absolute addresses and the blocks written. `digests` are
     /// the extents' ([`extent_digests`]); an extent past them (an inline tail) is given
-    /// the block where a pcluster after the one before it would start. `pos`: the
-    /// file offset where the segment starts.
+    /// the block where a pcluster after the one before it would start. `src`: the
+    /// segment's bytes; `pos`: the file offset where it starts.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn place(
         &mut self,
         z: &Compressed,
         digests: &[Option<(u32, [u8; 32])>],
+        src: Arc<Vec<u8>>,
         algorithm: Algorithm,
         mut pos: u64,
         next: u64,
@@ -100,6 +137,8 @@ impl Dedupe {
     ) -> Result<(Vec<Extent>, u64), BuildError> {
         let blksz = 1usize << self.blkszbits;
         let lcmask = (1u64 << self.blkszbits) - 1;
+        let seg_start = pos;
+        let mut new_heads = Vec::new();
         let mut out = Vec::with_capacity(z.extents.len());
         let mut written = 0u64;
         // New pclusters not yet written, contiguous in `z`: (first relative block, blocks,
@@ -156,13 +195,40 @@ impl Dedupe {
                             || !self.big
                             || ((pos & lcmask) + u64::from(e.len)) >> self.blkszbits >= 2))
             };
-            match self.seen.get(&key) {
-                Some(&(blk, blocks)) if fits(blocks) => {
+            let at = (pos - seg_start) as usize;
+            let bytes = &src[at..at + e.len as usize];
+            // Else a prefix of a recent pcluster's output, for the one extent on a pcluster
+            // of its own.
+            let prefix_of = || -> Option<(u32, u32)> {
+                if e.raw || e.partial || uses[&e.blk] > 1 || bytes.len() < blksz {
+                    return None;
+                }
+                let h = self.heads.get(&head_key(&bytes[..blksz], algorithm))?;
+                (h.algorithm == algorithm
+                    && bytes.len() < h.full
+                    && h.src[h.at..h.at + bytes.len()] == *bytes
+                    && fits(h.blocks))
+                .then_some((h.blk, h.blocks))
+            };
+            let reuse = match self.seen.get(&key) {
+                Some(&(blk, blocks)) if fits(blocks) => Some((blk, blocks, false)),
+                _ => prefix_of().map(|(blk, blocks)| (blk, blocks, true)),
+            };
+            match reuse {
+                Some((blk, blocks, partial)) => {
                     self.saved_blocks += u64::from(e.blocks);
                     placed.insert(e.blk, (blk, blocks));
-                    out.push(Extent { blk, blocks, ..*e });
+                    out.push(Extent {
+                        blk,
+                        blocks,
+                        partial: e.partial || partial,
+                        ..*e
+                    });
                 }
-                _ => {
+                None => {
+                    if !e.raw && full as usize >= blksz {
+                        new_heads.push((at, full as usize, blk_of(next, written), e.blocks));
+                    }
                     let blk = next + written;
                     run = match run {
                         Some((from, n, at)) if from + n == e.blk => Some((from, n + e.blocks, at)),
@@ -183,7 +249,59 @@ impl Dedupe {
             pos += u64::from(e.len);
         }
         flush(&mut run)?;
+        self.remember(src, algorithm, new_heads);
         Ok((out, written))
+    }
+
+    /// Keeps the pclusters just written for prefix matches, and forgets the oldest
+    /// segments past [`RECENT_BYTES`].
+    fn remember(
+        &mut self,
+        src: Arc<Vec<u8>>,
+        algorithm: Algorithm,
+        heads: Vec<(usize, usize, u32, u32)>,
+    ) {
+        let blksz = 1usize << self.blkszbits;
+        let mut keys = Vec::new();
+        for (at, full, blk, blocks) in heads {
+            let key = head_key(&src[at..at + blksz], algorithm);
+            // The longest output with this start serves the most prefixes.
+            if self.heads.get(&key).is_none_or(|h| h.full < full) {
+                self.heads.insert(
+                    key,
+                    Head {
+                        src: src.clone(),
+                        at,
+                        full,
+                        algorithm,
+                        blk,
+                        blocks,
+                    },
+                );
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        self.recent_bytes += src.len();
+        self.recent.push_back((src, keys));
+        while self.recent_bytes > RECENT_BYTES {
+            let Some((old, keys)) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes -= old.len();
+            for k in keys {
+                // Unless a later segment's pcluster took the key over.
+                if self
+                    .heads
+                    .get(&k)
+                    .is_some_and(|h| Arc::ptr_eq(&h.src, &old))
+                {
+                    self.heads.remove(&k);
+                }
+            }
+        }
     }
 }
 
@@ -388,4 +506,9 @@ impl Segment<'_> {
         self.full.push(ofull);
         Some(cur + m)
     }
+}
+
+/// The absolute block a pcluster gets when written next.
+fn blk_of(next: u64, written: u64) -> u32 {
+    (next + written) as u32
 }

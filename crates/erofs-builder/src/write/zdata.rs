@@ -125,7 +125,8 @@ struct SegOut {
     at: u64,
     /// With `-E dedupe`: the length and digest of each pcluster's decoded bytes, on the
     /// first extent that uses it (`dedupe::extent_digests`).
-    dedupe: Option<Vec<Option<(u32, [u8; 32])>>>,
+    /// And the segment's bytes.
+    dedupe: Option<(Vec<Option<(u32, [u8; 32])>>, std::sync::Arc<Vec<u8>>)>,
 }
 
 /// Writes the compressed files' data from the first data block on, and reports how each
@@ -280,10 +281,15 @@ pub(super) fn write_compressed(
                 None
             };
             let inline = if flat.is_some() { None } else { inline };
-            let dedupe = (ctx.options.zlayout.dedupe && flat.is_none()).then(|| {
-                dedupe::extent_digests(&buf[..len], &out.extents, &fulls, inline.is_some())
-            });
-            buffers.put(buf);
+            let dedupe = if ctx.options.zlayout.dedupe && flat.is_none() {
+                let d = dedupe::extent_digests(&buf[..len], &out.extents, &fulls, inline.is_some());
+                // The ordered step keeps recent segments for prefix matches.
+                buf.truncate(len);
+                Some((d, std::sync::Arc::new(buf)))
+            } else {
+                buffers.put(buf);
+                None
+            };
             outs.push(SegOut {
                 inode: seg.inode,
                 z: out,
@@ -332,9 +338,10 @@ pub(super) fn write_compressed(
                 let put = |bytes: &[u8], blk: u64| {
                     file.put_at(bytes, blk * blksz).map_err(BuildError::Output)
                 };
-                let (placed, blocks) = match (&mut dedupe, &o.dedupe) {
-                    (Some(d), Some(digests)) => {
-                        let (list, written) = d.place(&o.z, digests, algorithm, o.at, next, put)?;
+                let (placed, blocks) = match (&mut dedupe, o.dedupe) {
+                    (Some(d), Some((digests, src))) => {
+                        let (list, written) =
+                            d.place(&o.z, &digests, src, algorithm, o.at, next, put)?;
                         (Some(list), written)
                     }
                     _ => {
