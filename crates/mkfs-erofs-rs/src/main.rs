@@ -72,8 +72,10 @@ struct Cli {
     #[arg(long, overrides_with_all = ["ignore_mtime", "preserve_mtime"])]
     preserve_mtime: bool,
     /// Extended options, comma separated: noinline_data, [^]xattr-name-filter, ztailpacking
-    /// (inline compressed tails), legacy-compress (full lcluster indexes), 48bit (the 48-bit
-    /// layout; Linux 6.15+, not 6.12).
+    /// (inline compressed tails), legacy-compress (full lcluster indexes), dedupe (with -z:
+    /// pclusters shared between extents, within and across files; a shared prefix sets
+    /// incompat 0x20, which Linux 6.1+ reads and erofs-utils 1.5 refuses), 48bit (the
+    /// 48-bit layout; Linux 6.15+, not 6.12).
     #[arg(short = 'E', value_name = "OPTS", action = clap::ArgAction::Append)]
     extended: Vec<String>,
 

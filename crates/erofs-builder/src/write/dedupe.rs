@@ -24,6 +24,17 @@ use sha2::{Digest, Sha256};
 use crate::BuildError;
 use crate::compress::{Compressed, Compressor, Extent, compress_step};
 
+/// A pcluster's decoded length and the SHA-256 of its decoded bytes.
+pub(super) type PclusterDigest = (u32, [u8; 32]);
+
+/// What a worker hands the ordered step about a segment under `-E dedupe`.
+pub(super) struct SegmentFacts {
+    /// [`extent_digests`] of its extents.
+    pub digests: Vec<Option<PclusterDigest>>,
+    /// Its bytes (kept a while for prefix matches).
+    pub src: Arc<Vec<u8>>,
+}
+
 /// For each of `extents` (consecutive pieces of `src`, from its start) but an inline
 /// tail (`skip_last`): how many bytes its pcluster decodes to and their SHA-256, for the
 /// first extent on each pcluster (the one it was compressed for; `fulls` gives the length
@@ -34,7 +45,7 @@ pub(super) fn extent_digests(
     extents: &[Extent],
     fulls: &[u32],
     skip_last: bool,
-) -> Vec<Option<(u32, [u8; 32])>> {
+) -> Vec<Option<PclusterDigest>> {
     let n = extents.len() - usize::from(skip_last && !extents.is_empty());
     let mut at = 0usize;
     let mut owners = std::collections::HashSet::new();
@@ -128,7 +139,7 @@ impl Dedupe {
     pub(super) fn place(
         &mut self,
         z: &Compressed,
-        digests: &[Option<(u32, [u8; 32])>],
+        digests: &[Option<PclusterDigest>],
         src: Arc<Vec<u8>>,
         algorithm: Algorithm,
         mut pos: u64,

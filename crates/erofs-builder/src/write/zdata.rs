@@ -124,9 +124,8 @@ struct SegOut {
     /// Where the segment starts in the file.
     at: u64,
     /// With `-E dedupe`: the length and digest of each pcluster's decoded bytes, on the
-    /// first extent that uses it (`dedupe::extent_digests`).
-    /// And the segment's bytes.
-    dedupe: Option<(Vec<Option<(u32, [u8; 32])>>, std::sync::Arc<Vec<u8>>)>,
+    /// first extent that uses it (`dedupe::extent_digests`), and the segment's bytes.
+    dedupe: Option<dedupe::SegmentFacts>,
 }
 
 /// Writes the compressed files' data from the first data block on, and reports how each
@@ -285,7 +284,10 @@ pub(super) fn write_compressed(
                 let d = dedupe::extent_digests(&buf[..len], &out.extents, &fulls, inline.is_some());
                 // The ordered step keeps recent segments for prefix matches.
                 buf.truncate(len);
-                Some((d, std::sync::Arc::new(buf)))
+                Some(dedupe::SegmentFacts {
+                    digests: d,
+                    src: std::sync::Arc::new(buf),
+                })
             } else {
                 buffers.put(buf);
                 None
@@ -339,9 +341,9 @@ pub(super) fn write_compressed(
                     file.put_at(bytes, blk * blksz).map_err(BuildError::Output)
                 };
                 let (placed, blocks) = match (&mut dedupe, o.dedupe) {
-                    (Some(d), Some((digests, src))) => {
+                    (Some(d), Some(f)) => {
                         let (list, written) =
-                            d.place(&o.z, &digests, src, algorithm, o.at, next, put)?;
+                            d.place(&o.z, &f.digests, f.src, algorithm, o.at, next, put)?;
                         (Some(list), written)
                     }
                     _ => {
