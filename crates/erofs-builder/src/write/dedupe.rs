@@ -82,8 +82,6 @@ pub(super) struct Dedupe {
     blkszbits: u8,
     /// The image has big pclusters: a pcluster of several blocks needs its CBLKCNT index.
     big: bool,
-    /// Blocks not written because an earlier pcluster was reused.
-    pub saved_blocks: u64,
     /// Recently written compressed pclusters by a hash of their first block of output,
     /// with that output: a later extent whose bytes are a prefix of one takes it with
     /// `PARTIAL_REF` (a file that is the start of another).
@@ -122,7 +120,6 @@ impl Dedupe {
             seen: HashMap::new(),
             blkszbits,
             big,
-            saved_blocks: 0,
             heads: HashMap::new(),
             recent: VecDeque::new(),
             recent_bytes: 0,
@@ -211,7 +208,12 @@ impl Dedupe {
             // Else a prefix of a recent pcluster's output, for the one extent on a pcluster
             // of its own.
             let prefix_of = || -> Option<(u32, u32)> {
-                if e.raw || e.partial || uses[&e.blk] > 1 || bytes.len() < blksz {
+                if e.raw
+                    || e.partial
+                    || uses[&e.blk] > 1
+                    || bytes.len() < blksz
+                    || !partial_ok(algorithm)
+                {
                     return None;
                 }
                 let h = self.heads.get(&head_key(&bytes[..blksz], algorithm))?;
@@ -227,7 +229,6 @@ impl Dedupe {
             };
             match reuse {
                 Some((blk, blocks, partial)) => {
-                    self.saved_blocks += u64::from(e.blocks);
                     placed.insert(e.blk, (blk, blocks));
                     out.push(Extent {
                         blk,
@@ -348,6 +349,7 @@ pub(super) fn compress_segment_sharing(
         full: Vec::new(),
         heads: HashMap::new(),
         filter: vec![0u64; FILTER_WORDS],
+        partial_ok: partial_ok(c.algorithm()),
     };
     let mut pos = 0;
     while pos < src.len() {
@@ -397,6 +399,15 @@ struct Segment<'a> {
     /// extent that owns it.
     heads: HashMap<u64, usize>,
     filter: Vec<u64>,
+    /// Extents may take a prefix of a pcluster ([`partial_ok`]).
+    partial_ok: bool,
+}
+
+/// Whether extents of `algorithm` may take a prefix of a pcluster's output (PARTIAL_REF).
+/// Linux decodes a prefix of every algorithm; erofs-reader decodes MicroLZMA only whole,
+/// and an image it cannot check is not written.
+fn partial_ok(algorithm: Algorithm) -> bool {
+    algorithm != Algorithm::Lzma
 }
 
 impl Segment<'_> {
@@ -498,6 +509,9 @@ impl Segment<'_> {
             return None;
         }
         let delta = pos - cur;
+        if !self.partial_ok && (delta > 0 || m < ofull) {
+            return None;
+        }
         let last = out.extents.len() - 1;
         if delta > 0 {
             // The previous extent gives up its last `delta` bytes (checked by `share`).
@@ -522,4 +536,168 @@ impl Segment<'_> {
 /// The absolute block a pcluster gets when written next.
 fn blk_of(next: u64, written: u64) -> u32 {
     (next + written) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Words of a small vocabulary (LZ4 compresses them to about a third).
+    fn words(seed: u64, len: usize) -> Vec<u8> {
+        const VOCAB: [&[u8]; 8] = [
+            b"erofs",
+            b"pcluster",
+            b"extent",
+            b"block",
+            b"the",
+            b"of",
+            b"data",
+            b"file",
+        ];
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(VOCAB[(x >> 20) as usize % VOCAB.len()]);
+            out.push(b' ');
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Cuts `src` with sharing and checks what the indexes will need: extents cover the
+    /// segment in order; each pcluster is stored once; an extent on an earlier pcluster
+    /// decodes a prefix of that pcluster's output (`partial` exactly when shorter); every
+    /// extent but the last reaches the next lcluster, two when its pcluster has several
+    /// blocks. Returns the extents on earlier pclusters and the bytes stored.
+    fn check(src: &[u8], blksz: usize, pcluster: usize) -> (usize, usize) {
+        let c = Compressor::Lz4;
+        let mut out = Compressed::default();
+        let fulls = compress_segment_sharing(
+            c,
+            src,
+            blksz,
+            pcluster,
+            12 << 20,
+            true,
+            &mut out,
+            &mut Vec::new(),
+        );
+        assert_eq!(fulls.len(), out.extents.len());
+        let mut at = 0usize;
+        let mut owner: HashMap<u32, (usize, usize)> = HashMap::new();
+        let mut shared = 0;
+        for (k, e) in out.extents.iter().enumerate() {
+            let len = e.len as usize;
+            match owner.get(&e.blk) {
+                None => {
+                    owner.insert(e.blk, (at, fulls[k] as usize));
+                    assert_eq!(e.partial, len < fulls[k] as usize, "extent {k}");
+                }
+                Some(&(start, full)) => {
+                    shared += 1;
+                    assert!(len <= full, "extent {k}");
+                    assert_eq!(src[at..at + len], src[start..start + len], "extent {k}");
+                    assert_eq!(e.partial, len < full, "extent {k}");
+                }
+            }
+            let crossed = ((at % blksz) + len) / blksz;
+            if k + 1 < out.extents.len() {
+                assert!(crossed >= 1, "extent {k} stays in one lcluster");
+                if e.blocks > 1 {
+                    assert!(crossed >= 2, "extent {k}: no room for its CBLKCNT");
+                }
+            }
+            at += len;
+        }
+        assert_eq!(at, src.len());
+        // Each pcluster is stored once.
+        let blocks: u32 = owner
+            .keys()
+            .map(|b| out.extents.iter().find(|e| e.blk == *b).unwrap().blocks)
+            .sum();
+        assert_eq!(blocks as usize * blksz, out.data.len());
+        (shared, out.data.len())
+    }
+
+    #[test]
+    fn a_repeated_run_is_stored_about_once() {
+        let run = words(7, 65_536);
+        let mut src = words(8, 10_000);
+        for _ in 0..4 {
+            src.extend_from_slice(&run);
+        }
+        src.extend_from_slice(&words(9, 5_000));
+        for (blksz, pcluster) in [(4096, 4096), (4096, 16384), (1024, 1024), (512, 4096)] {
+            let (shared, stored) = check(&src, blksz, pcluster);
+            let mut plain = Compressed::default();
+            crate::compress::compress_segment(
+                Compressor::Lz4,
+                &src,
+                blksz,
+                pcluster,
+                12 << 20,
+                true,
+                &mut plain,
+                &mut vec![0; pcluster],
+            );
+            assert!(shared > 0, "{blksz}/{pcluster}");
+            // Three of the four copies cost (almost) nothing.
+            assert!(
+                stored < plain.data.len() * 3 / 5,
+                "{blksz}/{pcluster}: {stored} of {}",
+                plain.data.len()
+            );
+        }
+    }
+
+    #[test]
+    fn microlzma_shares_only_whole_pclusters() {
+        // erofs-reader decodes MicroLZMA only whole: no extent takes a prefix.
+        let run = words(7, 65_536);
+        let mut src = words(8, 10_000);
+        for _ in 0..4 {
+            src.extend_from_slice(&run);
+        }
+        let c = Compressor::parse("lzma,0").unwrap().resolved(4096);
+        let mut out = Compressed::default();
+        let fulls =
+            compress_segment_sharing(c, &src, 4096, 4096, 6267, true, &mut out, &mut Vec::new());
+        assert!(out.extents.iter().all(|e| !e.partial));
+        assert!(
+            out.extents.iter().zip(&fulls).all(|(e, &f)| e.len == f),
+            "an extent shorter than its pcluster's output"
+        );
+    }
+
+    #[test]
+    fn data_without_repeats_is_cut_as_without_dedupe() {
+        let src = words(3, 300_000);
+        let mut plain = Compressed::default();
+        crate::compress::compress_segment(
+            Compressor::Lz4,
+            &src,
+            4096,
+            16384,
+            12 << 20,
+            true,
+            &mut plain,
+            &mut vec![0; 16384],
+        );
+        let mut shared = Compressed::default();
+        compress_segment_sharing(
+            Compressor::Lz4,
+            &src,
+            4096,
+            16384,
+            12 << 20,
+            true,
+            &mut shared,
+            &mut Vec::new(),
+        );
+        assert_eq!(plain.extents, shared.extents);
+        assert_eq!(plain.data, shared.data);
+    }
 }
