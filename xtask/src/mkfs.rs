@@ -62,10 +62,12 @@ pub struct Options {
     pub ztailpacking: bool,
     /// `-E legacy-compress` (with `compress`): full lcluster indexes, not compact ones.
     pub legacy_compress: bool,
-    /// `--compress-hints=FILE` (with `compress`): the file's text, written beside the image.
-    pub compress_hints: Option<String>,
+    /// `-E dedupe` (with `compress`): pclusters shared between extents.
+    pub dedupe: bool,
     /// `-E fragments` or `-E all-fragments` (with `compress`): the `-E` flag's text.
     pub fragments: Option<&'static str>,
+    /// `--compress-hints=FILE` (with `compress`): the file's text, written beside the image.
+    pub compress_hints: Option<String>,
 }
 
 impl Options {
@@ -134,6 +136,8 @@ impl Mkfs {
                     Some("Debian's mkfs.erofs 1.5 compresses with lz4 and lz4hc only".into())
                 } else if o.legacy_compress {
                     Some("Debian's mkfs.erofs 1.5 has no -E legacy-compress".into())
+                } else if o.dedupe {
+                    Some("Debian's mkfs.erofs 1.5 has no -E dedupe".into())
                 } else if o.fragments.is_some() {
                     Some("Debian's mkfs.erofs 1.5 cannot read fragments back".into())
                 } else if o.compress.as_deref().is_some_and(|z| z.contains(':')) {
@@ -209,6 +213,9 @@ impl Mkfs {
         }
         if let Some(f) = o.fragments {
             c.arg(format!("-E{f}"));
+        }
+        if o.dedupe {
+            c.arg("-Ededupe");
         }
         if let Some(hints) = &o.compress_hints {
             let path = image.with_extension("hints");

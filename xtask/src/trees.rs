@@ -396,3 +396,71 @@ pub fn same_content(root: &Path) -> Result<()> {
     g.file(b"other", 1024 * 1024)?;
     Ok(())
 }
+
+/// Words from a small vocabulary: text that every algorithm compresses, LZ4 included.
+fn words(seed: u64, n: usize) -> Vec<u8> {
+    const VOCAB: [&[u8]; 16] = [
+        b"erofs",
+        b"pcluster",
+        b"extent",
+        b"block",
+        b"inode",
+        b"kernel",
+        b"mount",
+        b"index",
+        b"the",
+        b"of",
+        b"and",
+        b"compressed",
+        b"data",
+        b"file",
+        b"read",
+        b"write",
+    ];
+    let mut s = seed;
+    let mut v = Vec::with_capacity(n + 16);
+    while v.len() < n {
+        let r = splitmix(&mut s);
+        v.extend_from_slice(VOCAB[(r & 15) as usize]);
+        v.push(if r >> 60 == 0 { b'\n' } else { b' ' });
+    }
+    v.truncate(n);
+    v
+}
+
+/// Content that `-E dedupe` shares: a file, its copy and a copy of its first part, a file
+/// that repeats one run, three copies of a small file, and a file of several compression
+/// segments (over 4 MiB) with its copy.
+pub fn duplicates(root: &Path) -> Result<()> {
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
+    }
+    let g = Gen {
+        root: root.to_path_buf(),
+        root_user: crate::util::is_root(),
+    };
+    g.dir(b"", 0o755)?;
+    g.dir(b"a", 0o755)?;
+    g.dir(b"b", 0o755)?;
+    let mut a = words(1, 300_000);
+    a.extend_from_slice(&random_bytes(2, 40_000));
+    a.extend_from_slice(&vec![0u8; 100_000]);
+    a.extend_from_slice(&words(3, 123_457));
+    g.write(b"a/original", &a, 0o644, (0, 0))?;
+    g.write(b"b/copy", &a, 0o644, (0, 0))?;
+    g.write(b"b/prefix", &a[..200_000], 0o644, (0, 0))?;
+    let run = words(4, 65_536);
+    let mut repeats = words(5, 10_000);
+    for _ in 0..4 {
+        repeats.extend_from_slice(&run);
+    }
+    g.write(b"a/repeats", &repeats, 0o644, (0, 0))?;
+    let small = words(6, 20_000);
+    for name in [&b"a/NOTICE"[..], b"b/NOTICE", b"NOTICE"] {
+        g.write(name, &small, 0o644, (0, 0))?;
+    }
+    let big = words(7, (4 << 20) + 300_000);
+    g.write(b"a/big", &big, 0o644, (0, 0))?;
+    g.write(b"b/big-copy", &big, 0o644, (0, 0))?;
+    Ok(())
+}

@@ -383,6 +383,9 @@ pub struct CompressOptions {
     pub max_pcluster_bytes: u32,
     /// `--compress-hints`: per-path pcluster sizes and algorithms, first match wins.
     pub hints: Vec<CompressHint>,
+    /// `--max-extent-bytes`: the most bytes one extent decodes to; 0 means only Linux's
+    /// own limit (12 MiB), which also bounds a larger value.
+    pub max_extent_bytes: u32,
 }
 
 /// One line of a `--compress-hints` file: `PCLUSTER-BYTES [ALGORITHM-INDEX] REGEX`.
@@ -472,6 +475,7 @@ impl CompressOptions {
             compressors,
             max_pcluster_bytes: 0,
             hints: Vec::new(),
+            max_extent_bytes: 0,
         })
     }
 
@@ -497,6 +501,15 @@ impl CompressOptions {
         if self.compressors.is_empty() {
             return Err(BuildError::InvalidOption("-z needs an algorithm".into()));
         }
+        let m = self.max_extent_bytes;
+        if m != 0 && m < blksz {
+            // An extent shorter than an lcluster would start and end inside one, which only
+            // a file's last extent may do.
+            return Err(BuildError::InvalidOption(format!(
+                "--max-extent-bytes={m}: an extent must be allowed at least one block \
+                 ({blksz} bytes)"
+            )));
+        }
         for h in &self.hints {
             let rule = format!(
                 "--compress-hints rule \"{} {} {}\"",
@@ -519,6 +532,15 @@ impl CompressOptions {
             }
         }
         Ok(())
+    }
+
+    /// The most bytes an extent may decode to: `--max-extent-bytes`, within Linux's limit.
+    pub fn max_extent(&self) -> usize {
+        let linux = erofs_format::compress::MAX_EXTENT_DECODED as usize;
+        match self.max_extent_bytes {
+            0 => linux,
+            m => (m as usize).min(linux),
+        }
     }
 
     /// The default pcluster size in bytes for block size `blksz` (`-C`, at least a block).
@@ -626,6 +648,9 @@ pub struct Extent {
     pub blocks: u32,
     /// Stored uncompressed (PLAIN).
     pub raw: bool,
+    /// The pcluster decodes to more than this extent: only its first `len` bytes belong
+    /// here (`PARTIAL_REF`, `-E dedupe`).
+    pub partial: bool,
 }
 
 /// A compressed segment: whole pclusters back to back, and the extents they decode to.
@@ -639,12 +664,15 @@ pub struct Compressed {
 
 /// Compresses `src`, the bytes of one segment, into pclusters of at most `pcluster` bytes.
 /// `at_end`: the segment ends the file, so that a last piece of at most one block is stored
-/// raw without trying (mkfs.erofs does the same; it cannot gain a block).
+/// raw without trying (mkfs.erofs does the same; it cannot gain a block). No extent decodes
+/// to more than `max_extent` bytes ([`CompressOptions::max_extent`], at least a block).
+#[allow(clippy::too_many_arguments)]
 pub fn compress_segment(
     c: Compressor,
     src: &[u8],
     blksz: usize,
     pcluster: usize,
+    max_extent: usize,
     at_end: bool,
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
@@ -654,7 +682,7 @@ pub fn compress_segment(
         fragment: false,
         interlaced: false,
     };
-    compress_segment_ext(c, src, blksz, pcluster, end, out, scratch);
+    compress_segment_ext(c, src, blksz, pcluster, max_extent, end, out, scratch);
 }
 
 /// How a segment's end is cut, and how its raw blocks are laid out.
@@ -673,11 +701,13 @@ pub struct SegmentEnd {
 
 /// [`compress_segment`] with fragments and interlaced raw blocks. Returns the length of
 /// the fragment (the last bytes of `src`, not in `out`), 0 when there is none.
+#[allow(clippy::too_many_arguments)]
 pub fn compress_segment_ext(
     c: Compressor,
     src: &[u8],
     blksz: usize,
     pcluster: usize,
+    max_extent: usize,
     end: SegmentEnd,
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
@@ -685,82 +715,103 @@ pub fn compress_segment_ext(
     out.data.clear();
     out.extents.clear();
     scratch.resize(pcluster, 0);
-    let fragment = end.last && end.fragment;
     let mut pos = 0;
     while pos < src.len() {
-        let rest = &src[pos..];
-        if fragment && rest.len() <= pcluster {
-            return rest.len();
-        }
-        let fill = if end.last && !fragment && rest.len() <= blksz {
-            None
-        } else {
-            // An extent decodes to at most 12 MiB in Linux; also bounds very compressible
-            // input per call.
-            let max_in = rest
-                .len()
-                .min(erofs_format::compress::MAX_EXTENT_DECODED as usize);
-            c.compress_fill(&rest[..max_in], scratch)
-        };
-        match fill {
-            // The whole rest compresses below one pcluster: mkfs.erofs keeps it as the
-            // fragment instead (checked after the gain check, as it does).
-            Some((read, wrote))
-                if fragment
-                    && read == rest.len()
-                    && wrote < pcluster
-                    && wrote.next_multiple_of(blksz) < read =>
-            {
-                return rest.len();
-            }
-            Some((read, wrote)) if wrote.next_multiple_of(blksz) < read => {
-                let plen = wrote.next_multiple_of(blksz);
-                let start = out.data.len();
-                // 0padding: the stream ends at the pcluster's end, zeroes in front.
-                out.data.resize(start + plen, 0);
-                out.data[start + plen - wrote..].copy_from_slice(&scratch[..wrote]);
-                out.extents.push(Extent {
-                    len: read as u32,
-                    blk: (start / blksz) as u32,
-                    blocks: (plen / blksz) as u32,
-                    raw: false,
-                });
-                pos += read;
-            }
-            fill => {
-                // Incompressible: what the compressor took (at most a pcluster) goes raw,
-                // one block per PLAIN pcluster. Every raw extent but the last of the
-                // segment decodes a whole block, so that it reaches the next lcluster and
-                // the extent after it starts in an lcluster of its own.
-                let took = fill.map_or(rest.len(), |(read, _)| read);
-                // (A fragment takes what is left after the raw blocks, as in mkfs.erofs.)
-                let n = if took >= rest.len() && !fragment {
-                    rest.len()
-                } else {
-                    (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
-                };
-                let mut at = pos;
-                for chunk in rest[..n].chunks(blksz) {
-                    let start = out.data.len();
-                    out.data.resize(start + blksz, 0);
-                    let block = &mut out.data[start..start + blksz];
-                    block[..chunk.len()].copy_from_slice(chunk);
-                    if end.interlaced {
-                        block.rotate_right(at % blksz);
-                    }
-                    out.extents.push(Extent {
-                        len: chunk.len() as u32,
-                        blk: (start / blksz) as u32,
-                        blocks: 1,
-                        raw: true,
-                    });
-                    at += chunk.len();
-                }
-                pos += n;
-            }
+        match compress_step(c, src, pos, blksz, pcluster, max_extent, end, out, scratch) {
+            Some(n) => pos += n,
+            None => return src.len() - pos,
         }
     }
     0
+}
+
+/// One step of [`compress_segment_ext`] at `pos` in `src` (the segment): one compressed
+/// pcluster, or a run of raw blocks. Appends to `out` and returns the bytes consumed (at
+/// least one), or `None` when the rest of the segment is the file's fragment.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn compress_step(
+    c: Compressor,
+    src: &[u8],
+    pos: usize,
+    blksz: usize,
+    pcluster: usize,
+    max_extent: usize,
+    end: SegmentEnd,
+    out: &mut Compressed,
+    scratch: &mut [u8],
+) -> Option<usize> {
+    let rest = &src[pos..];
+    let fragment = end.last && end.fragment;
+    if fragment && rest.len() <= pcluster {
+        return None;
+    }
+    let fill = if end.last && !fragment && rest.len() <= blksz {
+        None
+    } else {
+        // An extent decodes to at most 12 MiB in Linux (or `--max-extent-bytes`); also
+        // bounds very compressible input per call.
+        let max_in = rest.len().min(max_extent);
+        c.compress_fill(&rest[..max_in], &mut scratch[..pcluster])
+    };
+    match fill {
+        // The whole rest compresses below one pcluster: mkfs.erofs keeps it as the
+        // fragment instead (checked after the gain check, as it does).
+        Some((read, wrote))
+            if fragment
+                && read == rest.len()
+                && wrote < pcluster
+                && wrote.next_multiple_of(blksz) < read =>
+        {
+            None
+        }
+        Some((read, wrote)) if wrote.next_multiple_of(blksz) < read => {
+            let plen = wrote.next_multiple_of(blksz);
+            let start = out.data.len();
+            // 0padding: the stream ends at the pcluster's end, zeroes in front.
+            out.data.resize(start + plen, 0);
+            out.data[start + plen - wrote..].copy_from_slice(&scratch[..wrote]);
+            out.extents.push(Extent {
+                len: read as u32,
+                blk: (start / blksz) as u32,
+                blocks: (plen / blksz) as u32,
+                raw: false,
+                partial: false,
+            });
+            Some(read)
+        }
+        fill => {
+            // Incompressible: what the compressor took (at most a pcluster) goes raw,
+            // one block per PLAIN pcluster. Every raw extent but the last of the
+            // segment decodes a whole block, so that it reaches the next lcluster and
+            // the extent after it starts in an lcluster of its own.
+            let took = fill.map_or(rest.len(), |(read, _)| read);
+            // (A fragment takes what is left after the raw blocks, as in mkfs.erofs.)
+            let n = if took >= rest.len() && !fragment {
+                rest.len()
+            } else {
+                (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
+            };
+            let mut at = pos;
+            for chunk in rest[..n].chunks(blksz) {
+                let start = out.data.len();
+                out.data.resize(start + blksz, 0);
+                let block = &mut out.data[start..start + blksz];
+                block[..chunk.len()].copy_from_slice(chunk);
+                if end.interlaced {
+                    block.rotate_right(at % blksz);
+                }
+                out.extents.push(Extent {
+                    len: chunk.len() as u32,
+                    blk: (start / blksz) as u32,
+                    blocks: 1,
+                    raw: true,
+                    partial: false,
+                });
+                at += chunk.len();
+            }
+            Some(n)
+        }
+    }
 }
 
 /// The full lcluster indexes (one 8-byte record per lcluster, lcluster = block) of a file of
@@ -778,7 +829,12 @@ pub fn full_indexes(extents: &[Extent], size: u64, blkszbits: u8, big: bool) -> 
             LclusterType::Head1
         };
         let mut d1 = (clusterofs + u64::from(e.len)) >> blkszbits;
-        out.push(LclusterIndex::head(kind, clusterofs as u16, e.blk, false));
+        out.push(LclusterIndex::head(
+            kind,
+            clusterofs as u16,
+            e.blk,
+            e.partial,
+        ));
         if d1 > 0 {
             let mut d0 = 1u64;
             while d1 > 1 {
@@ -850,6 +906,8 @@ mod tests {
             .collect()
     }
 
+    const MAX_EXTENT: usize = erofs_format::compress::MAX_EXTENT_DECODED as usize;
+
     fn cut(src: &[u8], pcluster: usize, interlaced: bool) -> (Compressed, usize) {
         let c = Compressor::parse("lz4").unwrap();
         let mut out = Compressed::default();
@@ -858,7 +916,16 @@ mod tests {
             fragment: true,
             interlaced,
         };
-        let n = compress_segment_ext(c, src, 4096, pcluster, end, &mut out, &mut Vec::new());
+        let n = compress_segment_ext(
+            c,
+            src,
+            4096,
+            pcluster,
+            MAX_EXTENT,
+            end,
+            &mut out,
+            &mut Vec::new(),
+        );
         let decoded: usize = out.extents.iter().map(|e| e.len as usize).sum();
         assert_eq!(
             decoded + n,

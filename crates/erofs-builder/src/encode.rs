@@ -585,6 +585,7 @@ mod tests {
                 blk,
                 blocks,
                 raw,
+                partial: false,
             });
             blk += blocks;
             clusterofs = (clusterofs + len) & (lcsize - 1);
@@ -666,18 +667,21 @@ mod tests {
                     blk: 40,
                     blocks: 1,
                     raw: false,
+                    partial: false,
                 },
                 Extent {
                     len: 4000,
                     blk: 41,
                     blocks: 1,
                     raw: true,
+                    partial: false,
                 },
                 Extent {
                     len: 3000,
                     blk: 42,
                     blocks: 1,
                     raw: false,
+                    partial: false,
                 },
             ],
             inline: None,

@@ -393,19 +393,42 @@ pub struct Fragment {
 }
 
 impl ZFile {
-    /// Blocks of pclusters in the data area (`i_u` of the inode).
-    pub fn stored_blocks(&self) -> u32 {
-        let tail = self.inline.is_some() || self.fragment.is_some_and(|f| !f.whole);
-        let n = self.extents.len().saturating_sub(usize::from(tail));
-        self.extents[..n].iter().map(|e| e.blocks).sum()
+    /// Whether each pcluster starts where the one before it ends, as compact indexes
+    /// (which derive addresses from a pack's base) require; `-E dedupe` breaks the order
+    /// where an extent reuses an earlier pcluster.
+    pub fn contiguous(&self) -> bool {
+        self.extents
+            .windows(2)
+            .all(|w| w[1].blk == w[0].blk + w[0].blocks)
     }
 
-    /// Whether its indexes may be compact where the image's are: not for a whole-file
-    /// fragment (a full-layout header alone), nor for a tail fragment at 4 GiB or more
-    /// (the tail HEAD of full indexes carries the offset's high 32 bits).
+    /// Whether an extent takes only a prefix of its pcluster's output (`PARTIAL_REF`).
+    pub fn partial(&self) -> bool {
+        self.extents.iter().any(|e| e.partial)
+    }
+
+    /// The extents whose pclusters lie in the data area: all but an inline or fragment tail.
+    pub fn data_extents(&self) -> &[crate::compress::Extent] {
+        let tail = self.inline.is_some() || self.fragment.is_some_and(|f| !f.whole);
+        let n = self.extents.len().saturating_sub(usize::from(tail));
+        &self.extents[..n]
+    }
+
+    /// Blocks of pclusters in the data area (`i_u` of the inode).
+    pub fn stored_blocks(&self) -> u32 {
+        self.data_extents().iter().map(|e| e.blocks).sum()
+    }
+
+    /// Whether its indexes may be compact where the image's are: pclusters in order and no
+    /// `PARTIAL_REF` (only full indexes carry it); not for a whole-file fragment (a
+    /// full-layout header alone), nor for a tail fragment at 4 GiB or more (the tail HEAD
+    /// of full indexes carries the offset's high 32 bits).
     pub fn compact_ok(&self) -> bool {
-        self.fragment
-            .is_none_or(|f| !f.whole && f.offset <= u64::from(u32::MAX))
+        self.contiguous()
+            && !self.partial()
+            && self
+                .fragment
+                .is_none_or(|f| !f.whole && f.offset <= u64::from(u32::MAX))
     }
 }
 
@@ -465,7 +488,9 @@ pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail:
         item_size(extended, &pre.xattrs.bodies[i].bytes, Payload::None),
         c.size,
         options.blkszbits,
-        compact_indexes(options),
+        // Under dedupe a file learns whether it keeps compact indexes only once its
+        // extents are placed: its tail must fit with full ones.
+        compact_indexes(options) && !options.zlayout.dedupe,
     );
     tail > 0 && item + tail <= 1u64 << options.blkszbits
 }
@@ -636,6 +661,7 @@ pub fn plan_with(
     let mut any_chunked = false;
     let mut any_ztail = false;
     let mut any_fragment = false;
+    let mut any_partial = false;
     // Files in the reserved region: (inode, first block in the region, source offset).
     let mut region: Vec<(usize, u64, u64)> = Vec::new();
     let mut region_blocks = 0u64;
@@ -693,6 +719,7 @@ pub fn plan_with(
             // Map header (8-byte aligned), the indexes, then any inline tail pcluster.
             let compact = compact_indexes(options) && zf.compact_ok();
             any_fragment |= zf.fragment.is_some();
+            any_partial |= zf.partial();
             p.layout = if compact {
                 DataLayout::CompressedCompact
             } else {
@@ -927,6 +954,12 @@ pub fn plan_with(
     }
     if any_ztail {
         incompat.insert(Incompat::ZTAILPACKING);
+    }
+    if any_partial {
+        // DEDUPE (the bit FRAGMENTS also uses): Linux reads PARTIAL_REF without it, but a
+        // reader that predates dedupe (erofs-utils 1.5) would decode such an extent as a
+        // whole pcluster and fail; the bit makes it refuse the image instead.
+        incompat.insert(Incompat::FRAGMENTS);
     }
     if options.bit48 {
         incompat.insert(Incompat::BIT48);

@@ -171,6 +171,9 @@ pub struct ZLayoutOptions {
     pub fragments: Fragments,
     /// `-E [^]fragdedupe[=inode|full]`: which identical fragments are stored once.
     pub fragdedupe: FragDedupe,
+    /// `-E dedupe`: an extent whose decoded bytes equal an already written pcluster's
+    /// reuses that pcluster (`write/dedupe.rs`); files that do get full indexes.
+    pub dedupe: bool,
 }
 
 /// Which part of a compressed file becomes a fragment of the packed inode.
@@ -498,8 +501,12 @@ pub struct CompressionReport {
     /// Their content in bytes.
     pub input_bytes: u64,
     /// The bytes they take in the image: pclusters in whole blocks, inline tail pclusters,
-    /// and the size of the files stored raw.
+    /// and the size of the files stored raw; a pcluster shared by several extents
+    /// (`-E dedupe`) once.
     pub stored_bytes: u64,
+    /// Pcluster bytes that extents reference but the image holds only once (`-E dedupe`):
+    /// what the files would take more without sharing.
+    pub shared_bytes: u64,
 }
 
 impl CompressionReport {

@@ -38,6 +38,7 @@ use crate::{BuildError, BuildReport, Options, Phase, Progress};
 const WINDOW_PER_THREAD: usize = 4;
 
 mod data;
+mod dedupe;
 mod fragments;
 mod meta;
 mod zdata;
@@ -238,7 +239,9 @@ fn build(
 /// What `-z` did: the files it tried and the bytes they take in the image (pclusters and
 /// inline tail pclusters; for a file stored raw because compression gained nothing, its
 /// blocks and inline tail). The packed inode (`packed`) holds the files' fragments: its
-/// bytes count as stored, its content not as input (the files' sizes already do).
+/// bytes count as stored, its content not as input (the files' sizes already do). A
+/// pcluster several extents share (`-E dedupe`) is counted once, and the other references
+/// in `shared_bytes`.
 fn compression_report(
     tree: &Tree,
     zfiles: &[Option<ZStored>],
@@ -246,6 +249,7 @@ fn compression_report(
     packed: Option<usize>,
 ) -> crate::CompressionReport {
     let mut r = crate::CompressionReport::default();
+    let mut seen = std::collections::HashSet::new();
     for (i, (inode, stored)) in tree.inodes.iter().zip(zfiles).enumerate() {
         let (Kind::Regular(c), Some(stored)) = (&inode.kind, stored) else {
             continue;
@@ -257,8 +261,16 @@ fn compression_report(
         r.stored_bytes += match stored {
             ZStored::Compressed(z) => {
                 r.compressed_files += u64::from(Some(i) != packed);
-                u64::from(z.stored_blocks()) * blksz
-                    + z.inline.as_ref().map_or(0, |t| t.len() as u64)
+                let mut bytes = z.inline.as_ref().map_or(0, |t| t.len() as u64);
+                for e in z.data_extents() {
+                    let b = u64::from(e.blocks) * blksz;
+                    if seen.insert(e.blk) {
+                        bytes += b;
+                    } else {
+                        r.shared_bytes += b;
+                    }
+                }
+                bytes
             }
             ZStored::Flat { .. } => c.size,
         };

@@ -24,6 +24,9 @@ enum Gen {
     Socket,
     /// A hard link to the n-th file generated so far (modulo their count).
     Link(usize),
+    /// A new file with the content of the n-th file so far, whole or (`true`) its first
+    /// half: what `-E dedupe` shares.
+    Copy(usize, bool),
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +94,7 @@ fn gen_kind() -> impl Strategy<Value = Gen> {
         1 => Just(Gen::Fifo),
         1 => Just(Gen::Socket),
         1 => any::<usize>().prop_map(Gen::Link),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(n, half)| Gen::Copy(n, half)),
     ]
 }
 
@@ -163,7 +167,23 @@ fn build_tree(entries: &[Entry]) -> Tree {
                 siblings.insert(e.name.clone(), target);
                 continue;
             }
-            Gen::Link(_) | Gen::Fifo => Kind::Fifo,
+            Gen::Copy(n, half) if !files.is_empty() => {
+                let Kind::Regular(c) = &inodes[files[n % files.len()]].kind else {
+                    unreachable!("files lists regular files")
+                };
+                let mut c = c.clone();
+                if *half {
+                    let DataSource::Bytes(b) = &c.source else {
+                        unreachable!("generated files are bytes")
+                    };
+                    let data: Vec<u8> = b[..b.len() / 2].to_vec();
+                    c.size = data.len() as u64;
+                    c.source = DataSource::Bytes(Arc::from(data));
+                    c.data_ranges = None;
+                }
+                Kind::Regular(c)
+            }
+            Gen::Link(_) | Gen::Copy(..) | Gen::Fifo => Kind::Fifo,
             Gen::File(d, hole) => {
                 let mut data = d.clone();
                 let data_ranges = hole.map(|h| {
@@ -265,6 +285,8 @@ proptest! {
         bit48 in any::<bool>(),
         frags in 0usize..3,
         fragdedupe in 0usize..3,
+        dedupe in any::<bool>(),
+        max_extent in 0u32..4,
     ) {
         let tree = ValidTree::new(build_tree(&entries)).expect("generated tree is valid");
         let mut options = Options::default();
@@ -281,6 +303,8 @@ proptest! {
             let zs = ["lz4", "lz4hc", "deflate", "lzma,0", "zstd,1", "lz4hc:lzma,0:zstd,1"];
             let mut c = CompressOptions::parse(zs[z - 1]).unwrap();
             c.max_pcluster_bytes = [0, 4, 16][big] << blkszbits;
+            // --max-extent-bytes: none, one block, or a size between blocks.
+            c.max_extent_bytes = [0, 1 << blkszbits, 3 << blkszbits | 123, 0][max_extent as usize];
             if c.compressors.len() > 1 {
                 // Hints send some files to the second and third algorithms.
                 let hints = format!("{} 1 [a-f]\n{} 2 [g-p]\n", 1u32 << blkszbits, 2u32 << blkszbits);
@@ -299,6 +323,7 @@ proptest! {
                 [Fragments::Off, Fragments::Tails, Fragments::All][frags];
         }
         options.zlayout.fragdedupe = [FragDedupe::Full, FragDedupe::Inode, FragDedupe::Off][fragdedupe];
+        options.zlayout.dedupe = dedupe;
         let mut image = Vec::new();
         erofs_builder::build_tree_to_writer(&tree, &mut image, &options, &NoProgress)
             .expect("build");
@@ -311,7 +336,8 @@ proptest! {
             incompat.names_with_unknown()
         );
         // With all-fragments every non-empty file is in the packed inode, which the
-        // superblock names; without fragments there is none.
+        // superblock names; without fragments there is none, and the FRAGMENTS bit only
+        // as DEDUPE (an extent with PARTIAL_REF).
         let any_data = tree.inodes.iter().any(|i| matches!(&i.kind, Kind::Regular(c) if c.size > 0));
         let packed = img.superblock().packed_nid.get();
         let has_frag = incompat.contains(erofs_format::Incompat::FRAGMENTS);
@@ -319,7 +345,8 @@ proptest! {
             prop_assert!(has_frag && packed > 0, "all-fragments without a packed inode");
         }
         if options.zlayout.fragments == Fragments::Off {
-            prop_assert!(!has_frag && packed == 0);
+            prop_assert!(packed == 0);
+            prop_assert!(!has_frag || options.zlayout.dedupe);
         }
         // Expected view: path -> inode index.
         let mut expect: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
@@ -355,6 +382,20 @@ proptest! {
                 Kind::Regular(_) => {
                     let data = img.read_to_vec(got, u64::MAX).expect("read");
                     prop_assert_eq!(&data, &content(&tree, i));
+                    let cap = options.compression.as_ref().map_or(0, |c| c.max_extent_bytes);
+                    if cap > 0 && matches!(
+                        got.layout,
+                        erofs_format::DataLayout::CompressedFull
+                            | erofs_format::DataLayout::CompressedCompact
+                    ) {
+                        // (A fragment is not a pcluster's extent: the cap is not on it.)
+                        for x in img.z_extents(got).expect("extents") {
+                            if matches!(x.storage, erofs_reader::ZStorage::Fragment { .. }) {
+                                continue;
+                            }
+                            prop_assert!(x.length <= u64::from(cap), "{} > {cap}", x.length);
+                        }
+                    }
                 }
                 Kind::Symlink(t) => prop_assert_eq!(&img.readlink(got).expect("readlink"), t),
                 Kind::CharDevice(a, b) => prop_assert_eq!(got.rdev(), Some((*a, *b))),

@@ -128,6 +128,7 @@ impl Incompat {
             | Self::DEVICE_TABLE.0
             | Self::XATTR_PREFIXES.0
             | Self::ZTAILPACKING.0
+            // Also DEDUPE: `-E dedupe` extents that take a prefix of a pcluster (PARTIAL_REF).
             | Self::FRAGMENTS.0
             | Self::BIT48.0,
     );

@@ -21,6 +21,8 @@ pub struct Extended {
     pub fragments: erofs_builder::Fragments,
     /// `[^]fragdedupe[=inode|full]`.
     pub fragdedupe: erofs_builder::FragDedupe,
+    /// `dedupe`: pclusters shared between extents with the same decoded bytes.
+    pub dedupe: bool,
 }
 
 impl Default for Extended {
@@ -33,13 +35,13 @@ impl Default for Extended {
             bit48: false,
             fragments: erofs_builder::Fragments::Off,
             fragdedupe: erofs_builder::FragDedupe::Full,
+            dedupe: false,
         }
     }
 }
 
 /// mkfs.erofs 1.9.3's `-E` flags that mkfs.erofs-rs does not implement (yet).
-pub const NOT_IMPLEMENTED: [&str; 8] = [
-    "dedupe",
+pub const NOT_IMPLEMENTED: [&str; 7] = [
     "dot-omitted",
     "force-inode-compact",
     "force-inode-extended",
@@ -95,13 +97,15 @@ pub fn parse(values: &[String]) -> Result<Extended> {
             (true, "legacy-compress") => e.legacy_compress = false,
             (false, "48bit") => e.bit48 = true,
             (true, "48bit") => e.bit48 = false,
+            (false, "dedupe") => e.dedupe = true,
+            (true, "dedupe") => e.dedupe = false,
             (_, n) if NOT_IMPLEMENTED.contains(&n) => {
                 bail!(
                     "-E {opt}: mkfs.erofs's extended option {n} is not implemented by mkfs.erofs-rs"
                 )
             }
             _ => bail!(
-                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit, fragments, all-fragments, [^]fragdedupe[=inode|full])"
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit, [^]dedupe, fragments, all-fragments, [^]fragdedupe[=inode|full])"
             ),
         }
     }

@@ -50,6 +50,7 @@ struct JsonCompression {
     compressed_files: u64,
     input_bytes: u64,
     stored_bytes: u64,
+    shared_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -76,6 +77,8 @@ struct JsonOptions {
     /// "full", "inode" or "off" (`-E fragdedupe=`); only meaningful with fragments.
     fragdedupe: &'static str,
     bit48: bool,
+    dedupe: bool,
+    max_extent_bytes: Option<u32>,
 }
 
 /// Formats a UUID the usual way (8-4-4-4-12 hex digits).
@@ -117,6 +120,7 @@ impl<'a> JsonReport<'a> {
                 compressed_files: c.compressed_files,
                 input_bytes: c.input_bytes,
                 stored_bytes: c.stored_bytes,
+                shared_bytes: c.shared_bytes,
             }),
             uuid: uuid_string(&report.uuid),
             seconds,
@@ -158,6 +162,8 @@ impl<'a> JsonReport<'a> {
                     erofs_builder::FragDedupe::Off => "off",
                 },
                 bit48: options.bit48,
+                dedupe: options.zlayout.dedupe,
+                max_extent_bytes: options.compression.as_ref().map(|c| c.max_extent() as u32),
             },
             verity: report.verity.as_ref().map(|v| JsonVerity {
                 root_hash: erofs_verity::to_hex(&v.root_hash),

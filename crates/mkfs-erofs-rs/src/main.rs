@@ -72,10 +72,12 @@ struct Cli {
     #[arg(long, overrides_with_all = ["ignore_mtime", "preserve_mtime"])]
     preserve_mtime: bool,
     /// Extended options, comma separated: noinline_data, [^]xattr-name-filter, ztailpacking
-    /// (inline compressed tails), legacy-compress (full lcluster indexes), 48bit (the 48-bit
-    /// layout; Linux 6.15+, not 6.12), fragments (file tails in the packed inode; Linux
-    /// 6.1+), all-fragments (whole files there), [^]fragdedupe[=inode|full] (identical
-    /// fragments stored once; full by default).
+    /// (inline compressed tails), legacy-compress (full lcluster indexes), dedupe (with -z:
+    /// pclusters shared between extents, within and across files; a shared prefix sets
+    /// incompat 0x20, which Linux 6.1+ reads and erofs-utils 1.5 refuses), 48bit (the
+    /// 48-bit layout; Linux 6.15+, not 6.12), fragments (file tails in the packed inode;
+    /// Linux 6.1+), all-fragments (whole files there), [^]fragdedupe[=inode|full]
+    /// (identical fragments stored once; full by default).
     #[arg(short = 'E', value_name = "OPTS", action = clap::ArgAction::Append)]
     extended: Vec<String>,
 
@@ -155,6 +157,10 @@ struct Cli {
     /// Largest pcluster in bytes, a multiple of the block size (default: one block).
     #[arg(short = 'C', value_name = "BYTES", requires = "compress")]
     pcluster: Option<u32>,
+    /// The most bytes one extent decodes to (decimal or 0x hex), at least one block;
+    /// default and ceiling: 12 MiB, the most Linux decodes.
+    #[arg(long, value_name = "BYTES", requires = "compress", value_parser = parse_max_extent)]
+    max_extent_bytes: Option<u32>,
 
     /// erofs-utils' message level; accepted for compatibility, no effect.
     #[arg(short = 'd', value_name = "LEVEL", allow_hyphen_values = true)]
@@ -255,7 +261,14 @@ fn options_from(cli: &Cli) -> Result<Options> {
         bit48,
         fragments,
         fragdedupe,
+        dedupe,
     } = extended::parse(&cli.extended)?;
+    if dedupe && cli.compress.is_none() {
+        anyhow::bail!(
+            "-E dedupe shares compressed pclusters and needs -z (mkfs.erofs would switch to \
+             chunk-based dedupe instead, which mkfs.erofs-rs does not do)"
+        );
+    }
     let mut o = Options::default();
     o.fingerprint = match (&cli.xattr_inode_digest, &cli.fingerprint) {
         (Some(name), _) => Some(FingerprintOptions::new(name.as_bytes())),
@@ -300,6 +313,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
     if let Some(z) = &cli.compress {
         let mut c = erofs_builder::CompressOptions::parse(z)?;
         c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
+        c.max_extent_bytes = cli.max_extent_bytes.unwrap_or(0);
         if let Some(path) = &cli.compress_hints {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 erofs_builder::BuildError::InvalidOption(format!(
@@ -318,6 +332,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
     o.zlayout.full_indexes = legacy_compress;
     o.zlayout.fragments = fragments;
     o.zlayout.fragdedupe = fragdedupe;
+    o.zlayout.dedupe = dedupe;
     o.bit48 = bit48;
     o.verity = cli.integrity.verity_options()?;
     o.fsverity_digest = cli.integrity.fsverity_digest;
@@ -620,4 +635,18 @@ fn run_tar(
         None
     };
     Ok((report, diff_id))
+}
+
+/// `--max-extent-bytes`: an unsigned number as mkfs.erofs reads it (decimal, or hex after
+/// `0x`), not zero; larger than 32 bits means no cap below Linux's.
+fn parse_max_extent(v: &str) -> Result<u32, String> {
+    let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse::<u64>(),
+    }
+    .map_err(|_| format!("invalid maximum extent size {v:?}: expected a number of bytes"))?;
+    if n == 0 {
+        return Err("the maximum extent size must be at least one block, not 0".into());
+    }
+    Ok(n.min(u64::from(u32::MAX)) as u32)
 }

@@ -142,6 +142,8 @@ pub enum Tree {
     Example,
     /// [`trees::same_content`].
     SameContent,
+    /// [`trees::duplicates`].
+    Duplicates,
 }
 
 /// What scenarios get to work with.
@@ -193,6 +195,11 @@ impl Env {
             Tree::SameContent => {
                 let p = self.work.join("trees/same-content");
                 trees::same_content(&p).context("generating the same-content tree")?;
+                p
+            }
+            Tree::Duplicates => {
+                let p = self.work.join("trees/duplicates");
+                trees::duplicates(&p).context("generating the duplicates tree")?;
                 p
             }
         };

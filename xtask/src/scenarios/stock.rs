@@ -151,7 +151,9 @@ pub fn scenarios() -> Vec<Scenario> {
                     -C1048576, 1024-byte blocks), zstd (default, 15 -C65536 ztailpacking, \
                     1024-byte blocks), lz4hc:lzma:zstd with --compress-hints picking each; \
                     fragments (lz4, lzma -C65536 with ztailpacking, lz4 at 1024-byte blocks) \
-                    and zstd all-fragments; bdev + file-backed",
+                    and zstd all-fragments; -E dedupe on a tree of duplicates (lz4, lz4hc \
+                    -C65536 ztailpacking, lzma -C65536, zstd, deflate -C16384, lz4 1024-byte \
+                    blocks, lz4hc -C65536 with fragments); bdev + file-backed",
             prepare: |e| {
                 let z = |alg: &str, c: Option<u32>, bs: u32| Options {
                     compress: Some(alg.into()),
@@ -166,49 +168,79 @@ pub fn scenarios() -> Vec<Scenario> {
                     fragments: Some(f),
                     ..o
                 };
-                full(
+                let dedupe = |o: Options| Options { dedupe: true, ..o };
+                let dups = e.tree(Tree::Duplicates)?;
+                let full_tree = e.tree(Tree::Full)?;
+                conformance_trees(
                     e,
                     &[
-                        ("lz4", z("lz4", None, 4096)),
-                        ("lz4hc-C64k", z("lz4hc", Some(65536), 4096)),
-                        ("deflate", z("deflate", None, 4096)),
-                        ("deflate9-C16k", z("deflate,9", Some(16384), 4096)),
-                        ("lz4-1024", z("lz4", None, 1024)),
-                        ("lz4-ztail", tail(z("lz4", None, 4096))),
-                        ("lz4hc-C64k-ztail", tail(z("lz4hc", Some(65536), 4096))),
-                        ("deflate-ztail", tail(z("deflate", None, 4096))),
-                        ("lz4-1024-ztail", tail(z("lz4", None, 1024))),
                         (
-                            "lz4hc-legacy",
-                            Options {
-                                legacy_compress: true,
-                                ..z("lz4hc", Some(16384), 4096)
-                            },
-                        ),
-                        ("lzma", z("lzma", None, 4096)),
-                        ("lzma109-C64k-ztail", tail(z("lzma,109", Some(65536), 4096))),
-                        ("lzma0-C1M", z("lzma,0", Some(1 << 20), 4096)),
-                        ("lzma-1024", z("lzma", None, 1024)),
-                        ("zstd", z("zstd", None, 4096)),
-                        ("zstd15-C64k-ztail", tail(z("zstd,15", Some(65536), 4096))),
-                        ("zstd-1024", z("zstd", None, 1024)),
-                        ("lz4-frag", frag("fragments", z("lz4", None, 4096))),
-                        (
-                            "lzma-C64k-ztail-frag",
-                            frag("fragments", tail(z("lzma", Some(65536), 4096))),
-                        ),
-                        ("zstd-allfrag", frag("all-fragments", z("zstd", None, 4096))),
-                        ("lz4-1024-frag", frag("fragments", z("lz4", None, 1024))),
-                        (
-                            // The second and third algorithms only through the hints (the
-                            // combination mkfs.erofs 1.9.3 crashes on).
-                            "multi-hints",
-                            Options {
-                                compress_hints: Some(
-                                    "65536 1 ^regular/(big|text)$\n4096 2 ^regular/size-\n".into(),
+                            full_tree,
+                            &[
+                                ("lz4", z("lz4", None, 4096)),
+                                ("lz4hc-C64k", z("lz4hc", Some(65536), 4096)),
+                                ("deflate", z("deflate", None, 4096)),
+                                ("deflate9-C16k", z("deflate,9", Some(16384), 4096)),
+                                ("lz4-1024", z("lz4", None, 1024)),
+                                ("lz4-ztail", tail(z("lz4", None, 4096))),
+                                ("lz4hc-C64k-ztail", tail(z("lz4hc", Some(65536), 4096))),
+                                ("deflate-ztail", tail(z("deflate", None, 4096))),
+                                ("lz4-1024-ztail", tail(z("lz4", None, 1024))),
+                                (
+                                    "lz4hc-legacy",
+                                    Options {
+                                        legacy_compress: true,
+                                        ..z("lz4hc", Some(16384), 4096)
+                                    },
                                 ),
-                                ..tail(z("lz4hc:lzma:zstd", Some(16384), 4096))
-                            },
+                                ("lzma", z("lzma", None, 4096)),
+                                ("lzma109-C64k-ztail", tail(z("lzma,109", Some(65536), 4096))),
+                                ("lzma0-C1M", z("lzma,0", Some(1 << 20), 4096)),
+                                ("lzma-1024", z("lzma", None, 1024)),
+                                ("zstd", z("zstd", None, 4096)),
+                                ("zstd15-C64k-ztail", tail(z("zstd,15", Some(65536), 4096))),
+                                ("zstd-1024", z("zstd", None, 1024)),
+                                ("lz4-frag", frag("fragments", z("lz4", None, 4096))),
+                                (
+                                    "lzma-C64k-ztail-frag",
+                                    frag("fragments", tail(z("lzma", Some(65536), 4096))),
+                                ),
+                                ("zstd-allfrag", frag("all-fragments", z("zstd", None, 4096))),
+                                ("lz4-1024-frag", frag("fragments", z("lz4", None, 1024))),
+                                (
+                                    // The second and third algorithms only through the hints (the
+                                    // combination mkfs.erofs 1.9.3 crashes on).
+                                    "multi-hints",
+                                    Options {
+                                        compress_hints: Some(
+                                            "65536 1 ^regular/(big|text)$\n4096 2 ^regular/size-\n"
+                                                .into(),
+                                        ),
+                                        ..tail(z("lz4hc:lzma:zstd", Some(16384), 4096))
+                                    },
+                                ),
+                            ][..],
+                        ),
+                        (
+                            dups,
+                            &[
+                                ("dedupe-lz4", dedupe(z("lz4", None, 4096))),
+                                (
+                                    "dedupe-lz4hc-C64k-ztail",
+                                    dedupe(tail(z("lz4hc", Some(65536), 4096))),
+                                ),
+                                ("dedupe-lzma-C64k", dedupe(z("lzma", Some(65536), 4096))),
+                                ("dedupe-zstd-ztail", dedupe(tail(z("zstd", None, 4096)))),
+                                (
+                                    "dedupe-deflate-C16k",
+                                    dedupe(z("deflate", Some(16384), 4096)),
+                                ),
+                                ("dedupe-lz4-1024", dedupe(z("lz4", None, 1024))),
+                                (
+                                    "dedupe-frag-lz4hc-C64k-ztail",
+                                    dedupe(frag("fragments", tail(z("lz4hc", Some(65536), 4096)))),
+                                ),
+                            ][..],
                         ),
                     ],
                 )
@@ -353,12 +385,19 @@ pub fn conformance(env: &mut Env, tree: Tree, images: &[(&str, Options)]) -> Res
 
 /// [`conformance`] for a source tree given by its path.
 fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Result<Prepared> {
+    conformance_trees(env, &[(src, images)])
+}
+
+/// [`conformance`] in one boot for images of several source trees.
+fn conformance_trees(env: &mut Env, trees: &[(PathBuf, &[(&str, Options)])]) -> Result<Prepared> {
     let mut usable = Vec::new();
     let mut skipped = Vec::new();
-    for (label, o) in images {
-        match env.mkfs.unsupported(o) {
-            None => usable.push((*label, o)),
-            Some(why) => skipped.push(format!("{label}: {why}")),
+    for (src, images) in trees {
+        for (label, o) in images.iter() {
+            match env.mkfs.unsupported(o) {
+                None => usable.push((*label, o, src)),
+                Some(why) => skipped.push(format!("{label}: {why}")),
+            }
         }
     }
     if usable.is_empty() {
@@ -367,9 +406,9 @@ fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Re
     let mut boot = Boot::default();
     let mut checks = Vec::new();
     let mut built = Vec::new();
-    for (label, o) in &usable {
-        let img = env.image(&src, label, o)?;
-        let manifest = boot.file(&format!("/data/{label}.json"), env.manifest(&src, o)?);
+    for (label, o, src) in &usable {
+        let img = env.image(src, label, o)?;
+        let manifest = boot.file(&format!("/data/{label}.json"), env.manifest(src, o)?);
         let dev = boot.disk(&img);
         checks.push(ImageCheck {
             label: label.to_string(),
@@ -383,10 +422,14 @@ fn conformance_of(env: &mut Env, src: PathBuf, images: &[(&str, Options)]) -> Re
         .iter()
         .map(|(n, p)| (n.as_str(), p.as_path()))
         .collect();
-    // Named after its images, shortened where the names would not fit a file name.
     let mut name = usable.iter().map(|u| u.0).collect::<Vec<_>>().join("+");
-    if name.len() > 200 {
-        name = format!("{}-and-{}-more", usable[0].0, usable.len() - 1);
+    if name.len() > 100 {
+        // A file name has at most 255 bytes: the first label, the count, and a hash of
+        // the whole list keep it unique.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        name = format!("{}+{}-more-{h:016x}", usable[0].0, usable.len() - 1);
     }
     let carrier = env.carrier(&name, &files)?;
     let cdev = boot.disk(&carrier);

@@ -20,7 +20,7 @@ use std::sync::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::fragments::{self, Packer, Piece};
-use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD};
+use super::{BufPool, DirCache, OpenOnce, Source, WINDOW_PER_THREAD, dedupe};
 use crate::compress::{
     CompressOptions, Compressed, Compressor, Extent, SegmentEnd, compress_segment_ext,
 };
@@ -135,6 +135,11 @@ struct SegOut {
     /// The segment's fragment (`-E fragments`): the file's tail or all of it; with a tail,
     /// the last extent of `z` is the fragment's.
     fragment: Option<Piece>,
+    /// Where the segment starts in the file.
+    at: u64,
+    /// With `-E dedupe`: the length and digest of each pcluster's decoded bytes, on the
+    /// first extent that uses it (`dedupe::extent_digests`), and the segment's bytes.
+    dedupe: Option<dedupe::SegmentFacts>,
 }
 
 /// Writes the compressed files' data from the first data block on, and reports how each
@@ -160,8 +165,11 @@ pub(super) fn write_compressed(
         Some(_) => Fragments::Off,
         None => fragments::mode(ctx.options),
     };
-    let interlaced = fragments::mode(ctx.options) != Fragments::Off;
-    let dedupe = ctx.options.zlayout.fragdedupe;
+    // Raw blocks are interlaced with fragments, as mkfs.erofs does, but not with dedupe (as
+    // mkfs.erofs): an interlaced raw pcluster holds its bytes at one file offset's rotation,
+    // so another extent could not share it.
+    let interlaced = fragments::mode(ctx.options) != Fragments::Off && !ctx.options.zlayout.dedupe;
+    let fragdedupe = ctx.options.zlayout.fragdedupe;
     let inodes = match ctx.packed {
         Some(p) => p..p + 1,
         None => 0..tree.inodes.len(),
@@ -258,8 +266,25 @@ pub(super) fn write_compressed(
             let (which, pcluster) = choices.get(seg.inode);
             let compressor = compressors[which];
             let mut out = Compressed::default();
+            let (b, p, m) = (blksz as usize, pcluster as usize, z.max_extent());
+            let mut fulls = Vec::new();
             let frag_len = if frag_mode == Fragments::All {
                 len
+            } else if ctx.options.zlayout.dedupe && frag_mode == Fragments::Off {
+                // Sharing inside the segment as mkfs.erofs cuts with dedupe. With fragments
+                // the tail cut comes first, and only the ordered step shares.
+                let s = &buf[..len];
+                fulls = dedupe::compress_segment_sharing(
+                    compressor,
+                    s,
+                    b,
+                    p,
+                    m,
+                    last,
+                    &mut out,
+                    &mut scratch,
+                );
+                0
             } else {
                 let end = SegmentEnd {
                     last,
@@ -269,8 +294,9 @@ pub(super) fn write_compressed(
                 compress_segment_ext(
                     compressor,
                     &buf[..len],
-                    blksz as usize,
-                    pcluster as usize,
+                    b,
+                    p,
+                    m,
                     end,
                     &mut out,
                     &mut scratch,
@@ -288,13 +314,14 @@ pub(super) fn write_compressed(
                         blk: (out.data.len() as u64 / blksz) as u32,
                         blocks: 1,
                         raw: false,
+                        partial: false,
                     });
                 }
                 Piece::new(
                     buf[len - frag_len..len].to_vec(),
                     whole,
                     frag_mode == Fragments::Tails || seg.multi.is_none(),
-                    dedupe,
+                    fragdedupe,
                 )
             });
             let inline = if last && ctx.options.zlayout.ztailpacking && frag_mode == Fragments::Off
@@ -335,7 +362,21 @@ pub(super) fn write_compressed(
                 None
             };
             let inline = if flat.is_some() { None } else { inline };
-            buffers.put(buf);
+            let dedupe = if ctx.options.zlayout.dedupe && flat.is_none() {
+                // A tail that is not a pcluster of the data area (inline or a fragment) is
+                // left out.
+                let tail = inline.is_some() || fragment.as_ref().is_some_and(|f| !f.whole);
+                let d = dedupe::extent_digests(&buf[..len], &out.extents, &fulls, tail);
+                // The ordered step keeps recent segments for prefix matches.
+                buf.truncate(len);
+                Some(dedupe::SegmentFacts {
+                    digests: d,
+                    src: std::sync::Arc::new(buf),
+                })
+            } else {
+                buffers.put(buf);
+                None
+            };
             outs.push(SegOut {
                 inode: seg.inode,
                 z: out,
@@ -345,6 +386,8 @@ pub(super) fn write_compressed(
                 bytes: len as u64,
                 last,
                 fragment,
+                at: seg.range.start,
+                dedupe,
             });
         }
         Ok(outs)
@@ -367,6 +410,11 @@ pub(super) fn write_compressed(
     zfiles.resize_with(tree.inodes.len(), || None);
     let mut digests = Vec::new();
     let mut bytes_in = 0u64;
+    let mut dedupe = ctx
+        .options
+        .zlayout
+        .dedupe
+        .then(|| dedupe::Dedupe::new(ctx.options.blkszbits, z.big_pclusters(blksz as u32)));
     run_ordered(
         jobs.len(),
         ctx.threads,
@@ -383,8 +431,21 @@ pub(super) fn write_compressed(
                         "block addresses exceed 32 bits; use a larger block size".into(),
                     ));
                 }
-                file.put_at(&o.z.data, next * blksz)
-                    .map_err(BuildError::Output)?;
+                let algorithm = compressors[choices.get(o.inode).0].algorithm();
+                let put = |bytes: &[u8], blk: u64| {
+                    file.put_at(bytes, blk * blksz).map_err(BuildError::Output)
+                };
+                let (placed, blocks) = match (&mut dedupe, o.dedupe) {
+                    (Some(d), Some(f)) => {
+                        let (list, written) =
+                            d.place(&o.z, &f.digests, f.src, algorithm, o.at, next, put)?;
+                        (Some(list), written)
+                    }
+                    _ => {
+                        put(&o.z.data, next)?;
+                        (None, blocks)
+                    }
+                };
                 if let Some(tail) = o.flat {
                     zfiles[o.inode] = Some(ZStored::Flat {
                         startblk: next as u32,
@@ -392,10 +453,13 @@ pub(super) fn write_compressed(
                     });
                 } else {
                     let list = extents[o.inode].get_or_insert_with(Vec::new);
-                    list.extend(o.z.extents.iter().map(|e| Extent {
-                        blk: e.blk + next as u32,
-                        ..*e
-                    }));
+                    match placed {
+                        Some(placed) => list.extend(placed),
+                        None => list.extend(o.z.extents.iter().map(|e| Extent {
+                            blk: e.blk + next as u32,
+                            ..*e
+                        })),
+                    }
                 }
                 next += blocks;
                 let mut whole = false;
@@ -416,7 +480,7 @@ pub(super) fn write_compressed(
                         zfiles[o.inode] = Some(ZStored::Compressed(ZFile {
                             extents: if whole { Vec::new() } else { list },
                             inline: o.inline,
-                            algorithm: compressors[choices.get(o.inode).0].algorithm(),
+                            algorithm,
                             fragment,
                             interlaced,
                         }));
@@ -530,6 +594,11 @@ fn pack_tail(
     fits: impl Fn(u64) -> bool,
 ) -> Option<Vec<u8>> {
     let last = *out.extents.last()?;
+    // A last extent that `-E dedupe` pointed at an earlier pcluster, or that decodes only
+    // part of its own, stays as it is.
+    if last.partial || (last.blk + last.blocks) as usize * blksz != out.data.len() {
+        return None;
+    }
     let len = last.len as usize;
     let input = &src[src.len() - len..];
     let pstart = last.blk as usize * blksz;
@@ -594,6 +663,7 @@ fn pack_tail(
             blk: last.blk,
             blocks: (plen / blksz) as u32,
             raw: false,
+            partial: false,
         });
     }
     out.extents.push(Extent {
@@ -601,6 +671,7 @@ fn pack_tail(
         blk: (out.data.len() / blksz) as u32,
         blocks: 1,
         raw,
+        partial: false,
     });
     Some(tail)
 }
