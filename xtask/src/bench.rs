@@ -4,6 +4,10 @@
 //! Each command runs as its own process under GNU time, so wall time, CPU time and peak RSS
 //! are measured the same way for every row. The page cache is warmed before timing, and
 //! images are written to tmpfs when one is available, as in reference-tools.md.
+//!
+//! `EROFS_UTILS_BIN=/path/to/mkfs.erofs` adds a newer erofs-utils as a peer: of the tar
+//! rows, and of every compressed row with the same `-z`/`-C`/`-E` options. Without it the
+//! bench runs against Debian's mkfs.erofs 1.5 and the floors only.
 
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -825,16 +829,17 @@ fn takes_fragments(mkfs: &str, work: &Path) -> Result<bool> {
     Ok(ok)
 }
 
-/// The mkfs.erofs of a newer erofs-utils named by `EROFS_UTILS_BIN`: the directory holding
-/// its tools, or its mkfs.erofs itself. Optional: when unset or not there, no such rows.
+/// The mkfs.erofs of a newer erofs-utils, named by `EROFS_UTILS_BIN` (the path of that
+/// mkfs.erofs, as the tar tests take it too). Optional: when unset or not a file, the run
+/// goes on without its rows.
 fn erofs_utils_mkfs() -> Option<String> {
-    let v = PathBuf::from(std::env::var_os("EROFS_UTILS_BIN")?);
-    let mkfs = if v.is_dir() { v.join("mkfs.erofs") } else { v };
+    let mkfs = PathBuf::from(std::env::var_os("EROFS_UTILS_BIN")?);
     if mkfs.is_file() {
         Some(mkfs.to_string_lossy().into_owned())
     } else {
         eprintln!(
-            "bench: EROFS_UTILS_BIN names no mkfs.erofs ({}); no rows for it",
+            "bench: EROFS_UTILS_BIN={} is not a file (it names the mkfs.erofs itself); \
+             no rows for it",
             mkfs.display()
         );
         None
