@@ -1352,6 +1352,17 @@ fn z_target(r: &Row, rows: &[Row]) -> String {
         }
         None => parts.push("no wall-time peer in this run".into()),
     }
+    // A newer erofs-utils has no target of its own: its wall time is for reference.
+    for (label, name) in &r.size_peers {
+        if Some(name.as_str()) != r.baseline.as_deref()
+            && let Some(peer) = find(name)
+        {
+            parts.push(format!(
+                "wall {:.2}x of {label} (for reference)",
+                r.sample.wall / peer.sample.wall.max(0.001)
+            ));
+        }
+    }
     let sizes = size_notes(r, rows);
     parts.push(if sizes.is_empty() {
         "no size peer with these options (set EROFS_UTILS_BIN)".into()
@@ -1724,6 +1735,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("in order 2.5% of CPU"), "{t}");
+        assert!(
+            t.contains("wall 1.00x of $EROFS_UTILS_BIN's (for reference)"),
+            "{t}"
+        );
+        assert!(!t.contains("of 1.5's (for reference)"), "{t}");
         // The floor as baseline is for reference only.
         let floor = row(
             "floor: compress every file (-zzstd, all threads)",
