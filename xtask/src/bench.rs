@@ -33,18 +33,18 @@ pub struct BenchArgs {
     /// File counts for the scaling table (small files).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     scale: Vec<usize>,
-    /// Where the table goes.
-    #[arg(long, default_value = "docs/benchmarks.md")]
-    out: PathBuf,
     /// Run only the rows whose name contains SUBSTRING (repeatable), together with the peers
     /// and floors they are compared with; `--only scaling` runs the scaling table.
     #[arg(long, value_name = "SUBSTRING")]
     only: Vec<String>,
-    /// Internal: run a floor program (`read`, `hash` or `compress`) over the files listed in
-    /// a file, or `decode` over the pclusters of an image.
+    /// Where the table goes.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// Internal: run a floor program (`read` or `hash`) over the files listed in a file, or
+    /// `decode` over the pclusters of an image.
     #[arg(long, hide = true, num_args = 2, value_names = ["KIND", "LIST"])]
     floor: Option<Vec<String>>,
-    /// Internal: the `-z` algorithm of the compress floor.
+    /// Internal: the `-z` algorithm of the compress floor (`--floor compress LIST`).
     #[arg(long, hide = true, default_value = "lz4")]
     floor_z: String,
     /// Internal: the pcluster size in bytes (`-C`) of the compress floor; 0: one block.
