@@ -350,9 +350,10 @@ fn search_fill(
                     break;
                 }
                 // Grow by the achieved ratio, but stay below the first length that did
-                // not fit.
+                // not fit. When that length is the next one, `n` stays at `lo` and the
+                // search ends below (a clamp would panic on the empty range).
                 let grown = (n as u128 * cap as u128 / got as u128) as usize;
-                n = grown.clamp(n + 1, hi - 1).min(src.len());
+                n = grown.max(n + 1).min(hi - 1).min(src.len());
             }
             _ => {
                 hi = n;
@@ -876,6 +877,18 @@ pub fn full_indexes(extents: &[Extent], size: u64, blkszbits: u8, big: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_fill_stops_when_growth_reaches_the_first_length_that_did_not_fit() {
+        // `-zzstd` over /usr/share panicked here: 4096 bytes did not fit, then 2048 fitted
+        // so well that growth was clamped to 4095, which fitted too, leaving nothing
+        // between the longest fit and the first misfit to search.
+        let src = vec![7u8; 4096];
+        let mut dst = vec![0u8; 1024];
+        let got = search_fill(&src, &mut dst, |n| (n < 4096).then(|| vec![1u8; 10]));
+        assert_eq!(got, Some((4095, 10)));
+        assert_eq!(&dst[..10], &[1u8; 10]);
+    }
 
     fn text(len: usize) -> Vec<u8> {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
