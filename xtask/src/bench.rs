@@ -1232,6 +1232,7 @@ fn compress_floor(list: &Path, threads: usize, z: &str, pcluster: u32) -> Result
                             &buf,
                             BLKSZ as usize,
                             pcluster,
+                            erofs_format::compress::MAX_EXTENT_DECODED as usize,
                             end == sizes[i],
                             &mut out,
                             &mut scratch,
