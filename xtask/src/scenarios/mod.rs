@@ -89,13 +89,37 @@ impl Default for Boot {
     }
 }
 
+/// Virtio disks one boot can attach: `-nodefaults` leaves slots 2-31 of the i440fx PCI bus
+/// free, one per virtio-blk device.
+pub const MAX_DISKS: usize = 30;
+
+/// The guest path of the `n`th virtio disk, named as Linux names them (`vda`..`vdz`, then
+/// `vdaa`, `vdab`, ...).
+pub fn virtio_disk_name(n: usize) -> String {
+    let mut letters = Vec::new();
+    let mut i = n + 1;
+    while i > 0 {
+        i -= 1;
+        letters.push(b'a' + (i % 26) as u8);
+        i /= 26;
+    }
+    letters.reverse();
+    format!(
+        "/dev/vd{}",
+        String::from_utf8(letters).expect("ASCII letters")
+    )
+}
+
 impl Boot {
     /// Attaches a disk and returns its guest device path.
     pub fn disk(&mut self, image: &Path) -> String {
         let n = self.disks.len();
+        assert!(
+            n < MAX_DISKS,
+            "a boot has PCI slots for {MAX_DISKS} virtio disks; split the scenario"
+        );
         self.disks.push(image.to_path_buf());
-        let letter = (b'a' + n as u8) as char;
-        format!("/dev/vd{letter}")
+        virtio_disk_name(n)
     }
 
     /// Attaches a disk whose reads QEMU throttles to `bytes_per_sec` (`throttling.bps-total`),
@@ -276,5 +300,22 @@ pub fn erofs_mount(source: &str, target: &str, data: &str) -> MountSpec {
         target: target.into(),
         fstype: "erofs".into(),
         data: data.into(),
+    }
+}
+
+#[cfg(test)]
+mod disk_name_tests {
+    use super::virtio_disk_name;
+
+    #[test]
+    fn virtio_disks_are_named_as_linux_names_them() {
+        assert_eq!(virtio_disk_name(0), "/dev/vda");
+        assert_eq!(virtio_disk_name(25), "/dev/vdz");
+        assert_eq!(virtio_disk_name(26), "/dev/vdaa");
+        assert_eq!(virtio_disk_name(29), "/dev/vdad");
+        assert_eq!(virtio_disk_name(51), "/dev/vdaz");
+        assert_eq!(virtio_disk_name(52), "/dev/vdba");
+        assert_eq!(virtio_disk_name(701), "/dev/vdzz");
+        assert_eq!(virtio_disk_name(702), "/dev/vdaaa");
     }
 }

@@ -140,7 +140,7 @@ fn verity(env: &mut Env) -> Result<Prepared> {
     boot.append.push(format!(
         "dm-mod.waitfor={}",
         (0..boot.disks.len())
-            .map(|n| format!("/dev/vd{}", (b'a' + n as u8) as char))
+            .map(super::virtio_disk_name)
             .collect::<Vec<_>>()
             .join(",")
     ));
