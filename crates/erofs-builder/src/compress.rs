@@ -222,6 +222,7 @@ impl Compressor {
             Self::Lz4 => lzzzz::lz4::compress_fill(src, dst),
             Self::Lz4Hc(level) => lzzzz::lz4_hc::compress_fill(src, dst, i32::from(level)),
             Self::Deflate(level) => {
+                let level = miniz_level(level);
                 return search_fill(src, dst, |n| {
                     Some(miniz_oxide::deflate::compress_to_vec(&src[..n], level))
                 });
@@ -239,6 +240,18 @@ impl Compressor {
             Ok((read, wrote)) if read > 0 && wrote > 0 => Some((read, wrote)),
             _ => None,
         }
+    }
+}
+
+/// The miniz_oxide level for a `-zdeflate` level. mkfs.erofs's levels name the effort of its
+/// own encoder (kite), whose level 1 already parses lazily; miniz_oxide's level 1 is a
+/// single-probe greedy matcher that packs about a third fewer bytes into a 64 KiB pcluster.
+/// One level up, miniz_oxide fills pclusters about as mkfs.erofs does at the same level
+/// (docs/benchmarks.md has the sizes).
+fn miniz_level(level: u8) -> u8 {
+    match level {
+        0 => 0,
+        l => (l + 1).min(9),
     }
 }
 
@@ -786,8 +799,10 @@ pub(crate) fn compress_step(
             // segment decodes a whole block, so that it reaches the next lcluster and
             // the extent after it starts in an lcluster of its own.
             let took = fill.map_or(rest.len(), |(read, _)| read);
-            // (A fragment takes what is left after the raw blocks, as in mkfs.erofs.)
-            let n = if took >= rest.len() && !fragment {
+            // (A fragment takes what is left after the raw blocks, as in mkfs.erofs.) A
+            // compressor that gave up (a DEFLATE stream that opens with a stored block,
+            // which would read as padding) spends one pcluster raw, not the segment.
+            let n = if took >= rest.len() && rest.len() <= pcluster.max(blksz) && !fragment {
                 rest.len()
             } else {
                 (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
@@ -1214,6 +1229,42 @@ mod tests {
             z.hints = CompressHint::parse_file(rule, "h").unwrap();
             let err = z.validate(12).unwrap_err().to_string();
             assert!(err.contains(says), "{rule}: {err}");
+        }
+    }
+
+    #[test]
+    fn compressible_data_after_incompressible_data_is_compressed() {
+        // DEFLATE opens a stream over noise with a stored block, whose first byte (0) would
+        // read as padding, so the compressor gives up there; only that pcluster goes raw.
+        let mut src = noise(256 << 10);
+        src.extend(text(256 << 10));
+        for level in ["deflate", "deflate,9"] {
+            let c = Compressor::parse(level).unwrap();
+            let mut out = Compressed::default();
+            compress_segment(
+                c,
+                &src,
+                4096,
+                65536,
+                MAX_EXTENT,
+                true,
+                &mut out,
+                &mut Vec::new(),
+            );
+            let raw: usize = out
+                .extents
+                .iter()
+                .filter(|e| e.raw)
+                .map(|e| e.len as usize)
+                .sum();
+            // The noise, and at most the pcluster where the text starts.
+            assert!(raw <= (256 << 10) + 65536, "{level}: {raw} bytes raw");
+            assert!(
+                out.data.len() < src.len() * 7 / 8,
+                "{level}: {} bytes for {}",
+                out.data.len(),
+                src.len()
+            );
         }
     }
 }

@@ -488,9 +488,9 @@ pub fn ztail_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail:
         item_size(extended, &pre.xattrs.bodies[i].bytes, Payload::None),
         c.size,
         options.blkszbits,
-        // Under dedupe a file learns whether it keeps compact indexes only once its
-        // extents are placed: its tail must fit with full ones.
-        compact_indexes(options) && !options.zlayout.dedupe,
+        // Where pclusters are shared a file learns whether it keeps compact indexes only
+        // once its extents are placed: its tail must fit with full ones.
+        compact_indexes(options) && !options.zlayout.shares_pclusters(),
     );
     tail > 0 && item + tail <= 1u64 << options.blkszbits
 }

@@ -176,6 +176,16 @@ pub struct ZLayoutOptions {
     pub dedupe: bool,
 }
 
+impl ZLayoutOptions {
+    /// Whether an extent may reuse an earlier pcluster that decodes to the same bytes: with
+    /// `-E dedupe`, and with fragments, as mkfs.erofs shares identical extents whenever
+    /// fragments are on. Only `-E dedupe` also shares prefixes (`PARTIAL_REF`) and cuts
+    /// extents to share inside a segment.
+    pub fn shares_pclusters(&self) -> bool {
+        self.dedupe || self.fragments != Fragments::Off
+    }
+}
+
 /// Which part of a compressed file becomes a fragment of the packed inode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fragments {

@@ -467,3 +467,77 @@ fn a_packed_inode_ending_in_a_short_interlaced_raw_block_reads_back() {
     }
     assert!(found > 0, "no text length gave a short interlaced raw end");
 }
+
+/// Each file's extents (pclusters and fragments), by path.
+fn extents_by_path(
+    image: &Path,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<erofs_reader::ZExtent>> {
+    let img = Image::open(image).expect("open image");
+    let mut out = std::collections::BTreeMap::new();
+    for e in img.walk().expect("walk") {
+        let e = e.expect("walk entry");
+        if let Ok(x) = img.z_extents(&e.inode) {
+            out.insert(e.path.clone(), x);
+        }
+    }
+    out
+}
+
+#[test]
+fn fragments_share_the_pclusters_of_identical_extents_as_mkfs_erofs_does() {
+    // mkfs.erofs reuses a pcluster whose bytes an extent would store again whenever
+    // fragments are on, without -E dedupe: copies of a file cost their metadata only.
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut mixed = text(60, 70_000);
+    mixed.extend_from_slice(&bytes(61, 40_000));
+    mixed.extend_from_slice(&text(62, 30_000));
+    std::fs::write(src.join("a"), &mixed).unwrap();
+    std::fs::write(src.join("b"), &mixed).unwrap();
+    // The same bytes 100 bytes further into the file: its raw blocks, interlaced, hold
+    // them at another rotation and must not be shared.
+    let mut shifted = text(63, 100);
+    shifted.extend_from_slice(&mixed);
+    std::fs::write(src.join("c"), &shifted).unwrap();
+    for (z, e) in [
+        ("-zlz4hc", "fragments"),
+        ("-zlz4", "fragments,ztailpacking"),
+        ("-zlzma", "fragments"),
+        ("-zdeflate", "fragments"),
+    ] {
+        let img = tmp.path().join(format!("{}-{e}.erofs", &z[2..]));
+        mkfs(&src, &img, &args(z, "2", &["-C16384", "-E", e]));
+        assert_same(
+            &format!("reader, {z} -E{e}"),
+            &with_epoch(snap_dir(&src, FULL, &[])),
+            &snap_image(&img, FULL),
+        );
+        let x = extents_by_path(&img);
+        let data = |p: &str| -> Vec<(u64, u64, u64, bool)> {
+            x[p.as_bytes()]
+                .iter()
+                .filter(|e| !matches!(e.storage, ZStorage::Fragment { .. }) && !e.inline)
+                .map(|e| (e.logical, e.length, e.physical, e.partial))
+                .collect()
+        };
+        let (a, b) = (data("/a"), data("/b"));
+        assert!(a.len() >= 4, "{z} -E{e}: /a has pclusters: {a:?}");
+        let raw = |p: &str| -> std::collections::BTreeSet<u64> {
+            x[p.as_bytes()]
+                .iter()
+                .filter(|e| matches!(e.storage, ZStorage::Raw { .. }) && !e.inline)
+                .map(|e| e.physical)
+                .collect()
+        };
+        assert!(!raw("/a").is_empty(), "{z} -E{e}: /a has raw blocks");
+        assert_eq!(a, b, "{z} -E{e}: the copy points at the same pclusters");
+        assert!(
+            a.iter().all(|e| !e.3),
+            "{z} -E{e}: no PARTIAL_REF without -E dedupe"
+        );
+        // /c's raw blocks are its own (a shared one would read back rotated, which the
+        // comparison above would catch as well).
+        assert!(raw("/a").is_disjoint(&raw("/c")), "{z} -E{e}");
+    }
+}

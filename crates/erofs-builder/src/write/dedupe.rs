@@ -1,5 +1,8 @@
 //! `-E dedupe`: an extent whose decoded bytes equal those of a pcluster already written
-//! (decoded the same way) points at that pcluster instead of storing its own.
+//! (decoded the same way) points at that pcluster instead of storing its own. With
+//! fragments the same whole-pcluster sharing is on without `-E dedupe` (as mkfs.erofs
+//! shares identical extents whenever fragments are on); prefixes and the sharing inside a
+//! segment are `-E dedupe`'s alone.
 //!
 //! Deterministic and parallel: the workers compress as without dedupe and add the SHA-256
 //! of each extent's decoded bytes (from the buffer they compressed); only the ordered step,
@@ -67,12 +70,14 @@ pub(super) fn extent_digests(
 }
 
 /// What makes two pclusters interchangeable: the same decoded bytes, decoded the same way
-/// (stored raw, or by the same algorithm).
+/// (stored raw, or by the same algorithm), and for an interlaced raw pcluster the same
+/// rotation (its bytes sit at their file offset within the block).
 #[derive(Hash, PartialEq, Eq)]
 struct Key {
     algorithm: Option<Algorithm>,
     len: u32,
     digest: [u8; 32],
+    rotation: u32,
 }
 
 /// The pclusters written so far, by content.
@@ -82,6 +87,11 @@ pub(super) struct Dedupe {
     blkszbits: u8,
     /// The image has big pclusters: a pcluster of several blocks needs its CBLKCNT index.
     big: bool,
+    /// `-E dedupe`: also prefixes of recent pclusters (`PARTIAL_REF`); without it (sharing
+    /// under fragments) only whole pclusters.
+    prefixes: bool,
+    /// Raw pclusters are interlaced (`INTERLACED_PCLUSTER`).
+    interlaced: bool,
     /// Recently written compressed pclusters by a hash of their first block of output,
     /// with that output: a later extent whose bytes are a prefix of one takes it with
     /// `PARTIAL_REF` (a file that is the start of another).
@@ -115,11 +125,13 @@ fn head_key(first_block: &[u8], algorithm: Algorithm) -> u64 {
 }
 
 impl Dedupe {
-    pub(super) fn new(blkszbits: u8, big: bool) -> Self {
+    pub(super) fn new(blkszbits: u8, big: bool, prefixes: bool, interlaced: bool) -> Self {
         Self {
             seen: HashMap::new(),
             blkszbits,
             big,
+            prefixes,
+            interlaced,
             heads: HashMap::new(),
             recent: VecDeque::new(),
             recent_bytes: 0,
@@ -192,6 +204,11 @@ impl Dedupe {
                 algorithm: (!e.raw).then_some(algorithm),
                 len: full,
                 digest,
+                rotation: if e.raw && self.interlaced {
+                    (pos & lcmask) as u32
+                } else {
+                    0
+                },
             };
             // A pcluster of another block count must suit the one extent on it: with several
             // blocks, the NONHEAD after its HEAD carries the count (CBLKCNT), so the extent
@@ -208,7 +225,8 @@ impl Dedupe {
             // Else a prefix of a recent pcluster's output, for the one extent on a pcluster
             // of its own.
             let prefix_of = || -> Option<(u32, u32)> {
-                if e.raw
+                if !self.prefixes
+                    || e.raw
                     || e.partial
                     || uses[&e.blk] > 1
                     || bytes.len() < blksz
@@ -238,7 +256,7 @@ impl Dedupe {
                     });
                 }
                 None => {
-                    if !e.raw && full as usize >= blksz {
+                    if self.prefixes && !e.raw && full as usize >= blksz {
                         new_heads.push((at, full as usize, blk_of(next, written), e.blocks));
                     }
                     let blk = next + written;

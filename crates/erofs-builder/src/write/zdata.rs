@@ -170,6 +170,9 @@ pub(super) fn write_compressed(
     // so another extent could not share it.
     let interlaced = fragments::mode(ctx.options) != Fragments::Off && !ctx.options.zlayout.dedupe;
     let fragdedupe = ctx.options.zlayout.fragdedupe;
+    // Whole pclusters are shared between identical extents (the ordered step decides), but
+    // not inside the packed inode, which holds each fragment once already.
+    let share = ctx.packed.is_none() && ctx.options.zlayout.shares_pclusters();
     let inodes = match ctx.packed {
         Some(p) => p..p + 1,
         None => 0..tree.inodes.len(),
@@ -362,7 +365,7 @@ pub(super) fn write_compressed(
                 None
             };
             let inline = if flat.is_some() { None } else { inline };
-            let dedupe = if ctx.options.zlayout.dedupe && flat.is_none() {
+            let dedupe = if share && flat.is_none() {
                 // A tail that is not a pcluster of the data area (inline or a fragment) is
                 // left out.
                 let tail = inline.is_some() || fragment.as_ref().is_some_and(|f| !f.whole);
@@ -410,11 +413,14 @@ pub(super) fn write_compressed(
     zfiles.resize_with(tree.inodes.len(), || None);
     let mut digests = Vec::new();
     let mut bytes_in = 0u64;
-    let mut dedupe = ctx
-        .options
-        .zlayout
-        .dedupe
-        .then(|| dedupe::Dedupe::new(ctx.options.blkszbits, z.big_pclusters(blksz as u32)));
+    let mut dedupe = share.then(|| {
+        dedupe::Dedupe::new(
+            ctx.options.blkszbits,
+            z.big_pclusters(blksz as u32),
+            ctx.options.zlayout.dedupe,
+            interlaced,
+        )
+    });
     run_ordered(
         jobs.len(),
         ctx.threads,
