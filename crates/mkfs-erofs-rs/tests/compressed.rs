@@ -9,28 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-const FULL: Compare = Compare {
-    owners: true,
-    xattrs: true,
-    mtime: true,
-    nlink: true,
-};
-
-/// Text-like bytes (words over a small alphabet), which compress to about half.
-fn text(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = erofs_testkit::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        let r = rng.next_u64();
-        for k in 0..(2 + r % 7) {
-            out.push(b'a' + ((r >> (8 + 4 * k)) % 10) as u8);
-        }
-        out.push(if r.is_multiple_of(13) { b'\n' } else { b' ' });
-    }
-    out.truncate(len);
-    out
-}
-
 /// [`make_tree`] plus compressible files: around block and segment boundaries, runs of
 /// zeroes, a file that turns incompressible halfway, and files of several segments.
 fn make_compressible_tree(root: &Path, sparse: bool) {

@@ -10,29 +10,7 @@ use std::path::Path;
 use common::*;
 use erofs_reader::{Image, ZStorage};
 
-const FULL: Compare = Compare {
-    owners: true,
-    xattrs: true,
-    mtime: true,
-    nlink: true,
-};
-
 const EPOCH_ARG: &str = "1700000000";
-
-/// Text-like bytes (words over a small alphabet), which compress to about half.
-fn text(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = erofs_testkit::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        let r = rng.next_u64();
-        for k in 0..(2 + r % 7) {
-            out.push(b'a' + ((r >> (8 + 4 * k)) % 10) as u8);
-        }
-        out.push(if r.is_multiple_of(13) { b'\n' } else { b' ' });
-    }
-    out.truncate(len);
-    out
-}
 
 /// Sizes around block and pcluster boundaries, small files, a file that turns
 /// incompressible (its raw blocks are interlaced), one of several segments, and
