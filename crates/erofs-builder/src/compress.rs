@@ -695,6 +695,7 @@ pub fn compress_segment(
         last: at_end,
         fragment: false,
         interlaced: false,
+        raw_by_block: false,
     };
     compress_segment_ext(c, src, blksz, pcluster, max_extent, end, out, scratch);
 }
@@ -711,6 +712,10 @@ pub struct SegmentEnd {
     /// Raw pclusters are interlaced (advise `INTERLACED_PCLUSTER`): each byte sits at the
     /// in-block offset of its file offset. The segment starts on a block boundary.
     pub interlaced: bool,
+    /// Incompressible input goes raw one block at a time, compression being tried again
+    /// after each, so that a pcluster starts as soon as the data compresses again, as
+    /// mkfs.erofs does with `-E dedupe` (without it, it stores what one try consumed).
+    pub raw_by_block: bool,
 }
 
 /// [`compress_segment`] with fragments and interlaced raw blocks. Returns the length of
@@ -804,6 +809,8 @@ pub(crate) fn compress_step(
             // which would read as padding) spends one pcluster raw, not the segment.
             let n = if took >= rest.len() && rest.len() <= pcluster.max(blksz) && !fragment {
                 rest.len()
+            } else if end.raw_by_block {
+                blksz.min(rest.len())
             } else {
                 (took.min(pcluster) / blksz * blksz).clamp(blksz, rest.len())
             };
@@ -943,6 +950,7 @@ mod tests {
             last: true,
             fragment: true,
             interlaced,
+            raw_by_block: false,
         };
         let n = compress_segment_ext(
             c,
@@ -1266,5 +1274,42 @@ mod tests {
                 src.len()
             );
         }
+    }
+
+    #[test]
+    fn raw_by_block_starts_a_pcluster_as_soon_as_the_data_compresses_again() {
+        // Noise, then zeroes: storing what one try consumed raw overshoots into bytes that a
+        // pcluster starting earlier would have taken in.
+        let mut src = text(300_000);
+        src.extend(noise(150_000));
+        src.extend(vec![0u8; 300_000]);
+        let c = Compressor::parse("lz4").unwrap();
+        let raw_of = |raw_by_block: bool| {
+            let mut out = Compressed::default();
+            let end = SegmentEnd {
+                last: true,
+                raw_by_block,
+                ..SegmentEnd::default()
+            };
+            compress_segment_ext(
+                c,
+                &src,
+                4096,
+                65536,
+                MAX_EXTENT,
+                end,
+                &mut out,
+                &mut Vec::new(),
+            );
+            let raw: u32 = out.extents.iter().filter(|e| e.raw).map(|e| e.len).sum();
+            (raw, out.data.len())
+        };
+        let (by_block, at_once) = (raw_of(true), raw_of(false));
+        assert!(
+            by_block.0 < at_once.0,
+            "raw bytes {by_block:?} against {at_once:?}"
+        );
+        assert!(by_block.0 as usize <= 150_000 + 4096, "{by_block:?}");
+        assert!(by_block.1 <= at_once.1, "{by_block:?} against {at_once:?}");
     }
 }

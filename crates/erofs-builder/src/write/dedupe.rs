@@ -378,6 +378,7 @@ pub(super) fn compress_segment_sharing(
         let first = out.extents.len();
         let end = SegmentEnd {
             last: at_end,
+            raw_by_block: true,
             ..SegmentEnd::default()
         };
         let n = compress_step(c, src, pos, blksz, pcluster, max_extent, end, out, scratch)

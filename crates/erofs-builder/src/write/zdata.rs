@@ -293,6 +293,7 @@ pub(super) fn write_compressed(
                     last,
                     fragment: frag_mode == Fragments::Tails,
                     interlaced,
+                    raw_by_block: false,
                 };
                 compress_segment_ext(
                     compressor,
