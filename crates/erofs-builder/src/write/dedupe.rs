@@ -30,12 +30,13 @@ use crate::compress::{Compressed, Compressor, Extent, SegmentEnd, compress_step}
 /// A pcluster's decoded length and the SHA-256 of its decoded bytes.
 pub(super) type PclusterDigest = (u32, [u8; 32]);
 
-/// What a worker hands the ordered step about a segment under `-E dedupe`.
+/// What a worker hands the ordered step about a segment whose pclusters may be shared.
 pub(super) struct SegmentFacts {
     /// [`extent_digests`] of its extents.
     pub digests: Vec<Option<PclusterDigest>>,
-    /// Its bytes (kept a while for prefix matches).
-    pub src: Arc<Vec<u8>>,
+    /// Its bytes, kept a while for prefix matches: with `-E dedupe` only (sharing under
+    /// fragments compares digests alone, and the buffer goes back to the pool).
+    pub src: Option<Arc<Vec<u8>>>,
 }
 
 /// For each of `extents` (consecutive pieces of `src`, from its start) but an inline
@@ -143,13 +144,14 @@ impl Dedupe {
     /// the segment's extents at absolute addresses and the blocks written. `digests` are
     /// the extents' ([`extent_digests`]); an extent past them (an inline tail) is given
     /// the block where a pcluster after the one before it would start. `src`: the
-    /// segment's bytes; `pos`: the file offset where it starts.
+    /// segment's bytes, for prefix matches (`None` without them); `pos`: the file offset
+    /// where it starts.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn place(
         &mut self,
         z: &Compressed,
         digests: &[Option<PclusterDigest>],
-        src: Arc<Vec<u8>>,
+        src: Option<Arc<Vec<u8>>>,
         algorithm: Algorithm,
         mut pos: u64,
         next: u64,
@@ -221,12 +223,12 @@ impl Dedupe {
                             || ((pos & lcmask) + u64::from(e.len)) >> self.blkszbits >= 2))
             };
             let at = (pos - seg_start) as usize;
-            let bytes = &src[at..at + e.len as usize];
+            let bytes = src.as_deref().map(|s| &s[at..at + e.len as usize]);
             // Else a prefix of a recent pcluster's output, for the one extent on a pcluster
             // of its own.
             let prefix_of = || -> Option<(u32, u32)> {
-                if !self.prefixes
-                    || e.raw
+                let bytes = bytes.filter(|_| self.prefixes)?;
+                if e.raw
                     || e.partial
                     || uses[&e.blk] > 1
                     || bytes.len() < blksz
@@ -279,7 +281,9 @@ impl Dedupe {
             pos += u64::from(e.len);
         }
         flush(&mut run)?;
-        self.remember(src, algorithm, new_heads);
+        if let Some(src) = src {
+            self.remember(src, algorithm, new_heads);
+        }
         Ok((out, written))
     }
 

@@ -167,7 +167,7 @@ pub(super) fn write_compressed(
     };
     // Raw blocks are interlaced with fragments, as mkfs.erofs does, but not with dedupe (as
     // mkfs.erofs): an interlaced raw pcluster holds its bytes at one file offset's rotation,
-    // so another extent could not share it.
+    // so only an extent at the same rotation can share it.
     let interlaced = fragments::mode(ctx.options) != Fragments::Off && !ctx.options.zlayout.dedupe;
     let fragdedupe = ctx.options.zlayout.fragdedupe;
     // Whole pclusters are shared between identical extents (the ordered step decides), but
@@ -372,11 +372,14 @@ pub(super) fn write_compressed(
                 let tail = inline.is_some() || fragment.as_ref().is_some_and(|f| !f.whole);
                 let d = dedupe::extent_digests(&buf[..len], &out.extents, &fulls, tail);
                 // The ordered step keeps recent segments for prefix matches.
-                buf.truncate(len);
-                Some(dedupe::SegmentFacts {
-                    digests: d,
-                    src: std::sync::Arc::new(buf),
-                })
+                let src = if ctx.options.zlayout.dedupe {
+                    buf.truncate(len);
+                    Some(std::sync::Arc::new(buf))
+                } else {
+                    buffers.put(buf);
+                    None
+                };
+                Some(dedupe::SegmentFacts { digests: d, src })
             } else {
                 buffers.put(buf);
                 None
