@@ -108,20 +108,6 @@ fn args<'a>(z: &'a str, j: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-/// Each file's layout and extents, by path.
-fn extents(image: &Path) -> BTreeMap<Vec<u8>, (DataLayout, Vec<ZExtent>)> {
-    let img = Image::open(image).expect("open image");
-    let mut out = BTreeMap::new();
-    for e in img.walk().expect("walk") {
-        let e = e.expect("walk entry");
-        if let Ok(x) = img.z_extents(&e.inode) {
-            let rel = e.path.strip_prefix(b"/").unwrap_or(&e.path).to_vec();
-            out.insert(rel, (e.inode.layout, x));
-        }
-    }
-    out
-}
-
 fn is_compressed(l: &DataLayout) -> bool {
     matches!(
         l,

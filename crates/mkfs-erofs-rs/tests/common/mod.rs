@@ -44,6 +44,22 @@ pub fn mkfs(source: &Path, image: &Path, args: &[&str]) {
     );
 }
 
+/// Each compressed file's layout and extents, by path relative to the image root.
+pub fn extents(
+    image: &Path,
+) -> BTreeMap<Vec<u8>, (erofs_format::DataLayout, Vec<erofs_reader::ZExtent>)> {
+    let img = erofs_reader::Image::open(image).expect("open image");
+    let mut out = BTreeMap::new();
+    for e in img.walk().expect("walk") {
+        let e = e.expect("walk entry");
+        if let Ok(x) = img.z_extents(&e.inode) {
+            let rel = e.path.strip_prefix(b"/").unwrap_or(&e.path).to_vec();
+            out.insert(rel, (e.inode.layout, x));
+        }
+    }
+    out
+}
+
 /// Compare everything: owners, xattrs, mtimes and link counts.
 pub const FULL: Compare = Compare {
     owners: true,
