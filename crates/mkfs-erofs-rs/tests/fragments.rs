@@ -292,19 +292,35 @@ fn fragdedupe_stores_identical_fragments_once_as_asked() {
         frag(&off, "/z/small-1")[0].0,
         frag(&off, "/z/dup/small-2")[0].0
     );
-    // In every mode the packed inode holds exactly the fragments stored, back to back,
-    // and the mode says which of them may be equal.
+    // In every mode the packed inode holds exactly the fragments stored, back to back
+    // (with fragdedupe, a fragment may lie at the start or the end of another), and the
+    // mode says which of them may be equal.
     for (mode, f) in [("full", &full), ("inode", &inode), ("off", &off)] {
         let stored: std::collections::BTreeSet<(u64, u64, bool)> =
             f.by_nid.values().copied().collect();
-        let total: u64 = stored
-            .iter()
-            .map(|&(o, l, _)| (o, l))
-            .collect::<std::collections::BTreeSet<_>>()
-            .iter()
-            .map(|(_, l)| l)
-            .sum();
-        assert_eq!(total, f.packed.len() as u64, "{mode}: packed inode size");
+        // By start, the longest first.
+        let ranges: std::collections::BTreeSet<(u64, u64)> =
+            stored.iter().map(|&(o, l, _)| (o, o + l)).collect();
+        let mut ranges: Vec<(u64, u64)> = ranges.into_iter().collect();
+        ranges.sort_by_key(|&(s, e)| (s, std::cmp::Reverse(e)));
+        let mut covered = 0;
+        for &(start, end) in &ranges {
+            if end <= covered {
+                let outer = ranges
+                    .iter()
+                    .find(|&&(s, e)| (s, e) != (start, end) && s <= start && end <= e);
+                let outer = outer.expect("a fragment inside none but overlapping another");
+                assert!(mode != "off", "off: {start}..{end} shared");
+                assert!(
+                    outer.0 == start || outer.1 == end,
+                    "{mode}: {start}..{end} in {outer:?}"
+                );
+                continue;
+            }
+            assert_eq!(start, covered, "{mode}: fragments back to back");
+            covered = end;
+        }
+        assert_eq!(covered, f.packed.len() as u64, "{mode}: packed inode size");
         let bytes = |&(o, l, _): &(u64, u64, bool)| &f.packed[o as usize..(o + l) as usize];
         let mut seen = std::collections::BTreeMap::new();
         for x in &stored {
@@ -328,6 +344,54 @@ fn fragdedupe_stores_identical_fragments_once_as_asked() {
         }
     }
     assert!(full.packed.len() < inode.packed.len() && inode.packed.len() < off.packed.len());
+}
+
+#[test]
+fn a_file_that_ends_or_starts_an_earlier_fragment_is_read_from_inside_it() {
+    // mkfs.erofs matches each file's tail against the ends of the fragments packed before
+    // it: a file of zeros shorter than another, or a file that is the end of another,
+    // costs nothing in the packed inode. So does one that is the start of another (which
+    // mkfs.erofs does not look for).
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let a = text(60, 20_000);
+    std::fs::write(src.join("a"), &a).unwrap();
+    std::fs::write(src.join("b-end-of-a"), &a[5000..]).unwrap();
+    std::fs::write(src.join("c-last-64-bytes"), &a[20_000 - 64..]).unwrap();
+    std::fs::write(src.join("d-zeros"), vec![0u8; 30_000]).unwrap();
+    std::fs::write(src.join("e-fewer-zeros"), vec![0u8; 10_000]).unwrap();
+    std::fs::write(src.join("f-start-of-a"), &a[..12_000]).unwrap();
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    for (e, shared) in [("fragments", true), ("fragments,^fragdedupe", false)] {
+        let img = tmp.path().join(format!("{e}.erofs"));
+        mkfs(&src, &img, &args("-zlz4hc", "2", &["-C", "65536", "-E", e]));
+        assert_same(&format!("reader, -E{e}"), &want, &snap_image(&img, FULL));
+        let f = fragments_of(&img);
+        let at = |p: &str| f.by_path[p.as_bytes()][0];
+        assert_eq!(f.whole, 6, "-E{e}: every file is a whole fragment");
+        let short_apart = at("/c-last-64-bytes").0 >= at("/a").0 + 20_000;
+        assert!(short_apart, "-E{e}: 64 bytes are matched whole only");
+        if shared {
+            assert_eq!(at("/b-end-of-a"), (at("/a").0 + 5000, 15_000));
+            assert_eq!(at("/e-fewer-zeros"), (at("/d-zeros").0 + 20_000, 10_000));
+            assert_eq!(at("/f-start-of-a"), (at("/a").0, 12_000));
+            assert_eq!(f.packed.len(), 20_000 + 64 + 30_000, "-E{e}");
+        } else {
+            assert_eq!(
+                f.packed.len(),
+                20_000 + 15_000 + 64 + 40_000 + 12_000,
+                "-E{e}"
+            );
+        }
+        if let Some(m) = Mount::new(&img) {
+            assert_same(
+                &format!("kernel mount, -E{e}"),
+                &want,
+                &snap_dir(m.path(), FULL, &[]),
+            );
+        }
+    }
 }
 
 #[test]

@@ -6,13 +6,16 @@
 //! bytes to a spill file beside the image, so the offsets depend on the input only, never
 //! on timing or thread count, and memory stays bounded whatever the packed inode's size.
 //! With `fragdedupe`, a fragment whose bytes equal an earlier one's (same length and
-//! sha256, computed by the worker) takes the earlier offset instead.
+//! sha256, computed by the worker), or the end of an earlier one (as mkfs.erofs matches
+//! a file's tail against the ends of the fragments packed before it), or its start (which
+//! mkfs.erofs does not look for: a file that is the start of another), takes the earlier
+//! offset instead.
 //!
 //! Once every file is placed, the spill file becomes a regular inode of its own, appended
 //! to the tree and compressed by the same stage like any large file (in parallel segments,
 //! but without fragments of its own); its nid is the superblock's `packed_nid`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -62,6 +65,111 @@ pub(super) struct Packer {
     len: u64,
     /// Offsets of the fragments that may be shared, by (length, sha256).
     seen: HashMap<(u64, [u8; 32]), u64>,
+    /// Recent shareable fragments' starts and ends, for prefix and suffix matches.
+    starts: Ends,
+    ends: Ends,
+}
+
+/// A fragment's first or last bytes that key its prefix and suffix matches; a shorter
+/// fragment is matched whole only (mkfs.erofs's rule for suffixes).
+const END_KEY: usize = 64;
+/// Bytes kept of each fragment's start and end: a longer fragment serves prefixes and
+/// suffixes up to this length.
+const END_KEPT: usize = 256 << 10;
+/// Bytes kept in all, per side (a deterministic FIFO: what falls out depends on the input
+/// alone).
+const ENDS_BYTES: usize = 64 << 20;
+/// Candidates compared per match at most (the newest), so that many fragments with one
+/// ending (zeros) cost a bounded time each.
+const ENDS_PER_KEY: usize = 32;
+
+/// Where a fragment starts (or ends) in the packed inode, and its bytes at that end.
+type Kept = (u64, Arc<[u8]>);
+
+/// One end (first or last bytes) of recent fragments, by its [`END_KEY`] outermost bytes.
+struct Ends {
+    /// The fragments' last bytes (else their first).
+    last: bool,
+    /// Key -> (where the fragment starts, or ends, in the packed inode; its bytes at that
+    /// end), oldest first.
+    by_key: HashMap<[u8; END_KEY], VecDeque<Kept>>,
+    /// The same, in the order they were added, for the FIFO.
+    order: VecDeque<([u8; END_KEY], u64, usize)>,
+    bytes: usize,
+}
+
+impl Ends {
+    fn new(last: bool) -> Self {
+        Self {
+            last,
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn key(&self, bytes: &[u8]) -> Option<[u8; END_KEY]> {
+        let at = bytes.len().checked_sub(END_KEY).filter(|&n| n > 0)?;
+        let k = if self.last {
+            &bytes[at..]
+        } else {
+            &bytes[..END_KEY]
+        };
+        k.try_into().ok()
+    }
+
+    /// Where an earlier fragment starts (or ends) with `bytes`: the offset they are at.
+    fn find(&self, bytes: &[u8]) -> Option<u64> {
+        let list = self.by_key.get(&self.key(bytes)?)?;
+        let (at, _) = list.iter().rev().take(ENDS_PER_KEY).find(|(_, kept)| {
+            if self.last {
+                kept.ends_with(bytes)
+            } else {
+                kept.starts_with(bytes)
+            }
+        })?;
+        Some(if self.last {
+            at - bytes.len() as u64
+        } else {
+            *at
+        })
+    }
+
+    /// Keeps an end of a fragment just packed at `at..at + bytes.len()`.
+    fn add(&mut self, bytes: &[u8], at: u64) {
+        let Some(key) = self.key(bytes) else {
+            return;
+        };
+        let n = bytes.len().min(END_KEPT);
+        let (kept, anchor): (Arc<[u8]>, u64) = if self.last {
+            (
+                Arc::from(&bytes[bytes.len() - n..]),
+                at + bytes.len() as u64,
+            )
+        } else {
+            (Arc::from(&bytes[..n]), at)
+        };
+        self.bytes += n;
+        self.order.push_back((key, anchor, n));
+        let list = self.by_key.entry(key).or_default();
+        list.push_back((anchor, kept));
+        if list.len() > ENDS_PER_KEY {
+            // Never compared again; its bytes leave `self.bytes` when the FIFO reaches it.
+            list.pop_front();
+        }
+        while self.bytes > ENDS_BYTES {
+            let Some((key, anchor, n)) = self.order.pop_front() else {
+                break;
+            };
+            self.bytes -= n;
+            if let Some(list) = self.by_key.get_mut(&key) {
+                list.retain(|&(a, _)| a != anchor);
+                if list.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 impl Packer {
@@ -81,6 +189,8 @@ impl Packer {
             out: BufWriter::with_capacity(1 << 20, file),
             len: 0,
             seen: HashMap::new(),
+            starts: Ends::new(false),
+            ends: Ends::new(true),
         })
     }
 
@@ -92,11 +202,19 @@ impl Packer {
         {
             return Ok(at);
         }
+        if piece.key.is_some()
+            && let Some(at) =
+                (self.ends.find(&piece.bytes)).or_else(|| self.starts.find(&piece.bytes))
+        {
+            return Ok(at);
+        }
         let at = self.len;
         self.out.write_all(&piece.bytes).map_err(spill_error)?;
         self.len += len;
         if let Some(key) = piece.key {
             self.seen.insert((len, key), at);
+            self.starts.add(&piece.bytes, at);
+            self.ends.add(&piece.bytes, at);
         }
         Ok(at)
     }
@@ -154,4 +272,75 @@ pub(super) fn with_packed_inode(
     });
     let i = t.inodes.len() - 1;
     (t, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that repeat nowhere within 10 000 (so a suffix matches at one place only).
+    fn distinct(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i * 7919 % 251) as u8 ^ (i >> 8) as u8)
+            .collect()
+    }
+
+    fn whole(bytes: &[u8], dedupe: FragDedupe) -> Piece {
+        Piece::new(bytes.to_vec(), true, true, dedupe)
+    }
+
+    #[test]
+    fn a_fragment_that_ends_an_earlier_one_is_stored_inside_it() {
+        let mut p = Packer::new(&Options::default()).unwrap();
+        let long = distinct(10_000);
+        assert_eq!(p.place(&whole(&long, FragDedupe::Full)).unwrap(), 0);
+        // Its last 6000 bytes: where they already are.
+        assert_eq!(
+            p.place(&whole(&long[4000..], FragDedupe::Full)).unwrap(),
+            4000
+        );
+        // So is a tail piece, and with fragdedupe=inode a whole file.
+        let tail = Piece::new(long[9000..].to_vec(), false, true, FragDedupe::Full);
+        assert_eq!(p.place(&tail).unwrap(), 9000);
+        assert_eq!(p.place(&whole(&long[1..], FragDedupe::Inode)).unwrap(), 1);
+        // 64 bytes or fewer are matched whole only (as mkfs.erofs does): stored again.
+        assert_eq!(
+            p.place(&whole(&long[10_000 - 64..], FragDedupe::Full))
+                .unwrap(),
+            10_000
+        );
+        // Its first 5000 bytes too.
+        assert_eq!(p.place(&whole(&long[..5000], FragDedupe::Full)).unwrap(), 0);
+        // The middle is neither; without fragdedupe nothing is shared.
+        assert_eq!(
+            p.place(&whole(&long[10..9990], FragDedupe::Full)).unwrap(),
+            10_064
+        );
+        assert_eq!(
+            p.place(&whole(&long[5000..], FragDedupe::Off)).unwrap(),
+            20_044
+        );
+        let (_, len) = p.finish().unwrap().unwrap();
+        assert_eq!(len, 25_044);
+    }
+
+    #[test]
+    fn suffix_matches_forget_the_oldest_fragments_past_the_window() {
+        let mut ends = Ends::new(true);
+        let a = distinct(END_KEPT + 100);
+        ends.add(&a, 1 << 40);
+        let end = (1u64 << 40) + a.len() as u64;
+        // Only the last END_KEPT bytes are kept: a longer suffix is not found.
+        assert_eq!(ends.find(&a[100..]), Some(end - END_KEPT as u64));
+        assert_eq!(ends.find(&a[99..]), None);
+        // Filling the window pushes `a` out.
+        let filler = distinct(END_KEPT);
+        for k in 0..ENDS_BYTES / END_KEPT {
+            let mut f = filler.clone();
+            f.extend_from_slice(&(k as u64).to_le_bytes());
+            ends.add(&f, 2 << 40);
+        }
+        assert!(ends.bytes <= ENDS_BYTES);
+        assert_eq!(ends.find(&a[1000..]), None);
+    }
 }
