@@ -597,3 +597,73 @@ fn json_reports_what_dedupe_shared() {
     assert_eq!(plain["options"]["dedupe"], false);
     assert_eq!(plain["options"]["max_extent_bytes"], 12 << 20);
 }
+
+#[test]
+fn with_fragments_a_tail_that_a_written_pcluster_decodes_is_not_packed_again() {
+    // mkfs.erofs looks for a match before it cuts a file's tail into a fragment: a file
+    // that is the start of an earlier one ends on that file's pcluster (PARTIAL_REF), not
+    // in the packed inode. The packed inode, made of fragments already stored once,
+    // shares nothing, as in mkfs.erofs.
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let a = original();
+    std::fs::write(src.join("a-original"), &a).unwrap();
+    std::fs::write(src.join("b-start-of-a"), &a[..420_000]).unwrap();
+    std::fs::write(src.join("c-other"), text(9, 150_000)).unwrap();
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    for z in ["-zlz4hc", "-zzstd"] {
+        let img = tmp.path().join(format!("{z}.erofs"));
+        let e = "ztailpacking,fragments,dedupe";
+        mkfs(&src, &img, &args(z, "2", &["-C", "65536", "-E", e]));
+        assert_same(&format!("reader, {z}"), &want, &snap_image(&img, FULL));
+        let x = extents(&img);
+        let pclusters = |p: &[u8]| -> Vec<(u64, bool)> {
+            x[p].1
+                .iter()
+                .filter(|e| !matches!(e.storage, ZStorage::Fragment { .. }) && !e.inline)
+                .map(|e| (e.physical, e.partial))
+                .collect()
+        };
+        let (a_pc, b_pc) = (pclusters(b"a-original"), pclusters(b"b-start-of-a"));
+        let b = &x[&b"b-start-of-a"[..]].1;
+        assert!(
+            b.iter()
+                .all(|e| !matches!(e.storage, ZStorage::Fragment { .. })),
+            "{z}: b's tail went to the packed inode: {b:?}"
+        );
+        assert!(
+            b.last().unwrap().partial,
+            "{z}: b ends on a prefix of a pcluster"
+        );
+        assert!(
+            b_pc.iter().all(|(p, _)| a_pc.iter().any(|(q, _)| q == p)),
+            "{z}: b stores a pcluster of its own"
+        );
+        // The other files do have fragments, and the packed inode shares nothing.
+        assert!(
+            x[&b"c-other"[..]]
+                .1
+                .iter()
+                .any(|e| matches!(e.storage, ZStorage::Fragment { .. })),
+            "{z}"
+        );
+        let im = Image::open(&img).unwrap();
+        let packed = im.inode(im.superblock().packed_nid.get()).unwrap();
+        let px = im.z_extents(&packed).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for e in px.iter().filter(|e| !e.inline) {
+            assert!(
+                !e.partial && seen.insert(e.physical),
+                "{z}: packed inode {e:?}"
+            );
+        }
+        if let Some(m) = Mount::new(&img) {
+            assert_same(
+                &format!("kernel mount, {z}"),
+                &want,
+                &snap_dir(m.path(), FULL, &[]),
+            );
+        }
+    }
+}

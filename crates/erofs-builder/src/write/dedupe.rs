@@ -287,6 +287,53 @@ impl Dedupe {
         Ok((out, written))
     }
 
+    /// A file's tail, cut as a fragment (`bytes`, from file offset `pos`), that a pcluster
+    /// already written decodes to (or starts with, `PARTIAL_REF`): its extent on that
+    /// pcluster, so that the tail is not packed again. mkfs.erofs looks for such a match
+    /// before it cuts the fragment; here the tail was cut by a worker, and only the ordered
+    /// step knows what is written. With `-E dedupe` only.
+    pub(super) fn tail_extent(
+        &self,
+        bytes: &[u8],
+        algorithm: Algorithm,
+        pos: u64,
+    ) -> Option<Extent> {
+        let blksz = 1usize << self.blkszbits;
+        let lcmask = (1u64 << self.blkszbits) - 1;
+        if !self.prefixes || bytes.len() < blksz {
+            return None;
+        }
+        // The tail is the file's last extent: a pcluster of several blocks still needs the
+        // NONHEAD after its HEAD for the block count.
+        let fits = |blocks: u32| {
+            blocks <= 1 || !self.big || ((pos & lcmask) + bytes.len() as u64) >> self.blkszbits >= 2
+        };
+        let key = Key {
+            algorithm: Some(algorithm),
+            len: u32::try_from(bytes.len()).ok()?,
+            digest: Sha256::digest(bytes).into(),
+            rotation: 0,
+        };
+        let (blk, blocks, partial) = match self.seen.get(&key) {
+            Some(&(blk, blocks)) => (blk, blocks, false),
+            None if partial_ok(algorithm) => {
+                let h = self.heads.get(&head_key(&bytes[..blksz], algorithm))?;
+                (h.algorithm == algorithm
+                    && bytes.len() < h.full
+                    && h.src[h.at..h.at + bytes.len()] == *bytes)
+                    .then_some((h.blk, h.blocks, true))?
+            }
+            None => return None,
+        };
+        fits(blocks).then_some(Extent {
+            len: key.len,
+            blk,
+            blocks,
+            raw: false,
+            partial,
+        })
+    }
+
     /// Keeps the pclusters just written for prefix matches, and forgets the oldest
     /// segments past [`RECENT_BYTES`].
     fn remember(
@@ -347,7 +394,10 @@ impl Dedupe {
 /// is stored. Deterministic: it depends on the segment's bytes only.
 ///
 /// Candidates are found by a rolling hash of one block at each pcluster's start, then
-/// compared byte for byte. Returns, per extent, how many bytes its pcluster decodes to.
+/// compared byte for byte. With `end.fragment`, the file's tail is cut as
+/// [`crate::compress::compress_segment_ext`] cuts it (sharing first, as mkfs.erofs looks
+/// for a match before each pcluster). Returns, per extent, how many bytes its pcluster
+/// decodes to, and the fragment's length (the last bytes of `src`, not in `out`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn compress_segment_sharing(
     c: Compressor,
@@ -355,10 +405,11 @@ pub(super) fn compress_segment_sharing(
     blksz: usize,
     pcluster: usize,
     max_extent: usize,
-    at_end: bool,
+    end: SegmentEnd,
     out: &mut Compressed,
     scratch: &mut Vec<u8>,
-) -> Vec<u32> {
+) -> (Vec<u32>, usize) {
+    let at_end = end.last;
     out.data.clear();
     out.extents.clear();
     scratch.resize(pcluster, 0);
@@ -380,13 +431,13 @@ pub(super) fn compress_segment_sharing(
             continue;
         }
         let first = out.extents.len();
-        let end = SegmentEnd {
-            last: at_end,
-            raw_by_block: true,
-            ..SegmentEnd::default()
+        let Some(n) = compress_step(c, src, pos, blksz, pcluster, max_extent, end, out, scratch)
+        else {
+            return (
+                seg.full.into_iter().map(|f| f as u32).collect(),
+                src.len() - pos,
+            );
         };
-        let n = compress_step(c, src, pos, blksz, pcluster, max_extent, end, out, scratch)
-            .expect("a segment without a fragment is consumed whole");
         let mut at = pos;
         for e in &out.extents[first..] {
             seg.record(at, e);
@@ -394,7 +445,7 @@ pub(super) fn compress_segment_sharing(
         }
         pos += n;
     }
-    seg.full.into_iter().map(|f| f as u32).collect()
+    (seg.full.into_iter().map(|f| f as u32).collect(), 0)
 }
 
 /// Bits of the prefilter in front of the hash table (1 MiB of hashes would fill it
@@ -528,7 +579,9 @@ impl Segment<'_> {
             return None;
         }
         let delta = pos - cur;
-        if !self.partial_ok && (delta > 0 || m < ofull) {
+        // A match must reach past `pos`: taking bytes back from the previous extent
+        // without covering more than them only moves the cut (mkfs.erofs's rule too).
+        if m <= delta || (!self.partial_ok && (delta > 0 || m < ofull)) {
             return None;
         }
         let last = out.extents.len() - 1;
@@ -560,6 +613,28 @@ fn blk_of(next: u64, written: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The end of a file's last segment cut with `-E dedupe` and no fragment.
+    fn sharing_end() -> SegmentEnd {
+        SegmentEnd {
+            last: true,
+            raw_by_block: true,
+            ..SegmentEnd::default()
+        }
+    }
+
+    /// Letters of a 16-letter alphabet, at random: half of each byte compresses away.
+    fn letters(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x >> 60) as u8
+            })
+            .collect()
+    }
 
     /// Words of a small vocabulary (LZ4 compresses them to about a third).
     fn words(seed: u64, len: usize) -> Vec<u8> {
@@ -600,10 +675,11 @@ mod tests {
             blksz,
             pcluster,
             12 << 20,
-            true,
+            sharing_end(),
             &mut out,
             &mut Vec::new(),
-        );
+        )
+        .0;
         assert_eq!(fulls.len(), out.extents.len());
         let mut at = 0usize;
         let mut owner: HashMap<u32, (usize, usize)> = HashMap::new();
@@ -673,6 +749,49 @@ mod tests {
     }
 
     #[test]
+    fn a_match_inside_the_pcluster_just_cut_is_taken_only_if_it_reaches_past_it() {
+        // LZ4HC keeps a run repeated eight times, and what follows, in one pcluster.
+        // Cutting that pcluster back to point its last copies at its own start would
+        // store the same bytes again after the cut and waste the pcluster's tail: sharing
+        // must not cost more than cutting plainly.
+        let run = letters(7, 20_000);
+        let mut src = Vec::new();
+        for _ in 0..8 {
+            src.extend_from_slice(&run);
+        }
+        src.extend_from_slice(&letters(11, 200_000));
+        let c = Compressor::parse("lz4hc,12").unwrap().resolved(4096);
+        let mut plain = Compressed::default();
+        crate::compress::compress_segment(
+            c,
+            &src,
+            4096,
+            65_536,
+            12 << 20,
+            true,
+            &mut plain,
+            &mut vec![0; 65_536],
+        );
+        let mut shared = Compressed::default();
+        compress_segment_sharing(
+            c,
+            &src,
+            4096,
+            65_536,
+            12 << 20,
+            sharing_end(),
+            &mut shared,
+            &mut Vec::new(),
+        );
+        assert!(
+            shared.data.len() <= plain.data.len(),
+            "{} bytes stored with sharing, {} without",
+            shared.data.len(),
+            plain.data.len()
+        );
+    }
+
+    #[test]
     fn microlzma_shares_only_whole_pclusters() {
         // erofs-reader decodes MicroLZMA only whole: no extent takes a prefix.
         let run = words(7, 65_536);
@@ -682,8 +801,16 @@ mod tests {
         }
         let c = Compressor::parse("lzma,0").unwrap().resolved(4096);
         let mut out = Compressed::default();
-        let fulls =
-            compress_segment_sharing(c, &src, 4096, 4096, 6267, true, &mut out, &mut Vec::new());
+        let (fulls, _) = compress_segment_sharing(
+            c,
+            &src,
+            4096,
+            4096,
+            6267,
+            sharing_end(),
+            &mut out,
+            &mut Vec::new(),
+        );
         assert!(out.extents.iter().all(|e| !e.partial));
         assert!(
             out.extents.iter().zip(&fulls).all(|(e, &f)| e.len == f),
@@ -712,7 +839,7 @@ mod tests {
             4096,
             16384,
             12 << 20,
-            true,
+            sharing_end(),
             &mut shared,
             &mut Vec::new(),
         );

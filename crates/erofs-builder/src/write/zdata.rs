@@ -273,27 +273,35 @@ pub(super) fn write_compressed(
             let mut fulls = Vec::new();
             let frag_len = if frag_mode == Fragments::All {
                 len
-            } else if ctx.options.zlayout.dedupe && frag_mode == Fragments::Off {
-                // Sharing inside the segment as mkfs.erofs cuts with dedupe. With fragments
-                // the tail cut comes first, and only the ordered step shares.
-                let s = &buf[..len];
-                fulls = dedupe::compress_segment_sharing(
+            } else if ctx.options.zlayout.dedupe && ctx.packed.is_none() {
+                // Sharing inside the segment as mkfs.erofs cuts with dedupe: before each
+                // pcluster, and before the tail becomes a fragment.
+                let end = SegmentEnd {
+                    last,
+                    fragment: frag_mode == Fragments::Tails,
+                    interlaced,
+                    // mkfs.erofs stores incompressible data block by block under dedupe.
+                    raw_by_block: true,
+                };
+                let frag;
+                (fulls, frag) = dedupe::compress_segment_sharing(
                     compressor,
-                    s,
+                    &buf[..len],
                     b,
                     p,
                     m,
-                    last,
+                    end,
                     &mut out,
                     &mut scratch,
                 );
-                0
+                frag
             } else {
                 let end = SegmentEnd {
                     last,
                     fragment: frag_mode == Fragments::Tails,
                     interlaced,
-                    raw_by_block: false,
+                    // The packed inode too, under dedupe (mkfs.erofs's rule is global).
+                    raw_by_block: ctx.options.zlayout.dedupe,
                 };
                 compress_segment_ext(
                     compressor,
@@ -474,10 +482,26 @@ pub(super) fn write_compressed(
                 next += blocks;
                 let mut whole = false;
                 if let (Some(p), Some(piece)) = (&mut packer, &o.fragment) {
-                    let at = p.place(piece)?;
-                    frag_at[o.inode].get_or_insert(at);
-                    whole = piece.whole;
-                    extents[o.inode].get_or_insert_with(Vec::new);
+                    let tail_at = o.at + o.bytes - piece.bytes.len() as u64;
+                    let list = extents[o.inode].get_or_insert_with(Vec::new);
+                    // A tail that a pcluster already written decodes becomes an extent on it.
+                    let on_pcluster = match &dedupe {
+                        Some(d) if frag_mode == Fragments::Tails => {
+                            d.tail_extent(&piece.bytes, algorithm, tail_at)
+                        }
+                        _ => None,
+                    };
+                    match on_pcluster {
+                        // The tail's extent is the segment's last (a whole-file piece has
+                        // none).
+                        Some(e) if piece.whole => list.push(e),
+                        Some(e) => *list.last_mut().expect("a tail fragment has its extent") = e,
+                        None => {
+                            let at = p.place(piece)?;
+                            frag_at[o.inode].get_or_insert(at);
+                            whole = piece.whole;
+                        }
+                    }
                 }
                 if o.last {
                     files += 1;
