@@ -541,6 +541,15 @@ pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail
         && inline_item_size(pre, tree, i, tail).is_some_and(|n| n <= 1u64 << options.blkszbits)
 }
 
+/// Whether the long xattr name prefixes (if any) go at the start of the packed inode rather
+/// than in block 0: whenever fragments may be used, as mkfs.erofs places them. Linux 6.12
+/// does not know `PLAIN_XATTR_PFX` and reads the prefixes from the packed inode whenever
+/// one exists, so plain prefixes beside a packed inode would be misread
+/// (erofs-format.md 8.5).
+pub fn prefixes_in_packed(options: &Options) -> bool {
+    options.compression.is_some() && options.zlayout.fragments != crate::Fragments::Off
+}
+
 /// The first planning step: xattrs, epoch, the head's size.
 pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
     let blksz = 1u64 << options.blkszbits;
@@ -558,8 +567,12 @@ pub fn prelude(tree: &Tree, options: &Options) -> Result<Prelude, BuildError> {
         options.xattr_name_filter,
     )?;
     // Block 0 (superblock, compression configs, long prefixes, device table) and the
-    // shared xattr area.
-    let prefix_records = xattrs.prefixes.records();
+    // shared xattr area. With fragments the prefixes are in the packed inode instead.
+    let prefix_records = if prefixes_in_packed(options) {
+        Vec::new()
+    } else {
+        xattrs.prefixes.records()
+    };
     let records_end =
         PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64 + prefix_records.len() as u64;
     let devt_offset = records_end.next_multiple_of(128);
@@ -938,12 +951,18 @@ pub fn plan_with(
     if xattrs.any_filter && options.xattr_name_filter {
         compat.insert(Compat::XATTR_FILTER);
     }
+    let packed_prefixes = !xattrs.prefixes.is_empty() && prefixes_in_packed(options);
     if !xattrs.prefixes.is_empty() {
-        compat.insert(Compat::PLAIN_XATTR_PFX);
         incompat.insert(Incompat::XATTR_PREFIXES);
         sb.xattr_prefix_count = xattrs.prefixes.len() as u8;
-        sb.xattr_prefix_start
-            .set(((PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64) / 4) as u32);
+        if packed_prefixes {
+            // At the packed inode's start (`Packer::new`).
+            sb.xattr_prefix_start.set(0);
+        } else {
+            compat.insert(Compat::PLAIN_XATTR_PFX);
+            sb.xattr_prefix_start
+                .set(((PREFIX_RECORDS_OFFSET + compr_cfgs(options).len() as u64) / 4) as u32);
+        }
     }
     if let Some(id) = xattrs.prefixes.fingerprint_id() {
         compat.insert(Compat::ISHARE_XATTRS);
@@ -965,7 +984,7 @@ pub fn plan_with(
         incompat.insert(Incompat::BIT48);
     }
     if let Some(packed) = z.and_then(|z| z.packed)
-        && any_fragment
+        && (any_fragment || packed_prefixes)
     {
         incompat.insert(Incompat::FRAGMENTS);
         sb.packed_nid.set(inodes[packed].nid);

@@ -280,7 +280,16 @@ fn compression_report(
 
 /// Block 0 (superblock, records, device table, checksum) and the shared xattr area.
 fn head(plan: &Plan) -> Vec<u8> {
-    let prefixes = plan.xattrs.prefixes.records();
+    // With fragments the prefixes are in the packed inode (`layout::prefixes_in_packed`).
+    let prefixes = if plan
+        .superblock
+        .compat()
+        .contains(erofs_format::Compat::PLAIN_XATTR_PFX)
+    {
+        plan.xattrs.prefixes.records()
+    } else {
+        Vec::new()
+    };
     crate::encode::Head {
         blkszbits: plan.blkszbits,
         blocks: plan.data_start,

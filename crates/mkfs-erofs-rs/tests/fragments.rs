@@ -395,6 +395,45 @@ fn a_file_that_ends_or_starts_an_earlier_fragment_is_read_from_inside_it() {
 }
 
 #[test]
+fn long_xattr_prefixes_go_into_the_packed_inode_where_linux_6_12_reads_them() {
+    // Linux 6.12 does not know PLAIN_XATTR_PFX: with a packed inode it reads the prefix
+    // records from the packed inode's data (at xattr_prefix_start * 4), as mkfs.erofs
+    // writes them. Plain records beside a packed inode made 6.12 refuse the mount.
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_fragment_tree(&src);
+    for (z, e) in [("-zlz4", "fragments"), ("-zzstd", "all-fragments")] {
+        let img = tmp.path().join(format!("{e}.erofs"));
+        mkfs(
+            &src,
+            &img,
+            &args(z, "2", &["-E", e, "--fingerprint=sha256"]),
+        );
+        fingerprints_match(&src, &img);
+        let im = Image::open(&img).unwrap();
+        let sb = im.superblock();
+        assert!(
+            !sb.compat().contains(erofs_format::Compat::PLAIN_XATTR_PFX),
+            "-E{e}: plain prefixes beside a packed inode"
+        );
+        assert_eq!((sb.xattr_prefix_count, sb.xattr_prefix_start.get()), (1, 0));
+        let f = fragments_of(&img);
+        // The record: le16 length, base index 4 (trusted.), the infix.
+        let infix = b"erofs.fingerprint";
+        assert_eq!(
+            f.packed[..2],
+            (1 + infix.len() as u16).to_le_bytes(),
+            "-E{e}"
+        );
+        assert_eq!(f.packed[2], 4, "-E{e}");
+        assert_eq!(&f.packed[3..3 + infix.len()], infix, "-E{e}");
+        // Fragments follow the records (4-byte aligned).
+        let first = f.by_nid.values().map(|&(o, _, _)| o).min().unwrap();
+        assert_eq!(first, (3 + infix.len() as u64).next_multiple_of(4), "-E{e}");
+    }
+}
+
+#[test]
 fn fragments_need_compression() {
     let tmp = tempdir();
     let src = tmp.path().join("src");

@@ -278,7 +278,80 @@ pub fn scenarios() -> Vec<Scenario> {
                     against the tree make-tree.py builds",
             prepare: compressed_reference,
         },
+        Scenario {
+            name: "compressed-reference-ours",
+            about: "the tree of the mkfs.erofs 1.9.3 reference images, built by the mkfs under \
+                    test with each reference image's options (48-bit left out), against the \
+                    tree make-tree.py builds",
+            prepare: compressed_reference_ours,
+        },
     ]
+}
+
+/// The mkfs under test's build of the reference tree with each 1.9.3 image's options (the
+/// option sets whose cuts this project matches mkfs.erofs on: fragments and dedupe
+/// together, files of zeroes read from one pcluster), so that 6.12 reads exactly those.
+fn compressed_reference_ours(env: &mut Env) -> Result<Prepared> {
+    let dir = crate::util::workspace_root().join("../shared/testdata/erofs-utils-1.9.3");
+    let Ok(commands) = std::fs::read_to_string(dir.join("commands.txt")) else {
+        return Ok(Prepared::Skip(format!("{} is missing", dir.display())));
+    };
+    let tree = env.work.join("reference-tree-1.9.3");
+    if !tree.is_dir() {
+        let st = std::process::Command::new("python3")
+            .arg(dir.join("make-tree.py"))
+            .arg(&tree)
+            .status()?;
+        anyhow::ensure!(st.success(), "make-tree.py failed");
+    }
+    let mut images: Vec<(String, Options)> = Vec::new();
+    for line in commands.lines() {
+        let Some((name, cmd)) = line.split_once(": ") else {
+            continue;
+        };
+        if cmd.contains("-E48bit") {
+            continue;
+        }
+        let mut o = Options {
+            fingerprint: Some("trusted.erofs.fingerprint".into()),
+            all_root: true,
+            ..Default::default()
+        };
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let mut k = 0;
+        while k < words.len() {
+            let w = words[k];
+            if let Some(z) = w.strip_prefix("-z") {
+                o.compress = Some(z.into());
+            } else if w == "-C" {
+                k += 1;
+                o.pcluster = Some(words[k].parse()?);
+            } else if let Some(c) = w.strip_prefix("-C") {
+                o.pcluster = Some(c.parse()?);
+            } else if let Some(b) = w.strip_prefix("-b") {
+                o.block_size = b.parse()?;
+            } else if let Some(h) = w.strip_prefix("--compress-hints=") {
+                o.compress_hints = Some(std::fs::read_to_string(dir.join(h))?);
+            } else if let Some(list) = w.strip_prefix("-E") {
+                for e in list.split(',') {
+                    match e {
+                        "ztailpacking" => o.ztailpacking = true,
+                        "dedupe" => o.dedupe = true,
+                        "fragments" => o.fragments = Some("fragments"),
+                        "all-fragments" => o.fragments = Some("all-fragments"),
+                        other => anyhow::bail!("{name}: -E{other} is not mapped"),
+                    }
+                }
+            }
+            k += 1;
+        }
+        images.push((format!("ours-{}", name.trim_end_matches(".erofs")), o));
+    }
+    let images: Vec<(&str, Options)> = images
+        .iter()
+        .map(|(l, o)| (l.as_str(), o.clone()))
+        .collect();
+    conformance_of(env, tree, &images)
 }
 
 /// The 1.9.3 reference images Linux 6.12 can mount (it lacks incompat `48BIT`), each with

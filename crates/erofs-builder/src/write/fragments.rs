@@ -173,8 +173,10 @@ impl Ends {
 }
 
 impl Packer {
-    /// An empty packed inode spilling into a temporary file in `options.staging_dir`.
-    pub fn new(options: &Options) -> Result<Self, BuildError> {
+    /// A packed inode spilling into a temporary file in `options.staging_dir`, starting with
+    /// the long xattr name prefix records `prefixes` (the superblock's `xattr_prefix_start`
+    /// is 0 then: `layout::prefixes_in_packed`).
+    pub fn new(options: &Options, prefixes: &[u8]) -> Result<Self, BuildError> {
         let file = match &options.staging_dir {
             Some(dir) => tempfile::tempfile_in(dir),
             None => tempfile::tempfile(),
@@ -185,9 +187,11 @@ impl Packer {
                 format!("the packed inode's spill file: {e}"),
             ))
         })?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(prefixes).map_err(spill_error)?;
         Ok(Self {
-            out: BufWriter::with_capacity(1 << 20, file),
-            len: 0,
+            out,
+            len: prefixes.len() as u64,
             seen: HashMap::new(),
             starts: Ends::new(false),
             ends: Ends::new(true),
@@ -291,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_fragment_that_ends_an_earlier_one_is_stored_inside_it() {
-        let mut p = Packer::new(&Options::default()).unwrap();
+        let mut p = Packer::new(&Options::default(), &[]).unwrap();
         let long = distinct(10_000);
         assert_eq!(p.place(&whole(&long, FragDedupe::Full)).unwrap(), 0);
         // Its last 6000 bytes: where they already are.

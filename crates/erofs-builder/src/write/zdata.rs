@@ -412,7 +412,10 @@ pub(super) fn write_compressed(
     let mut next = start;
     let mut packer = match frag_mode {
         Fragments::Off => None,
-        _ => Some(Packer::new(ctx.options)?),
+        _ => Some(Packer::new(
+            ctx.options,
+            &ctx.pre.xattrs.prefixes.records(),
+        )?),
     };
     // Each file's fragment offset (the first piece's, for a whole file cut in segments).
     let mut frag_at: Vec<Option<u64>> = Vec::new();
