@@ -525,9 +525,13 @@ pub struct ZArea {
 /// fits a block gains nothing unless its compressed tail can go inline (`-E ztailpacking`),
 /// so it is not even tried.
 pub fn compressible(inode: &Inode, options: &Options) -> bool {
+    // One block never gains by compression alone, but under dedupe it may be read from an
+    // earlier pcluster (mkfs.erofs tries it then).
     let smallest =
         if options.zlayout.ztailpacking || options.zlayout.fragments != crate::Fragments::Off {
             1
+        } else if options.zlayout.dedupe {
+            1u64 << options.blkszbits
         } else {
             (1u64 << options.blkszbits) + 1
         };

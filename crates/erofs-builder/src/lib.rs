@@ -203,8 +203,8 @@ pub enum Fragments {
 /// Fragment deduplication (`-E fragdedupe=`), mkfs.erofs's modes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FragDedupe {
-    /// `full` (the default): any fragment whose bytes equal an earlier one's (a tail or a
-    /// whole file) points at the earlier copy.
+    /// `full` (the default): any fragment whose bytes equal an earlier one's, or its start
+    /// or its end (a tail or a whole file), points into the earlier copy.
     #[default]
     Full,
     /// `inode`: only whole-file fragments are shared.

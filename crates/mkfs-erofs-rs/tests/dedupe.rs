@@ -667,3 +667,55 @@ fn with_fragments_a_tail_that_a_written_pcluster_decodes_is_not_packed_again() {
         }
     }
 }
+
+#[test]
+fn files_read_wholly_from_earlier_pclusters_store_nothing() {
+    // As mkfs.erofs's dedupe finds one match after another: files of zeroes longer than
+    // one written before, and a file that compression alone would store flat (one block of
+    // zeroes gains nothing by itself), point at the first file's pcluster.
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for (name, len) in [
+        ("a-zeros", 16_383),
+        ("b-more-zeros", 200_000),
+        ("c-one-block", 4096),
+        ("d-block-and-a-byte", 4097),
+        ("e-zeros", 16_385),
+    ] {
+        std::fs::write(src.join(name), vec![0u8; len]).unwrap();
+    }
+    std::fs::write(src.join("f-text"), text(5, 30_000)).unwrap();
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    for (z, c) in [("-zlz4", "65536"), ("-zlz4hc", "4096"), ("-zzstd", "16384")] {
+        let img = tmp.path().join(format!("{z}-{c}.erofs"));
+        mkfs(&src, &img, &args(z, "2", &["-C", c, "-E", "dedupe"]));
+        let what = format!("{z} -C{c}");
+        assert_same(&format!("reader, {what}"), &want, &snap_image(&img, FULL));
+        let x = extents(&img);
+        let (_, a) = &x[&b"a-zeros"[..]];
+        assert_eq!(a.len(), 1, "{what}: {a:?}");
+        for name in [
+            "b-more-zeros",
+            "c-one-block",
+            "d-block-and-a-byte",
+            "e-zeros",
+        ] {
+            let (layout, e) = x
+                .get(name.as_bytes())
+                .unwrap_or_else(|| panic!("{what}: {name} is not compressed"));
+            assert!(is_compressed(layout), "{what}: {name}");
+            assert!(
+                e.iter().all(|e| e.physical == a[0].physical),
+                "{what}: {name} has a pcluster of its own: {e:?}"
+            );
+        }
+        if let Some(m) = Mount::new(&img) {
+            assert_same(
+                &format!("kernel mount, {what}"),
+                &want,
+                &snap_dir(m.path(), FULL, &[]),
+            );
+        }
+    }
+}

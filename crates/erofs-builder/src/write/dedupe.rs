@@ -247,6 +247,18 @@ impl Dedupe {
                 Some(&(blk, blocks)) if fits(blocks) => Some((blk, blocks, false)),
                 _ => prefix_of().map(|(blk, blocks)| (blk, blocks, true)),
             };
+            // Else, read wholly from several earlier pclusters.
+            let pieces = match (&reuse, bytes) {
+                (None, Some(b)) if !e.raw && !e.partial && uses[&e.blk] == 1 => {
+                    self.cover(b, algorithm, pos)
+                }
+                _ => None,
+            };
+            if let Some(pieces) = pieces {
+                out.extend(pieces);
+                pos += u64::from(e.len);
+                continue;
+            }
             match reuse {
                 Some((blk, blocks, partial)) => {
                     placed.insert(e.blk, (blk, blocks));
@@ -332,6 +344,76 @@ impl Dedupe {
             raw: false,
             partial,
         })
+    }
+
+    /// `bytes` (from file offset `pos`) read wholly from pclusters already written: a run
+    /// of extents, each on the start of a recent pcluster's output (mkfs.erofs's dedupe
+    /// finds such matches one after another: a file of zeroes longer than one written
+    /// before). A last piece shorter than a block moves the cut back so that it is one
+    /// block. `None` unless every piece is found and reaches the lclusters its indexes
+    /// need. With `-E dedupe` only.
+    pub(super) fn cover(
+        &self,
+        bytes: &[u8],
+        algorithm: Algorithm,
+        pos: u64,
+    ) -> Option<Vec<Extent>> {
+        let blksz = 1usize << self.blkszbits;
+        let lcmask = (1u64 << self.blkszbits) - 1;
+        if !self.prefixes || !partial_ok(algorithm) || bytes.len() < blksz {
+            return None;
+        }
+        let mut out: Vec<Extent> = Vec::new();
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let mut start = at;
+            let left = bytes.len() - at;
+            if left < blksz {
+                let back = blksz - left;
+                let prev = out.last_mut()?;
+                if prev.len as usize <= back {
+                    return None;
+                }
+                prev.len -= back as u32;
+                prev.partial = true;
+                start = bytes.len() - blksz;
+            }
+            let h = self
+                .heads
+                .get(&head_key(&bytes[start..start + blksz], algorithm))?;
+            let take = (bytes.len() - start).min(h.full);
+            if h.algorithm != algorithm || h.src[h.at..h.at + take] != bytes[start..start + take] {
+                return None;
+            }
+            out.push(Extent {
+                len: take as u32,
+                blk: h.blk,
+                blocks: h.blocks,
+                raw: false,
+                partial: take < h.full,
+            });
+            // Each step covers a block at least (a pcluster's output is a block or more).
+            at = start + take;
+        }
+        let mut p = pos;
+        for e in &out {
+            let crossed = ((p & lcmask) + u64::from(e.len)) >> self.blkszbits;
+            if crossed < 1 || (e.blocks > 1 && self.big && crossed < 2) {
+                return None;
+            }
+            p += u64::from(e.len);
+        }
+        Some(out)
+    }
+
+    /// A whole file stored flat (compression gained nothing) that pclusters already
+    /// written decode: its extents on them, as mkfs.erofs's dedupe finds them before it
+    /// judges the gain.
+    pub(super) fn flat_file(&self, bytes: &[u8], algorithm: Algorithm) -> Option<Vec<Extent>> {
+        match self.tail_extent(bytes, algorithm, 0) {
+            Some(e) => Some(vec![e]),
+            None => self.cover(bytes, algorithm, 0),
+        }
     }
 
     /// Keeps the pclusters just written for prefix matches, and forgets the oldest

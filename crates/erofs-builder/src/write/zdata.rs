@@ -456,6 +456,31 @@ pub(super) fn write_compressed(
                 let put = |bytes: &[u8], blk: u64| {
                     file.put_at(bytes, blk * blksz).map_err(BuildError::Output)
                 };
+                // A file stored flat that pclusters already written decode is read from
+                // them instead (its blocks are not written).
+                let flat_shared = match (&dedupe, &o.flat) {
+                    (Some(d), Some(tail)) if ctx.options.zlayout.dedupe => {
+                        let mut content = o.z.data[..o.bytes as usize - tail.len()].to_vec();
+                        content.extend_from_slice(tail);
+                        d.flat_file(&content, algorithm)
+                    }
+                    _ => None,
+                };
+                if let Some(list) = flat_shared {
+                    zfiles[o.inode] = Some(ZStored::Compressed(ZFile {
+                        extents: list,
+                        inline: None,
+                        algorithm,
+                        fragment: None,
+                        interlaced,
+                    }));
+                    files += 1;
+                    if let Some(d) = o.digest {
+                        digests.push((o.inode, d));
+                    }
+                    bytes += o.bytes;
+                    continue;
+                }
                 let (placed, blocks) = match (&mut dedupe, o.dedupe) {
                     (Some(d), Some(f)) => {
                         let (list, written) =
