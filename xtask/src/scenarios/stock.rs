@@ -288,13 +288,15 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// The mkfs under test's build of the reference tree with each 1.9.3 image's options (the
-/// option sets whose cuts this project matches mkfs.erofs on: fragments and dedupe
-/// together, files of zeroes read from one pcluster), so that 6.12 reads exactly those.
-fn compressed_reference_ours(env: &mut Env) -> Result<Prepared> {
-    let dir = crate::util::workspace_root().join("../shared/testdata/erofs-utils-1.9.3");
+/// The 1.9.3 reference images, beside the project.
+const REFERENCE_DIR: &str = "../shared/testdata/erofs-utils-1.9.3";
+
+/// The reference images' directory, their commands (`commands.txt`) and the source tree
+/// `make-tree.py` builds (once per work directory); `None` without the directory.
+fn reference_tree(env: &Env) -> Result<Option<(PathBuf, String, PathBuf)>> {
+    let dir = crate::util::workspace_root().join(REFERENCE_DIR);
     let Ok(commands) = std::fs::read_to_string(dir.join("commands.txt")) else {
-        return Ok(Prepared::Skip(format!("{} is missing", dir.display())));
+        return Ok(None);
     };
     let tree = env.work.join("reference-tree-1.9.3");
     if !tree.is_dir() {
@@ -304,6 +306,16 @@ fn compressed_reference_ours(env: &mut Env) -> Result<Prepared> {
             .status()?;
         anyhow::ensure!(st.success(), "make-tree.py failed");
     }
+    Ok(Some((dir, commands, tree)))
+}
+
+/// The mkfs under test's build of the reference tree with each 1.9.3 image's options (the
+/// option sets whose cuts this project matches mkfs.erofs on: fragments and dedupe
+/// together, files of zeroes read from one pcluster), so that 6.12 reads exactly those.
+fn compressed_reference_ours(env: &mut Env) -> Result<Prepared> {
+    let Some((dir, commands, tree)) = reference_tree(env)? else {
+        return Ok(Prepared::Skip(format!("{} is missing", REFERENCE_DIR)));
+    };
     let mut images: Vec<(String, Options)> = Vec::new();
     for line in commands.lines() {
         let Some((name, cmd)) = line.split_once(": ") else {
@@ -358,18 +370,9 @@ fn compressed_reference_ours(env: &mut Env) -> Result<Prepared> {
 /// the fingerprint xattr name the guest sees: erofs-utils' default name has no VFS prefix,
 /// so only `trusted.erofs.fingerprint` is listed.
 fn compressed_reference(env: &mut Env) -> Result<Prepared> {
-    let dir = crate::util::workspace_root().join("../shared/testdata/erofs-utils-1.9.3");
-    let Ok(commands) = std::fs::read_to_string(dir.join("commands.txt")) else {
-        return Ok(Prepared::Skip(format!("{} is missing", dir.display())));
+    let Some((dir, commands, tree)) = reference_tree(env)? else {
+        return Ok(Prepared::Skip(format!("{} is missing", REFERENCE_DIR)));
     };
-    let tree = env.work.join("reference-tree-1.9.3");
-    if !tree.is_dir() {
-        let st = std::process::Command::new("python3")
-            .arg(dir.join("make-tree.py"))
-            .arg(&tree)
-            .status()?;
-        anyhow::ensure!(st.success(), "make-tree.py failed");
-    }
     let mut boot = Boot::default();
     let mut checks = Vec::new();
     let mut files = Vec::new();

@@ -705,17 +705,21 @@ mod tests {
         }
     }
 
+    /// A xorshift64 stream: deterministic test data.
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed | 1;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     /// Letters of a 16-letter alphabet, at random: half of each byte compresses away.
     fn letters(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b'a' + (x >> 60) as u8
-            })
-            .collect()
+        let mut next = xorshift(seed);
+        (0..len).map(|_| b'a' + (next() >> 60) as u8).collect()
     }
 
     /// Words of a small vocabulary (LZ4 compresses them to about a third).
@@ -730,13 +734,10 @@ mod tests {
             b"data",
             b"file",
         ];
-        let mut x = seed | 1;
+        let mut next = xorshift(seed);
         let mut out = Vec::with_capacity(len + 16);
         while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(VOCAB[(x >> 20) as usize % VOCAB.len()]);
+            out.extend_from_slice(VOCAB[(next() >> 20) as usize % VOCAB.len()]);
             out.push(b' ');
         }
         out.truncate(len);
