@@ -77,7 +77,15 @@ pub struct Outcome {
     pub stderr: String,
     /// Wall-clock time.
     pub took: Duration,
+    /// Stopped because the guest program had not started after [`BOOT_STALL`]: a boot that
+    /// hung (TCG sometimes leaves a guest waiting for a timer interrupt); worth one retry.
+    pub stalled: bool,
 }
+
+/// How long a boot with a long limit may go without the guest program's `ALIVE` line
+/// before it is stopped as hung. Normal and debug kernels print it well within a minute
+/// under TCG here.
+pub const BOOT_STALL: Duration = Duration::from_secs(240);
 
 impl Machine<'_> {
     /// The full command line.
@@ -147,20 +155,53 @@ impl Machine<'_> {
         let _beat = util::Heartbeat::start(format!("qemu: {name}"), || None);
         let log =
             std::fs::File::create(self.log).with_context(|| self.log.display().to_string())?;
-        let out = c
+        let mut child = c
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .with_context(|| format!("starting {}", util::show(&c)))?;
+        let mut err = child.stderr.take().context("QEMU's stderr")?;
+        let stderr = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut err, &mut s);
+            s
+        });
+        // Only boots with a long limit are watched (not the short KVM probe).
+        let watch = self.timeout > 2 * BOOT_STALL;
+        let mut alive = false;
+        let mut stalled = false;
+        let exit = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            if watch && !alive && !stalled {
+                alive = std::fs::read(self.log)
+                    .is_ok_and(|b| b.windows(12).any(|w| w == b"@@EROFS ALIV"));
+                if !alive && t.elapsed() > BOOT_STALL {
+                    // TERM to `timeout`, which passes it on to QEMU.
+                    eprintln!(
+                        "qemu: {name}: the guest program has not started after {}; stopping it",
+                        fmt_duration(BOOT_STALL)
+                    );
+                    stalled = true;
+                    let _ = Command::new("kill")
+                        .arg("-TERM")
+                        .arg(child.id().to_string())
+                        .status();
+                }
+            }
+        };
         let serial = String::from_utf8_lossy(&std::fs::read(self.log)?).replace('\r', "");
-        let status = out.status.code();
+        let status = exit.code();
         Ok(Outcome {
             status,
             timed_out: status == Some(124) || status == Some(137),
             serial,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
             took: t.elapsed(),
+            stalled,
         })
     }
 }

@@ -510,7 +510,11 @@ fn run_boot(
         append: &boot.append,
     };
     std::fs::write(dir.join("qemu-command"), util::show(&m.command()))?;
-    let out = m.boot()?;
+    let mut out = m.boot()?;
+    if out.stalled {
+        eprintln!("qemu: booting it again, once (the log of the hung boot is overwritten)");
+        out = m.boot()?;
+    }
     let g = parse(&out.serial);
 
     let mut problems = Vec::new();
