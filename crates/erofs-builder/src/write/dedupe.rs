@@ -217,10 +217,7 @@ impl Dedupe {
             // must reach two lclusters past the one it starts in.
             let fits = |blocks: u32| {
                 blocks == e.blocks
-                    || (uses[&e.blk] == 1
-                        && (blocks <= 1
-                            || !self.big
-                            || ((pos & lcmask) + u64::from(e.len)) >> self.blkszbits >= 2))
+                    || (uses[&e.blk] == 1 && self.cblkcnt_fits(pos, u64::from(e.len), blocks))
             };
             let at = (pos - seg_start) as usize;
             let bytes = src.as_deref().map(|s| &s[at..at + e.len as usize]);
@@ -236,12 +233,9 @@ impl Dedupe {
                 {
                     return None;
                 }
-                let h = self.heads.get(&head_key(&bytes[..blksz], algorithm))?;
-                (h.algorithm == algorithm
-                    && bytes.len() < h.full
-                    && h.src[h.at..h.at + bytes.len()] == *bytes
-                    && fits(h.blocks))
-                .then_some((h.blk, h.blocks))
+                let (h, take) = self.head_match(bytes, algorithm)?;
+                (take == bytes.len() && take < h.full && fits(h.blocks))
+                    .then_some((h.blk, h.blocks))
             };
             let reuse = match self.seen.get(&key) {
                 Some(&(blk, blocks)) if fits(blocks) => Some((blk, blocks, false)),
@@ -299,6 +293,26 @@ impl Dedupe {
         Ok((out, written))
     }
 
+    /// Whether an extent of `len` bytes from file offset `pos` on a pcluster of `blocks`
+    /// blocks leaves room for the block count: with big pclusters, the NONHEAD after the
+    /// HEAD of a pcluster of several blocks carries it (CBLKCNT), so the extent must reach
+    /// two lclusters past the one it starts in.
+    fn cblkcnt_fits(&self, pos: u64, len: u64, blocks: u32) -> bool {
+        let lcmask = (1u64 << self.blkszbits) - 1;
+        blocks <= 1 || !self.big || ((pos & lcmask) + len) >> self.blkszbits >= 2
+    }
+
+    /// The recent pcluster of `algorithm` whose output starts with the first block of
+    /// `bytes` (found by that block), and how many bytes from the start of `bytes` it
+    /// decodes: all of them, or its whole output when `bytes` is longer. `None` when they
+    /// differ.
+    fn head_match(&self, bytes: &[u8], algorithm: Algorithm) -> Option<(&Head, usize)> {
+        let blksz = 1usize << self.blkszbits;
+        let h = self.heads.get(&head_key(bytes.get(..blksz)?, algorithm))?;
+        let take = bytes.len().min(h.full);
+        (h.algorithm == algorithm && h.src[h.at..h.at + take] == bytes[..take]).then_some((h, take))
+    }
+
     /// A file's tail, cut as a fragment (`bytes`, from file offset `pos`), that a pcluster
     /// already written decodes to (or starts with, `PARTIAL_REF`): its extent on that
     /// pcluster, so that the tail is not packed again. mkfs.erofs looks for such a match
@@ -311,15 +325,9 @@ impl Dedupe {
         pos: u64,
     ) -> Option<Extent> {
         let blksz = 1usize << self.blkszbits;
-        let lcmask = (1u64 << self.blkszbits) - 1;
         if !self.prefixes || bytes.len() < blksz {
             return None;
         }
-        // The tail is the file's last extent: a pcluster of several blocks still needs the
-        // NONHEAD after its HEAD for the block count.
-        let fits = |blocks: u32| {
-            blocks <= 1 || !self.big || ((pos & lcmask) + bytes.len() as u64) >> self.blkszbits >= 2
-        };
         let key = Key {
             algorithm: Some(algorithm),
             len: u32::try_from(bytes.len()).ok()?,
@@ -329,21 +337,21 @@ impl Dedupe {
         let (blk, blocks, partial) = match self.seen.get(&key) {
             Some(&(blk, blocks)) => (blk, blocks, false),
             None if partial_ok(algorithm) => {
-                let h = self.heads.get(&head_key(&bytes[..blksz], algorithm))?;
-                (h.algorithm == algorithm
-                    && bytes.len() < h.full
-                    && h.src[h.at..h.at + bytes.len()] == *bytes)
-                    .then_some((h.blk, h.blocks, true))?
+                let (h, take) = self.head_match(bytes, algorithm)?;
+                (take == bytes.len() && take < h.full).then_some((h.blk, h.blocks, true))?
             }
             None => return None,
         };
-        fits(blocks).then_some(Extent {
-            len: key.len,
-            blk,
-            blocks,
-            raw: false,
-            partial,
-        })
+        // The tail is the file's last extent: a pcluster of several blocks still needs the
+        // NONHEAD after its HEAD for the block count.
+        self.cblkcnt_fits(pos, bytes.len() as u64, blocks)
+            .then_some(Extent {
+                len: key.len,
+                blk,
+                blocks,
+                raw: false,
+                partial,
+            })
     }
 
     /// `bytes` (from file offset `pos`) read wholly from pclusters already written: a run
@@ -378,13 +386,7 @@ impl Dedupe {
                 prev.partial = true;
                 start = bytes.len() - blksz;
             }
-            let h = self
-                .heads
-                .get(&head_key(&bytes[start..start + blksz], algorithm))?;
-            let take = (bytes.len() - start).min(h.full);
-            if h.algorithm != algorithm || h.src[h.at..h.at + take] != bytes[start..start + take] {
-                return None;
-            }
+            let (h, take) = self.head_match(&bytes[start..], algorithm)?;
             out.push(Extent {
                 len: take as u32,
                 blk: h.blk,
@@ -398,7 +400,7 @@ impl Dedupe {
         let mut p = pos;
         for e in &out {
             let crossed = ((p & lcmask) + u64::from(e.len)) >> self.blkszbits;
-            if crossed < 1 || (e.blocks > 1 && self.big && crossed < 2) {
+            if crossed < 1 || !self.cblkcnt_fits(p, u64::from(e.len), e.blocks) {
                 return None;
             }
             p += u64::from(e.len);
