@@ -192,6 +192,9 @@ impl Deferred {
 /// kept: most files are small, and zeroing a fresh buffer for each would cost more than
 /// reading them).
 fn read_whole(img: &Image, inode: &Inode, buf: &mut Vec<u8>) -> Result<(), Error> {
+    if img.source().as_slice().is_some() && inode.is_file() {
+        return touch_whole(img, inode);
+    }
     let want = inode.size.min(128 * 1024) as usize;
     if buf.len() < want {
         buf.resize(want, 0);
@@ -203,6 +206,35 @@ fn read_whole(img: &Image, inode: &Inode, buf: &mut Vec<u8>) -> Result<(), Error
             n => pos += n as u64,
         }
     }
+    Ok(())
+}
+
+/// [`read_whole`] for an image in memory (a mapped file): every extent is mapped, which
+/// checks it lies in the image, and one byte of each page is read, so that the kernel
+/// reads a mapped file's pages as `pread` would, without the copy into a buffer that
+/// nothing looks at (that copy was a sixth of `fsck --extract`'s CPU time on an lz4hc
+/// image whose small files are stored plain).
+fn touch_whole(img: &Image, inode: &Inode) -> Result<(), Error> {
+    const PAGE: usize = 4096;
+    let bytes = img.source().as_slice().unwrap_or_default();
+    let mut pos = 0;
+    let mut sum = 0u8;
+    while pos < inode.size {
+        let e = img.map(inode, pos)?;
+        pos = e.end();
+        if let Some(p) = e.physical {
+            img.check_range(p, e.length)
+                .map_err(|err| err.with_nid(inode.nid))?;
+            // check_range bounded the range by the source's length.
+            let data = &bytes[p as usize..(p + e.length) as usize];
+            let first_page = PAGE - (p as usize % PAGE);
+            sum ^= data.first().copied().unwrap_or(0);
+            for b in data.iter().skip(first_page).step_by(PAGE) {
+                sum ^= b;
+            }
+        }
+    }
+    std::hint::black_box(sum);
     Ok(())
 }
 
@@ -751,7 +783,15 @@ fn walk_and_check<'i: 'j, 'j>(
             block_size: img.block_size(),
             ..CheckReport::default()
         },
-        seen: NidMap::default(),
+        // Sized for the inodes the superblock announces, so that the walk does not spend
+        // its time rehashing: bounded by the inodes that fit in the image and by a
+        // million (a corrupt count must not allocate much ahead of the walk).
+        seen: NidMap::with_capacity_and_hasher(
+            (img.superblock().inos.get())
+                .min(img.len() / 32)
+                .min(1 << 20) as usize,
+            Default::default(),
+        ),
         seq: 0,
         problem_seq: Vec::new(),
         zbatch: Vec::new(),
@@ -852,6 +892,14 @@ fn walk_and_check<'i: 'j, 'j>(
         );
     }
     flush_zbatch(&mut c, jobs, spawn);
+    if std::env::var_os("TMP_TRACE").is_some() {
+        eprintln!(
+            "walk done at {:?}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        );
+    }
     batch.flush();
     Some(c)
 }

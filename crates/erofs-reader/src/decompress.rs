@@ -65,7 +65,7 @@ pub(crate) fn decode_into(req: &Request, input: &[u8], out: &mut [u8]) -> Result
     }
     let input = if req.zero_padding {
         let scan = (input.len() as u64).min(PAGE_SIZE - req.physical % PAGE_SIZE) as usize;
-        match input[..scan].iter().position(|&b| b != 0) {
+        match first_nonzero(&input[..scan]) {
             Some(start) => &input[start..],
             None => return Err("compressed data start not found (pcluster is zero)".into()),
         }
@@ -85,6 +85,23 @@ pub(crate) fn decode_into(req: &Request, input: &[u8], out: &mut [u8]) -> Result
         ));
     }
     Ok(())
+}
+
+/// The index of the first byte that is not zero. Compressed data sits at the end of a
+/// 0padded pcluster, so an lz4hc pcluster often opens with kilobytes of zeros: whole words
+/// are compared first (a byte loop was 7% of `fsck --extract`).
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut skipped = 0;
+    for w in bytes.chunks_exact(16) {
+        if u128::from_ne_bytes(w.try_into().expect("16-byte chunk")) != 0 {
+            break;
+        }
+        skipped += 16;
+    }
+    bytes[skipped..]
+        .iter()
+        .position(|&b| b != 0)
+        .map(|i| skipped + i)
 }
 
 /// The LZ4 block format, by liblz4 (the decoder Linux and erofs-utils use), into `out`;
@@ -293,6 +310,22 @@ mod tests {
         assert_eq!(whole, data);
         // A stream whose match points before the output's start is corrupt.
         assert!(lz4(&[0x10, b'a', 9, 0, 0x00], &mut [0u8; 10], true).is_err());
+    }
+
+    #[test]
+    fn the_compressed_data_starts_at_the_first_nonzero_byte_wherever_it_is() {
+        for len in [0, 1, 15, 16, 17, 40, 4096] {
+            assert_eq!(first_nonzero(&vec![0; len]), None, "{len} zeros");
+            for at in 0..len.min(40) {
+                let mut v = vec![0u8; len];
+                v[at] = 1;
+                v[len - 1] |= 2;
+                assert_eq!(first_nonzero(&v), Some(at), "{len} bytes, first at {at}");
+            }
+        }
+        let mut v = vec![0u8; 4096];
+        v[4000] = 9;
+        assert_eq!(first_nonzero(&v), Some(4000));
     }
 
     #[test]
