@@ -188,6 +188,22 @@ pub(crate) fn run_ordered<T: Send, E: Send>(
     work: impl Fn(usize) -> Result<T, E> + Sync,
     consume: impl FnMut(T) -> Result<(), E> + Send,
 ) -> Result<(), E> {
+    run_ordered_then(jobs, threads, window, clock, work, consume, |()| Ok(()))
+}
+
+/// [`run_ordered`], where `consume` returns work that needs no turn (positioned writes at
+/// the addresses it just assigned): the worker that consumed a result passes the turn on
+/// first and then runs `after` on it, so that another worker may consume the next result
+/// meanwhile. An error from `after` stops the run like any other.
+pub(crate) fn run_ordered_then<T: Send, A, E: Send>(
+    jobs: usize,
+    threads: usize,
+    window: usize,
+    clock: &Clock,
+    work: impl Fn(usize) -> Result<T, E> + Sync,
+    consume: impl FnMut(T) -> Result<A, E> + Send,
+    after: impl Fn(A) -> Result<(), E> + Sync,
+) -> Result<(), E> {
     let shared = Shared {
         state: Mutex::new(State {
             next: 0,
@@ -205,7 +221,7 @@ pub(crate) fn run_ordered<T: Send, E: Send>(
         let workers: Vec<_> = (0..threads.clamp(1, jobs.max(1)))
             .map(|_| {
                 s.spawn(|| {
-                    worker(&shared, jobs, window, clock, &work, &consume);
+                    worker(&shared, jobs, window, clock, &work, &consume, &after);
                     Instant::now()
                 })
             })
@@ -225,13 +241,14 @@ pub(crate) fn run_ordered<T: Send, E: Send>(
     }
 }
 
-fn worker<T, E>(
+fn worker<T, A, E>(
     shared: &Shared<T, E>,
     jobs: usize,
     window: usize,
     clock: &Clock,
     work: &(impl Fn(usize) -> Result<T, E> + Sync),
-    consume: &Mutex<impl FnMut(T) -> Result<(), E>>,
+    consume: &Mutex<impl FnMut(T) -> Result<A, E>>,
+    after: &(impl Fn(A) -> Result<(), E> + Sync),
 ) {
     let _guard = PanicGuard(shared);
     loop {
@@ -257,30 +274,40 @@ fn worker<T, E>(
             return;
         }
         st.done.insert(k, r);
-        if st.consuming {
-            continue;
-        }
-        // Take the consumer's role for as long as results are ready in order.
-        st.consuming = true;
-        let mut consume = consume.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
+        // Take the consumer's role for as long as results are ready in order, one result
+        // at a time: the turn passes on before that result's `after` work.
+        while !st.consuming {
             let turn = st.next_out;
             let Some(r) = st.done.remove(&turn) else {
                 break;
             };
+            st.consuming = true;
             drop(st);
-            let outcome = clock.in_order(|| r.and_then(&mut *consume));
+            let outcome = {
+                let mut consume = consume.lock().unwrap_or_else(|e| e.into_inner());
+                clock.in_order(|| r.and_then(&mut *consume))
+            };
             st = shared.lock();
-            match outcome {
-                Ok(()) => st.next_out += 1,
-                Err(e) => stop(&mut st, Some(e)),
+            st.consuming = false;
+            let outcome = match outcome {
+                Ok(a) => {
+                    st.next_out += 1;
+                    shared.changed.notify_all();
+                    drop(st);
+                    let done = after(a);
+                    st = shared.lock();
+                    done
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                stop(&mut st, Some(e));
+                shared.changed.notify_all();
             }
-            shared.changed.notify_all();
             if st.stopped.is_some() {
-                break;
+                return;
             }
         }
-        st.consuming = false;
     }
 }
 
@@ -350,6 +377,62 @@ mod tests {
             .unwrap();
             assert_eq!(seen, (0..200).collect::<Vec<_>>(), "{threads} threads");
         }
+    }
+
+    #[test]
+    fn the_turn_passes_on_before_the_after_work_of_a_result() {
+        // after(0) waits for result 1 to be consumed: it can only finish if another worker
+        // took the turn while it was running.
+        let consumed = AtomicUsize::new(0);
+        let afters = Mutex::new(Vec::new());
+        run_ordered_then::<usize, usize, String>(
+            4,
+            2,
+            4,
+            &Clock::default(),
+            Ok,
+            |k| {
+                consumed.fetch_max(k + 1, Ordering::SeqCst);
+                Ok(k)
+            },
+            |k| {
+                if k == 0 {
+                    let t = Instant::now();
+                    while consumed.load(Ordering::SeqCst) < 2 {
+                        if t.elapsed() > Duration::from_secs(20) {
+                            return Err("result 1 was not consumed during after(0)".into());
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+                afters.lock().unwrap().push(k);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let mut afters = afters.into_inner().unwrap();
+        afters.sort_unstable();
+        assert_eq!(afters, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn an_error_after_the_turn_stops_the_run() {
+        let ran = AtomicUsize::new(0);
+        let err = run_ordered_then::<usize, usize, &str>(
+            100_000,
+            2,
+            4,
+            &Clock::default(),
+            |k| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(k)
+            },
+            Ok,
+            |k| if k == 3 { Err("disk full") } else { Ok(()) },
+        )
+        .unwrap_err();
+        assert_eq!(err, "disk full");
+        assert!(ran.load(Ordering::SeqCst) < 100);
     }
 
     #[test]

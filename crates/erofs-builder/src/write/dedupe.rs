@@ -140,7 +140,7 @@ impl Dedupe {
     }
 
     /// Places the pclusters of segment `z` (relative addresses) from block `next` on,
-    /// writing through `put` (bytes, block) only those whose content is new, and returns
+    /// writing through `put` (range of `z.data`, block) only those whose content is new, and returns
     /// the segment's extents at absolute addresses and the blocks written. `digests` are
     /// the extents' ([`extent_digests`]); an extent past them (an inline tail) is given
     /// the block where a pcluster after the one before it would start. `src`: the
@@ -155,7 +155,7 @@ impl Dedupe {
         algorithm: Algorithm,
         mut pos: u64,
         next: u64,
-        mut put: impl FnMut(&[u8], u64) -> Result<(), BuildError>,
+        mut put: impl FnMut(std::ops::Range<usize>, u64) -> Result<(), BuildError>,
     ) -> Result<(Vec<Extent>, u64), BuildError> {
         let blksz = 1usize << self.blkszbits;
         let lcmask = (1u64 << self.blkszbits) - 1;
@@ -168,10 +168,7 @@ impl Dedupe {
         let mut run: Option<(u32, u32, u64)> = None;
         let mut flush = |run: &mut Option<(u32, u32, u64)>| -> Result<(), BuildError> {
             match run.take() {
-                Some((from, n, at)) => put(
-                    &z.data[from as usize * blksz..(from + n) as usize * blksz],
-                    at,
-                ),
+                Some((from, n, at)) => put(from as usize * blksz..(from + n) as usize * blksz, at),
                 None => Ok(()),
             }
         };

@@ -2,9 +2,10 @@
 //!
 //! Workers cut each file's fragment (its tail, or the whole file) while they compress it
 //! (`compress::compress_segment_ext`) and hand its bytes over with the segment. The ordered
-//! step, in inode order, gives each fragment its offset in the packed inode and appends its
-//! bytes to a spill file beside the image, so the offsets depend on the input only, never
-//! on timing or thread count, and memory stays bounded whatever the packed inode's size.
+//! step, in inode order, gives each fragment its offset in the packed inode, so the offsets
+//! depend on the input only, never on timing or thread count; the bytes go to a spill file
+//! beside the image at that offset after the turn has passed on ([`Packer::take_writes`]),
+//! and memory stays bounded whatever the packed inode's size.
 //! With `fragdedupe`, a fragment whose bytes equal an earlier one's (same length and
 //! sha256, computed by the worker), or the end of an earlier one (as mkfs.erofs matches
 //! a file's tail against the ends of the fragments packed before it), or its start (which
@@ -17,7 +18,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -27,8 +29,9 @@ use crate::{BuildError, FragDedupe, Fragments, Options};
 
 /// A fragment as a worker cut it.
 pub(super) struct Piece {
-    /// The bytes, uncompressed.
-    pub bytes: Vec<u8>,
+    /// The bytes, uncompressed (shared with the spill write and the kept ends, not copied
+    /// in the ordered step).
+    pub bytes: Arc<Vec<u8>>,
     /// The fragment is the whole file.
     pub whole: bool,
     /// Its sha256, when it may be shared (`fragdedupe`).
@@ -46,7 +49,11 @@ impl Piece {
                 FragDedupe::Off => false,
             };
         let key = shared.then(|| Sha256::digest(&bytes).into());
-        Self { bytes, whole, key }
+        Self {
+            bytes: Arc::new(bytes),
+            whole,
+            key,
+        }
     }
 }
 
@@ -61,8 +68,10 @@ pub(super) fn mode(options: &Options) -> Fragments {
 
 /// The packed inode's content, gathered in the ordered step.
 pub(super) struct Packer {
-    out: BufWriter<File>,
+    spill: Arc<File>,
     len: u64,
+    /// Fragments placed but not yet written: (bytes, offset).
+    writes: Vec<(Arc<Vec<u8>>, u64)>,
     /// Offsets of the fragments that may be shared, by (length, sha256).
     seen: HashMap<(u64, [u8; 32]), u64>,
     /// Recent shareable fragments' starts and ends, for prefix and suffix matches.
@@ -83,8 +92,20 @@ const ENDS_BYTES: usize = 64 << 20;
 /// ending (zeros) cost a bounded time each.
 const ENDS_PER_KEY: usize = 32;
 
-/// Where a fragment starts (or ends) in the packed inode, and its bytes at that end.
-type Kept = (u64, Arc<[u8]>);
+/// Where a fragment starts (or ends) in the packed inode, and its bytes at that end:
+/// `range` of `bytes`, which a fragment of at most [`END_KEPT`] bytes shares with its
+/// [`Piece`] (nothing is copied in the ordered step).
+struct Kept {
+    anchor: u64,
+    bytes: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl Kept {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
+}
 
 /// One end (first or last bytes) of recent fragments, by its [`END_KEY`] outermost bytes.
 struct Ends {
@@ -121,38 +142,47 @@ impl Ends {
     /// Where an earlier fragment starts (or ends) with `bytes`: the offset they are at.
     fn find(&self, bytes: &[u8]) -> Option<u64> {
         let list = self.by_key.get(&self.key(bytes)?)?;
-        let (at, _) = list.iter().rev().take(ENDS_PER_KEY).find(|(_, kept)| {
+        let kept = list.iter().rev().take(ENDS_PER_KEY).find(|kept| {
             if self.last {
-                kept.ends_with(bytes)
+                kept.bytes().ends_with(bytes)
             } else {
-                kept.starts_with(bytes)
+                kept.bytes().starts_with(bytes)
             }
         })?;
         Some(if self.last {
-            at - bytes.len() as u64
+            kept.anchor - bytes.len() as u64
         } else {
-            *at
+            kept.anchor
         })
     }
 
     /// Keeps an end of a fragment just packed at `at..at + bytes.len()`.
-    fn add(&mut self, bytes: &[u8], at: u64) {
+    fn add(&mut self, bytes: &Arc<Vec<u8>>, at: u64) {
         let Some(key) = self.key(bytes) else {
             return;
         };
-        let n = bytes.len().min(END_KEPT);
-        let (kept, anchor): (Arc<[u8]>, u64) = if self.last {
-            (
-                Arc::from(&bytes[bytes.len() - n..]),
-                at + bytes.len() as u64,
-            )
+        let len = bytes.len();
+        let n = len.min(END_KEPT);
+        let range = if self.last { len - n..len } else { 0..n };
+        let anchor = if self.last { at + len as u64 } else { at };
+        let kept = if n == len {
+            Kept {
+                anchor,
+                bytes: Arc::clone(bytes),
+                range,
+            }
         } else {
-            (Arc::from(&bytes[..n]), at)
+            // Only the end of a long fragment: keeping it all would hold its whole size.
+            Kept {
+                anchor,
+                bytes: Arc::new(bytes[range].to_vec()),
+                range: 0..n,
+            }
         };
         self.bytes += n;
         self.order.push_back((key, anchor, n));
         let list = self.by_key.entry(key).or_default();
-        list.push_back((anchor, kept));
+        list.push_back(kept);
         if list.len() > ENDS_PER_KEY {
             // Never compared again; its bytes leave `self.bytes` when the FIFO reaches it.
             list.pop_front();
@@ -163,7 +193,7 @@ impl Ends {
             };
             self.bytes -= n;
             if let Some(list) = self.by_key.get_mut(&key) {
-                list.retain(|&(a, _)| a != anchor);
+                list.retain(|k| k.anchor != anchor);
                 if list.is_empty() {
                     self.by_key.remove(&key);
                 }
@@ -187,18 +217,19 @@ impl Packer {
                 format!("the packed inode's spill file: {e}"),
             ))
         })?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(prefixes).map_err(spill_error)?;
+        file.write_all_at(prefixes, 0).map_err(spill_error)?;
         Ok(Self {
-            out,
+            spill: Arc::new(file),
             len: prefixes.len() as u64,
+            writes: Vec::new(),
             seen: HashMap::new(),
             starts: Ends::new(false),
             ends: Ends::new(true),
         })
     }
 
-    /// Places `piece` and returns its offset in the packed inode.
+    /// Places `piece` and returns its offset in the packed inode; its bytes wait in
+    /// [`Packer::take_writes`] when they are new.
     pub fn place(&mut self, piece: &Piece) -> Result<u64, BuildError> {
         let len = piece.bytes.len() as u64;
         if let Some(key) = piece.key
@@ -213,7 +244,7 @@ impl Packer {
             return Ok(at);
         }
         let at = self.len;
-        self.out.write_all(&piece.bytes).map_err(spill_error)?;
+        self.writes.push((Arc::clone(&piece.bytes), at));
         self.len += len;
         if let Some(key) = piece.key {
             self.seen.insert((len, key), at);
@@ -223,16 +254,38 @@ impl Packer {
         Ok(at)
     }
 
+    /// The fragments placed since the last call, for [`SpillWrites::write`] outside the
+    /// ordered step.
+    pub fn take_writes(&mut self) -> SpillWrites {
+        SpillWrites {
+            file: Arc::clone(&self.spill),
+            writes: std::mem::take(&mut self.writes),
+        }
+    }
+
     /// The spill file and the packed inode's size, `None` when no fragment was placed.
-    pub fn finish(self) -> Result<Option<(Arc<File>, u64)>, BuildError> {
+    /// Writes still pending are written first.
+    pub fn finish(mut self) -> Result<Option<(Arc<File>, u64)>, BuildError> {
+        self.take_writes().write()?;
         if self.len == 0 {
             return Ok(None);
         }
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| spill_error(e.into_error()))?;
-        Ok(Some((Arc::new(file), self.len)))
+        Ok(Some((self.spill, self.len)))
+    }
+}
+
+/// Fragments placed in the packed inode, to write into its spill file at their offsets.
+pub(super) struct SpillWrites {
+    file: Arc<File>,
+    writes: Vec<(Arc<Vec<u8>>, u64)>,
+}
+
+impl SpillWrites {
+    pub fn write(self) -> Result<(), BuildError> {
+        for (bytes, at) in &self.writes {
+            self.file.write_all_at(bytes, *at).map_err(spill_error)?;
+        }
+        Ok(())
     }
 }
 
@@ -331,7 +384,7 @@ mod tests {
     #[test]
     fn suffix_matches_forget_the_oldest_fragments_past_the_window() {
         let mut ends = Ends::new(true);
-        let a = distinct(END_KEPT + 100);
+        let a = Arc::new(distinct(END_KEPT + 100));
         ends.add(&a, 1 << 40);
         let end = (1u64 << 40) + a.len() as u64;
         // Only the last END_KEPT bytes are kept: a longer suffix is not found.
@@ -342,7 +395,7 @@ mod tests {
         for k in 0..ENDS_BYTES / END_KEPT {
             let mut f = filler.clone();
             f.extend_from_slice(&(k as u64).to_le_bytes());
-            ends.add(&f, 2 << 40);
+            ends.add(&Arc::new(f), 2 << 40);
         }
         assert!(ends.bytes <= ENDS_BYTES);
         assert_eq!(ends.find(&a[1000..]), None);

@@ -25,7 +25,7 @@ use crate::compress::{
     CompressOptions, Compressed, Compressor, Extent, SegmentEnd, compress_segment_ext,
 };
 use crate::layout::{Fragment, Prelude, ZArea, ZFile, ZStored, compressible, inline_fits};
-use crate::pipeline::{Clock, run_ordered};
+use crate::pipeline::{Clock, run_ordered_then};
 use crate::tree::{Kind, Tree};
 use crate::{BuildError, Fragments, Options, Progress};
 
@@ -436,7 +436,7 @@ pub(super) fn write_compressed(
             interlaced,
         )
     });
-    run_ordered(
+    run_ordered_then(
         jobs.len(),
         ctx.threads,
         WINDOW_PER_THREAD * ctx.threads.max(1),
@@ -445,7 +445,10 @@ pub(super) fn write_compressed(
         |outs| {
             let mut files = 0;
             let mut bytes = 0;
-            for o in outs {
+            // The ordered step assigns addresses; the bytes are written at them once the
+            // turn has passed on (the `after` step below).
+            let mut writes = Writes::default();
+            for mut o in outs {
                 let blocks = o.z.data.len() as u64 / blksz;
                 if next + blocks > u64::from(u32::MAX) {
                     return Err(BuildError::TooLarge(
@@ -453,8 +456,10 @@ pub(super) fn write_compressed(
                     ));
                 }
                 let algorithm = compressors[choices.get(o.inode).0].algorithm();
-                let put = |bytes: &[u8], blk: u64| {
-                    file.put_at(bytes, blk * blksz).map_err(BuildError::Output)
+                let mut puts = Vec::new();
+                let put = |bytes: Range<usize>, blk: u64| {
+                    puts.push((bytes, blk * blksz));
+                    Ok(())
                 };
                 // A file stored flat that pclusters already written decode is read from
                 // them instead (its blocks are not written).
@@ -488,7 +493,8 @@ pub(super) fn write_compressed(
                         (Some(list), written)
                     }
                     _ => {
-                        put(&o.z.data, next)?;
+                        let mut put = put;
+                        put(0..o.z.data.len(), next)?;
                         (None, blocks)
                     }
                 };
@@ -508,6 +514,9 @@ pub(super) fn write_compressed(
                     }
                 }
                 next += blocks;
+                if !puts.is_empty() {
+                    writes.image.push((std::mem::take(&mut o.z.data), puts));
+                }
                 let mut whole = false;
                 if let (Some(p), Some(piece)) = (&mut packer, &o.fragment) {
                     let tail_at = o.at + o.bytes - piece.bytes.len() as u64;
@@ -558,7 +567,20 @@ pub(super) fn write_compressed(
             if ctx.packed.is_none() {
                 progress.advance(files, bytes);
             }
-            Ok(())
+            writes.spill = packer.as_mut().map(|p| p.take_writes());
+            Ok(writes)
+        },
+        |writes: Writes| {
+            for (data, puts) in &writes.image {
+                for (range, at) in puts {
+                    file.put_at(&data[range.clone()], *at)
+                        .map_err(BuildError::Output)?;
+                }
+            }
+            match writes.spill {
+                Some(s) => s.write(),
+                None => Ok(()),
+            }
         },
     )?;
     Ok(ZOut {
@@ -574,6 +596,17 @@ pub(super) fn write_compressed(
             None => None,
         },
     })
+}
+
+/// A range of a segment's compressed bytes and the image offset it goes to.
+type Put = (Range<usize>, u64);
+
+/// What one ordered step leaves to write: compressed data (a segment's pclusters, and the
+/// ranges of them that go to the image at byte offsets) and fragments for the spill file.
+#[derive(Default)]
+struct Writes {
+    image: Vec<(Vec<u8>, Vec<Put>)>,
+    spill: Option<fragments::SpillWrites>,
 }
 
 /// Which `-z` compressor and pcluster size each regular file gets.
