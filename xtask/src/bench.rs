@@ -105,6 +105,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mkfs_rs = bin.join("mkfs-erofs-rs");
     let fsck_rs = bin.join("fsck-erofs-rs");
     let work = scratch_dir()?;
+    // The images and lists are gigabytes in /dev/shm (memory): gone when the run ends,
+    // however it ends. A generated tree (a directory) stays for the next run.
+    let _scratch = ScratchFiles(work.clone());
     let tree = match &args.tree {
         Some(t) => t.clone(),
         None => default_tree(&work)?,
@@ -881,6 +884,22 @@ fn is_root() -> bool {
             s.lines()
                 .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
         })
+}
+
+/// Removes the regular files directly in a scratch directory when dropped.
+struct ScratchFiles(PathBuf);
+
+impl Drop for ScratchFiles {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn scratch_dir() -> Result<PathBuf> {
