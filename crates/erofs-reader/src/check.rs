@@ -892,14 +892,6 @@ fn walk_and_check<'i: 'j, 'j>(
         );
     }
     flush_zbatch(&mut c, jobs, spawn);
-    if std::env::var_os("TMP_TRACE").is_some() {
-        eprintln!(
-            "walk done at {:?}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-        );
-    }
     batch.flush();
     Some(c)
 }
