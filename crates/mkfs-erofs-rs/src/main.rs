@@ -141,7 +141,8 @@ struct Cli {
     )]
     threads: usize,
     /// Compress regular files: `ALG[,LEVEL][:ALG2[,LEVEL]]...`: lz4, lz4hc (levels 0..=12,
-    /// default 9), deflate (0..=9, default 1), lzma (MicroLZMA: 0..=9 or the extreme
+    /// default 9), deflate (0..=9, default 1), libdeflate (the same format; libdeflate's
+    /// levels 0..=12, default 1), lzma (MicroLZMA: 0..=9 or the extreme
     /// 100..=109, default 6; `,dictsize=BYTES` 4096..=8388608) or zstd (0..=22, default 3;
     /// `,dictsize=BYTES` 1024..=1048576). `level=N` is accepted for the level. The first
     /// algorithm compresses every file; later ones only those that --compress-hints sends

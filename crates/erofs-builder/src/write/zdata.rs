@@ -708,7 +708,7 @@ fn pack_tail(
     type TailPlan = (Option<(usize, Vec<u8>)>, (usize, Vec<u8>, bool));
     let tail_of = |input: &[u8], scratch: &mut Vec<u8>| -> Option<(usize, Vec<u8>, bool)> {
         scratch.resize(blksz, 0);
-        match c.compress_fill(input, &mut scratch[..blksz - 1]) {
+        match c.compress_fill(input, &mut scratch[..blksz - 1], None) {
             Some((read, wrote)) if read == input.len() && wrote < read => {
                 Some((read, scratch[..wrote].to_vec(), false))
             }
@@ -731,7 +731,7 @@ fn pack_tail(
         }
         let room = wrote / blksz * blksz;
         scratch.resize(room, 0);
-        let (read, wrote2) = c.compress_fill(input, &mut scratch[..room])?;
+        let (read, wrote2) = c.compress_fill(input, &mut scratch[..room], None)?;
         if read >= len || wrote2 + (len - read) >= wrote.next_multiple_of(blksz) {
             return None;
         }
