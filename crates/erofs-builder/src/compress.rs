@@ -444,6 +444,9 @@ pub struct CompressOptions {
     /// `--max-extent-bytes`: the most bytes one extent decodes to; 0 means only Linux's
     /// own limit (12 MiB), which also bounds a larger value.
     pub max_extent_bytes: u32,
+    /// `-E fragments=BYTES`: the packed inode's pcluster size, a multiple of the block size
+    /// up to the largest pcluster; 0 means the default (`-C`'s), as mkfs.erofs.
+    pub packed_pcluster_bytes: u32,
 }
 
 /// One line of a `--compress-hints` file: `PCLUSTER-BYTES [ALGORITHM-INDEX] REGEX`.
@@ -534,6 +537,7 @@ impl CompressOptions {
             max_pcluster_bytes: 0,
             hints: Vec::new(),
             max_extent_bytes: 0,
+            packed_pcluster_bytes: 0,
         })
     }
 
@@ -566,6 +570,14 @@ impl CompressOptions {
             return Err(BuildError::InvalidOption(format!(
                 "--max-extent-bytes={m}: an extent must be allowed at least one block \
                  ({blksz} bytes)"
+            )));
+        }
+        let p = self.packed_pcluster_bytes;
+        if p != 0 && (bad_size(p) || p > self.max_pcluster(blksz)) {
+            return Err(BuildError::InvalidOption(format!(
+                "-E fragments={p}: the packed inode's pcluster size must be a multiple of the \
+                 block size ({blksz}) and at most the largest pcluster ({}, -C or a hint)",
+                self.max_pcluster(blksz)
             )));
         }
         for h in &self.hints {

@@ -19,6 +19,8 @@ pub struct Extended {
     pub bit48: bool,
     /// `fragments` / `all-fragments` (the later wins, as in mkfs.erofs).
     pub fragments: erofs_builder::Fragments,
+    /// `fragments=BYTES` / `all-fragments=BYTES`: the packed inode's pcluster size (0: -C's).
+    pub packed_pcluster: u32,
     /// `[^]fragdedupe[=inode|full]`.
     pub fragdedupe: erofs_builder::FragDedupe,
     /// `dedupe`: pclusters shared between extents with the same decoded bytes.
@@ -34,6 +36,7 @@ impl Default for Extended {
             legacy_compress: false,
             bit48: false,
             fragments: erofs_builder::Fragments::Off,
+            packed_pcluster: 0,
             fragdedupe: erofs_builder::FragDedupe::Full,
             dedupe: false,
         }
@@ -65,10 +68,22 @@ pub fn parse(values: &[String]) -> Result<Extended> {
         match (negated, name) {
             (false, "fragments" | "all-fragments") => {
                 if let Some(v) = value {
-                    bail!(
-                        "-E {opt}: a pcluster size for the packed inode ({v}) is not implemented \
-                         by mkfs.erofs-rs; leave it out (the packed inode takes -C's size)"
-                    );
+                    // mkfs.erofs reads it with strtoull(base 0): decimal, 0x hex or 0 octal.
+                    let parsed = match v {
+                        _ if v.starts_with("0x") || v.starts_with("0X") => {
+                            u32::from_str_radix(&v[2..], 16).ok()
+                        }
+                        _ if v.len() > 1 && v.starts_with('0') => {
+                            u32::from_str_radix(&v[1..], 8).ok()
+                        }
+                        _ => v.parse::<u32>().ok(),
+                    };
+                    e.packed_pcluster = match parsed {
+                        Some(n) if n > 0 => n,
+                        _ => bail!(
+                            "-E {opt}: {v:?} is not a pcluster size in bytes for the packed inode"
+                        ),
+                    };
                 }
                 e.fragments = if name == "fragments" {
                     erofs_builder::Fragments::Tails
@@ -105,7 +120,7 @@ pub fn parse(values: &[String]) -> Result<Extended> {
                 )
             }
             _ => bail!(
-                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit, [^]dedupe, fragments, all-fragments, [^]fragdedupe[=inode|full])"
+                "-E {opt}: unknown extended option (known: noinline_data, [^]inline_data, [^]xattr-name-filter, [^]ztailpacking, [^]legacy-compress, [^]48bit, [^]dedupe, fragments[=BYTES], all-fragments[=BYTES], [^]fragdedupe[=inode|full])"
             ),
         }
     }
@@ -158,7 +173,24 @@ mod tests {
             FragDedupe::Full
         );
         assert!(p(&["fragdedupe=some"]).is_err());
-        assert!(p(&["fragments=65536"]).is_err());
+        // The packed inode's pcluster size, spelled as strtoull(base 0) reads it.
+        for (v, n) in [("65536", 65536), ("0x10000", 65536), ("0200000", 65536)] {
+            let e = p(&[&format!("fragments={v}")]).unwrap();
+            assert_eq!(
+                (e.fragments, e.packed_pcluster),
+                (Fragments::Tails, n),
+                "{v}"
+            );
+        }
+        assert_eq!(p(&["all-fragments=8192"]).unwrap().packed_pcluster, 8192);
+        for bad in [
+            "fragments=",
+            "fragments=0",
+            "fragments=64k",
+            "fragments=-4096",
+        ] {
+            assert!(p(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

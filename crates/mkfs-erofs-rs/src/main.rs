@@ -75,8 +75,9 @@ struct Cli {
     /// (inline compressed tails), legacy-compress (full lcluster indexes), dedupe (with -z:
     /// pclusters shared between extents, within and across files; a shared prefix sets
     /// incompat 0x20, which Linux 6.1+ reads and erofs-utils 1.5 refuses), 48bit (the
-    /// 48-bit layout; Linux 6.15+, not 6.12), fragments (file tails in the packed inode;
-    /// Linux 6.1+), all-fragments (whole files there), [^]fragdedupe[=inode|full]
+    /// 48-bit layout; Linux 6.15+, not 6.12), fragments[=BYTES] (file tails in the packed
+    /// inode, Linux 6.1+; BYTES: its pcluster size, at most -C), all-fragments[=BYTES]
+    /// (whole files there), [^]fragdedupe[=inode|full]
     /// (identical fragments stored once; full by default).
     #[arg(short = 'E', value_name = "OPTS", action = clap::ArgAction::Append)]
     extended: Vec<String>,
@@ -261,6 +262,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
         legacy_compress,
         bit48,
         fragments,
+        packed_pcluster,
         fragdedupe,
         dedupe,
     } = extended::parse(&cli.extended)?;
@@ -315,6 +317,7 @@ fn options_from(cli: &Cli) -> Result<Options> {
         let mut c = erofs_builder::CompressOptions::parse(z)?;
         c.max_pcluster_bytes = cli.pcluster.unwrap_or(0);
         c.max_extent_bytes = cli.max_extent_bytes.unwrap_or(0);
+        c.packed_pcluster_bytes = packed_pcluster;
         if let Some(path) = &cli.compress_hints {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 erofs_builder::BuildError::InvalidOption(format!(

@@ -609,3 +609,63 @@ fn fragments_share_the_pclusters_of_identical_extents_as_mkfs_erofs_does() {
         assert!(raw("a").is_disjoint(&raw("c")), "{z} -E{e}");
     }
 }
+
+#[test]
+fn fragments_bytes_sets_the_packed_inodes_pcluster_size_as_mkfs_erofs_does() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_fragment_tree(&src);
+    let want = with_epoch(snap_dir(&src, FULL, &[]));
+    // The packed inode's pclusters: at most 16 KiB where -E fragments=16384 says so, up to
+    // -C's 64 KiB otherwise; files keep -C's size.
+    for (e, packed_max) in [
+        ("all-fragments", 65536),
+        ("all-fragments=16384", 16384),
+        ("all-fragments=0x2000", 8192),
+        ("fragments=16384", 16384),
+    ] {
+        let img = tmp.path().join(format!("{e}.erofs"));
+        mkfs(&src, &img, &args("-zlz4hc", "2", &["-C65536", "-E", e]));
+        let image = Image::open(&img).unwrap();
+        let packed = image
+            .inode(image.superblock().packed_nid.get())
+            .expect("packed inode");
+        let largest = image
+            .z_extents(&packed)
+            .expect("packed inode extents")
+            .iter()
+            .filter(|x| !x.inline)
+            .map(|x| x.plen)
+            .max()
+            .unwrap_or(0);
+        if packed_max == 65536 {
+            assert!(
+                largest > 16384,
+                "-E{e}: the default is -C's size ({largest})"
+            );
+        } else {
+            assert!(largest <= packed_max, "-E{e}: a {largest}-byte pcluster");
+        }
+        assert_same(e, &want, &snap_image(&img, FULL));
+        if let Some(m) = Mount::new(&img) {
+            assert_same("kernel mount", &want, &snap_dir(m.path(), FULL, &[]));
+        }
+    }
+    // Not a block multiple, or above -C: refused before any work, naming the option.
+    for (e, c) in [
+        ("fragments=5000", "-C65536"),
+        ("fragments=131072", "-C65536"),
+    ] {
+        let out = std::process::Command::new(mkfs_bin())
+            .args(["-q", "-zlz4hc", c, "-E", e])
+            .arg(&src)
+            .arg(tmp.path().join("bad.erofs"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&format!("-E {e}")),
+            "{err}"
+        );
+    }
+}

@@ -153,7 +153,12 @@ pub(super) fn write_compressed(
 ) -> Result<ZOut, BuildError> {
     let tree = ctx.tree;
     let blksz = 1u64 << ctx.options.blkszbits;
-    let choices = file_choices(tree, z, blksz as u32);
+    let mut choices = file_choices(tree, z, blksz as u32);
+    if let Some(p) = ctx.packed
+        && z.packed_pcluster_bytes != 0
+    {
+        choices.packed = Some((p, (0, z.packed_pcluster_bytes)));
+    }
     let compressors: Vec<Compressor> = (0..z.compressors.len())
         .map(|i| z.resolved(i, blksz as u32))
         .collect();
@@ -614,11 +619,16 @@ struct Choices {
     /// Per inode when `--compress-hints` is given; empty otherwise.
     per_inode: Vec<(u8, u32)>,
     default: (u8, u32),
+    /// The packed inode and its own choice (`-E fragments=BYTES`: the first algorithm).
+    packed: Option<(usize, (u8, u32))>,
 }
 
 impl Choices {
     fn get(&self, inode: usize) -> (usize, u32) {
-        let (i, p) = self.per_inode.get(inode).copied().unwrap_or(self.default);
+        let (i, p) = match self.packed {
+            Some((packed, choice)) if packed == inode => choice,
+            _ => self.per_inode.get(inode).copied().unwrap_or(self.default),
+        };
         (usize::from(i), p)
     }
 }
@@ -661,6 +671,7 @@ fn file_choices(tree: &Tree, z: &CompressOptions, blksz: u32) -> Choices {
             .map(|c| c.unwrap_or((0, default.1)))
             .collect(),
         default: (0, default.1),
+        packed: None,
     }
 }
 
