@@ -527,14 +527,13 @@ pub struct ZArea {
 pub fn compressible(inode: &Inode, options: &Options) -> bool {
     // One block never gains by compression alone, but under dedupe it may be read from an
     // earlier pcluster (mkfs.erofs tries it then).
-    let smallest =
-        if options.zlayout.ztailpacking || options.zlayout.fragments != crate::Fragments::Off {
-            1
-        } else if options.zlayout.dedupe {
-            1u64 << options.blkszbits
-        } else {
-            (1u64 << options.blkszbits) + 1
-        };
+    let smallest = if options.zlayout.ztailpacking || options.fragments() != crate::Fragments::Off {
+        1
+    } else if options.zlayout.dedupe {
+        1u64 << options.blkszbits
+    } else {
+        (1u64 << options.blkszbits) + 1
+    };
     options.compression.is_some() && matches!(&inode.kind, Kind::Regular(c) if c.size >= smallest)
 }
 
@@ -551,7 +550,7 @@ pub fn inline_fits(pre: &Prelude, tree: &Tree, i: usize, options: &Options, tail
 /// one exists, so plain prefixes beside a packed inode would be misread
 /// (erofs-format.md 8.5).
 pub fn prefixes_in_packed(options: &Options) -> bool {
-    options.compression.is_some() && options.zlayout.fragments != crate::Fragments::Off
+    options.fragments() != crate::Fragments::Off
 }
 
 /// The first planning step: xattrs, epoch, the head's size.

@@ -336,6 +336,17 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The fragments a compressed image gets (`-E fragments` / `all-fragments` count only
+    /// with `-z`): the one place the writer, the packed inode and the placement of long
+    /// xattr prefixes (`layout::prefixes_in_packed`) learn it from.
+    pub fn fragments(&self) -> Fragments {
+        if self.compression.is_some() {
+            self.zlayout.fragments
+        } else {
+            Fragments::Off
+        }
+    }
+
     /// Fixes the build time now when files are to take it, so that the scan and the layout
     /// agree on it; draws a random UUID now, so that the report can name it.
     fn resolve_time(&self) -> Self {

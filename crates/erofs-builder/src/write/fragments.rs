@@ -25,7 +25,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::tree::{DataSource, FileContent, Inode, Kind, StagedData, Tree};
-use crate::{BuildError, FragDedupe, Fragments, Options};
+use crate::{BuildError, FragDedupe, Options};
 
 /// A fragment as a worker cut it.
 pub(super) struct Piece {
@@ -54,15 +54,6 @@ impl Piece {
             whole,
             key,
         }
-    }
-}
-
-/// What fragments a file of this tree gets.
-pub(super) fn mode(options: &Options) -> Fragments {
-    if options.compression.is_some() {
-        options.zlayout.fragments
-    } else {
-        Fragments::Off
     }
 }
 

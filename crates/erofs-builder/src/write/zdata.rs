@@ -168,12 +168,12 @@ pub(super) fn write_compressed(
     let mut multis = 0;
     let frag_mode = match ctx.packed {
         Some(_) => Fragments::Off,
-        None => fragments::mode(ctx.options),
+        None => ctx.options.fragments(),
     };
     // Raw blocks are interlaced with fragments, as mkfs.erofs does, but not with dedupe (as
     // mkfs.erofs): an interlaced raw pcluster holds its bytes at one file offset's rotation,
     // so only an extent at the same rotation can share it.
-    let interlaced = fragments::mode(ctx.options) != Fragments::Off && !ctx.options.zlayout.dedupe;
+    let interlaced = ctx.options.fragments() != Fragments::Off && !ctx.options.zlayout.dedupe;
     let fragdedupe = ctx.options.zlayout.fragdedupe;
     // Whole pclusters are shared between identical extents (the ordered step decides), but
     // not inside the packed inode, which holds each fragment once already.
