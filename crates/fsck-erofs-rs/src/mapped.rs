@@ -24,7 +24,7 @@ use erofs_reader::ReadAt;
 /// A regular file and its read-only map, which spans the whole file.
 #[derive(Debug)]
 pub struct MappedFile {
-    map: std::sync::Arc<memmap2::Mmap>,
+    map: memmap2::Mmap,
     file: File,
 }
 
@@ -45,23 +45,6 @@ impl MappedFile {
         // fsck.erofs-rs accepts it, as it checks an image, not a file being written.
         // Shrinking the file raises SIGBUS, as the module docs say.
         let map = unsafe { memmap2::MmapOptions::new().map(&file) }.ok()?;
-        let map = std::sync::Arc::new(map);
-        if std::env::var_os("TMP_POP").is_some() {
-            let m = std::sync::Arc::clone(&map);
-            std::thread::spawn(move || {
-                const CHUNK: usize = 8 << 20;
-                let mut at = 0;
-                while at < m.len() {
-                    let n = CHUNK.min(m.len() - at);
-                    if m.advise_range(memmap2::Advice::PopulateRead, at, n)
-                        .is_err()
-                    {
-                        break;
-                    }
-                    at += n;
-                }
-            });
-        }
         Some(MappedFile { map, file })
     }
 }
