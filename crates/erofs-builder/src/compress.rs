@@ -24,7 +24,7 @@ pub enum Compressor {
     Lz4Hc(u8),
     /// `deflate[,LEVEL]`: raw DEFLATE, levels 0..=9 (default 1, as mkfs.erofs, whose own
     /// encoder these levels name), written by libdeflate at a level that fills pclusters
-    /// about as well ([`libdeflate_level`]).
+    /// about as well (`libdeflate_level`).
     Deflate(u8),
     /// `libdeflate[,LEVEL]`: raw DEFLATE by libdeflate, its levels 0..=12 (default 1, as
     /// mkfs.erofs's libdeflate backend); the same on-disk algorithm as `deflate`.
