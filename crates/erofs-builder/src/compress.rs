@@ -255,8 +255,9 @@ impl Compressor {
 /// The libdeflate level for a `-zdeflate` level. mkfs.erofs's `deflate` levels name the
 /// effort of its own encoder (kite), 1..=9; libdeflate at the same number fills pclusters
 /// at least as full (the 1.9.3 reference tree: 0.978x of mkfs.erofs's image at level 9,
-/// 0.88x at level 1 with fragments) in a third of the time miniz_oxide (this builder's encoder before) took. Level 0,
-/// which kite refuses, is libdeflate's 1: its 0 stores without compressing.
+/// 0.88x at level 1 with fragments) in a third of the time miniz_oxide, this builder's
+/// encoder before, took. Level 0, which kite refuses, is libdeflate's 1: its 0 stores
+/// without compressing.
 fn libdeflate_level(level: u8) -> u8 {
     level.max(1)
 }

@@ -140,10 +140,10 @@ impl Dedupe {
     }
 
     /// Places the pclusters of segment `z` (relative addresses) from block `next` on,
-    /// writing through `put` (range of `z.data`, block) only those whose content is new, and returns
-    /// the segment's extents at absolute addresses and the blocks written. `digests` are
-    /// the extents' ([`extent_digests`]); an extent past them (an inline tail) is given
-    /// the block where a pcluster after the one before it would start. `src`: the
+    /// writing through `put` (range of `z.data`, block) only those whose content is new,
+    /// and returns the segment's extents at absolute addresses and the blocks written.
+    /// `digests` are the extents' ([`extent_digests`]); an extent past them (an inline
+    /// tail) is given the block where a pcluster after the one before it would start. `src`: the
     /// segment's bytes, for prefix matches (`None` without them); `pos`: the file offset
     /// where it starts.
     #[allow(clippy::too_many_arguments)]

@@ -462,7 +462,7 @@ pub(super) fn write_compressed(
                 }
                 let algorithm = compressors[choices.get(o.inode).0].algorithm();
                 let mut puts = Vec::new();
-                let put = |bytes: Range<usize>, blk: u64| {
+                let mut put = |bytes: Range<usize>, blk: u64| {
                     puts.push((bytes, blk * blksz));
                     Ok(())
                 };
@@ -498,7 +498,6 @@ pub(super) fn write_compressed(
                         (Some(list), written)
                     }
                     _ => {
-                        let mut put = put;
                         put(0..o.z.data.len(), next)?;
                         (None, blocks)
                     }
